@@ -1,0 +1,1 @@
+"""`nurture` subcommands, grouped by what they touch."""

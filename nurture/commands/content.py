@@ -1,0 +1,119 @@
+"""Commands for marketers' content: validate, preview, simulate."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from nurture.cli import _settings, cli, command
+from nurture.compose import compose_step
+from nurture.db import session_scope
+from nurture.errors import NurtureError
+from nurture.rendering import SubscriberView
+from nurture.sequences import catalog_for
+from nurture.simulation import simulate as run_simulation
+from nurture.subscribers import get, tags_of
+from nurture.validation import validate_workspace
+
+
+@command(cli, "validate")
+@click.pass_context
+def validate(ctx: click.Context) -> None:
+    """Check every sequence and template; print each problem as path:line: message.
+
+    Exits 1 when there is any error (warnings alone exit 0), so it fits a git hook or CI.
+
+    \b
+    Example:
+      $ nurture validate
+      sequences/welcome.yaml:12: unknown key 'subjet' (did you mean 'subject'?)
+    """
+    settings = _settings(ctx)
+    problems = validate_workspace(settings)
+    for problem in problems:
+        click.echo(str(problem), err=not problem.warning)
+    errors = sum(not p.warning for p in problems)
+    warnings = len(problems) - errors
+    catalog = catalog_for(settings.sequences_dir)
+    steps = sum(len(s.steps) for s in catalog.sequences.values())
+    click.echo(f"{len(catalog.sequences)} sequences, {steps} steps: "
+               f"{errors} errors, {warnings} warnings")  # fmt: skip
+    if errors:
+        sys.exit(1)
+
+
+@command(cli, "preview")
+@click.argument("sequence")
+@click.argument("step")
+@click.option("--subscriber", "email", help="Render for this subscriber instead of a sample one.")
+@click.option("--format", "fmt", type=click.Choice(["html", "text", "eml"]), default="text",
+              show_default=True, help="Which part to print; eml is the whole message.")  # fmt: skip
+@click.pass_context
+def preview(ctx: click.Context, sequence: str, step: str, email: str | None, fmt: str) -> None:
+    """Render one email exactly as it would be sent.
+
+    \b
+    Example:
+      nurture preview from-curious-to-customer welcome --format html > welcome.html
+    """
+    settings = _settings(ctx)
+    catalog = catalog_for(settings.sequences_dir)
+    seq = catalog.get(sequence)
+    if seq is None:
+        raise NurtureError(
+            f"no sequence named {sequence!r} (known: {', '.join(catalog.sequences)})"
+        )
+    found = seq.step(step)
+    if found is None:
+        raise NurtureError(f"{sequence} has no step {step!r} (steps: "
+                           f"{', '.join(s.id for s in seq.steps)})")  # fmt: skip
+    view, sub_id = SubscriberView(email="sam@example.com", first_name="Sam"), 0
+    if email:
+        with session_scope(settings) as session:
+            sub = get(session, email)
+            view = SubscriberView(email=sub.email, first_name=sub.first_name,
+                                  timezone=sub.timezone, attributes=dict(sub.attributes or {}),
+                                  tags=tuple(tags_of(session, sub.id)))  # fmt: skip
+            sub_id = sub.id
+    composed = compose_step(settings, seq, found, view, sub_id)
+    if fmt == "eml":
+        click.echo(composed.envelope.data.decode("utf-8", "replace"))
+    elif fmt == "html":
+        click.echo(composed.rendered.html)
+    else:
+        click.echo(f"Subject: {composed.rendered.subject}\n\n{composed.rendered.text}")
+
+
+@command(cli, "simulate")
+@click.argument("sequence")
+@click.option("--days", type=click.IntRange(1, 3650), default=60, show_default=True,
+              help="How far ahead to look.")  # fmt: skip
+@click.option("--timezone", help="The subscriber's IANA time zone (default NURTURE_TIMEZONE).")
+@click.pass_context
+def simulate(ctx: click.Context, sequence: str, days: int, timezone: str | None) -> None:
+    """Dry run: the dated timeline one new subscriber would receive. Touches no data.
+
+    It runs the real scheduling and rendering code against a throw-away database.
+
+    \b
+    Example:
+      nurture simulate from-curious-to-customer --days 30 --timezone Europe/London
+    """
+    settings = _settings(ctx)
+    from nurture.subscribers import check_timezone
+
+    check_timezone(timezone)
+    rows = run_simulation(settings, sequence, days, timezone)
+    if not rows:
+        click.echo(f"Nothing would be sent within {days} days.")
+        return
+    start = rows[0].at
+    zone = rows[0].local.tzname()
+    click.echo(f"{'day':>4}  {'local time (' + str(zone) + ')':<22} {'UTC':<17} {'stage':<9} "
+               f"{'step':<24} subject")  # fmt: skip
+    for row in rows:
+        day = (row.at - start).days
+        status = "" if row.status == "sent" else f"  [{row.status}: {row.note}]"
+        click.echo(f"{day:>4}  {row.local:%a %Y-%m-%d %H:%M}   {row.at:%Y-%m-%d %H:%M} "
+                   f"{row.stage:<9} {row.step_id:<24} {row.subject}{status}")  # fmt: skip

@@ -1,0 +1,253 @@
+"""Commands about people: subscribers add/list/show/import/export/forget, unsubscribe."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import click
+from sqlalchemy import func, select
+
+from nurture import clock
+from nurture.cli import _settings, cli, command
+from nurture.db import session_scope
+from nurture.errors import NurtureError, SubscriberError
+from nurture.models import Consent, Delivery, Enrollment, Subscriber
+from nurture.sequences import catalog_for
+from nurture.subscribers import ConsentInfo, add, forget, get, tags_of, unsubscribe
+from nurture.tasks import dispatch
+
+#: Rows committed together during an import.
+IMPORT_BATCH = 500
+
+
+@cli.group("subscribers")
+def subscribers() -> None:
+    """Add, browse, import, export and forget subscribers."""
+
+
+@command(subscribers, "add")
+@click.argument("email")
+@click.option("--first-name", help="Used in greetings.")
+@click.option("--timezone", help="IANA zone, e.g. Europe/Paris.")
+@click.option("--tag", "tags", multiple=True, help="A tag; repeat for more.")
+@click.option("--confirmed", is_flag=True,
+              help="Consent was given elsewhere: activate and enrol now, no confirmation email.")  # fmt: skip
+@click.pass_context
+def subscribers_add(ctx: click.Context, email: str, first_name: str | None, timezone: str | None,
+                    tags: tuple[str, ...], confirmed: bool) -> None:  # fmt: skip
+    """Add a subscriber: pending and sent a confirmation email, unless --confirmed.
+
+    \b
+    Example:
+      nurture subscribers add ana@example.com --first-name Ana --tag bakery --confirmed
+    """
+    settings = _settings(ctx)
+    catalog = catalog_for(settings.sequences_dir)
+    with session_scope(settings) as session:
+        sub, created = add(session, catalog, email, clock.now(), first_name=first_name,
+                           timezone=timezone, tags=list(tags), confirmed=confirmed,
+                           consent=ConsentInfo(source="cli"))  # fmt: skip
+        status = sub.status
+        confirmation = session.scalars(
+            select(Delivery.id).where(Delivery.subscriber_id == sub.id,
+                                      Delivery.kind == "confirm", Delivery.status == "queued")
+        ).all()  # fmt: skip
+    if not created:
+        click.echo(f"{sub.email} is already a subscriber ({status}).")
+        return
+    dispatch(settings, confirmation)
+    if confirmed:
+        click.echo(f"Added {sub.email} (active). Run `nurture send-due` to send what is due.")
+    else:
+        click.echo(f"Added {sub.email} (pending); a confirmation email is on its way.")
+
+
+@command(subscribers, "list")
+@click.option("--status", help="Only this status: pending, active, unsubscribed, bounced.")
+@click.option("--limit", type=int, default=100, show_default=True)
+@click.pass_context
+def subscribers_list(ctx: click.Context, status: str | None, limit: int) -> None:
+    """List subscribers, newest first.
+
+    \b
+    Example:
+      nurture subscribers list --status active
+    """
+    with session_scope(_settings(ctx)) as session:
+        query = select(Subscriber).order_by(Subscriber.created_at.desc(), Subscriber.id.desc())
+        if status:
+            query = query.where(Subscriber.status == status)
+        total = session.scalar(select(func.count()).select_from(query.subquery()))
+        subs = session.scalars(query.limit(limit)).all()
+        click.echo(f"{'email':<36} {'status':<13} {'first name':<16} signed up")
+        for s in subs:
+            click.echo(f"{s.email:<36} {s.status:<13} {s.first_name or '':<16} "
+                       f"{s.created_at:%Y-%m-%d %H:%M}")  # fmt: skip
+        click.echo(f"{len(subs)} of {total} shown")
+
+
+@command(subscribers, "show")
+@click.argument("email")
+@click.pass_context
+def subscribers_show(ctx: click.Context, email: str) -> None:
+    """One subscriber's whole journey: consent, enrolments and every email.
+
+    \b
+    Example:
+      nurture subscribers show ana@example.com
+    """
+    with session_scope(_settings(ctx)) as session:
+        sub = get(session, email)
+        click.echo(f"{sub.email}  {sub.status}")
+        click.echo(f"  first name: {sub.first_name or '-'}   time zone: {sub.timezone or '-'}")
+        click.echo(f"  tags: {', '.join(tags_of(session, sub.id)) or '-'}")
+        click.echo(f"  signed up {sub.created_at:%Y-%m-%d %H:%M} UTC via {sub.source}")
+        click.echo("consent:")
+        for c in session.scalars(select(Consent).where(Consent.subscriber_id == sub.id)
+                                 .order_by(Consent.at, Consent.id)):  # fmt: skip
+            where = ", ".join(x for x in (c.ip, c.form, c.user_agent) if x)
+            click.echo(f"  {c.at:%Y-%m-%d %H:%M}  {c.action:<10} via {c.source}"
+                       f"{'  (' + where + ')' if where else ''}")  # fmt: skip
+            if c.wording and c.action == "requested":
+                click.echo(f"      wording: {c.wording}")
+        click.echo("enrolments:")
+        for e in session.scalars(select(Enrollment).where(Enrollment.subscriber_id == sub.id)):
+            nxt = (f"next: {e.next_step_id} at {e.next_due_at:%Y-%m-%d %H:%M}" if e.next_due_at
+                   else f"next: {e.next_step_id} (in flight)" if e.next_step_id else "")  # fmt: skip
+            ended = f"ended: {e.end_reason}" if e.ended_at else ""
+            click.echo(f"  {e.sequence:<28} {e.status:<10} {nxt}{ended}")
+        click.echo("emails:")
+        for d in session.scalars(select(Delivery).where(Delivery.subscriber_id == sub.id)
+                                 .order_by(Delivery.id)):  # fmt: skip
+            when = d.sent_at or d.created_at
+            what = f"{d.sequence}/{d.step_id}" if d.kind == "sequence" else d.kind
+            extra = f"  ({d.error})" if d.error else ""
+            click.echo(f"  {when:%Y-%m-%d %H:%M}  {d.status:<9} {what}  "
+                       f"{d.subject or ''}{extra}")  # fmt: skip
+
+
+@command(subscribers, "export")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path), required=False)
+@click.pass_context
+def subscribers_export(ctx: click.Context, file: Path | None) -> None:
+    """Export every subscriber as CSV (to FILE, or standard output).
+
+    \b
+    Example:
+      nurture subscribers export everyone.csv
+    """
+    out = file.open("w", newline="", encoding="utf-8") if file else sys.stdout
+    try:
+        writer = csv.writer(out)
+        writer.writerow(["email", "first_name", "timezone", "tags", "status", "created_at",
+                         "confirmed_at"])  # fmt: skip
+        with session_scope(_settings(ctx)) as session:
+            count = 0
+            for s in session.scalars(select(Subscriber).order_by(Subscriber.id)
+                                     .execution_options(yield_per=1000)):  # fmt: skip
+                writer.writerow([s.email, s.first_name or "", s.timezone or "",
+                                 " ".join(tags_of(session, s.id)), s.status,
+                                 s.created_at.isoformat(),
+                                 s.confirmed_at.isoformat() if s.confirmed_at else ""])  # fmt: skip
+                count += 1
+    finally:
+        if file:
+            out.close()
+    if file:
+        click.echo(f"Exported {count} subscribers to {file}.")
+
+
+@command(subscribers, "import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--confirmed", is_flag=True,
+              help="Consent was given elsewhere: activate and enrol (source 'import').")  # fmt: skip
+@click.pass_context
+def subscribers_import(ctx: click.Context, file: Path, confirmed: bool) -> None:
+    """Bulk import from CSV with columns email, first_name, timezone, tags.
+
+    Bad rows are reported by line and skipped; good rows are kept. Without --confirmed
+    each new address is pending and sent a confirmation email.
+
+    \b
+    Example:
+      nurture subscribers import customers.csv --confirmed
+    """
+    settings = _settings(ctx)
+    catalog = catalog_for(settings.sequences_dir)
+    try:
+        text = file.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise NurtureError(f"{file} is not UTF-8 text; save it as CSV UTF-8") from None
+    reader = csv.DictReader(text.splitlines())
+    if not reader.fieldnames or "email" not in reader.fieldnames:
+        raise NurtureError(f"{file}: the first row must name the columns and include 'email'")
+    rows = list(reader)
+    added = existing = 0
+    problems: list[str] = []
+    confirmations: list[int] = []
+    consent = ConsentInfo(source="import", form=file.name, wording=None)
+    with click.progressbar(length=len(rows), label="Importing", file=sys.stderr) as bar:
+        for start in range(0, len(rows), IMPORT_BATCH):
+            batch = rows[start : start + IMPORT_BATCH]
+            with session_scope(settings) as session:
+                for offset, row in enumerate(batch):
+                    line = start + offset + 2  # the header is line 1
+                    try:
+                        with session.begin_nested():
+                            sub, created = add(
+                                session, catalog, row.get("email") or "", clock.now(),
+                                first_name=row.get("first_name"), timezone=row.get("timezone"),
+                                tags=(row.get("tags") or "").replace(",", " ").split(),
+                                confirmed=confirmed, consent=consent,
+                            )  # fmt: skip
+                    except SubscriberError as e:
+                        problems.append(f"{file.name}:{line}: {e}")
+                        continue
+                    added += created
+                    existing += not created
+                confirmations += session.scalars(
+                    select(Delivery.id).where(Delivery.kind == "confirm",
+                                              Delivery.status == "queued")
+                ).all()  # fmt: skip
+            bar.update(len(batch))
+    for problem in problems:
+        click.echo(problem, err=True)
+    dispatch(settings, sorted(set(confirmations)))
+    click.echo(f"Imported {added} new, {existing} already known, {len(problems)} bad rows.")
+
+
+@command(subscribers, "forget")
+@click.argument("email")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def subscribers_forget(ctx: click.Context, email: str, yes: bool) -> None:
+    """Erase a subscriber and their history (GDPR); the address stays suppressed.
+
+    \b
+    Example:
+      nurture subscribers forget ana@example.com --yes
+    """
+    if not yes:
+        click.confirm(f"Erase everything about {email}?", abort=True)
+    with session_scope(_settings(ctx)) as session:
+        forget(session, get(session, email), clock.now())
+    click.echo(f"Forgot {email}; the address is suppressed and will never be mailed again.")
+
+
+@command(cli, "unsubscribe")
+@click.argument("email")
+@click.option("--sequence", help="Only leave this sequence.")
+@click.pass_context
+def unsubscribe_cmd(ctx: click.Context, email: str, sequence: str | None) -> None:
+    """Unsubscribe at once: nothing more is sent, even what is already queued.
+
+    \b
+    Example:
+      nurture unsubscribe ana@example.com
+    """
+    with session_scope(_settings(ctx)) as session:
+        unsubscribe(session, get(session, email), clock.now(), sequence=sequence,
+                    consent=ConsentInfo(source="cli", wording=None))  # fmt: skip
+    click.echo(f"Unsubscribed {email}{' from ' + sequence if sequence else ''}.")

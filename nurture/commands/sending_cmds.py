@@ -1,0 +1,57 @@
+"""Commands that send or report on sending: send-due, stats."""
+
+from __future__ import annotations
+
+import click
+
+from nurture.cli import _settings, cli, command
+from nurture.compose import sender_for
+from nurture.db import session_scope
+from nurture.send_due import run_send_due, summary
+from nurture.sequences import catalog_for
+from nurture.stats import COLUMNS, step_stats
+
+
+@command(cli, "send-due")
+@click.option("--limit", type=click.IntRange(min=1), help="Claim at most this many steps.")
+@click.pass_context
+def send_due(ctx: click.Context, limit: int | None) -> None:
+    """Claim every step due now, write its delivery and enqueue it.
+
+    In embedded mode (no NURTURE_REDIS_URL) the emails are also sent before the command
+    exits. Safe to run from cron on many hosts at once: no step is sent twice.
+
+    \b
+    Example (crontab):
+      * * * * *  cd /srv/crumb && nurture send-due
+    """
+    settings = _settings(ctx)
+    sender_for(settings)  # fail before claiming anything if there is no sender
+    counts = run_send_due(settings, limit)
+    click.echo(summary(counts, settings.embedded))
+
+
+@command(cli, "stats")
+@click.argument("sequence", required=False)
+@click.pass_context
+def stats(ctx: click.Context, sequence: str | None) -> None:
+    """Per step: emails sent, pending, failed, skipped and cancelled.
+
+    \b
+    Example:
+      nurture stats from-curious-to-customer
+    """
+    settings = _settings(ctx)
+    catalog = catalog_for(settings.sequences_dir)
+    if sequence and catalog.get(sequence) is None:
+        raise click.ClickException(f"no sequence named {sequence!r}")
+    with session_scope(settings) as session:
+        rows = step_stats(session, catalog, sequence)
+    current = None
+    for row in rows:
+        if row.sequence != current:
+            current = row.sequence
+            click.echo(f"\n{current}")
+            click.echo(f"  {'step':<26} {'stage':<10}" + "".join(f"{c:>10}" for c in COLUMNS))
+        click.echo(f"  {row.step_id:<26} {row.stage:<10}"
+                   + "".join(f"{row.counts.get(c, 0):>10}" for c in COLUMNS))  # fmt: skip

@@ -1,0 +1,135 @@
+"""Engine and sessions; migrations applied with Alembic (the SQLite default upgrades itself)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from nurture.errors import ConfigError
+from nurture.settings import Settings
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    """WAL for concurrent readers; BEGIN IMMEDIATE so two writers queue instead of failing
+    on a lock upgrade, which is what makes claiming safe across processes on SQLite."""
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+_engines: dict[str, Engine] = {}
+
+
+def _engine(url: str) -> Engine:
+    if url in _engines:
+        return _engines[url]
+    key = url
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    try:
+        if url.startswith("sqlite"):
+            engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+            _sqlite_pragmas(engine)
+        else:
+            engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    except Exception as e:  # a malformed URL or a missing driver
+        raise ConfigError(f"NURTURE_DATABASE_URL {url!r} is not usable: {e}") from e
+    _engines[key] = engine
+    return engine
+
+
+def alembic_config(url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def _head() -> str | None:
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine) -> None:
+    """Apply every migration; a no-op when the database is already at head."""
+    cfg = alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+_ready: set[str] = set()
+
+
+def get_engine(settings: Settings) -> Engine:
+    """The engine for these settings, checked once per process to be at the head revision."""
+    engine = _engine(settings.database_url)
+    if settings.database_url in _ready:
+        return engine
+    try:
+        revision = current_revision(engine)
+    except Exception as e:
+        raise ConfigError(f"cannot reach NURTURE_DATABASE_URL: {e}") from e
+    if revision != _head():
+        if engine.dialect.name == "sqlite":
+            upgrade(engine)
+        else:
+            raise ConfigError("the database is not up to date: run `nurture db upgrade`")
+    _ready.add(settings.database_url)
+    return engine
+
+
+_factories: dict[int, sessionmaker[Session]] = {}
+
+
+@contextmanager
+def session_scope(settings: Settings) -> Iterator[Session]:
+    """One transaction: committed on success, rolled back on any error."""
+    engine = get_engine(settings)
+    factory = _factories.get(id(engine))
+    if factory is None:
+        factory = _factories[id(engine)] = sessionmaker(engine, expire_on_commit=False)
+    with factory() as session, session.begin():
+        yield session
+
+
+def dispose(url: str) -> None:
+    engine = _engines.pop(url, None)
+    if engine is not None:
+        engine.dispose()
+    _ready.discard(url)
+
+
+def dispose_all() -> None:
+    """Forget pooled connections, e.g. after a fork."""
+    for engine in _engines.values():
+        engine.dispose()
+    _engines.clear()
+    _ready.clear()
+    _factories.clear()

@@ -1,0 +1,223 @@
+"""Email rendering: one sandboxed, autoescaping Jinja environment with StrictUndefined.
+
+Each step template is an HTML fragment wrapped by `_layout.html`; the layout's footer
+carries the unsubscribe link and postal address, and a footer is added if a custom
+layout forgets them, so no email ever leaves without.
+"""
+
+from __future__ import annotations
+
+import re
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import css_inline
+import jinja2
+from jinja2 import meta, nodes
+from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import Markup, escape
+
+from nurture.errors import SequenceError, TemplateError
+from nurture.textify import html_to_text
+
+LAYOUT = "_layout"
+#: Names every email template may use.
+CONTEXT_NAMES = frozenset({"subscriber", "sequence", "step", "unsubscribe_url", "postal_address"})
+_HREF = re.compile(r'href="(https?://[^"]+)"')
+
+
+@dataclass(frozen=True)
+class SubscriberView:
+    """What templates may see of a subscriber: no ids, no internal state."""
+
+    email: str
+    first_name: str | None = None
+    timezone: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    html: str
+    text: str
+
+
+def example_root() -> Path:
+    """The example workspace: packaged with a wheel, or the checkout this file lives in."""
+    packaged = Path(__file__).parent / "example"
+    return packaged if packaged.is_dir() else Path(__file__).parent.parent
+
+
+@cache
+def _inliner() -> css_inline.CSSInliner:
+    return css_inline.CSSInliner(keep_style_tags=False, load_remote_stylesheets=False)
+
+
+class Renderer:
+    def __init__(self, templates_dir: Path):
+        self.templates_dir = templates_dir
+        fallback = example_root() / "templates" / "email"
+        self.env = SandboxedEnvironment(
+            loader=jinja2.FileSystemLoader([str(templates_dir), str(fallback)]),
+            autoescape=jinja2.select_autoescape(enabled_extensions=("html",)),
+            undefined=jinja2.StrictUndefined,
+            keep_trailing_newline=True,
+        )
+
+    # -- rendering -------------------------------------------------------------------
+    def render(
+        self,
+        template: str,
+        subject: str,
+        context: dict[str, Any],
+        *,
+        brand: str = "",
+        preheader: str = "",
+        rewrite_link: Callable[[str], str] | None = None,
+    ) -> Rendered:
+        """Render subject, HTML and text of one email; TemplateError on any problem."""
+        try:
+            subject_text = " ".join(self.env.from_string(subject).render(context).split())
+            fragment = self.env.get_template(f"{template}.html").render(context)
+            if rewrite_link is not None:
+                fragment = _HREF.sub(lambda m: f'href="{rewrite_link(m.group(1))}"', fragment)
+            text_fragment = self._text_twin(template, context) or html_to_text(fragment)
+            layout_ctx = {
+                **context,
+                "content": Markup(fragment),  # noqa: S704 - rendered by our own sandbox
+                "subject": subject_text,
+                "brand": brand,
+                "preheader": preheader,
+            }
+            html = self.env.get_template(f"{LAYOUT}.html").render(layout_ctx)
+            text = self.env.get_template(f"{LAYOUT}.txt").render(
+                {**layout_ctx, "content": text_fragment}
+            )
+        except jinja2.TemplateNotFound as e:
+            raise TemplateError(f"template not found: {e.name}") from e
+        except jinja2.TemplateError as e:
+            raise TemplateError(f"{template}: {e}") from e
+        html, text = _ensure_footer(html, text, context)
+        return Rendered(subject_text, _inliner().inline(html), text)
+
+    def _text_twin(self, template: str, context: dict[str, Any]) -> str | None:
+        try:
+            tmpl = self.env.get_template(f"{template}.txt")
+        except jinja2.TemplateNotFound:
+            return None
+        return tmpl.render(context)
+
+    # -- checking --------------------------------------------------------------------
+    def check(self, template: str, where: SequenceError) -> list[SequenceError]:
+        """Problems of one step template (and its text twin), each with file and line."""
+        problems: list[SequenceError] = []
+        found = False
+        for ext in ("html", "txt"):
+            name = f"{template}.{ext}"
+            try:
+                source, filename, _ = self.env.loader.get_source(self.env, name)  # type: ignore[union-attr]
+            except jinja2.TemplateNotFound:
+                continue
+            found = True
+            problems.extend(self._check_source(source, self._shown(filename)))
+        if not found:
+            problems.append(
+                SequenceError(where.path, where.line, f"template '{template}' not found "
+                              f"(expected templates/email/{template}.html)")
+            )  # fmt: skip
+        return problems
+
+    def check_layout(self) -> list[SequenceError]:
+        problems: list[SequenceError] = []
+        for name in (f"{LAYOUT}.html", f"{LAYOUT}.txt"):
+            source, filename, _ = self.env.loader.get_source(self.env, name)  # type: ignore[union-attr]
+            names = CONTEXT_NAMES | {"content", "subject", "brand", "preheader"}
+            problems.extend(self._check_source(source, self._shown(filename), names))
+        return problems
+
+    def check_string(self, source: str, path: str, line: int) -> list[SequenceError]:
+        """A subject line: syntax and variables, reported at the YAML line."""
+        return [
+            SequenceError(path, line, f"subject: {p.message}")
+            for p in self._check_source(source, path)
+        ]
+
+    def _shown(self, filename: str) -> str:
+        try:
+            return str(Path(filename).relative_to(self.templates_dir.parent.parent))
+        except ValueError:
+            return filename
+
+    def _check_source(
+        self, source: str, shown: str, names: frozenset[str] = CONTEXT_NAMES
+    ) -> list[SequenceError]:
+        try:
+            ast = self.env.parse(source)
+        except jinja2.TemplateSyntaxError as e:
+            return [SequenceError(shown, e.lineno, f"template syntax: {e.message}")]
+        unknown = meta.find_undeclared_variables(ast) - names - set(self.env.globals)
+        problems = [
+            SequenceError(shown, node.lineno, f"undefined variable '{node.name}'"
+                          f" (templates see: {', '.join(sorted(CONTEXT_NAMES))})")
+            for node in ast.find_all(nodes.Name)
+            if node.name in unknown and node.ctx == "load"
+        ]  # fmt: skip
+        if problems:
+            return problems
+        try:
+            self.env.from_string(source).render(
+                {**sample_context(), "content": "", "subject": "", "brand": "", "preheader": ""}
+            )
+        except jinja2.UndefinedError as e:
+            return [SequenceError(shown, _template_line(e), f"undefined: {e.message}")]
+        except jinja2.TemplateError as e:
+            return [SequenceError(shown, _template_line(e), str(e))]
+        except Exception as e:  # noqa: BLE001 - a marketer's template may raise anything
+            return [SequenceError(shown, _template_line(e), f"{type(e).__name__}: {e}")]
+        return []
+
+
+def _template_line(exc: BaseException) -> int | None:
+    """Jinja rewrites tracebacks so template frames carry the template's own line."""
+    lines = [
+        f.lineno for f in traceback.extract_tb(exc.__traceback__) if f.filename == "<template>"
+    ]
+    return lines[-1] if lines else None
+
+
+def sample_context() -> dict[str, Any]:
+    """A plausible subscriber for validation and previews."""
+    return {
+        "subscriber": SubscriberView(email="sam@example.com", first_name="Sam", timezone="UTC"),
+        "sequence": {"name": "example"},
+        "step": {"id": "example", "subject": "Example", "stage": "education"},
+        "unsubscribe_url": "https://example.com/unsubscribe/TOKEN",
+        "postal_address": "1 Example Street, Exampleton",
+    }
+
+
+def _ensure_footer(html: str, text: str, context: dict[str, Any]) -> tuple[str, str]:
+    url = str(context.get("unsubscribe_url") or "")
+    address = str(context.get("postal_address") or "")
+    missing_html = [x for x in (url, address) if x and str(escape(x)) not in html and x not in html]
+    if missing_html:
+        footer = Markup('<p class="footer" style="font-size:12px;color:#666">{}{}</p>').format(
+            Markup('<a href="{}">Unsubscribe</a>').format(url) if url in missing_html else "",
+            Markup("<br>{}").format(address) if address in missing_html else "",
+        )
+        html = html.replace("</body>", f"{footer}</body>") if "</body>" in html else html + footer
+    missing_text = [x for x in (url, address) if x and x not in text]
+    if missing_text:
+        text = (
+            text.rstrip("\n")
+            + "\n\n-- \n"
+            + "\n".join(("Unsubscribe: " + x) if x == url else x for x in missing_text)
+            + "\n"
+        )
+    return html, text

@@ -1,0 +1,163 @@
+"""Settings: environment variables over `nurture.toml`, each with a safe default.
+
+Every value is parsed once into a frozen `Settings`; a malformed value raises a
+`ConfigError` that names the variable, so operators never guess.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from nurture.errors import ConfigError
+
+PREFIX = "NURTURE_"
+#: File inside the workspace that keeps the generated secret key (mode 0600).
+SECRET_FILE = ".nurture-secret"  # noqa: S105 - a file name, not a secret
+#: Default SMTP connections at once across a worker.
+DEFAULT_SMTP_CONCURRENCY = 4
+
+
+@dataclass(frozen=True)
+class Settings:
+    workspace: Path
+    database_url: str
+    redis_url: str | None
+    smtp_url: str | None
+    secret_key: str
+    base_url: str
+    sender: str | None
+    postal_address: str | None
+    api_key: str | None
+    timezone: str
+    tracking: bool
+    cors_origins: tuple[str, ...]
+    send_rate: float | None
+    smtp_concurrency: int
+    max_per_day: int
+    sales_webhook_url: str | None = None
+    sales_webhook_secret: str | None = None
+    sales_email: str | None = None
+    outbox_dir: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def embedded(self) -> bool:
+        """No Redis: messages are processed in-process by the same actor code."""
+        return not self.redis_url
+
+    @property
+    def outbox(self) -> Path:
+        return self.outbox_dir or self.workspace / "outbox"
+
+    @property
+    def sequences_dir(self) -> Path:
+        return self.workspace / "sequences"
+
+    @property
+    def templates_dir(self) -> Path:
+        return self.workspace / "templates" / "email"
+
+
+def _read_toml(workspace: Path) -> dict[str, Any]:
+    path = workspace / "nurture.toml"
+    if not path.exists():
+        return {}
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: {e}") from e
+
+
+class _Source:
+    """Looks a name up in the environment first, then in nurture.toml."""
+
+    def __init__(self, env: dict[str, str], toml: dict[str, Any]):
+        self.env, self.toml = env, toml
+
+    def get(self, name: str) -> str | None:
+        var = PREFIX + name.upper()
+        if var in self.env:
+            return self.env[var].strip() or None
+        value = self.toml.get(name.lower())
+        return None if value is None else str(value).strip() or None
+
+    def number(self, name: str, kind: type, default: Any, minimum: float = 0) -> Any:
+        raw = self.get(name)
+        if raw is None:
+            return default
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise ConfigError(f"{PREFIX}{name.upper()} must be a number, got {raw!r}") from None
+        if value < minimum:
+            raise ConfigError(f"{PREFIX}{name.upper()} must be at least {minimum}, got {raw!r}")
+        return value
+
+
+def _secret_key(workspace: Path) -> str:
+    """Generate a random key once and keep it in the workspace, readable by the owner only."""
+    path = workspace / SECRET_FILE
+    if path.exists():
+        return path.read_text().strip()
+    key = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    return key
+
+
+def load_settings(
+    workspace: str | Path | None = None, env: dict[str, str] | None = None
+) -> Settings:
+    env = dict(os.environ if env is None else env)
+    ws = Path(workspace or env.get(PREFIX + "WORKSPACE") or ".").resolve()
+    if not ws.is_dir():
+        raise ConfigError(f"workspace {ws} does not exist (set --workspace or NURTURE_WORKSPACE)")
+    src = _Source(env, _read_toml(ws))
+
+    database_url = src.get("database_url") or f"sqlite:///{ws / 'nurture.db'}"
+    smtp_url = src.get("smtp_url")
+    if smtp_url and smtp_url.split("://")[0] not in ("smtp", "smtp+starttls", "smtps"):
+        raise ConfigError(
+            f"NURTURE_SMTP_URL must start with smtp://, smtp+starttls:// or smtps://, got {smtp_url!r}"
+        )
+    tz = src.get("timezone") or "UTC"
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"NURTURE_TIMEZONE must be an IANA time zone, got {tz!r}") from None
+    tracking = (src.get("tracking") or "on").lower()
+    if tracking not in ("on", "off", "true", "false", "1", "0"):
+        raise ConfigError(f"NURTURE_TRACKING must be 'on' or 'off', got {tracking!r}")
+    base_url = (src.get("base_url") or "http://localhost:8000").rstrip("/")
+    if not base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"NURTURE_BASE_URL must start with http:// or https://, got {base_url!r}")
+    origins = tuple(o.strip() for o in (src.get("cors_origins") or "").split(",") if o.strip())
+
+    return Settings(
+        workspace=ws,
+        database_url=database_url,
+        redis_url=src.get("redis_url"),
+        smtp_url=smtp_url,
+        secret_key=src.get("secret_key") or _secret_key(ws),
+        base_url=base_url,
+        sender=src.get("from"),
+        postal_address=src.get("postal_address"),
+        api_key=src.get("api_key"),
+        timezone=tz,
+        tracking=tracking in ("on", "true", "1"),
+        cors_origins=origins,
+        send_rate=src.number("send_rate", float, None, minimum=0.001),
+        smtp_concurrency=src.number("smtp_concurrency", int, DEFAULT_SMTP_CONCURRENCY, minimum=1),
+        max_per_day=src.number("max_per_day", int, 1, minimum=1),
+        sales_webhook_url=src.get("sales_webhook_url"),
+        sales_webhook_secret=src.get("sales_webhook_secret"),
+        sales_email=src.get("sales_email"),
+    )

@@ -1,0 +1,48 @@
+"""Read-only reports: what each step did."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from nurture.models import Delivery, DeliveryStatus
+from nurture.sequences import Catalog
+
+
+@dataclass(frozen=True)
+class StepStats:
+    sequence: str
+    step_id: str
+    stage: str
+    counts: dict[str, int]
+
+
+COLUMNS = ("sent", "pending", "failed", "skipped", "cancelled")
+_PENDING = {DeliveryStatus.QUEUED, DeliveryStatus.SENDING, DeliveryStatus.RETRY}
+
+
+def step_stats(session: Session, catalog: Catalog, sequence: str | None = None) -> list[StepStats]:
+    query = (
+        select(Delivery.sequence, Delivery.step_id, Delivery.status, func.count())
+        .where(Delivery.kind == "sequence")
+        .group_by(Delivery.sequence, Delivery.step_id, Delivery.status)
+    )
+    if sequence:
+        query = query.where(Delivery.sequence == sequence)
+    found: dict[tuple[str, str], dict[str, int]] = {}
+    for seq_name, step_id, status, count in session.execute(query):
+        column = "pending" if status in _PENDING else str(status)
+        bucket = found.setdefault((seq_name, step_id), dict.fromkeys(COLUMNS, 0))
+        bucket[column] = bucket.get(column, 0) + count
+    rows = []
+    names = [sequence] if sequence else sorted(catalog.sequences)
+    for name in names:
+        seq = catalog.get(name)
+        for step in seq.steps if seq else ():
+            counts = found.pop((name, step.id), dict.fromkeys(COLUMNS, 0))
+            rows.append(StepStats(name, step.id, str(step.stage), counts))
+    for (name, step_id), counts in sorted(found.items()):  # steps since removed from files
+        rows.append(StepStats(name, step_id, "(removed)", counts))
+    return rows

@@ -1,0 +1,153 @@
+"""Transports: how a built message leaves. SMTP for real, `outbox/` files for the embedded default.
+
+Both raise DeliveryError with `permanent` set as RFC 5321 says: 5xx never retried,
+4xx and dropped connections tried again later.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import smtplib
+import ssl
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import unquote, urlsplit
+
+from nurture.errors import ConfigError, DeliveryError
+from nurture.messages import Envelope
+
+#: Seconds smtplib may block on one socket operation; Dramatiq's TimeLimit cannot interrupt it.
+SMTP_TIMEOUT = 30.0
+
+
+class Transport(Protocol):
+    def send(self, envelope: Envelope) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class OutboxTransport:
+    """Writes each message as an `.eml` file: open it in any mail client to look at it."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def send(self, envelope: Envelope) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+        safe = re.sub(r"[^A-Za-z0-9@._-]", "_", envelope.recipient)
+        final = self.folder / f"{stamp}-{safe}.eml"
+        tmp = final.with_suffix(".tmp")
+        tmp.write_bytes(envelope.data)
+        os.replace(tmp, final)  # a reader never sees half a message
+
+    def close(self) -> None:
+        pass
+
+
+class SmtpTransport:
+    """One reused SMTP connection; reconnects once if the server dropped an idle one."""
+
+    def __init__(self, url: str, timeout: float = SMTP_TIMEOUT):
+        parts = urlsplit(url)
+        if parts.scheme not in ("smtp", "smtp+starttls", "smtps") or not parts.hostname:
+            raise ConfigError(f"NURTURE_SMTP_URL is not a valid SMTP URL: {url!r}")
+        self.scheme = parts.scheme
+        self.host = parts.hostname
+        self.port = parts.port or {"smtp": 25, "smtp+starttls": 587, "smtps": 465}[parts.scheme]
+        self.user = unquote(parts.username) if parts.username else None
+        self.password = unquote(parts.password) if parts.password else None
+        self.timeout = timeout
+        self.conn: smtplib.SMTP | None = None
+
+    def _connect(self) -> smtplib.SMTP:
+        context = ssl.create_default_context()
+        if self.scheme == "smtps":
+            conn: smtplib.SMTP = smtplib.SMTP_SSL(
+                self.host, self.port, timeout=self.timeout, context=context
+            )
+        else:
+            conn = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+            if self.scheme == "smtp+starttls":
+                conn.starttls(context=context)
+        if self.user:
+            conn.login(self.user, self.password or "")
+        return conn
+
+    def send(self, envelope: Envelope) -> None:
+        reused = self.conn is not None
+        try:
+            self._send_once(envelope)
+        except smtplib.SMTPServerDisconnected:
+            self.close()
+            if not reused:
+                raise DeliveryError("SMTP server closed the connection", permanent=False) from None
+            try:  # an idle connection the server had closed: one fresh attempt
+                self._send_once(envelope)
+            except smtplib.SMTPServerDisconnected:
+                self.close()
+                raise DeliveryError("SMTP server closed the connection", permanent=False) from None
+
+    def _send_once(self, envelope: Envelope) -> None:
+        try:
+            if self.conn is None:
+                self.conn = self._connect()
+            refused = self.conn.sendmail(envelope.sender, [envelope.recipient], envelope.data)
+        except smtplib.SMTPServerDisconnected:
+            raise
+        except smtplib.SMTPRecipientsRefused as e:
+            code, text = next(iter(e.recipients.values()))
+            raise _error(code, text) from None
+        except smtplib.SMTPResponseException as e:
+            if e.smtp_code == 421:  # the server is closing this connection
+                self.close()
+            raise _error(e.smtp_code, e.smtp_error) from None
+        except smtplib.SMTPException as e:
+            self.close()
+            raise DeliveryError(f"SMTP error: {e}", permanent=False) from None
+        except (OSError, ssl.SSLError) as e:
+            self.close()
+            raise DeliveryError(
+                f"cannot reach SMTP server {self.host}:{self.port}: {e}", permanent=False
+            ) from None
+        if refused:
+            code, text = next(iter(refused.values()))
+            raise _error(code, text)
+
+    def close(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(smtplib.SMTPException, OSError):
+                self.conn.quit()
+            self.conn = None
+
+
+def _error(code: int, text: bytes | str) -> DeliveryError:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    permanent = 500 <= code < 600
+    return DeliveryError(f"SMTP {code}: {text}", permanent=permanent, code=code)
+
+
+_local = threading.local()
+
+
+def transport_for(smtp_url: str | None, outbox: Path) -> Transport:
+    """This thread's transport, so each worker thread reuses its own SMTP connection."""
+    key = (smtp_url, outbox)
+    cached = getattr(_local, "transport", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    transport: Transport = SmtpTransport(smtp_url) if smtp_url else OutboxTransport(outbox)
+    _local.transport = (key, transport)
+    return transport
+
+
+def close_thread_transport() -> None:
+    cached = getattr(_local, "transport", None)
+    if cached is not None:
+        cached[1].close()
+        _local.transport = None
