@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from email.header import Header
 from email.mime.multipart import MIMEMultipart
 from email.mime.nonmultipart import MIMENonMultipart
+from email.policy import compat32
 from email.utils import formataddr, formatdate, make_msgid, parseaddr
 
+_SMTP = compat32.clone(linesep="\r\n", max_line_length=998)  # fold no URL header
 _UTF8_QP = email.charset.Charset("utf-8")
 _UTF8_QP.header_encoding = email.charset.QP
 _UTF8_QP.body_encoding = email.charset.QP
@@ -74,4 +76,5 @@ def build_message(
         msg[name] = _header(value)
     msg.attach(_part("plain", text))
     msg.attach(_part("html", html))
-    return Envelope(sender_addr, parseaddr(to)[1], message_id, msg.as_bytes())
+    # SMTP wants CRLF line ends, and smtplib does not convert them for bytes.
+    return Envelope(sender_addr, parseaddr(to)[1], message_id, msg.as_bytes(policy=_SMTP))

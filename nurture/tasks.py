@@ -75,3 +75,16 @@ def dispatch(settings: Settings, delivery_ids: Iterable[int]) -> Counter[str]:
             send_deliveries.send(chunk)
             counts["enqueued"] += len(chunk)
     return counts
+
+
+def queue_depth(settings: Settings) -> int | None:
+    """Messages waiting in the Redis queue (None in embedded mode); raises if unreachable."""
+    if settings.embedded:
+        return None
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url or "", socket_timeout=2)
+    try:
+        return int(client.llen(f"dramatiq:{QUEUE}")) + int(client.llen(f"dramatiq:{QUEUE}.DQ"))
+    finally:
+        client.close()

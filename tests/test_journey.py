@@ -1,0 +1,64 @@
+"""One subscriber through the whole example sequence, on time, once, over real SMTP."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from freezegun import freeze_time
+
+from nurture.cli import cli
+from nurture.sequences import load_catalog
+
+# aiosmtpd's event loop must keep real time while the rest of the process travels.
+REAL_TIME_MODULES = ["asyncio", "aiosmtpd", "threading", "selectors"]
+START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+TICK = timedelta(minutes=30)
+
+
+def test_whole_sequence_arrives_once_in_order_on_time(runner, env, sink, workspace):
+    seq = load_catalog(workspace / "sequences").sequences["from-curious-to-customer"]
+    length = sum((step.after for step in seq.steps), timedelta(0))
+
+    with freeze_time(START, ignore=REAL_TIME_MODULES) as frozen:
+        result = runner.invoke(
+            cli, ["subscribers", "add", "ana@example.com", "--first-name", "Ana", "--confirmed"],
+            env=env,
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        # cron every TICK for the whole length of the sequence, plus a week
+        arrivals: list[datetime] = []
+        end = START + length + timedelta(days=7)
+        while datetime.now(UTC) <= end:
+            before = len(sink.messages)
+            result = runner.invoke(cli, ["send-due"], env=env)
+            assert result.exit_code == 0, result.output
+            arrivals += [datetime.now(UTC)] * (len(sink.messages) - before)
+            frozen.tick(TICK)
+
+    received = sink.to("ana@example.com")
+    assert len(received) == len(seq.steps) == 9
+    subjects = [m.message["Subject"] for m in received]
+    assert subjects[0] == "Welcome, Ana: marketing and sales are two jobs"
+    assert len(set(subjects)) == 9, "a step arrived twice"
+    # each step within one cron interval of its due time; delays count from the previous send
+    assert arrivals[0] == START
+    for previous, got, step in zip(arrivals, arrivals[1:], seq.steps[1:], strict=False):
+        assert step.after <= got - previous < step.after + TICK, step.id
+
+    stages = [m.message["List-Id"] for m in received]
+    assert all("from-curious-to-customer" in s for s in stages)
+    for m in received:
+        msg = m.message
+        assert msg.get_content_type() == "multipart/alternative"
+        parts = {p.get_content_type(): p.get_content() for p in msg.iter_parts()}
+        assert set(parts) == {"text/plain", "text/html"}
+        unsub = msg["List-Unsubscribe"]
+        assert unsub.startswith("<https://crumb.example/unsubscribe/") and unsub.endswith(">")
+        assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert msg["Message-ID"].endswith("@crumb.example>")
+        assert msg["Date"]
+        url = unsub[1:-1]
+        assert url in parts["text/html"] and url in parts["text/plain"]
+        assert "12 Mill Lane" in parts["text/html"] and "12 Mill Lane" in parts["text/plain"]
+        assert "<style" not in parts["text/html"], "CSS should be inlined"
+        assert "Ana" in parts["text/plain"]
