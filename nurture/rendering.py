@@ -7,6 +7,7 @@ layout forgets them, so no email ever leaves without.
 
 from __future__ import annotations
 
+import difflib
 import re
 import traceback
 from collections.abc import Callable
@@ -175,12 +176,24 @@ class Renderer:
                 {**sample_context(), "content": "", "subject": "", "brand": "", "preheader": ""}
             )
         except jinja2.UndefinedError as e:
-            return [SequenceError(shown, _template_line(e), f"undefined: {e.message}")]
+            return [SequenceError(shown, _template_line(e), f"undefined: {_undefined_hint(e)}")]
         except jinja2.TemplateError as e:
             return [SequenceError(shown, _template_line(e), str(e))]
         except Exception as e:  # noqa: BLE001 - a marketer's template may raise anything
             return [SequenceError(shown, _template_line(e), f"{type(e).__name__}: {e}")]
         return []
+
+
+def _undefined_hint(e: jinja2.UndefinedError) -> str:
+    """Jinja's message with our own names, and a did-you-mean for subscriber fields."""
+    message = str(e.message).replace(f"'{SubscriberView.__module__}.SubscriberView object'",
+                                     "subscriber")  # fmt: skip
+    match = re.search(r"subscriber has no attribute '(\w+)'", message)
+    if match:
+        close = difflib.get_close_matches(match.group(1), SubscriberView.__dataclass_fields__, 1)
+        if close:
+            message += f" (did you mean 'subscriber.{close[0]}'?)"
+    return message
 
 
 def _template_line(exc: BaseException) -> int | None:

@@ -183,6 +183,24 @@ def unsubscribe(
     consent: ConsentInfo | None = None,
 ) -> None:  # fmt: skip
     """Stop one sequence, or everything; queued deliveries die here, not at send time only."""
+    reason = f"unsubscribed from {sequence}" if sequence else "unsubscribed"
+    _stop_sending(session, sub, now, reason, sequence)
+    if sequence is None and sub.status != SubscriberStatus.UNSUBSCRIBED:
+        sub.status = SubscriberStatus.UNSUBSCRIBED
+        sub.unsubscribed_at = now
+        _record_consent(session, sub.id, "withdrawn", now, consent or ConsentInfo())
+
+
+def bounce(session: Session, sub: Subscriber, now: datetime, reason: str) -> None:
+    """A permanent failure: never mail this address again."""
+    _stop_sending(session, sub, now, f"address bounced ({reason})")
+    sub.status = SubscriberStatus.BOUNCED
+    suppress(session, sub.email, reason, now)
+
+
+def _stop_sending(
+    session: Session, sub: Subscriber, now: datetime, reason: str, sequence: str | None = None
+) -> None:
     ended = update(Enrollment).where(
         Enrollment.subscriber_id == sub.id, Enrollment.status == EnrollmentStatus.ACTIVE
     )
@@ -193,21 +211,9 @@ def unsubscribe(
     if sequence is not None:
         ended = ended.where(Enrollment.sequence == sequence)
         cancelled = cancelled.where(Delivery.sequence == sequence)
-    reason = f"unsubscribed from {sequence}" if sequence else "unsubscribed"
     session.execute(ended.values(status=EnrollmentStatus.EXITED, next_due_at=None,
                                  ended_at=now, end_reason=reason))  # fmt: skip
     session.execute(cancelled.values(status=DeliveryStatus.CANCELLED, error=reason))
-    if sequence is None and sub.status != SubscriberStatus.UNSUBSCRIBED:
-        sub.status = SubscriberStatus.UNSUBSCRIBED
-        sub.unsubscribed_at = now
-        _record_consent(session, sub.id, "withdrawn", now, consent or ConsentInfo())
-
-
-def bounce(session: Session, sub: Subscriber, now: datetime, reason: str) -> None:
-    """A permanent failure: never mail this address again."""
-    unsubscribe(session, sub, now)
-    sub.status = SubscriberStatus.BOUNCED
-    suppress(session, sub.email, reason, now)
 
 
 def forget(session: Session, sub: Subscriber, now: datetime) -> None:

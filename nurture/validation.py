@@ -2,10 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 from nurture.compose import renderer_for
 from nurture.errors import SequenceError
-from nurture.sequences import load_catalog
+from nurture.sequences import Catalog, load_catalog
 from nurture.settings import Settings
+from nurture.yamlmarks import load_with_lines
+
+
+def _steps(settings: Settings, catalog: Catalog) -> Iterator[tuple[str, int, Any, Any]]:
+    """(path, line, template, subject) of every step, also in files that failed to load,
+    so a marketer sees template problems and YAML problems in one run."""
+    loaded = {seq.path for seq in catalog.sequences.values()}
+    for seq in catalog.sequences.values():
+        for step in seq.steps:
+            yield seq.path, step.line, step.template, step.subject
+    root = settings.sequences_dir.parent
+    for file in sorted(settings.sequences_dir.glob("*.y*ml")):
+        shown = str(file.relative_to(root))
+        if shown in loaded:
+            continue
+        try:
+            data, lines = load_with_lines(file.read_text(encoding="utf-8"))
+        except Exception:  # noqa: BLE001 - already reported by the catalog
+            continue
+        steps = data.get("steps") if isinstance(data, dict) else None
+        for i, step in enumerate(steps if isinstance(steps, list) else []):
+            if isinstance(step, dict):
+                yield shown, lines.get(("steps", i), 0), step.get("template"), step.get("subject")
 
 
 def validate_workspace(settings: Settings) -> list[SequenceError]:
@@ -16,11 +42,11 @@ def validate_workspace(settings: Settings) -> list[SequenceError]:
     problems.extend(catalog.problems)
     renderer = renderer_for(settings.templates_dir)
     problems.extend(renderer.check_layout())
-    for seq in catalog.sequences.values():
-        for step in seq.steps:
-            where = SequenceError(seq.path, step.line, "")
-            problems.extend(renderer.check(step.template, where))
-            problems.extend(renderer.check_string(step.subject, seq.path, step.line))
+    for path, line, template, subject in _steps(settings, catalog):
+        if isinstance(template, str):
+            problems.extend(renderer.check(template, SequenceError(path, line, "")))
+        if isinstance(subject, str):
+            problems.extend(renderer.check_string(subject, path, line))
     if not settings.sender:
         problems.append(SequenceError("nurture.toml", None,
             "NURTURE_FROM is not set: no email can be sent without a sender "

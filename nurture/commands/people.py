@@ -114,10 +114,13 @@ def subscribers_show(ctx: click.Context, email: str) -> None:
                 click.echo(f"      wording: {c.wording}")
         click.echo("enrolments:")
         for e in session.scalars(select(Enrollment).where(Enrollment.subscriber_id == sub.id)):
-            nxt = (f"next: {e.next_step_id} at {e.next_due_at:%Y-%m-%d %H:%M}" if e.next_due_at
-                   else f"next: {e.next_step_id} (in flight)" if e.next_step_id else "")  # fmt: skip
-            ended = f"ended: {e.end_reason}" if e.ended_at else ""
-            click.echo(f"  {e.sequence:<28} {e.status:<10} {nxt}{ended}")
+            if e.ended_at:
+                where = f"ended {e.ended_at:%Y-%m-%d %H:%M}: {e.end_reason}"
+            elif e.next_due_at:
+                where = f"next: {e.next_step_id} at {e.next_due_at:%Y-%m-%d %H:%M}"
+            else:
+                where = f"next: {e.next_step_id} (being sent)"
+            click.echo(f"  {e.sequence:<28} {e.status:<10} {where}")
         click.echo("emails:")
         for d in session.scalars(select(Delivery).where(Delivery.subscriber_id == sub.id)
                                  .order_by(Delivery.id)):  # fmt: skip

@@ -1,0 +1,109 @@
+"""`nurture validate` names every problem with its file and line, all at once."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from nurture.cli import cli
+
+
+def write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip())
+
+
+@pytest.fixture
+def broken(workspace: Path) -> Path:
+    write(workspace / "sequences" / "broken.yaml", """
+        name: broken
+        trigger: signup
+        steps:
+          - id: hello
+            after: 0m
+            subjet: "Hi"
+            template: broken/hello
+          - id: hello
+            after: 2 dayz
+            subject: "Again"
+            template: broken/missing
+          - id: vars
+            after: 1d
+            subject: "Hi {{ subscriber.frist_name }}"
+            template: broken/vars
+          - id: syntax
+            after: 1d
+            subject: "Syntax"
+            template: broken/syntax
+    """)  # fmt: skip
+    write(workspace / "sequences" / "notyaml.yaml", "name: x\nsteps: [\n  - id: a\n")
+    tdir = workspace / "templates" / "email" / "broken"
+    write(tdir / "hello.html", "<p>Hello</p>\n")
+    write(tdir / "vars.html", "<p>Hello</p>\n<p>{{ customer.name }}</p>\n")
+    write(
+        tdir / "syntax.html", "<p>one</p>\n<p>two</p>\n{% if subscriber.first_name %}\n<p>x</p>\n"
+    )
+    return workspace
+
+
+def run_validate(runner, workspace: Path, **env: str):
+    return runner.invoke(cli, ["--workspace", str(workspace), "validate"],
+                         env={"NURTURE_DATABASE_URL": "sqlite://", **env})  # fmt: skip
+
+
+def test_the_example_workspace_is_valid(runner, workspace):
+    result = run_validate(runner, workspace)
+    assert result.exit_code == 0, result.output
+    assert "1 sequences, 9 steps: 0 errors, 0 warnings" in result.output
+
+
+def test_every_kind_of_problem_is_reported_with_its_line(runner, broken):
+    result = run_validate(runner, broken)
+    assert result.exit_code == 1
+    out = result.output
+    assert "sequences/broken.yaml:6: unknown key 'subjet' (did you mean 'subject'?)" in out
+    assert "sequences/broken.yaml:4: missing required key 'subject'" in out
+    assert "sequences/broken.yaml:8: duplicate step id 'hello'" in out
+    assert "sequences/broken.yaml:9: after: bad duration '2 dayz'" in out
+    assert "sequences/notyaml.yaml:3: YAML:" in out
+    assert "sequences/broken.yaml:8: template 'broken/missing' not found" in out
+    assert ("sequences/broken.yaml:12: subject: undefined: subscriber has no attribute "
+            "'frist_name' (did you mean 'subscriber.first_name'?)") in out  # fmt: skip
+    assert "templates/email/broken/vars.html:2: undefined variable 'customer'" in out
+    assert "templates/email/broken/syntax.html:3: template syntax: Unexpected end" in out
+    lines = [line for line in out.splitlines() if line.startswith("sequences/broken.yaml")]
+    assert lines == sorted(lines, key=lambda x: int(x.split(":")[1])), "sorted by line"
+
+
+def test_template_problems_remain_once_the_yaml_is_fixed(runner, broken):
+    seq = broken / "sequences" / "broken.yaml"
+    seq.write_text(seq.read_text().replace("subjet", "subject").replace("2 dayz", "2 days")
+                   .replace("  - id: hello\n    after: 2", "  - id: again\n    after: 2"))  # fmt: skip
+    result = run_validate(runner, broken)
+    out = result.output
+    assert result.exit_code == 1
+    assert "sequences/broken.yaml:8: template 'broken/missing' not found" in out
+    assert "sequences/broken.yaml:12: subject: undefined: " in out and "frist_name" in out
+    assert "templates/email/broken/vars.html:2: undefined variable 'customer'" in out
+
+
+def test_missing_sender_is_an_error_and_missing_postal_address_a_warning(runner, workspace):
+    (workspace / "nurture.toml").write_text("")
+    result = run_validate(runner, workspace)
+    assert result.exit_code == 1
+    assert "NURTURE_FROM is not set" in result.output
+    assert "warning: NURTURE_POSTAL_ADDRESS is not set" in result.output
+    result = run_validate(runner, workspace, NURTURE_FROM="Shop <shop@example.com>")
+    assert result.exit_code == 0, result.output
+    assert "1 warnings" in result.output
+
+
+def test_undefined_attribute_in_template_is_found_by_rendering(runner, workspace):
+    write(workspace / "templates/email/curious-to-customer/welcome.html",
+          "<p>Hi</p>\n<p>{{ subscriber.nickname }}</p>\n")  # fmt: skip
+    result = run_validate(runner, workspace)
+    assert result.exit_code == 1
+    assert "templates/email/curious-to-customer/welcome.html:2: undefined:" in result.output
+    assert "nickname" in result.output
