@@ -26,7 +26,7 @@ def _steps(settings: Settings, catalog: Catalog) -> Iterator[tuple[str, int, Any
             continue
         try:
             data, lines = load_with_lines(file.read_text(encoding="utf-8"))
-        except Exception:  # noqa: BLE001 - already reported by the catalog
+        except Exception:  # noqa: BLE001, S112 - already reported by the catalog
             continue
         steps = data.get("steps") if isinstance(data, dict) else None
         for i, step in enumerate(steps if isinstance(steps, list) else []):
