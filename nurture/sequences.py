@@ -50,13 +50,103 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
+
+
+class SendWindow(_Strict):
+    """When emails may arrive, in the subscriber's own time zone."""
+
+    days: tuple[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], ...] = _DAYS
+    hours: str = "00:00-24:00"
+
+    @field_validator("hours")
+    @classmethod
+    def _hours(cls, v: str) -> str:
+        match = _HOURS.match(v.replace(" ", ""))
+        if not match:
+            raise ValueError("hours must look like 09:00-17:00")
+        start, end = v.replace(" ", "").split("-")
+        if start >= end:
+            raise ValueError("the window must end after it starts (09:00-17:00)")
+        return v.replace(" ", "")
+
+    @property
+    def weekdays(self) -> frozenset[int]:
+        return frozenset(_DAYS.index(d) for d in self.days)
+
+    @property
+    def start_minute(self) -> int:
+        h, m = self.hours.split("-")[0].split(":")
+        return int(h) * 60 + int(m)
+
+    @property
+    def end_minute(self) -> int:
+        h, m = self.hours.split("-")[1].split(":")
+        return int(h) * 60 + int(m)
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value or ())
+
+
+Names = Annotated[tuple[str, ...], BeforeValidator(_names)]
+
+
+class ExitWhen(_Strict):
+    """The goal: any listed event or tag ends the enrolment at once."""
+
+    event: Names = ()
+    tag: Names = ()
+
+
+class Readiness(_Strict):
+    """Engagement points that make a subscriber sales-ready once they reach `ready_at`."""
+
+    points: dict[str, int] = Field(default_factory=dict)
+    ready_at: int = Field(ge=1)
+
+    @field_validator("points")
+    @classmethod
+    def _kinds(cls, v: dict[str, int]) -> dict[str, int]:
+        for key in v:
+            if key not in ("open", "click") and not re.match(r"^event:[\w.-]+$", key):
+                raise ValueError(f"points key {key!r} must be open, click or event:<name>")
+        return v
+
+
+class Condition(_Strict):
+    """All keys must hold for a gated step to be sent."""
+
+    ready: bool | None = None
+    tag: str | None = None
+    not_tag: str | None = None
+    event: str | None = None
+    clicked: str | None = None
+    opened: str | None = None
+    score_at_least: int | None = None
+
+
 class Step(_Strict):
     id: str
     after: Duration = timedelta(0)
     stage: Stage = Stage.EDUCATION
     subject: str = Field(min_length=1)
     template: str = Field(min_length=1)
+    when: Condition | None = None
+    wait_up_to: Duration | None = None
+    otherwise: str | None = None
     line: int = Field(default=0, exclude=True)
+
+    @model_validator(mode="after")
+    def _gate(self) -> Step:
+        if (self.wait_up_to is not None or self.otherwise is not None) and self.when is None:
+            raise ValueError("wait_up_to and otherwise only make sense with a `when` gate")
+        if self.otherwise is not None and self.wait_up_to is None:
+            raise ValueError("otherwise needs wait_up_to: how long to wait at the gate first")
+        return self
 
     @field_validator("id")
     @classmethod
@@ -78,6 +168,10 @@ class Sequence(_Strict):
     trigger: str = "signup"
     sender: str | None = Field(default=None, alias="from")
     description: str | None = None
+    send_window: SendWindow | None = None
+    exit_when: ExitWhen | None = None
+    readiness: Readiness | None = None
+    reentry: bool = False
     steps: tuple[Step, ...] = Field(min_length=1)
     path: str = Field(default="", exclude=True)
 
@@ -107,10 +201,15 @@ class Sequence(_Strict):
         return self.steps[i + 1] if i + 1 < len(self.steps) else None
 
 
-_KNOWN_KEYS: dict[type[BaseModel], list[str]] = {
-    Sequence: ["name", "trigger", "from", "description", "steps"],
-    Step: ["id", "after", "stage", "subject", "template"],
-}
+_KNOWN_KEYS: dict[str, list[str]] = {
+    "sequence": ["name", "trigger", "from", "description", "send_window", "exit_when",
+                 "readiness", "reentry", "steps"],
+    "steps": ["id", "after", "stage", "subject", "template", "when", "wait_up_to", "otherwise"],
+    "when": list(Condition.model_fields),
+    "send_window": ["days", "hours"],
+    "exit_when": ["event", "tag"],
+    "readiness": ["points", "ready_at"],
+}  # fmt: skip
 Severity = Literal["error", "warning"]
 
 
@@ -128,12 +227,46 @@ class Catalog:
         return [s for s in self.sequences.values() if s.trigger == trigger]
 
 
+def check_references(seq: Sequence) -> list[SequenceError]:
+    """Gates that name steps must name earlier, existing ones, and must be able to open."""
+    problems: list[SequenceError] = []
+    ids = [s.id for s in seq.steps]
+
+    def problem(step: Step, message: str) -> None:
+        problems.append(SequenceError(seq.path, step.line, f"step '{step.id}': {message}"))
+
+    for index, step in enumerate(seq.steps):
+        cond = step.when
+        if cond is None:
+            continue
+        for key in ("clicked", "opened"):
+            target = getattr(cond, key)
+            if target is None:
+                continue
+            if target not in ids:
+                hint = difflib.get_close_matches(target, ids, n=1)
+                problem(step, f"when.{key} names unknown step '{target}'"
+                        + (f" (did you mean '{hint[0]}'?)" if hint else ""))  # fmt: skip
+            elif ids.index(target) >= index:
+                problem(step, f"when.{key} names '{target}', which is not sent before this "
+                        "step, so the gate could never open")  # fmt: skip
+        if (cond.ready is not None or cond.score_at_least is not None) and seq.readiness is None:
+            problem(step, "when uses readiness but the sequence has no `readiness:` block, "
+                    "so the gate could never open")  # fmt: skip
+        if step.otherwise not in (None, "skip", "exit") and step.otherwise not in ids:
+            problem(step, f"otherwise names unknown step '{step.otherwise}' "
+                    "(use a step id, skip or exit)")  # fmt: skip
+        elif step.otherwise == step.id:
+            problem(step, "otherwise cannot send the subscriber back to the same gate")
+    return problems
+
+
 def _explain(err: dict[str, Any]) -> str:
     loc = err["loc"]
     key = str(loc[-1]) if loc else ""
     if err["type"] == "extra_forbidden":
-        model = Step if "steps" in loc else Sequence
-        close = difflib.get_close_matches(key, _KNOWN_KEYS[model], n=1)
+        parent = next((str(p) for p in reversed(loc[:-1]) if isinstance(p, str)), "sequence")
+        close = difflib.get_close_matches(key, _KNOWN_KEYS.get(parent, []), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         return f"unknown key '{key}'{hint}"
     if err["type"] == "missing":
@@ -191,6 +324,7 @@ def load_sequence(
                 continue  # reported with its line by _duplicate_ids
             problems.append(SequenceError(shown, line_for(lines, loc), _explain(err)))
     else:
+        problems.extend(check_references(seq))
         if not problems:
             return seq, []
     return None, sorted(problems, key=lambda p: p.line or 0)
@@ -212,6 +346,12 @@ def load_catalog(sequences_dir: Path) -> Catalog:
             )
             continue
         sequences[seq.name] = seq
+    for seq in sequences.values():
+        if seq.trigger.startswith("completed:"):
+            other = seq.trigger.split(":", 1)[1]
+            if other not in sequences or other == seq.name:
+                problems.append(SequenceError(seq.path, 1, f"trigger names sequence '{other}', "
+                                "which does not exist (or is this one)"))  # fmt: skip
     return Catalog(sequences, tuple(problems))
 
 

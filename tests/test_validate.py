@@ -107,3 +107,57 @@ def test_undefined_attribute_in_template_is_found_by_rendering(runner, workspace
     assert result.exit_code == 1
     assert "templates/email/curious-to-customer/welcome.html:2: undefined:" in result.output
     assert "nickname" in result.output
+
+
+def test_gates_must_name_earlier_steps_and_be_able_to_open(runner, workspace):
+    write(workspace / "sequences" / "gated.yaml", """
+        name: gated
+        exit_when: {event: demo_booked}
+        steps:
+          - id: first
+            subject: "One"
+            template: curious-to-customer/welcome
+          - id: pitch
+            after: 2d
+            stage: sales
+            subject: "Two"
+            template: curious-to-customer/lets-talk
+            when: {ready: true, clicked: frist}
+            wait_up_to: 7d
+            otherwise: extra
+          - id: early
+            after: 1d
+            subject: "Three"
+            template: curious-to-customer/welcome
+            when: {opened: later}
+          - id: later
+            subject: "Four"
+            template: curious-to-customer/welcome
+    """)  # fmt: skip
+    write(workspace / "sequences" / "shape.yaml", """
+        steps:
+          - id: only
+            subject: "One"
+            template: curious-to-customer/welcome
+            when: {tag: vip}
+            otherwise: skip
+          - id: two
+            subject: "Two"
+            template: curious-to-customer/welcome
+            when: {tag: vip, colour: red}
+    """)  # fmt: skip
+    result = run_validate(runner, workspace)
+    out = result.output
+    assert result.exit_code == 1
+    assert (
+        "gated.yaml:7: step 'pitch': when.clicked names unknown step 'frist' "
+        "(did you mean 'first'?)" in out
+    )
+    assert (
+        "gated.yaml:7: step 'pitch': when uses readiness but the sequence has no "
+        "`readiness:` block" in out
+    )
+    assert "gated.yaml:7: step 'pitch': otherwise names unknown step 'extra'" in out
+    assert "gated.yaml:15: step 'early': when.opened names 'later', which is not sent" in out
+    assert "shape.yaml:2: otherwise needs wait_up_to" in out
+    assert "shape.yaml:10: unknown key 'colour'" in out
