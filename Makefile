@@ -1,6 +1,7 @@
 # Everyday commands. `make test` is the one CI runs.
 VENV ?= .venv
 PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install -q --disable-pip-version-check
 
 .PHONY: install test lint fmt bench demo
 
@@ -8,19 +9,24 @@ $(PY):
 	python3 -m venv $(VENV)
 
 install: $(PY)
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	$(PIP) -e .
 
-test: install
-	$(PY) -m pytest
-
-lint: install
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
-
-fmt: install
-	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
-
-# Runs the example workspace on the embedded default and lists the emails it wrote.
+# Runs the example workspace on the embedded default (SQLite, in-process queue,
+# emails written to outbox/) and shows what was sent.
 demo: install
 	$(VENV)/bin/nurture subscribers add ana@example.com --first-name Ana --confirmed
 	$(VENV)/bin/nurture send-due
+	$(VENV)/bin/nurture subscribers show ana@example.com
 	ls outbox/
+
+test: $(PY)
+	$(PIP) -e '.[test]'
+	$(PY) -m pytest
+
+lint: $(PY)
+	$(PIP) -e '.[dev]'
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+fmt: $(PY)
+	$(PIP) -e '.[dev]'
+	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
