@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,7 @@ from nurture.rendering import Rendered, Renderer, SubscriberView
 from nurture.sequences import Sequence, Step
 from nurture.settings import Settings
 from nurture.tokens import Purpose, link
+from nurture.tracking import add_open_pixel, link_rewriter, open_url
 
 CONFIRM_TEMPLATE = "_system/confirm"
 CONFIRM_SUBJECT = "Please confirm your subscription"
@@ -64,9 +65,15 @@ def compose_step(
         "unsubscribe_url": unsub,
         "postal_address": settings.postal_address or "",
     }
+    # Links become signed /c/ redirects and a pixel reports opens, for a real delivery
+    # only (not a preview) and unless NURTURE_TRACKING=off.
+    rewrite = link_rewriter(settings, delivery_id)
     rendered = renderer_for(settings.templates_dir).render(
-        step.template, step.subject, context, brand=_brand(sender)
+        step.template, step.subject, context, brand=_brand(sender), rewrite_link=rewrite
     )
+    if rewrite is not None and delivery_id is not None:
+        pixel = open_url(settings, delivery_id)
+        rendered = replace(rendered, html=add_open_pixel(rendered.html, pixel))
     envelope = build_message(
         sender=sender, to=subscriber.email, subject=rendered.subject, html=rendered.html,
         text=rendered.text, list_id=seq.name, list_name=seq.name, unsubscribe_url=unsub,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
@@ -24,13 +24,18 @@ from nurture.models import (
     Suppression,
     Tag,
 )
-from nurture.scheduling import enroll_triggered
+from nurture.scheduling import enroll, enroll_triggered
 from nurture.sequences import Catalog
 from nurture.sql import insert_ignoring_conflicts
 
 #: What a person agrees to on the default form; stored with each consent.
 DEFAULT_WORDING = "Send me emails from this list. I can unsubscribe at any time."
 FIRST_NAME_MAX = 100
+#: However often an address is typed into a form, it gets at most one confirmation
+#: email per this long.
+CONFIRMATION_RESEND_AFTER = timedelta(hours=1)
+#: Attribute that remembers which sequence a signup form asked for, until confirmation.
+SIGNUP_SEQUENCE = "signup_sequence"
 
 
 def normalize_email(raw: str) -> str:
@@ -47,7 +52,7 @@ def check_timezone(tz: str | None) -> str | None:
         return None
     try:
         ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long
         raise SubscriberError(f"{tz!r} is not an IANA time zone (like Europe/Paris)") from None
     return tz
 
@@ -189,6 +194,72 @@ def unsubscribe(
         sub.status = SubscriberStatus.UNSUBSCRIBED
         sub.unsubscribed_at = now
         _record_consent(session, sub.id, "withdrawn", now, consent or ConsentInfo())
+
+
+def confirmation_allowed(sub: Subscriber, now: datetime) -> bool:
+    sent = sub.confirmation_sent_at
+    return sent is None or now - sent >= CONFIRMATION_RESEND_AFTER
+
+
+def request_signup(
+    session: Session, catalog: Catalog, address: str, now: datetime, *,
+    first_name: str | None = None, timezone: str | None = None, tags: list[str] | None = None,
+    sequence: str | None = None, consent: ConsentInfo,
+) -> int | None:  # fmt: skip
+    """A signup from a public form; returns the confirmation delivery to send, if any.
+
+    The caller answers the same whatever happens here, so a form never tells whether
+    an address is known: a new one becomes pending; a pending or unsubscribed one gets
+    a fresh confirmation at most once per CONFIRMATION_RESEND_AFTER; an active, bounced
+    or suppressed one gets nothing. An unauthenticated form never edits a known person.
+    """
+    address = normalize_email(address)
+    sub = find(session, address)
+    if sub is None:
+        if is_suppressed(session, address):
+            return None
+        sub, _ = add(session, catalog, address, now, first_name=first_name, timezone=timezone,
+                     tags=tags, consent=consent)  # fmt: skip
+        _remember_sequence(sub, sequence)
+        return session.scalar(
+            select(Delivery.id).where(Delivery.subscriber_id == sub.id, Delivery.kind == "confirm")
+        )
+    if sub.status == SubscriberStatus.UNSUBSCRIBED:
+        _remember_sequence(sub, sequence)
+        return resubscribe(session, sub, now, consent)
+    if sub.status == SubscriberStatus.PENDING and confirmation_allowed(sub, now):
+        _remember_sequence(sub, sequence)
+        _record_consent(session, sub.id, "requested", now, consent)
+        return queue_confirmation(session, sub, now)
+    return None
+
+
+def resubscribe(
+    session: Session, sub: Subscriber, now: datetime, consent: ConsentInfo
+) -> int | None:
+    """A fresh double opt-in for someone who left; returns the confirmation to send, if any."""
+    if sub.status != SubscriberStatus.UNSUBSCRIBED:
+        return None
+    sub.status = SubscriberStatus.PENDING
+    _record_consent(session, sub.id, "requested", now, consent)
+    return queue_confirmation(session, sub, now) if confirmation_allowed(sub, now) else None
+
+
+def confirm_signup(
+    session: Session, catalog: Catalog, sub: Subscriber, now: datetime, consent: ConsentInfo
+) -> list[str]:
+    """Confirm, and also enrol in the sequence the signup form asked for, if any."""
+    was_pending = sub.status == SubscriberStatus.PENDING
+    names = confirm(session, catalog, sub, now, consent)
+    wanted = catalog.get(str((sub.attributes or {}).get(SIGNUP_SEQUENCE) or ""))
+    if was_pending and wanted is not None and enroll(session, sub.id, wanted, now):
+        names.append(wanted.name)
+    return names
+
+
+def _remember_sequence(sub: Subscriber, sequence: str | None) -> None:
+    if sequence:  # a new dict, so the JSON column is seen as changed
+        sub.attributes = {**(sub.attributes or {}), SIGNUP_SEQUENCE: sequence}
 
 
 def bounce(session: Session, sub: Subscriber, now: datetime, reason: str) -> None:

@@ -1,0 +1,80 @@
+"""The web app: signup form, confirmation, unsubscribe, tracking, events API, health.
+
+`create_app()` is the WSGI app for any server (`gunicorn 'nurture.web:create_app()'`);
+`nurture serve` runs it under gunicorn and, in embedded mode, also sends what is due.
+Views parse the request, call the domain functions and render a page; no SQL here.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, request
+from flask.typing import ResponseReturnValue
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response
+
+from nurture.settings import Settings, load_settings
+from nurture.web import api, leave, signup, track
+from nurture.web.background import Background
+from nurture.web.common import Nurture, brand, error
+
+log = logging.getLogger(__name__)
+
+#: Largest request body read; a signup needs a few hundred bytes.
+MAX_BODY = 64 * 1024
+#: Pages may load only our own stylesheet and script, and be framed by nobody.
+CSP = ("default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; "
+       "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")  # fmt: skip
+_MESSAGES = {
+    400: "The request could not be understood.",
+    404: "There is nothing at this address.",
+    405: "This address does not take that kind of request.",
+    413: "That is far more data than this form takes.",
+    429: "Too many requests from your address. Please wait a minute and try again.",
+}
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """The app for `settings`, or for the environment (NURTURE_*) when None."""
+    settings = settings or load_settings()
+    app = Flask(__name__)
+    app.config.update(MAX_CONTENT_LENGTH=MAX_BODY, NURTURE_SUBSCRIBE_LIMIT=signup.SUBSCRIBE_LIMIT)
+    app.extensions["nurture"] = Nurture(settings, Background(settings))
+    limiter = Limiter(
+        get_remote_address, app=app, storage_uri=settings.redis_url or "memory://",
+        key_prefix="nurture", headers_enabled=True,
+        # Redis down: count in memory rather than refuse every signup
+        in_memory_fallback_enabled=True, swallow_errors=True,
+    )  # fmt: skip
+    app.register_blueprint(signup.blueprint(limiter))
+    for bp in (leave.bp, track.bp, api.bp):
+        app.register_blueprint(bp)
+
+    @app.context_processor
+    def _page_context() -> dict[str, object]:
+        return {"brand": brand(settings), "postal_address": settings.postal_address}
+
+    @app.after_request
+    def _headers(response: Response) -> Response:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")  # tokens stay ours
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        if response.mimetype == "text/html":
+            response.headers.setdefault("Content-Security-Policy", CSP)
+        return response
+
+    @app.errorhandler(HTTPException)
+    def _http_error(e: HTTPException) -> ResponseReturnValue:
+        code = e.code or 500
+        return error(code, e.name, _MESSAGES.get(code, e.description or e.name))
+
+    @app.errorhandler(Exception)
+    def _crash(e: Exception) -> ResponseReturnValue:
+        log.exception("%s %s failed", request.method, request.path)
+        return error(500, "Something went wrong", "Sorry, something went wrong on our side. "
+                     "Please try again in a moment.")  # fmt: skip
+
+    return app

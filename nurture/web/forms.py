@@ -1,0 +1,116 @@
+"""The signup form's input: read from a form or JSON, checked field by field.
+
+Every problem is reported against its field, so the page can show it next to the
+input and a JSON caller gets a map of them; nothing is stored unless all is well.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from nurture.errors import SubscriberError
+from nurture.sequences import Catalog
+from nurture.subscribers import check_timezone, clean_first_name, normalize_email
+
+FIELDS = ("email", "first_name", "timezone", "sequence", "tags")
+#: A field people never see; bots that fill every input fill this one too.
+HONEYPOT = "website"
+_TAG = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}$")
+MAX_TAGS = 20
+#: Longest value read from any field; longer input is refused, not silently cut.
+MAX_FIELD = 1000
+
+
+@dataclass
+class Signup:
+    email: str = ""
+    first_name: str | None = None
+    timezone: str | None = None
+    sequence: str | None = None
+    tags: list[str] = field(default_factory=list)
+    #: What was typed, to show the form again with the errors.
+    raw: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    spam: bool = False
+
+
+def _printable(value: str) -> str:
+    """Free text without control characters (a NUL would upset PostgreSQL)."""
+    return "".join(c for c in value if unicodedata.category(c)[0] != "C" or c in "\t\n")
+
+
+def _text(data: Mapping[str, Any], name: str, signup: Signup) -> str:
+    value = data.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        signup.errors[name] = f"{name} must be text"
+        return ""
+    if len(value) > MAX_FIELD:
+        signup.errors[name] = f"{name} is too long"
+        return ""
+    value = value.strip()
+    signup.raw[name] = value
+    return value
+
+
+def _tags(data: Mapping[str, Any], signup: Signup) -> list[str]:
+    value = data.get("tags")
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        items = value.replace(",", " ").split()
+        signup.raw["tags"] = value[:MAX_FIELD]
+    elif isinstance(value, list) and all(isinstance(t, str) for t in value):
+        items = list(value)
+    else:
+        signup.errors["tags"] = "tags must be text or a list of text"
+        return []
+    tags = [t.strip().lower() for t in items if t.strip()]
+    bad = [t for t in tags if not _TAG.match(t)]
+    if bad:
+        signup.errors["tags"] = f"{bad[0][:70]!r} is not a tag: use letters, digits, '-' and '_'"
+    elif len(tags) > MAX_TAGS:
+        signup.errors["tags"] = f"at most {MAX_TAGS} tags"
+    return tags
+
+
+def parse_signup(data: Mapping[str, Any], catalog: Catalog) -> Signup:
+    signup = Signup()
+    unknown = sorted(k for k in data if k not in FIELDS and k != HONEYPOT)
+    if unknown:
+        signup.errors["form"] = (
+            f"unknown field {unknown[0][:40]!r}: a signup takes {', '.join(FIELDS)}"
+        )
+    if _text(data, HONEYPOT, signup):
+        signup.spam = True
+
+    email = _text(data, "email", signup)
+    if not email:
+        signup.errors.setdefault("email", "Enter your email address.")
+    else:
+        try:
+            signup.email = normalize_email(email)
+        except SubscriberError as e:
+            detail = str(e).split(": ", 1)[-1]  # without the address, which the form shows
+            signup.errors["email"] = f"Enter a valid email address, like name@example.com. {detail}"
+
+    signup.first_name = clean_first_name(_printable(_text(data, "first_name", signup)))
+
+    tz = _text(data, "timezone", signup)
+    try:
+        signup.timezone = check_timezone(tz)
+    except SubscriberError as e:
+        signup.errors["timezone"] = str(e)
+
+    sequence = _text(data, "sequence", signup)
+    if sequence and catalog.get(sequence) is None:
+        signup.errors["sequence"] = f"there is no sequence named {sequence[:100]!r}"
+    signup.sequence = sequence or None
+
+    signup.tags = _tags(data, signup)
+    return signup

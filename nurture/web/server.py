@@ -1,0 +1,76 @@
+"""`nurture serve`: the web app under gunicorn, never Flask's development server.
+
+In embedded mode (no NURTURE_REDIS_URL) each worker also runs `send-due` on a timer,
+so one command is a whole working system. Claiming is safe from many processes at
+once, so several workers doing it costs a little work, never a duplicate email.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask
+from gunicorn.app.base import BaseApplication
+
+from nurture import db
+from nurture.settings import Settings
+from nurture.web import create_app
+
+log = logging.getLogger(__name__)
+
+#: gunicorn's threaded worker: requests mostly wait on the database or SMTP, not the CPU.
+WORKER_CLASS = "gthread"
+DEFAULT_WORKERS = 2
+DEFAULT_THREADS = 4
+
+
+def _nurture(worker: Any) -> Any:
+    app: Flask = worker.wsgi
+    return app.extensions["nurture"]
+
+
+class Server(BaseApplication):  # type: ignore[misc]
+    def __init__(
+        self, settings: Settings, *, host: str, port: int, workers: int = DEFAULT_WORKERS,
+        threads: int = DEFAULT_THREADS, send_interval: float = 60.0,
+    ) -> None:  # fmt: skip
+        self.settings = settings
+        run_loop = settings.embedded and send_interval > 0
+
+        def post_worker_init(worker: Any) -> None:
+            if run_loop:
+                _nurture(worker).background.start_loop(send_interval)
+
+        def worker_exit(server: Any, worker: Any) -> None:
+            if getattr(worker, "wsgi", None) is not None:
+                _nurture(worker).background.stop()  # finish the email being sent
+
+        self.options: dict[str, Any] = {
+            "bind": f"{host}:{port}",
+            "workers": workers,
+            "threads": threads,
+            "worker_class": WORKER_CLASS,
+            "timeout": 60,
+            "graceful_timeout": 30,
+            "accesslog": "-",
+            "errorlog": "-",
+            "proc_name": "nurture",
+            "post_worker_init": post_worker_init,
+            "worker_exit": worker_exit,
+        }
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Flask:
+        return create_app(self.settings)
+
+    def run(self) -> None:
+        # Check the database here, once, so a wrong URL is one clear error instead of
+        # every worker failing to boot; then close it, so no worker inherits a socket.
+        db.get_engine(self.settings)
+        db.dispose_all()
+        super().run()

@@ -1,0 +1,32 @@
+"""The copy-paste HTML form for other sites, rendered from the same template as our page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jinja2
+
+from nurture.errors import NurtureError
+from nurture.sequences import Catalog
+from nurture.settings import Settings
+from nurture.subscribers import DEFAULT_WORDING
+from nurture.web.common import brand
+from nurture.web.forms import parse_signup
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+def form_snippet(
+    settings: Settings, catalog: Catalog, sequence: str | None = None, tags: tuple[str, ...] = ()
+) -> str:
+    checked = parse_signup({"email": "sam@example.com", "sequence": sequence or "",
+                            "tags": " ".join(tags)}, catalog)  # fmt: skip
+    if checked.errors:
+        raise NurtureError("; ".join(checked.errors.values()))
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
+    return env.get_template("snippet.html").render(
+        action=f"{settings.base_url}/subscribe",
+        values={"sequence": sequence or "", "tags": " ".join(checked.tags)},
+        wording=DEFAULT_WORDING,
+        brand=brand(settings),
+    )
