@@ -196,9 +196,11 @@ def unsubscribe(
         _record_consent(session, sub.id, "withdrawn", now, consent or ConsentInfo())
 
 
-def confirmation_allowed(sub: Subscriber, now: datetime) -> bool:
+def confirmation_allowed(
+    sub: Subscriber, now: datetime, after: timedelta = CONFIRMATION_RESEND_AFTER
+) -> bool:
     sent = sub.confirmation_sent_at
-    return sent is None or now - sent >= CONFIRMATION_RESEND_AFTER
+    return sent is None or now - sent >= after
 
 
 def request_signup(
@@ -235,14 +237,16 @@ def request_signup(
 
 
 def resubscribe(
-    session: Session, sub: Subscriber, now: datetime, consent: ConsentInfo
-) -> int | None:
+    session: Session, sub: Subscriber, now: datetime, consent: ConsentInfo, *,
+    resend_after: timedelta = CONFIRMATION_RESEND_AFTER,
+) -> int | None:  # fmt: skip
     """A fresh double opt-in for someone who left; returns the confirmation to send, if any."""
     if sub.status != SubscriberStatus.UNSUBSCRIBED:
         return None
     sub.status = SubscriberStatus.PENDING
     _record_consent(session, sub.id, "requested", now, consent)
-    return queue_confirmation(session, sub, now) if confirmation_allowed(sub, now) else None
+    allowed = confirmation_allowed(sub, now, resend_after)
+    return queue_confirmation(session, sub, now) if allowed else None
 
 
 def confirm_signup(

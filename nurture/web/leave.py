@@ -7,6 +7,8 @@ redirect, so it answers 200 with a page, and needs nothing but the signed token.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from flask import Blueprint, request
 from flask.typing import ResponseReturnValue
 
@@ -65,8 +67,11 @@ def resubscribe_now(token: str, subscriber_id: int, _sequence: str | None) -> Re
         if sub is None:
             return gone()
         email, status, first_name = sub.email, sub.status, sub.first_name
+        # No hourly limit here: the link proves the address is theirs, and a second
+        # click finds them pending already, which sends nothing.
         delivery_id = resubscribe(session, sub, clock.now(),
-                                  consent_info("web", form="resubscribe button"))  # fmt: skip
+                                  consent_info("web", form="resubscribe button"),
+                                  resend_after=timedelta(0))  # fmt: skip
     if status == SubscriberStatus.ACTIVE:
         return page("confirmed.html", email=email, first_name=first_name, already=True)
     if status == SubscriberStatus.BOUNCED:
