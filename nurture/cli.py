@@ -64,6 +64,7 @@ def main() -> None:
 
 # Commands live in their own modules; importing them registers them on `cli`.
 from nurture.commands import (  # noqa: E402, F401
+    broadcast,
     content,
     database,
     people,

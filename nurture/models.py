@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -84,6 +85,9 @@ class DeliveryStatus(StrEnum):
     FAILED = "failed"  # permanent: SMTP 5xx or out of attempts
     SKIPPED = "skipped"  # unsubscribed, suppressed or exited by the time it was sent
     CANCELLED = "cancelled"
+    #: A broadcast email waiting for its time (e.g. 09:00 in the subscriber's own zone);
+    #: `send-due` makes it `queued` when `next_attempt_at` comes.
+    SCHEDULED = "scheduled"
 
 
 class Subscriber(Base):
@@ -171,6 +175,12 @@ class Delivery(Base):
     kind: Mapped[str] = mapped_column(String(16), default="sequence")  # sequence | confirm
     sequence: Mapped[str | None] = mapped_column(String(100))
     step_id: Mapped[str | None] = mapped_column(String(100))
+    #: The broadcast this email is part of (kind "broadcast").
+    broadcast_id: Mapped[int | None] = mapped_column(
+        ForeignKey("broadcasts.id", ondelete="CASCADE")
+    )
+    #: A `broadcast send --test-to` copy: not counted, and free of the one-per-subscriber rule.
+    is_test: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.QUEUED)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -208,3 +218,52 @@ class Suppression(Base):
     email_hash: Mapped[str] = mapped_column(String(64), unique=True)
     reason: Mapped[str] = mapped_column(String(200))
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class BroadcastState(StrEnum):
+    DRAFT = "draft"  # written for test copies; not going out
+    SCHEDULED = "scheduled"  # waiting for send_at
+    SENDING = "sending"  # fan-out started; emails are going out
+    SENT = "sent"  # every email settled
+    CANCELLED = "cancelled"
+
+
+class Broadcast(Base):
+    """One newsletter issue: its content as sent (a snapshot of the source), its audience
+    and where its fan-out stands, so a killed process resumes where it stopped."""
+
+    __tablename__ = "broadcasts"
+    __table_args__ = (Index("ix_broadcasts_due", "state", "send_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    slug: Mapped[str] = mapped_column(String(120), unique=True)
+    source: Mapped[str] = mapped_column(String(300))  # file or template name, as given
+    subject: Mapped[str] = mapped_column(String(300))
+    preheader: Mapped[str | None] = mapped_column(String(300))
+    body_html: Mapped[str] = mapped_column(Text)  # a Jinja HTML fragment
+    body_text: Mapped[str | None] = mapped_column(Text)  # its Jinja text twin, if any
+    segment: Mapped[str | None] = mapped_column(Text)  # None: every active subscriber
+    state: Mapped[str] = mapped_column(String(16), default=BroadcastState.DRAFT)
+    #: When the fan-out may start; with `local_at`, the earliest zone's turn.
+    send_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: `--local-time`: the wall-clock time (YYYY-MM-DDTHH:MM) in each subscriber's zone.
+    local_at: Mapped[str | None] = mapped_column(String(16))
+    archive: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: The highest subscriber id the fan-out has written deliveries for.
+    checkpoint: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    fanned_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+# One email per broadcast and subscriber; test copies are left out of the rule.
+Index(
+    "uq_deliveries_broadcast_subscriber",
+    Delivery.broadcast_id,
+    Delivery.subscriber_id,
+    unique=True,
+    sqlite_where=~Delivery.is_test,
+    postgresql_where=~Delivery.is_test,
+)

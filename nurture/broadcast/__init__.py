@@ -1,0 +1,12 @@
+"""Newsletters (broadcasts): one issue to every active subscriber of a segment, once.
+
+- `source`: a Markdown file with front matter, or a template, read into an `Issue`;
+- `audience`: who gets it (active, not suppressed, in the segment), in id order;
+- `core`: the broadcast row's states (draft, scheduled, sending, sent, cancelled);
+- `fanout`: deliveries written in batches from a checkpoint, handed to the same queue as
+  sequence emails; `fan_out_due_broadcasts` is what `send-due` runs;
+- `compose`: the email (through the one message builder) and the web version;
+- `sameday`: the rule for a sequence step that falls on a broadcast's day.
+
+See docs/broadcasts.md.
+"""

@@ -1,0 +1,178 @@
+"""Where an issue comes from: a Markdown file with front matter, or a Jinja template.
+
+Markdown is rendered once, here, into a Jinja HTML fragment; the Jinja tags written in
+it (`{{ subscriber.first_name }}`) are set aside first and put back after, so
+markdown-it never mangles them and personalisation works as in any template. The
+text part is the Markdown itself, which reads well as plain text.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import re
+from dataclasses import dataclass, replace
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+from markdown_it import MarkdownIt
+
+from nurture.errors import NurtureError
+from nurture.settings import Settings
+from nurture.yamlmarks import DuplicateKey, load_with_lines
+
+#: Front matter keys, with the type each must have.
+FRONT_MATTER: dict[str, tuple[type, ...]] = {
+    "subject": (str,),
+    "segment": (str,),
+    "send_at": (str, datetime, date),
+    "local_time": (bool,),
+    "archive": (bool,),
+    "preheader": (str,),
+    "slug": (str,),
+}
+_JINJA = re.compile(r"{{.*?}}|{%.*?%}|{#.*?#}", re.DOTALL)
+_HOLE = "nurturejinja{}x"
+_LONE_TAG = re.compile(r"<p>(nurturejinja\d+x)</p>\n?")
+_SLUG = re.compile(r"[^a-z0-9]+")
+
+
+class SourceError(NurtureError):
+    """An issue that cannot be read: says which file and line, and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One newsletter issue as written, before it is scheduled."""
+
+    source: str  # the file or template name, as the marketer gave it
+    subject: str
+    body_html: str  # a Jinja HTML fragment
+    body_text: str | None  # a Jinja text twin, if any
+    slug: str
+    preheader: str | None = None
+    segment: str | None = None
+    send_at: str | datetime | date | None = None
+    local_time: bool = False
+    archive: bool = False
+    #: Lines before the body in the file, so a template error points at the right line.
+    line_offset: int = 0
+
+
+def markdown_to_html(markdown: str) -> str:
+    """A Jinja HTML fragment from Markdown with Jinja tags in it."""
+    held: list[str] = []
+
+    def hold(match: re.Match[str]) -> str:
+        held.append(match.group(0))
+        return _HOLE.format(len(held) - 1)
+
+    md = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
+    html = md.render(_JINJA.sub(hold, markdown))
+    # `{% if … %}` alone on a line would become a paragraph of its own
+    html = _LONE_TAG.sub(
+        lambda m: m.group(1) + "\n" if held[_index(m.group(1))].startswith("{%") else m.group(0),
+        html,
+    )
+    return re.sub(r"nurturejinja(\d+)x", lambda m: held[int(m.group(1))], html)
+
+
+def _index(hole: str) -> int:
+    return int(hole.removeprefix("nurturejinja").removesuffix("x"))
+
+
+def slugify(text: str) -> str:
+    return _SLUG.sub("-", text.lower()).strip("-")[:80] or "issue"
+
+
+def _front_matter(text: str, shown: str) -> tuple[dict[str, Any], str, int]:
+    """(front matter, body, lines before the body) of a Markdown file."""
+    lines = text.splitlines(keepends=True)
+    if not lines or lines[0].strip() != "---":
+        return {}, text, 0
+    end = next((i for i, line in enumerate(lines[1:], 1) if line.strip() in ("---", "...")), None)
+    if end is None:
+        raise SourceError(f"{shown}:1: the front matter starting with '---' is never closed")
+    try:
+        data, marks = load_with_lines("".join(lines[1:end]))
+    except DuplicateKey as e:
+        raise SourceError(f"{shown}:{e.line + 1}: '{e.key}' is given twice") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = mark.line + 2 if mark is not None else 1
+        raise SourceError(f"{shown}:{line}: front matter is not valid YAML: "
+                          f"{getattr(e, 'problem', e)}") from None  # fmt: skip
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SourceError(f"{shown}:2: front matter must be 'key: value' lines")
+    for key, value in data.items():
+        line = marks.get((key,), 1) + 1
+        if key not in FRONT_MATTER:
+            close = difflib.get_close_matches(str(key), FRONT_MATTER, 1)
+            hint = (
+                f" (did you mean '{close[0]}'?)"
+                if close
+                else f" (known: {', '.join(FRONT_MATTER)})"
+            )
+            raise SourceError(f"{shown}:{line}: unknown key '{key}'{hint}")
+        if value is not None and not isinstance(value, FRONT_MATTER[key]):
+            wanted = " or ".join(t.__name__ for t in FRONT_MATTER[key])
+            raise SourceError(f"{shown}:{line}: '{key}' must be a {wanted}, got {value!r}")
+    body = "".join(lines[end + 1 :])
+    blank = len(body) - len(body.lstrip("\n"))  # blank lines between front matter and text
+    return data, body.strip("\n") + "\n", end + 1 + blank
+
+
+def _markdown_file(settings: Settings, source: str) -> Path | None:
+    for path in (Path(source), settings.workspace / source):
+        if path.is_file():
+            return path
+    if source.endswith((".md", ".markdown")):
+        raise SourceError(f"{source}: no such file")
+    return None
+
+
+def _template(settings: Settings, source: str) -> Issue:
+    from nurture.compose import renderer_for
+
+    env = renderer_for(settings.templates_dir).env
+    name = source.removesuffix(".html")
+    try:
+        html = env.loader.get_source(env, f"{name}.html")[0]  # type: ignore[union-attr]
+    except jinja2.TemplateNotFound:
+        raise SourceError(f"{source}: neither a Markdown file nor a template "
+                          f"(expected templates/email/{name}.html)") from None  # fmt: skip
+    try:
+        text: str | None = env.loader.get_source(env, f"{name}.txt")[0]  # type: ignore[union-attr]
+    except jinja2.TemplateNotFound:
+        text = None
+    return Issue(source=source, subject="", body_html=html, body_text=text, slug=slugify(name))
+
+
+def load_issue(settings: Settings, source: str, **overrides: Any) -> Issue:
+    """Read SOURCE; keyword overrides (from the command line) win over front matter
+    when they are not None."""
+    path = _markdown_file(settings, source)
+    if path is None:
+        issue = _template(settings, source)
+    else:
+        data, body, offset = _front_matter(path.read_text(encoding="utf-8"), source)
+        # one name per file, however it was typed, so the same issue is not sent twice
+        with contextlib.suppress(ValueError):
+            source = str(path.resolve().relative_to(settings.workspace.resolve()))
+        issue = Issue(
+            source=source, subject=data.get("subject") or "", body_html=markdown_to_html(body),
+            body_text=body, slug=slugify(data.get("slug") or path.stem),
+            preheader=data.get("preheader"), segment=data.get("segment"),
+            send_at=data.get("send_at"), local_time=bool(data.get("local_time")),
+            archive=bool(data.get("archive")), line_offset=offset,
+        )  # fmt: skip
+    issue = replace(issue, **{k: v for k, v in overrides.items() if v is not None})
+    if not issue.subject.strip():
+        where = "add 'subject:' to the front matter" if path else "give --subject"
+        raise SourceError(f"{source}: the issue has no subject ({where})")
+    return issue
