@@ -69,4 +69,5 @@ from nurture.commands import (  # noqa: E402, F401
     database,
     people,
     sending_cmds,
+    worker,
 )

@@ -4,10 +4,13 @@ Every function takes `now` so the same code serves real sending, `simulate` and 
 Claiming locks rows with `FOR UPDATE SKIP LOCKED` on PostgreSQL, so many `send-due`
 processes share the work; on SQLite every transaction is `BEGIN IMMEDIATE`, which
 serialises them. The unique (enrolment, step) constraint is the last line of defence.
+How long work may sit before it is recovered comes from the settings (requeue_after,
+resend_after), so an operator, or a test, can shorten it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
@@ -17,14 +20,10 @@ from nurture.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatu
 from nurture.sequences import Catalog, Sequence
 from nurture.sql import insert_ignoring_conflicts
 
-#: A queued delivery not picked up by any worker for this long is enqueued again
-#: (its message was lost: a crash between commit and enqueue, or a flushed Redis).
-STALE_QUEUED = timedelta(minutes=5)
-#: A delivery claimed this long ago and still `sending` belongs to a worker that died
-#: mid-send. It is sent again: at-least-once, so a lost email is never silent.
-STALE_SENDING = timedelta(minutes=10)
 #: Deliveries claimed per batch.
 BATCH = 500
+#: The note a delivery keeps once it was taken back from a worker that stopped.
+TAKEN_BACK = "taken back from a worker that stopped mid-send: sent again, maybe twice"
 
 
 def enroll(session: Session, subscriber_id: int, seq: Sequence, now: datetime) -> bool:
@@ -124,29 +123,54 @@ def advance(
         enrollment.next_due_at = sent_at + following.after
 
 
-def requeue_stale(session: Session, now: datetime, limit: int = BATCH) -> list[int]:
-    """Deliveries whose queue message is lost, whose retry is due, or whose worker died."""
-    ids = list(
-        session.scalars(
-            select(Delivery.id)
-            .where(
-                or_(
-                    (Delivery.status == DeliveryStatus.QUEUED)
-                    & (Delivery.enqueued_at < now - STALE_QUEUED),
-                    (Delivery.status == DeliveryStatus.RETRY) & (Delivery.next_attempt_at <= now),
-                    (Delivery.status == DeliveryStatus.SENDING)
-                    & (Delivery.claimed_at < now - STALE_SENDING),
-                )
-            )
-            .order_by(Delivery.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
+@dataclass(frozen=True)
+class Requeued:
+    ids: list[int]
+    #: How many of `ids` were left `sending` by a worker that stopped mid-send.
+    taken_back: int = 0
+
+
+def requeue_stale(
+    session: Session, now: datetime, *, queued_after: timedelta | None, retry_after: timedelta,
+    resend_after: timedelta, limit: int = BATCH,
+) -> Requeued:  # fmt: skip
+    """Deliveries to hand to the queue again, marked `queued` now; see docs/distributed.md.
+
+    - `queued` for `queued_after` (None: leave them, their messages are still waiting):
+      the queue message was lost, by a crash between commit and enqueue or a flushed Redis;
+    - `retry` whose `next_attempt_at` passed `retry_after` ago: with a broker the retried
+      message comes first and this is the safety net; embedded, it is the only way back;
+    - `sending` claimed `resend_after` ago: the worker stopped mid-send. Whether the email
+      left is unknowable, so it is sent again (at-least-once); `recovered_at` records it
+      for `stats`, and `error` says so in `subscribers show`, also once it is sent.
+    """
+    stale = [
+        (Delivery.status == DeliveryStatus.RETRY) & (Delivery.next_attempt_at <= now - retry_after),
+        (Delivery.status == DeliveryStatus.SENDING) & (Delivery.claimed_at < now - resend_after),
+    ]
+    if queued_after is not None:
+        stale.append(
+            (Delivery.status == DeliveryStatus.QUEUED) & (Delivery.enqueued_at < now - queued_after)
         )
-    )
+    rows = session.execute(
+        select(Delivery.id, Delivery.status)
+        .where(or_(*stale))
+        .order_by(Delivery.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    ids = [r.id for r in rows]
+    taken_back = [r.id for r in rows if r.status == DeliveryStatus.SENDING]
     if ids:
         session.execute(
             update(Delivery)
             .where(Delivery.id.in_(ids))
             .values(status=DeliveryStatus.QUEUED, enqueued_at=now)
         )
-    return ids
+    if taken_back:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(taken_back))
+            .values(recovered_at=now, error=TAKEN_BACK)
+        )
+    return Requeued(ids, len(taken_back))

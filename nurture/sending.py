@@ -1,18 +1,31 @@
-"""Send one delivery, exactly as the worker does: claim, re-check, render, send, record.
+"""Send deliveries exactly as the worker does: claim, re-check, render, send, record.
 
-The claim is a conditional UPDATE committed before SMTP is touched, so a redelivered
-queue message, a retry or a second worker finds the row taken and does nothing. The
-outcome is written after, in its own transaction, together with the enrolment's
-next step.
+A delivery row is a small state machine (docs/distributed.md):
+
+    queued --claim--> sending --> sent | failed | skipped
+       ^                 |
+       +---- retry <-----+   4xx or server unreachable: due again at next_attempt_at
+
+The claim is a conditional UPDATE (queued|retry -> sending, attempts + 1) committed before
+SMTP is touched, so a redelivered queue message, a retry or a second worker finds the row
+taken and does nothing. `attempts` is also the claim's fencing token: the outcome is
+written only where the row is still `sending` *with this claim's attempt number*, so a
+worker that was presumed dead and overtaken by `send-due`'s recovery cannot overwrite the
+newer claim's record or move the enrolment on twice. What `send-due` recovers, and when,
+is in scheduling.requeue_stale.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from nurture.compose import Composed, compose_confirmation, compose_step
@@ -28,19 +41,21 @@ from nurture.models import (
     utcnow,
 )
 from nurture.rendering import SubscriberView
-from nurture.scheduling import advance
+from nurture.scheduling import TAKEN_BACK, advance
 from nurture.sequences import catalog_for
-from nurture.settings import Settings
+from nurture.settings import DEFAULT_RETRY_BACKOFF, Settings
 from nurture.subscribers import bounce, is_suppressed, tags_of
 from nurture.tokens import Purpose, make_token
 from nurture.transports import transport_for
+
+if TYPE_CHECKING:
+    from nurture.ratelimit import Gate
 
 log = logging.getLogger(__name__)
 
 #: Attempts before a temporarily failing delivery is given up as failed.
 MAX_ATTEMPTS = 8
-#: First retry delay; doubles each attempt up to MAX_BACKOFF.
-MIN_BACKOFF = timedelta(minutes=2)
+#: Longest wait between two attempts; the first is settings.retry_backoff, then doubles.
 MAX_BACKOFF = timedelta(hours=6)
 
 
@@ -52,38 +67,173 @@ class Outcome(StrEnum):
     NOT_MINE = "not-mine"  # already claimed or settled by someone else
 
 
-def backoff(attempts: int) -> timedelta:
-    return min(MIN_BACKOFF * 2 ** max(0, attempts - 1), MAX_BACKOFF)
+@dataclass(frozen=True)
+class Attempt:
+    """What one call did. `retry_at` is set for RETRY; `server_down` when the server
+    itself failed (unreachable, closing, refusing our sender), so the next send would too."""
+
+    outcome: Outcome
+    error: str | None = None
+    retry_at: datetime | None = None
+    server_down: bool = False
 
 
-def _claim(session: Session, delivery_id: int, now: datetime) -> bool:
-    result = session.execute(
+@dataclass
+class Batch:
+    counts: Counter[str] = field(default_factory=Counter)
+    #: Latest next attempt among the batch's retries: when its message should come back.
+    retry_at: datetime | None = None
+    #: Not attempted (the gate said stop): to hand back to the queue.
+    rest: list[int] = field(default_factory=list)
+    #: The SMTP server failed as a whole; the batch stopped and postponed the rest.
+    server_down: bool = False
+
+
+def backoff(attempts: int, first: timedelta = DEFAULT_RETRY_BACKOFF) -> timedelta:
+    return min(first * 2 ** max(0, attempts - 1), MAX_BACKOFF)
+
+
+def send_delivery(settings: Settings, delivery_id: int) -> Outcome:
+    return attempt(settings, delivery_id).outcome
+
+
+def send_batch(settings: Settings, delivery_ids: list[int], gate: Gate | None = None) -> Batch:
+    """Send deliveries one by one, the way a worker thread does with one queue message.
+
+    `gate` (ratelimit.Throttle) is asked before each claim and may wait for the rate and
+    an SMTP slot; it answers False to stop, and the rest is returned to hand back. When
+    the server fails as a whole the rest is postponed with the failed one rather than
+    tried one by one against a dead server: send-due must never hang for minutes.
+    """
+    batch = Batch()
+    for i, delivery_id in enumerate(delivery_ids):
+        if gate is not None:
+            if gate.paced and not _claimable(settings, delivery_id):  # keep the rate for sends
+                batch.counts[Outcome.NOT_MINE] += 1
+                continue
+            if not gate():
+                batch.rest = delivery_ids[i:]
+                break
+        result = attempt(settings, delivery_id)
+        batch.counts[result.outcome] += 1
+        if result.retry_at is not None:
+            batch.retry_at = max(batch.retry_at or result.retry_at, result.retry_at)
+        if result.server_down and result.retry_at is not None:
+            rest = delivery_ids[i + 1 :]
+            batch.counts[Outcome.RETRY] += postpone(settings, rest, result.retry_at, result.error)
+            batch.server_down = True
+            break
+    return batch
+
+
+def attempt(settings: Settings, delivery_id: int) -> Attempt:
+    with session_scope(settings) as session:
+        delivery = _claim(session, delivery_id, utcnow())
+        if delivery is None:
+            return Attempt(Outcome.NOT_MINE)
+        token = delivery.attempts
+        sub, reason = _why_not(session, delivery)
+        if reason is not None:
+            return _record(session, settings, delivery_id, token, Outcome.SKIPPED, reason)
+        assert sub is not None
+        try:
+            composed = _compose(settings, session, delivery, sub)
+        except TemplateError as e:  # a broken template will not mend itself
+            return _record(session, settings, delivery_id, token, Outcome.FAILED, str(e))
+        except ConfigError as e:  # the operator can fix it; keep the email for later
+            return _record(session, settings, delivery_id, token, Outcome.RETRY, str(e))
+        except SQLAlchemyError:
+            raise
+        except Exception as e:  # a bug: count the attempt, so it cannot loop forever
+            log.exception("delivery %s could not be composed", delivery_id)
+            outcome, error = _temporary(token, f"internal error: {e!r}")
+            return _record(session, settings, delivery_id, token, outcome, error)
+    # The claim is committed: from here on a crash leaves the row `sending`, which
+    # `send-due` takes back after settings.resend_after and sends again.
+    try:
+        transport_for(settings.smtp_url, settings.outbox).send(composed.envelope)
+    except DeliveryError as e:
+        # Only a recipient refused for good is a bounce; a refused message fails alone;
+        # anything temporary, or the server as a whole, is tried again later.
+        scope = getattr(e, "scope", "address")
+        error: str | None
+        if e.permanent and scope != "server":
+            outcome, error = Outcome.FAILED, str(e)
+        else:
+            outcome, error = _temporary(token, str(e))
+        bounced, server_down = e.permanent and scope == "address", scope == "server"
+    else:
+        outcome, error, bounced, server_down = Outcome.SENT, None, False, False
+    with session_scope(settings) as session:
+        result = _record(session, settings, delivery_id, token, outcome, error,
+                         bounced=bounced, composed=composed, server_down=server_down)  # fmt: skip
+    if outcome != Outcome.SENT:
+        log.warning("delivery %s %s: %s", delivery_id, result.outcome, error)
+    return result
+
+
+def _temporary(token: int, error: str) -> tuple[Outcome, str]:
+    """A temporary failure: try again later, unless this was the last allowed attempt."""
+    if token >= MAX_ATTEMPTS:
+        return Outcome.FAILED, f"gave up after {token} attempts: {error}"
+    return Outcome.RETRY, error
+
+
+def postpone(settings: Settings, delivery_ids: list[int], until: datetime, why: str | None) -> int:
+    """Move deliveries not yet attempted to `until`, without counting an attempt."""
+    if not delivery_ids:
+        return 0
+    with session_scope(settings) as session:
+        result = session.execute(
+            update(Delivery)
+            .where(
+                Delivery.id.in_(delivery_ids),
+                Delivery.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.RETRY]),
+            )
+            .values(
+                status=DeliveryStatus.RETRY, next_attempt_at=until, error=f"not attempted: {why}"
+            )  # fmt: skip
+        )
+    return int(result.rowcount)
+
+
+def _claimable(settings: Settings, delivery_id: int) -> bool:
+    with session_scope(settings) as session:
+        status = session.scalar(select(Delivery.status).where(Delivery.id == delivery_id))
+    return status in (DeliveryStatus.QUEUED, DeliveryStatus.RETRY)
+
+
+def _claim(session: Session, delivery_id: int, now: datetime) -> Delivery | None:
+    """Take the delivery if it is still to send: the row, or None if someone else has it."""
+    return session.scalars(
         update(Delivery)
         .where(
             Delivery.id == delivery_id,
             Delivery.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.RETRY]),
         )
         .values(status=DeliveryStatus.SENDING, claimed_at=now, attempts=Delivery.attempts + 1)
-    )
-    return result.rowcount == 1
+        .returning(Delivery)
+    ).one_or_none()
 
 
-def _why_not(session: Session, delivery: Delivery, sub: Subscriber | None) -> str | None:
-    """The reason this delivery must not go out now, if there is one."""
-    if sub is None:
-        return "subscriber no longer exists"
+def _why_not(session: Session, delivery: Delivery) -> tuple[Subscriber | None, str | None]:
+    """The subscriber, and the reason this delivery must not go out now, if there is one."""
+    found = session.execute(
+        select(Subscriber, Enrollment.status)
+        .outerjoin(Enrollment, Enrollment.id == delivery.enrollment_id)
+        .where(Subscriber.id == delivery.subscriber_id)
+    ).one_or_none()
+    if found is None:
+        return None, "subscriber no longer exists"
+    sub, enrollment_status = found
     if is_suppressed(session, sub.email):
-        return "address is suppressed"
+        return sub, "address is suppressed"
     wanted = SubscriberStatus.PENDING if delivery.kind == "confirm" else SubscriberStatus.ACTIVE
     if sub.status != wanted:
-        return f"subscriber is {sub.status}"
-    if delivery.enrollment_id is not None:
-        status = session.scalar(
-            select(Enrollment.status).where(Enrollment.id == delivery.enrollment_id)
-        )
-        if status != EnrollmentStatus.ACTIVE:
-            return f"enrolment is {status}"
-    return None
+        return sub, f"subscriber is {sub.status}"
+    if delivery.enrollment_id is not None and enrollment_status != EnrollmentStatus.ACTIVE:
+        return sub, f"enrolment is {enrollment_status}"
+    return sub, None
 
 
 def _compose(settings: Settings, session: Session, delivery: Delivery, sub: Subscriber) -> Composed:
@@ -94,6 +244,10 @@ def _compose(settings: Settings, session: Session, delivery: Delivery, sub: Subs
     if delivery.kind == "confirm":
         token = make_token(settings.secret_key, Purpose.CONFIRM, {"s": sub.id})
         return compose_confirmation(settings, view, sub.id, token)
+    if delivery.kind == "broadcast":
+        from nurture.broadcast.compose import compose_broadcast
+
+        return compose_broadcast(settings, session, delivery, view)
     seq = catalog_for(settings.sequences_dir).get(delivery.sequence or "")
     step = seq.step(delivery.step_id or "") if seq else None
     if seq is None or step is None:
@@ -101,80 +255,73 @@ def _compose(settings: Settings, session: Session, delivery: Delivery, sub: Subs
     return compose_step(settings, seq, step, view, sub.id, delivery.id)
 
 
-def send_delivery(settings: Settings, delivery_id: int) -> Outcome:
-    with session_scope(settings) as session:
-        if not _claim(session, delivery_id, utcnow()):
-            return Outcome.NOT_MINE
-        delivery = session.get(Delivery, delivery_id)
-        assert delivery is not None
-        sub = session.get(Subscriber, delivery.subscriber_id)
-        reason = _why_not(session, delivery, sub)
-        if reason is None:
-            assert sub is not None
-            try:
-                composed = _compose(settings, session, delivery, sub)
-            except TemplateError as e:  # a broken template will not mend itself
-                _settle(session, settings, delivery, Outcome.FAILED, str(e))
-                return Outcome.FAILED
-            except ConfigError as e:  # the operator can fix it; keep the email for later
-                _settle(session, settings, delivery, Outcome.RETRY, str(e))
-                return Outcome.RETRY
-        if reason is not None:
-            _settle(session, settings, delivery, Outcome.SKIPPED, reason)
-            return Outcome.SKIPPED
-        attempt = delivery.attempts
-    # The claim is committed: from here on a crash leaves the row `sending`, which
-    # `send-due` recovers after STALE_SENDING.
-    try:
-        transport_for(settings.smtp_url, settings.outbox).send(composed.envelope)
-    except DeliveryError as e:
-        outcome = Outcome.FAILED if e.permanent or attempt >= MAX_ATTEMPTS else Outcome.RETRY
-        error: str | None = str(e)
-        bounced = e.permanent
-    else:
-        outcome, error, bounced = Outcome.SENT, None, False
-    with session_scope(settings) as session:
-        delivery = session.get(Delivery, delivery_id)
-        if delivery is None or delivery.status != DeliveryStatus.SENDING:
-            return outcome  # forgotten or recovered by another worker meanwhile
-        delivery.message_id = composed.envelope.message_id
-        delivery.subject = composed.rendered.subject[:300]
-        _settle(session, settings, delivery, outcome, error, bounced=bounced)
-    if outcome != Outcome.SENT:
-        log.warning("delivery %s %s: %s", delivery_id, outcome, error)
-    return outcome
-
-
-def _settle(
-    session: Session, settings: Settings, delivery: Delivery, outcome: Outcome,
-    error: str | None, *, bounced: bool = False,
-) -> None:  # fmt: skip
-    """Record what happened and move the enrolment on; `bounced` suppresses the address."""
+def _record(
+    session: Session, settings: Settings, delivery_id: int, token: int, outcome: Outcome,
+    error: str | None, *, bounced: bool = False, composed: Composed | None = None,
+    server_down: bool = False,
+) -> Attempt:  # fmt: skip
+    """Write the outcome of claim `token`, then its consequences, if the claim still holds."""
     now = utcnow()
-    delivery.error = error
-    enrollment = session.get(Enrollment, delivery.enrollment_id) if delivery.enrollment_id else None
-    if outcome == Outcome.SENT:
-        delivery.status, delivery.sent_at = DeliveryStatus.SENT, now
-        if enrollment is not None:
-            advance(
-                session,
-                enrollment,
-                catalog_for(settings.sequences_dir).get(enrollment.sequence),
-                now,
-            )
+    values: dict[str, Any] = {"error": error}
+    if composed is not None:
+        values["message_id"] = composed.envelope.message_id
+        values["subject"] = composed.rendered.subject[:300]
+    retry_at = None
+    if outcome == Outcome.SENT:  # keeping the note that it may have gone out twice
+        note = case((Delivery.recovered_at.is_not(None), TAKEN_BACK), else_=None)
+        values.update(status=DeliveryStatus.SENT, sent_at=now, error=note)
     elif outcome == Outcome.RETRY:
-        delivery.status = DeliveryStatus.RETRY
-        delivery.next_attempt_at = now + backoff(delivery.attempts)
+        retry_at = now + backoff(token, settings.retry_backoff)
+        values.update(status=DeliveryStatus.RETRY, next_attempt_at=retry_at)
     elif outcome == Outcome.SKIPPED:
-        delivery.status = DeliveryStatus.SKIPPED
+        values.update(status=DeliveryStatus.SKIPPED)
+    else:
+        values.update(status=DeliveryStatus.FAILED)
+    held = session.execute(
+        update(Delivery)
+        .where(
+            Delivery.id == delivery_id,
+            Delivery.status == DeliveryStatus.SENDING,
+            Delivery.attempts == token,
+        )
+        .values(**values)
+        .returning(Delivery.subscriber_id, Delivery.enrollment_id, Delivery.step_id)
+        .execution_options(synchronize_session=False)
+    ).one_or_none()
+    if held is None:
+        # Taken back by send-due while this worker looked dead, and claimed again (or
+        # forgotten). The newer claim owns the row now; its outcome will be recorded.
+        log.warning("delivery %s: %s not recorded, the delivery was claimed again",
+                    delivery_id, outcome)  # fmt: skip
+        return Attempt(outcome, error)
+    _consequences(session, settings, *held, outcome, error, bounced, now)
+    return Attempt(outcome, error, retry_at, server_down)
+
+
+def _consequences(
+    session: Session, settings: Settings, subscriber_id: int, enrollment_id: int | None,
+    step_id: str | None, outcome: Outcome, error: str | None, bounced: bool, now: datetime,
+) -> None:  # fmt: skip
+    """Move the enrolment on after a send; end it after a skip or a failure; suppress a bounce."""
+    enrollment = session.get(Enrollment, enrollment_id) if enrollment_id else None
+    if outcome == Outcome.SENT:
+        # Only an enrolment still waiting for this very step moves on: never twice, and
+        # never one that ended (unsubscribed) while its email was on the wire.
+        if (
+            enrollment is not None
+            and enrollment.status == EnrollmentStatus.ACTIVE
+            and enrollment.next_step_id == step_id
+        ):
+            seq = catalog_for(settings.sequences_dir).get(enrollment.sequence)
+            advance(session, enrollment, seq, now)
+    elif outcome == Outcome.SKIPPED:
         if enrollment is not None and enrollment.status == EnrollmentStatus.ACTIVE:
             enrollment.status, enrollment.ended_at = EnrollmentStatus.EXITED, now
-            enrollment.end_reason = error
-    else:
-        delivery.status = DeliveryStatus.FAILED
-        sub = session.get(Subscriber, delivery.subscriber_id)
+            enrollment.end_reason = (error or "")[:200]
+    elif outcome == Outcome.FAILED:
+        sub = session.get(Subscriber, subscriber_id)
         if bounced and sub is not None:
             bounce(session, sub, now, error or "hard bounce")
         if enrollment is not None and enrollment.status == EnrollmentStatus.ACTIVE:
             enrollment.status, enrollment.ended_at = EnrollmentStatus.FAILED, now
-            enrollment.end_reason = f"step {delivery.step_id} failed: {error}"
+            enrollment.end_reason = f"step {step_id} failed: {error}"[:200]

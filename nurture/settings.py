@@ -10,6 +10,7 @@ import os
 import secrets
 import tomllib
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -19,8 +20,17 @@ from nurture.errors import ConfigError
 PREFIX = "NURTURE_"
 #: File inside the workspace that keeps the generated secret key (mode 0600).
 SECRET_FILE = ".nurture-secret"  # noqa: S105 - a file name, not a secret
-#: Default SMTP connections at once across a worker.
+#: Default SMTP connections at once across all workers.
 DEFAULT_SMTP_CONCURRENCY = 4
+#: Delivery timings (docs/distributed.md), each settable in seconds for tests and
+#: unusual set-ups. A `queued` delivery no worker picked up for REQUEUE_AFTER is
+#: enqueued again by `send-due` (its queue message was lost).
+DEFAULT_REQUEUE_AFTER = timedelta(minutes=5)
+#: A delivery still `sending` RESEND_AFTER after its claim belongs to a worker that
+#: stopped mid-send: `send-due` takes it back and it is sent again (at-least-once).
+DEFAULT_RESEND_AFTER = timedelta(minutes=10)
+#: First wait after a temporary failure (4xx, server unreachable); doubles each attempt.
+DEFAULT_RETRY_BACKOFF = timedelta(minutes=2)
 
 
 @dataclass(frozen=True)
@@ -44,6 +54,9 @@ class Settings:
     sales_webhook_secret: str | None = None
     sales_email: str | None = None
     outbox_dir: Path | None = None
+    requeue_after: timedelta = DEFAULT_REQUEUE_AFTER
+    resend_after: timedelta = DEFAULT_RESEND_AFTER
+    retry_backoff: timedelta = DEFAULT_RETRY_BACKOFF
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -99,6 +112,11 @@ class _Source:
         if value < minimum:
             raise ConfigError(f"{PREFIX}{name.upper()} must be at least {minimum}, got {raw!r}")
         return value
+
+    def seconds(self, name: str, default: timedelta) -> timedelta:
+        """A duration given in seconds, e.g. NURTURE_RESEND_AFTER=600."""
+        value = self.number(name, float, None, minimum=0.1)
+        return default if value is None else timedelta(seconds=value)
 
 
 def _secret_key(workspace: Path) -> str:
@@ -160,4 +178,7 @@ def load_settings(
         sales_webhook_url=src.get("sales_webhook_url"),
         sales_webhook_secret=src.get("sales_webhook_secret"),
         sales_email=src.get("sales_email"),
+        requeue_after=src.seconds("requeue_after", DEFAULT_REQUEUE_AFTER),
+        resend_after=src.seconds("resend_after", DEFAULT_RESEND_AFTER),
+        retry_backoff=src.seconds("retry_backoff", DEFAULT_RETRY_BACKOFF),
     )

@@ -1,90 +1,214 @@
-"""Broker set-up and thin actors; the only module that imports dramatiq.
+"""Broker set-up and thin actors; with ratelimit.py, the only modules that import dramatiq.
 
 Without NURTURE_REDIS_URL (embedded mode) there is no broker to talk to: messages are
-processed in-process by calling the same actor function, so the behaviour is the same.
+processed in-process by the same code, so the behaviour is the same. The database is the
+source of truth; a queue message only says "look at these deliveries now", which is why
+a lost, repeated or late message is harmless (docs/distributed.md).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import dramatiq
+import redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import Middleware
+from dramatiq.rate_limits.backends import RedisBackend, StubBackend
 
-from nurture.sending import send_delivery
+from nurture.errors import NurtureError
+from nurture.models import utcnow
+from nurture.ratelimit import Gate, Throttle
+from nurture.sending import MAX_ATTEMPTS, send_batch
 from nurture.settings import Settings, load_settings
+from nurture.transports import close_thread_transport
 
 log = logging.getLogger(__name__)
 
 #: Deliveries carried by one queue message: fewer, larger messages cost less per email.
 CHUNK = 50
 QUEUE = "nurture"
+#: Seconds a worker thread spends on one message before it hands the rest back to the
+#: queue: no message comes near TIME_LIMIT_MS, however slow the rate limit makes it.
+BATCH_BUDGET = 60.0
+#: Dramatiq's TimeLimit per message: a last resort for a hung database call.
+TIME_LIMIT_MS = 10 * 60 * 1000
+#: Retries of one message: more than the database allows a delivery, so the database
+#: decides when to give up (sending.MAX_ATTEMPTS) and Dramatiq never decides first.
+MAX_RETRIES = MAX_ATTEMPTS + 2
 
+
+class BrokerUnavailable(NurtureError):
+    """Redis cannot be reached; whatever was claimed is safe in the database."""
+
+
+class _Stopping(Middleware):
+    """Tells running actors that the worker is shutting down (SIGTERM), so each hands the
+    rest of its message back after the send in progress instead of holding the shutdown."""
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
+        _stopping.set()
+
+
+_stopping = threading.Event()
 # Actors bind to the broker current at declaration; start with a stub and rebind in
 # `configure`, so importing this module never reaches for a network broker.
 dramatiq.set_broker(StubBroker())
 _settings: Settings | None = None
+_throttle: Throttle | None = None
 
 
 def configure(settings: Settings) -> dramatiq.Broker:
     """Point the actors at this workspace's broker (Redis, or a stub in embedded mode)."""
-    global _settings
-    _settings = settings
-    broker: dramatiq.Broker = (
-        RedisBroker(url=settings.redis_url) if settings.redis_url else StubBroker()
-    )
+    global _settings, _throttle
+    broker: dramatiq.Broker
+    if settings.redis_url:
+        broker = RedisBroker(url=settings.redis_url)
+        broker.add_middleware(_Stopping())
+        # Every worker shares the limits through Redis; SMTP slots are always counted.
+        _throttle = Throttle(
+            RedisBackend(url=settings.redis_url), settings.send_rate, settings.smtp_concurrency
+        )
+    else:
+        broker = StubBroker()
+        # One process, one thread: only a rate needs enforcing.
+        _throttle = (
+            Throttle(StubBackend(), settings.send_rate, None) if settings.send_rate else None
+        )
     dramatiq.set_broker(broker)
     for actor in (send_deliveries,):
         actor.broker = broker
         broker.declare_actor(actor)
+    _settings = settings
     return broker
+
+
+def setup_worker() -> None:
+    """Entry point for Dramatiq's worker processes (`nurture worker`): the workspace and
+    every setting come from the environment, as they do for any other command."""
+    settings = load_settings(os.environ.get("NURTURE_WORKSPACE"))
+    if not settings.redis_url:
+        raise NurtureError("NURTURE_REDIS_URL is not set; `nurture worker` needs Redis")
+    configure(settings)
 
 
 def current_settings() -> Settings:
     global _settings
     if _settings is None:  # a worker process: configured from its environment
-        _settings = load_settings(os.environ.get("NURTURE_WORKSPACE"))
+        configure(load_settings(os.environ.get("NURTURE_WORKSPACE")))
+    assert _settings is not None
     return _settings
 
 
-@dramatiq.actor(queue_name=QUEUE, max_retries=3, min_backoff=5_000, max_backoff=300_000)
-def send_deliveries(delivery_ids: list[int]) -> list[str]:
-    """Send each delivery; each is claimed on its own, so a redelivered message is harmless."""
+@contextmanager
+def _gate(deadline: float | None = None) -> Iterator[Gate | None]:
+    """This thread's gate for one batch of sends, or None when nothing limits it."""
+    if _throttle is None:
+        yield None
+        return
+
+    def should_stop() -> bool:
+        return _stopping.is_set() or (deadline is not None and time.monotonic() > deadline)
+
+    with _throttle.batch(should_stop=should_stop, on_release=close_thread_transport) as gate:
+        yield gate
+
+
+@dramatiq.actor(
+    queue_name=QUEUE, max_retries=MAX_RETRIES, time_limit=TIME_LIMIT_MS,
+    min_backoff=15_000, max_backoff=3_600_000,
+)  # fmt: skip
+def send_deliveries(delivery_ids: list[int]) -> None:
+    """Send each delivery; each is claimed on its own, so a redelivered message is harmless.
+
+    Temporary failures go back through Dramatiq's Retries with `Retry(delay=…)` set to
+    the backoff the database recorded, so the retried message arrives when the rows are
+    due; `send-due` re-enqueues them only if that message never comes.
+    """
     settings = current_settings()
-    return [send_delivery(settings, delivery_id) for delivery_id in delivery_ids]
+    with _gate(time.monotonic() + BATCH_BUDGET) as gate:
+        batch = send_batch(settings, list(delivery_ids), gate)
+    log.debug("%d deliveries: %s", len(delivery_ids), dict(batch.counts))
+    if batch.rest:  # out of time, or shutting down: the rest was never claimed
+        send_deliveries.send(batch.rest)
+    if batch.retry_at is not None:
+        delay = max(0.0, (batch.retry_at - utcnow()).total_seconds())
+        raise dramatiq.Retry(f"{batch.counts['retry']} to retry", delay=int(delay * 1000) + 1)
 
 
 def dispatch(settings: Settings, delivery_ids: Iterable[int]) -> Counter[str]:
     """Hand deliveries to the workers, or send them here and now in embedded mode.
 
-    Returns what happened: `enqueued` counts with a broker, outcomes in embedded mode.
+    Returns what happened: `enqueued` counts with a broker, outcomes in embedded mode
+    (plus `server-down` when the SMTP server failed and the rest was postponed).
     """
     if _settings is not settings:
         configure(settings)
     ids = list(delivery_ids)
     counts: Counter[str] = Counter()
-    for start in range(0, len(ids), CHUNK):
-        chunk = ids[start : start + CHUNK]
-        if settings.embedded:
-            counts.update(send_deliveries.fn(chunk))
-        else:
-            send_deliveries.send(chunk)
-            counts["enqueued"] += len(chunk)
+    if settings.embedded:
+        with _gate() as gate:
+            batch = send_batch(settings, ids, gate)
+        counts.update(batch.counts)
+        counts["server-down"] += batch.server_down
+        return counts
+    try:
+        for start in range(0, len(ids), CHUNK):
+            send_deliveries.send(ids[start : start + CHUNK])
+            counts["enqueued"] += len(ids[start : start + CHUNK])
+    except redis.RedisError as e:
+        left = len(ids) - counts["enqueued"]
+        raise BrokerUnavailable(
+            f"cannot reach NURTURE_REDIS_URL ({e}); {left} deliveries are saved and the "
+            "next send-due will enqueue them"
+        ) from None
     return counts
+
+
+def _client(settings: Settings) -> redis.Redis:
+    return redis.Redis.from_url(
+        settings.redis_url or "", socket_timeout=2, socket_connect_timeout=2
+    )
 
 
 def queue_depth(settings: Settings) -> int | None:
     """Messages waiting in the Redis queue (None in embedded mode); raises if unreachable."""
     if settings.embedded:
         return None
-    import redis
-
-    client = redis.Redis.from_url(settings.redis_url or "", socket_timeout=2)
+    client = _client(settings)
     try:
         return int(client.llen(f"dramatiq:{QUEUE}")) + int(client.llen(f"dramatiq:{QUEUE}.DQ"))
     finally:
         client.close()
+
+
+def backlog(settings: Settings) -> int | None:
+    """Messages waiting to be fetched by a worker (not counting delayed retries)."""
+    if settings.embedded:
+        return None
+    client = _client(settings)
+    try:
+        return int(client.llen(f"dramatiq:{QUEUE}"))
+    except redis.RedisError as e:
+        raise BrokerUnavailable(f"cannot reach NURTURE_REDIS_URL: {e}") from None
+    finally:
+        client.close()
+
+
+def broker_status(settings: Settings) -> str:
+    """One line for `nurture stats`: mode, reachability and what is waiting."""
+    if settings.embedded:
+        return "embedded (no NURTURE_REDIS_URL): send-due sends in-process"
+    try:
+        depth = queue_depth(settings)
+    except redis.RedisError as e:
+        return f"UNREACHABLE: {e}"
+    return f"reachable, {depth} messages waiting"

@@ -1,7 +1,9 @@
 """Transports: how a built message leaves. SMTP for real, `outbox/` files for the embedded default.
 
 Both raise DeliveryError with `permanent` set as RFC 5321 says: 5xx never retried,
-4xx and dropped connections tried again later.
+4xx and dropped connections tried again later. SMTP errors also say what was refused
+(`SmtpError.scope`), because only a refused *recipient* means a bad address: a refused
+sender or an unreachable server fails every message alike and must not suppress anyone.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import ssl
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 from urllib.parse import unquote, urlsplit
 
 from nurture.errors import ConfigError, DeliveryError
@@ -22,6 +24,18 @@ from nurture.messages import Envelope
 
 #: Seconds smtplib may block on one socket operation; Dramatiq's TimeLimit cannot interrupt it.
 SMTP_TIMEOUT = 30.0
+
+#: What an SMTP error is about: this recipient, this message, or every message (the
+#: server is unreachable, closing, or refuses our sender).
+Scope = Literal["address", "message", "server"]
+
+
+class SmtpError(DeliveryError):
+    """A DeliveryError that knows whether the address, the message or the server failed."""
+
+    def __init__(self, message: str, *, permanent: bool, scope: Scope, code: int | None = None):
+        super().__init__(message, permanent=permanent, code=code)
+        self.scope: Scope = scope
 
 
 class Transport(Protocol):
@@ -85,12 +99,12 @@ class SmtpTransport:
         except smtplib.SMTPServerDisconnected:
             self.close()
             if not reused:
-                raise DeliveryError("SMTP server closed the connection", permanent=False) from None
+                raise _unreachable("SMTP server closed the connection") from None
             try:  # an idle connection the server had closed: one fresh attempt
                 self._send_once(envelope)
             except smtplib.SMTPServerDisconnected:
                 self.close()
-                raise DeliveryError("SMTP server closed the connection", permanent=False) from None
+                raise _unreachable("SMTP server closed the connection") from None
 
     def _send_once(self, envelope: Envelope) -> None:
         try:
@@ -101,22 +115,27 @@ class SmtpTransport:
             raise
         except smtplib.SMTPRecipientsRefused as e:
             code, text = next(iter(e.recipients.values()))
-            raise _error(code, text) from None
-        except smtplib.SMTPResponseException as e:
+            if code == 421:  # smtplib has closed the socket already
+                self.close()
+            raise _error(code, text, "address") from None
+        except smtplib.SMTPSenderRefused as e:
+            if e.smtp_code == 421:
+                self.close()
+            # Our own sender refused: every message would be, and no address is at fault.
+            raise _error(e.smtp_code, e.smtp_error, "server", permanent=False) from None
+        except smtplib.SMTPResponseException as e:  # DATA refused: this message, as sent
             if e.smtp_code == 421:  # the server is closing this connection
                 self.close()
-            raise _error(e.smtp_code, e.smtp_error) from None
+            raise _error(e.smtp_code, e.smtp_error, "message") from None
         except smtplib.SMTPException as e:
             self.close()
-            raise DeliveryError(f"SMTP error: {e}", permanent=False) from None
+            raise _unreachable(f"SMTP error: {e}") from None
         except (OSError, ssl.SSLError) as e:
             self.close()
-            raise DeliveryError(
-                f"cannot reach SMTP server {self.host}:{self.port}: {e}", permanent=False
-            ) from None
+            raise _unreachable(f"cannot reach SMTP server {self.host}:{self.port}: {e}") from None
         if refused:
             code, text = next(iter(refused.values()))
-            raise _error(code, text)
+            raise _error(code, text, "address")
 
     def close(self) -> None:
         if self.conn is not None:
@@ -125,11 +144,20 @@ class SmtpTransport:
             self.conn = None
 
 
-def _error(code: int, text: bytes | str) -> DeliveryError:
+def _error(
+    code: int, text: bytes | str, scope: Scope, *, permanent: bool | None = None
+) -> SmtpError:
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
-    permanent = 500 <= code < 600
-    return DeliveryError(f"SMTP {code}: {text}", permanent=permanent, code=code)
+    if code == 421:  # "service not available": the whole server, whatever we were sending
+        scope = "server"
+    if permanent is None:
+        permanent = 500 <= code < 600
+    return SmtpError(f"SMTP {code}: {text}", permanent=permanent, scope=scope, code=code)
+
+
+def _unreachable(message: str) -> SmtpError:
+    return SmtpError(message, permanent=False, scope="server")
 
 
 _local = threading.local()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import click
 
+from nurture import clock
 from nurture.cli import _settings, cli, command
 from nurture.compose import sender_for
 from nurture.db import session_scope
 from nurture.send_due import run_send_due, summary
 from nurture.sequences import catalog_for
-from nurture.stats import COLUMNS, step_stats
+from nurture.stats import COLUMNS, delivery_health, step_stats
+from nurture.tasks import broker_status
 
 
 @command(cli, "send-due")
@@ -37,6 +39,10 @@ def send_due(ctx: click.Context, limit: int | None) -> None:
 def stats(ctx: click.Context, sequence: str | None) -> None:
     """Per step: emails sent, pending, failed, skipped and cancelled.
 
+    Then the deliveries in transit: queued, sending, waiting to retry; `stuck` ones were
+    left mid-send by a worker that stopped (the next send-due sends them again) and
+    `recovered` ones were sent again that way. Last, the broker and its queue depth.
+
     \b
     Example:
       nurture stats from-curious-to-customer
@@ -55,3 +61,7 @@ def stats(ctx: click.Context, sequence: str | None) -> None:
             click.echo(f"  {'step':<26} {'stage':<10}" + "".join(f"{c:>10}" for c in COLUMNS))
         click.echo(f"  {row.step_id:<26} {row.stage:<10}"
                    + "".join(f"{row.counts.get(c, 0):>10}" for c in COLUMNS))  # fmt: skip
+    with session_scope(settings) as session:
+        health = delivery_health(session, clock.now(), settings.resend_after)
+    click.echo(f"\n{health.line()}")
+    click.echo(f"broker: {broker_status(settings)}")

@@ -1,0 +1,67 @@
+"""Distributed mode on the real servers: PostgreSQL, Redis, `nurture worker` processes,
+several `send-due` at once, an aiosmtpd sink. Counts are exact: once means once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from sqlalchemy import func, select
+
+from nurture.db import session_scope
+from nurture.models import Enrollment
+from tests.test_distributed_fixtures import (
+    per_recipient,
+    seed,
+    settings_for,
+    statuses,
+    wait_for,
+)
+
+# The fixtures: Redis and PostgreSQL of this test's own, `nurture worker` processes.
+pytest_plugins = ["tests.test_distributed_fixtures"]
+
+SUBSCRIBERS = 500
+STEPS = 3
+
+
+def test_three_send_dues_and_two_workers_deliver_every_step_once(dist_env, workers, timed_sink):
+    settings = settings_for(dist_env)
+    emails = seed(settings, "burst", SUBSCRIBERS)
+    started = time.monotonic()
+    workers.start(processes=1, threads=4)  # two hosts, one worker process each
+    workers.start(processes=1, threads=4)
+
+    # cron on three hosts: each step becomes due once the previous one is sent, so
+    # send-due runs until every step went out, three at a time.
+    env = {**os.environ, **dist_env}
+    runs = 0
+    while len(timed_sink.messages) < SUBSCRIBERS * STEPS and time.monotonic() - started < 120:
+        procs = [
+            subprocess.Popen([sys.executable, "-m", "nurture", "send-due"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(3)
+        ]  # fmt: skip
+        for proc in procs:
+            out, err = proc.communicate(timeout=60)
+            assert proc.returncode == 0, err
+            assert out.startswith("send-due: "), out
+        runs += 1
+        print(
+            f"round {runs}: {time.monotonic() - started:.1f}s, {len(timed_sink.messages)} received, {statuses(settings)}"
+        )
+    wait_for(lambda: statuses(settings) == {"sent": SUBSCRIBERS * STEPS}, 30)
+    elapsed = time.monotonic() - started
+
+    received = per_recipient(timed_sink)
+    assert len(received) == SUBSCRIBERS * STEPS
+    assert set(received.values()) == {1}, "a step arrived twice"
+    assert {r for r, _ in received} == set(emails)
+    assert statuses(settings) == {"sent": SUBSCRIBERS * STEPS}
+    with session_scope(settings) as session:
+        done = session.execute(select(Enrollment.status, func.count()).group_by(Enrollment.status))
+        assert dict(done.all()) == {"completed": SUBSCRIBERS}
+    print(f"\n{SUBSCRIBERS * STEPS} emails, 3 send-due x {runs} rounds, 2 workers: "
+          f"{elapsed:.1f} s")  # fmt: skip
