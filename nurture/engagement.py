@@ -58,33 +58,27 @@ def load_facts(session: Session, subscriber_id: int, seq: Sequence) -> Facts:
 
 
 def check(cond: Condition, facts: Facts, readiness: Readiness | None) -> tuple[bool, str]:
-    """Whether every key of the condition holds, and a short human reason."""
-    failed: list[str] = []
-    passed: list[str] = []
-
-    def need(ok: bool, text: str) -> None:
-        (passed if ok else failed).append(text)
-
-    if cond.ready is not None:
-        need(facts.ready(readiness) == cond.ready,
-             f"ready={cond.ready} (score {facts.score(readiness)}"
-             f"/{readiness.ready_at if readiness else '-'})")  # fmt: skip
-    if cond.score_at_least is not None:
-        need(facts.score(readiness) >= cond.score_at_least,
-             f"score {facts.score(readiness)} >= {cond.score_at_least}")  # fmt: skip
-    if cond.tag is not None:
-        need(cond.tag in facts.tags, f"tag {cond.tag}")
-    if cond.not_tag is not None:
-        need(cond.not_tag not in facts.tags, f"no tag {cond.not_tag}")
-    if cond.event is not None:
-        need(cond.event in facts.events, f"event {cond.event}")
-    if cond.clicked is not None:
-        need(cond.clicked in facts.clicked, f"clicked {cond.clicked}")
-    if cond.opened is not None:
-        need(cond.opened in facts.opened, f"opened {cond.opened}")
-    if failed:
-        return False, "not yet: " + ", ".join(failed)
-    return True, "met: " + ", ".join(passed)
+    """Whether every key of the condition holds; if not, what is missing, in words."""
+    score = facts.score(readiness)
+    target = readiness.ready_at if readiness else "-"
+    missing = [
+        text
+        for ok, text in (
+            (cond.ready is None or facts.ready(readiness) == cond.ready,
+             f"needs {'' if cond.ready else 'not '}ready, score {score} of {target}"),
+            (cond.score_at_least is None or score >= cond.score_at_least,
+             f"needs score {cond.score_at_least}, has {score}"),
+            (cond.tag is None or cond.tag in facts.tags, f"needs tag {cond.tag}"),
+            (cond.not_tag is None or cond.not_tag not in facts.tags, f"has tag {cond.not_tag}"),
+            (cond.event is None or cond.event in facts.events, f"needs event {cond.event}"),
+            (cond.clicked is None or cond.clicked in facts.clicked,
+             f"needs a click in {cond.clicked}"),
+            (cond.opened is None or cond.opened in facts.opened,
+             f"needs an open of {cond.opened}"),
+        )
+        if not ok
+    ]  # fmt: skip
+    return not missing, "; ".join(missing)
 
 
 def goal_reached(goal: ExitWhen | None, facts: Facts) -> str | None:

@@ -222,6 +222,38 @@ class Suppression(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class HandoffStatus(StrEnum):
+    RECORDED = "recorded"  # no webhook or sales email configured: `nurture leads` only
+    PENDING = "pending"
+    SENDING = "sending"
+    RETRY = "retry"
+    DELIVERED = "delivered"
+    FAILED = "failed"  # out of attempts; shown by `nurture stats`
+
+
+class Handoff(Base):
+    """The sales handoff of one subscriber who became ready; also its outbox row."""
+
+    __tablename__ = "handoffs"
+    __table_args__ = (Index("ix_handoffs_due", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), unique=True
+    )
+    sequence: Mapped[str] = mapped_column(String(100))
+    score: Mapped[int] = mapped_column(Integer, default=0)
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default=HandoffStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
 class BroadcastState(StrEnum):
     DRAFT = "draft"  # written for test copies; not going out
     SCHEDULED = "scheduled"  # waiting for send_at

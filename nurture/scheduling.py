@@ -16,8 +16,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from nurture.gates import DueRow, Planner, Verdict
 from nurture.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus
-from nurture.sequences import Catalog, Sequence
+from nurture.sequences import Catalog, Sequence, Step
 from nurture.sql import insert_ignoring_conflicts
 
 #: Deliveries claimed per batch.
@@ -51,16 +52,26 @@ def enroll_triggered(
     ]
 
 
-def claim_due(session: Session, catalog: Catalog, now: datetime, limit: int = BATCH) -> list[int]:
+def claim_due(
+    session: Session, catalog: Catalog, now: datetime, limit: int = BATCH, *,
+    max_per_day: int = 1, default_zone: str = "UTC",
+) -> list[int]:  # fmt: skip
     """Turn due enrolment steps into queued deliveries; returns the new delivery ids.
 
-    The enrolment's `next_due_at` is cleared in the same transaction, so a step is
-    claimed once; it is set again when its delivery is sent.
+    Each due step is first put to `gates.Planner` (goal, gate, send window, daily cap):
+    only what it lets through becomes a delivery; the rest is rescheduled, skipped,
+    diverted or ended. The enrolment's `next_due_at` is cleared in the same transaction,
+    so a step is claimed once; it is set again when its delivery is sent.
     """
     rows = session.execute(
         select(
-            Enrollment.id, Enrollment.subscriber_id, Enrollment.sequence, Enrollment.next_step_id
-        )
+            Enrollment.id,
+            Enrollment.subscriber_id,
+            Enrollment.sequence,
+            Enrollment.next_step_id,
+            Enrollment.last_sent_at,
+            Enrollment.enrolled_at,
+        )  # fmt: skip
         .where(
             Enrollment.status == EnrollmentStatus.ACTIVE,
             Enrollment.next_due_at <= now,
@@ -75,41 +86,83 @@ def claim_due(session: Session, catalog: Catalog, now: datetime, limit: int = BA
     session.execute(
         update(Enrollment).where(Enrollment.id.in_([r.id for r in rows])).values(next_due_at=None)
     )
-    values, vanished = [], []
+    planner = Planner(session, default_zone, max_per_day, now)
+    planner.load([r.subscriber_id for r in rows])
+    values: list[dict[str, object]] = []
+    skipped: list[dict[str, object]] = []
     for row in rows:
         seq = catalog.sequences[row.sequence]
-        if row.next_step_id is None or seq.step(row.next_step_id) is None:
-            vanished.append(row.id)
+        step = seq.step(row.next_step_id or "")
+        if step is None:  # the step was deleted from the file; nothing left to send in order
+            _end(session, row.id, now, EnrollmentStatus.COMPLETED,
+                 "its next step was removed from the sequence")  # fmt: skip
             continue
-        values.append(
-            {
-                "subscriber_id": row.subscriber_id,
-                "enrollment_id": row.id,
-                "kind": "sequence",
-                "sequence": row.sequence,
-                "step_id": row.next_step_id,
-                "status": DeliveryStatus.QUEUED,
-                "created_at": now,
-                "enqueued_at": now,
-            }
+        due_at = (row.last_sent_at or row.enrolled_at) + step.after
+        decision = planner.decide(
+            DueRow(row.id, row.subscriber_id, row.sequence, step.id, due_at), seq, step
         )
-    if vanished:  # the step was deleted from the file; nothing left to send in order
+        base = {"subscriber_id": row.subscriber_id, "enrollment_id": row.id, "kind": "sequence",
+                "sequence": row.sequence, "step_id": step.id, "created_at": now}  # fmt: skip
+        if decision.verdict == Verdict.SEND:
+            values.append({**base, "status": DeliveryStatus.QUEUED, "enqueued_at": now})
+        elif decision.verdict in (Verdict.LATER, Verdict.WAIT):
+            session.execute(
+                update(Enrollment).where(Enrollment.id == row.id).values(next_due_at=decision.at)
+            )
+        elif decision.verdict == Verdict.EXIT:
+            if step.when is not None and decision.reason.startswith("gate"):
+                skipped.append({**base, "status": DeliveryStatus.SKIPPED, "error": decision.reason})
+            _end(session, row.id, now, EnrollmentStatus.EXITED, decision.reason)
+            _cancel_queued(session, row.id, decision.reason)
+        else:  # SKIP or DIVERT: the gated step is recorded as skipped, with the reason
+            skipped.append({**base, "status": DeliveryStatus.SKIPPED, "error": decision.reason})
+            target = seq.step(decision.target) if decision.target else seq.after(step.id)
+            _move(session, row.id, target, now)
+    if skipped:
         session.execute(
-            update(Enrollment)
-            .where(Enrollment.id.in_(vanished))
-            .values(status=EnrollmentStatus.COMPLETED, ended_at=now,
-                    end_reason="its next step was removed from the sequence")
-        )  # fmt: skip
+            insert_ignoring_conflicts(session, Delivery, ["enrollment_id", "step_id"]), skipped
+        )
     if not values:
         return []
     stmt = insert_ignoring_conflicts(session, Delivery, ["enrollment_id", "step_id"])
     return list(session.scalars(stmt.values(values).returning(Delivery.id)))
 
 
+def _end(session: Session, enrollment_id: int, now: datetime, status: str, reason: str) -> None:
+    session.execute(
+        update(Enrollment)
+        .where(Enrollment.id == enrollment_id)
+        .values(status=status, next_due_at=None, ended_at=now, end_reason=reason)
+    )
+
+
+def _cancel_queued(session: Session, enrollment_id: int, reason: str) -> None:
+    session.execute(
+        update(Delivery)
+        .where(Delivery.enrollment_id == enrollment_id,
+               Delivery.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.RETRY]))
+        .values(status=DeliveryStatus.CANCELLED, error=reason)
+    )  # fmt: skip
+
+
+def _move(session: Session, enrollment_id: int, target: Step | None, now: datetime) -> None:
+    """Point the enrolment at `target`, due its `after` from now; the end if None."""
+    if target is None:
+        _end(session, enrollment_id, now, EnrollmentStatus.COMPLETED, "finished the sequence")
+        return
+    session.execute(
+        update(Enrollment)
+        .where(Enrollment.id == enrollment_id)
+        .values(next_step_id=target.id, next_due_at=now + target.after)
+    )
+
+
 def advance(
-    session: Session, enrollment: Enrollment, seq: Sequence | None, sent_at: datetime
-) -> None:
-    """After a step's delivery is settled, point the enrolment at the following step."""
+    session: Session, enrollment: Enrollment, seq: Sequence | None, sent_at: datetime,
+    catalog: Catalog | None = None,
+) -> None:  # fmt: skip
+    """After a step's delivery is settled, point the enrolment at the following step;
+    at the end, start the sequences whose trigger is `completed:<this one>`."""
     enrollment.last_sent_at = sent_at
     following = seq.after(enrollment.next_step_id or "") if seq else None
     if following is None:
@@ -118,6 +171,9 @@ def advance(
         enrollment.next_due_at = None
         enrollment.ended_at = sent_at
         enrollment.end_reason = "finished the sequence"
+        if catalog is not None:
+            trigger = f"completed:{enrollment.sequence}"
+            enroll_triggered(session, enrollment.subscriber_id, catalog, trigger, sent_at)
     else:
         enrollment.next_step_id = following.id
         enrollment.next_due_at = sent_at + following.after

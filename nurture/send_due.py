@@ -8,10 +8,11 @@ from datetime import timedelta
 from nurture import clock
 from nurture.broadcast.fanout import fan_out_due_broadcasts
 from nurture.db import session_scope
+from nurture.handoff import due_handoffs
 from nurture.scheduling import BATCH, claim_due, requeue_stale
 from nurture.sequences import catalog_for
 from nurture.settings import Settings
-from nurture.tasks import backlog, dispatch
+from nurture.tasks import backlog, dispatch, dispatch_handoffs
 
 
 def run_send_due(settings: Settings, limit: int | None = None) -> Counter[str]:
@@ -22,13 +23,17 @@ def run_send_due(settings: Settings, limit: int | None = None) -> Counter[str]:
     while (limit is None or counts["due"] < limit) and not counts["server-down"]:
         size = BATCH if limit is None else min(BATCH, limit - counts["due"])
         with session_scope(settings) as session:
-            ids = claim_due(session, catalog, clock.now(), size)
+            ids = claim_due(session, catalog, clock.now(), size,
+                            max_per_day=settings.max_per_day, default_zone=settings.timezone)  # fmt: skip
         counts["due"] += len(ids)
         counts.update(dispatch(settings, ids))
         if len(ids) < size or counts["server-down"]:
             break
     if not counts["server-down"]:  # embedded, with the server down: all of it waits
         recover(settings, counts)
+    with session_scope(settings) as session:
+        handoffs = due_handoffs(session, clock.now())
+    counts["handoffs"] += dispatch_handoffs(settings, handoffs)
     return counts
 
 

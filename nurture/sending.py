@@ -312,8 +312,8 @@ def _consequences(
             and enrollment.status == EnrollmentStatus.ACTIVE
             and enrollment.next_step_id == step_id
         ):
-            seq = catalog_for(settings.sequences_dir).get(enrollment.sequence)
-            advance(session, enrollment, seq, now)
+            catalog = catalog_for(settings.sequences_dir)
+            advance(session, enrollment, catalog.get(enrollment.sequence), now, catalog)
     elif outcome == Outcome.SKIPPED:
         if enrollment is not None and enrollment.status == EnrollmentStatus.ACTIVE:
             enrollment.status, enrollment.ended_at = EnrollmentStatus.EXITED, now

@@ -189,7 +189,7 @@ def unsubscribe(
 ) -> None:  # fmt: skip
     """Stop one sequence, or everything; queued deliveries die here, not at send time only."""
     reason = f"unsubscribed from {sequence}" if sequence else "unsubscribed"
-    _stop_sending(session, sub, now, reason, sequence)
+    stop_sending(session, sub, now, reason, sequence)
     if sequence is None and sub.status != SubscriberStatus.UNSUBSCRIBED:
         sub.status = SubscriberStatus.UNSUBSCRIBED
         sub.unsubscribed_at = now
@@ -268,12 +268,12 @@ def _remember_sequence(sub: Subscriber, sequence: str | None) -> None:
 
 def bounce(session: Session, sub: Subscriber, now: datetime, reason: str) -> None:
     """A permanent failure: never mail this address again."""
-    _stop_sending(session, sub, now, f"address bounced ({reason})")
+    stop_sending(session, sub, now, f"address bounced ({reason})")
     sub.status = SubscriberStatus.BOUNCED
     suppress(session, sub.email, reason, now)
 
 
-def _stop_sending(
+def stop_sending(
     session: Session, sub: Subscriber, now: datetime, reason: str, sequence: str | None = None
 ) -> None:
     ended = update(Enrollment).where(

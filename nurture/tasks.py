@@ -24,6 +24,7 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import Middleware
 from dramatiq.rate_limits.backends import RedisBackend, StubBackend
 
+from nurture import handoff
 from nurture.errors import NurtureError
 from nurture.models import utcnow
 from nurture.ratelimit import Gate, Throttle
@@ -84,7 +85,7 @@ def configure(settings: Settings) -> dramatiq.Broker:
             Throttle(StubBackend(), settings.send_rate, None) if settings.send_rate else None
         )
     dramatiq.set_broker(broker)
-    for actor in (send_deliveries,):
+    for actor in (send_deliveries, deliver_handoffs):
         actor.broker = broker
         broker.declare_actor(actor)
     _settings = settings
@@ -142,6 +143,29 @@ def send_deliveries(delivery_ids: list[int]) -> None:
     if batch.retry_at is not None:
         delay = max(0.0, (batch.retry_at - utcnow()).total_seconds())
         raise dramatiq.Retry(f"{batch.counts['retry']} to retry", delay=int(delay * 1000) + 1)
+
+
+@dramatiq.actor(queue_name=QUEUE, max_retries=0, time_limit=TIME_LIMIT_MS)
+def deliver_handoffs(handoff_ids: list[int]) -> None:
+    """Tell sales about ready leads. Each handoff is claimed on its own; a failure is
+    recorded with its backoff and `send-due` enqueues it again when that has passed."""
+    settings = current_settings()
+    for handoff_id in handoff_ids:
+        handoff.deliver(settings, handoff_id)
+
+
+def dispatch_handoffs(settings: Settings, handoff_ids: list[int]) -> int:
+    """Deliver handoffs here and now in embedded mode, or hand them to the workers."""
+    if not handoff_ids:
+        return 0
+    if _settings is not settings:
+        configure(settings)
+    if settings.embedded:
+        for handoff_id in handoff_ids:
+            handoff.deliver(settings, handoff_id)
+    else:
+        deliver_handoffs.send(list(handoff_ids))
+    return len(handoff_ids)
 
 
 def dispatch(settings: Settings, delivery_ids: Iterable[int]) -> Counter[str]:

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from nurture.activity import on_activity
 from nurture.errors import SubscriberError, TokenError
 from nurture.models import Delivery, Event
 from nurture.settings import Settings
@@ -107,23 +108,29 @@ def read_open(settings: Settings, token: str) -> int:
 def record(
     session: Session, subscriber_id: int, kind: str, now: datetime, *,
     delivery_id: int | None = None, bot: bool = False, data: dict[str, Any] | None = None,
+    settings: Settings | None = None,
 ) -> Event:  # fmt: skip
+    """Store an event; with `settings`, let goals, readiness and gates react to it at once
+    (a bot's event is kept but changes nothing)."""
     event = Event(subscriber_id=subscriber_id, delivery_id=delivery_id, kind=kind, at=now,
                   bot=bot, data=data or {})  # fmt: skip
     session.add(event)
     session.flush()
+    if settings is not None and not bot and kind != "unsubscribe":
+        on_activity(session, settings, subscriber_id, now)
     return event
 
 
 def record_for_delivery(
     session: Session, delivery_id: int, kind: str, now: datetime, *, bot: bool,
-    data: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None, settings: Settings | None = None,
 ) -> Event | None:  # fmt: skip
     """An open or click of one email; None when the email is gone (its subscriber forgotten)."""
     subscriber_id = session.scalar(select(Delivery.subscriber_id).where(Delivery.id == delivery_id))
     if subscriber_id is None:
         return None
-    return record(session, subscriber_id, kind, now, delivery_id=delivery_id, bot=bot, data=data)
+    return record(session, subscriber_id, kind, now, delivery_id=delivery_id, bot=bot, data=data,
+                  settings=settings)  # fmt: skip
 
 
 def check_event_name(name: str) -> str:
@@ -139,11 +146,13 @@ def check_event_name(name: str) -> str:
 
 
 def record_custom(
-    session: Session, address: str, name: str, now: datetime, data: dict[str, Any] | None = None
-) -> Event:
+    session: Session, address: str, name: str, now: datetime, data: dict[str, Any] | None = None,
+    settings: Settings | None = None,
+) -> Event:  # fmt: skip
     """A business event such as `demo_booked`, for goals and conditions to use."""
     name = check_event_name(name)
-    return record(session, get_subscriber(session, address).id, name, now, data=data)
+    sub_id = get_subscriber(session, address).id
+    return record(session, sub_id, name, now, data=data, settings=settings)
 
 
 def last_sent_delivery(session: Session, subscriber_id: int, sequence: str | None) -> int | None:

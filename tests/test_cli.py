@@ -152,13 +152,28 @@ def test_simulate_shows_the_timeline_and_touches_no_data(runner, env, workspace)
                     "--timezone", "America/New_York")  # fmt: skip
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert len(lines) == 1 + 9
+    # a quiet reader: six education emails, the sales gate times out, the extra branch
+    assert len(lines) == 1 + 6 + 1 + 2
     assert lines[1].split()[:1] == ["0"] and "welcome" in lines[1]
-    assert "sales" in lines[-1] and "lets-talk" in lines[-1]
+    assert "[skipped: gate timed out after 1w (needs ready, score 0 of 6): on to more-stories]" \
+        in lines[7]  # fmt: skip
+    assert "small-wins" in lines[-1]
     assert not (workspace / "outbox").exists()
     db_file = Path(env["NURTURE_DATABASE_URL"].removeprefix("sqlite:///"))
     if env["NURTURE_DATABASE_URL"].startswith("sqlite"):
         assert not db_file.exists()
+
+
+def test_simulate_plays_events_through_the_gates(runner, env):
+    result = invoke(runner, env, "simulate", "from-curious-to-customer",
+                    "--events", "click:welcome@1d,event:pricing_viewed@3d")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "click:welcome" in out and "became sales-ready (score 13)" in out
+    assert "lets-talk" in out and "Want a second pair of eyes on this, Sam?" in out
+    assert "more-stories" in out and "gate closed (needs not ready, score 13 of 6)" in out
+    bad = invoke(runner, env, "simulate", "from-curious-to-customer", "--events", "click:nope@1d")
+    assert bad.exit_code == 1 and "has no step 'nope'" in bad.output
 
 
 def test_db_upgrade_is_idempotent(runner, env):

@@ -2,22 +2,36 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 from freezegun import freeze_time
 
 from nurture.cli import cli
 from nurture.sequences import load_catalog
+from nurture.web import create_app
 
 # aiosmtpd's event loop must keep real time while the rest of the process travels.
 REAL_TIME_MODULES = ["asyncio", "aiosmtpd", "threading", "selectors"]
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 TICK = timedelta(minutes=30)
+BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126 Safari/537.36"
 
 
-def test_whole_sequence_arrives_once_in_order_on_time(runner, env, sink, workspace):
+def click_first_link(client, received) -> None:
+    """Click the first tracked link of an email, as its reader would."""
+    html = received.message.get_body(("html",)).get_content()
+    url = re.search(r'href="(https://crumb\.example/c/[^"]+)"', html).group(1)
+    answer = client.get(url.removeprefix("https://crumb.example"), headers={"User-Agent": BROWSER})
+    assert answer.status_code == 302
+
+
+def test_whole_sequence_arrives_once_in_order_on_time(runner, env, sink, workspace, settings):
+    """An engaged reader (two clicks) gets the education emails, then the sales prompts."""
     seq = load_catalog(workspace / "sequences").sequences["from-curious-to-customer"]
-    length = sum((step.after for step in seq.steps), timedelta(0))
+    main_path = [s for s in seq.steps if s.when is None or s.when.ready]
+    length = sum((step.after for step in main_path), timedelta(0))
+    client = create_app(settings).test_client()
 
     with freeze_time(START, ignore=REAL_TIME_MODULES) as frozen:
         result = runner.invoke(
@@ -33,20 +47,25 @@ def test_whole_sequence_arrives_once_in_order_on_time(runner, env, sink, workspa
             result = runner.invoke(cli, ["send-due"], env=env)
             assert result.exit_code == 0, result.output
             arrivals += [datetime.now(UTC)] * (len(sink.messages) - before)
+            if len(sink.messages) > before and len(arrivals) <= 2:
+                click_first_link(client, sink.messages[-1])  # engaged with the first two
             frozen.tick(TICK)
 
     received = sink.to("ana@example.com")
-    assert len(received) == len(seq.steps) == 9
+    assert len(received) == len(main_path) == 9
     subjects = [m.message["Subject"] for m in received]
     assert subjects[0] == "Welcome, Ana: marketing and sales are two jobs"
+    assert subjects[-1] == "Want a second pair of eyes on this, Ana?"
     assert len(set(subjects)) == 9, "a step arrived twice"
     # each step within one cron interval of its due time; delays count from the previous send
     assert arrivals[0] == START
-    for previous, got, step in zip(arrivals, arrivals[1:], seq.steps[1:], strict=False):
+    for previous, got, step in zip(arrivals[:-1], arrivals[1:], main_path[1:], strict=True):
         assert step.after <= got - previous < step.after + TICK, step.id
+    stages = [s.stage for s in main_path]
+    assert stages == ["education"] * 6 + ["sales"] * 3
 
-    stages = [m.message["List-Id"] for m in received]
-    assert all("from-curious-to-customer" in s for s in stages)
+    list_ids = [m.message["List-Id"] for m in received]
+    assert all("from-curious-to-customer" in s for s in list_ids)
     for m in received:
         msg = m.message
         assert msg.get_content_type() == "multipart/alternative"

@@ -13,7 +13,7 @@ from nurture.errors import NurtureError
 from nurture.rendering import SubscriberView
 from nurture.sequences import catalog_for
 from nurture.simulation import simulate as run_simulation
-from nurture.subscribers import get, tags_of
+from nurture.subscribers import check_timezone, get, tags_of
 from nurture.validation import validate_workspace
 
 
@@ -90,21 +90,26 @@ def preview(ctx: click.Context, sequence: str, step: str, email: str | None, fmt
 @click.option("--days", type=click.IntRange(1, 3650), default=60, show_default=True,
               help="How far ahead to look.")  # fmt: skip
 @click.option("--timezone", help="The subscriber's IANA time zone (default NURTURE_TIMEZONE).")
+@click.option("--events", help="Activity to play, as KIND:NAME@WHEN after signup, comma-separated: "
+              "click:STEP, open:STEP, event:NAME, tag:NAME (e.g. click:welcome@1d).")  # fmt: skip
 @click.pass_context
-def simulate(ctx: click.Context, sequence: str, days: int, timezone: str | None) -> None:
+def simulate(
+    ctx: click.Context, sequence: str, days: int, timezone: str | None, events: str | None
+) -> None:
     """Dry run: the dated timeline one new subscriber would receive. Touches no data.
 
     It runs the real scheduling and rendering code against a throw-away database.
 
+    Each row shows the local and UTC time; a gate's decision and why appear in brackets.
+
     \b
-    Example:
+    Examples:
       nurture simulate from-curious-to-customer --days 30 --timezone Europe/London
+      nurture simulate from-curious-to-customer --events "click:welcome@1d,event:pricing_viewed@3d"
     """
     settings = _settings(ctx)
-    from nurture.subscribers import check_timezone
-
     check_timezone(timezone)
-    rows = run_simulation(settings, sequence, days, timezone)
+    rows = run_simulation(settings, sequence, days, timezone, events)
     if not rows:
         click.echo(f"Nothing would be sent within {days} days.")
         return
@@ -114,6 +119,9 @@ def simulate(ctx: click.Context, sequence: str, days: int, timezone: str | None)
                f"{'step':<24} subject")  # fmt: skip
     for row in rows:
         day = (row.at - start).days
-        status = "" if row.status == "sent" else f"  [{row.status}: {row.note}]"
+        if row.status == "event":
+            status = f"  [{row.note}]" if row.note else ""
+        else:
+            status = "" if row.status == "sent" else f"  [{row.status}: {row.note}]"
         click.echo(f"{day:>4}  {row.local:%a %Y-%m-%d %H:%M}   {row.at:%Y-%m-%d %H:%M} "
                    f"{row.stage:<9} {row.step_id:<24} {row.subject}{status}")  # fmt: skip

@@ -60,7 +60,7 @@ def add_event() -> ResponseReturnValue:
         return error(400, "Bad request", str(e))
     try:
         with session_scope(settings()) as session:
-            event = record_custom(session, email, name, clock.now(), extra)
+            event = record_custom(session, email, name, clock.now(), extra, settings=settings())
             event_id = event.id
     except SubscriberError as e:  # the one left: no such subscriber
         return error(404, "Not found", str(e))

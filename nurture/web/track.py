@@ -33,7 +33,8 @@ def _record(delivery_id: int, kind: str, data: dict[str, str]) -> None:
     bot = is_bot(request.user_agent.string, request.method)
     try:
         with session_scope(s) as session:
-            record_for_delivery(session, delivery_id, kind, clock.now(), bot=bot, data=data)
+            record_for_delivery(session, delivery_id, kind, clock.now(), bot=bot, data=data,
+                                settings=s)  # fmt: skip
     except Exception:  # the person still gets their page or image
         log.exception("could not record %s of delivery %s", kind, delivery_id)
 
