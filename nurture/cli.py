@@ -68,6 +68,8 @@ from nurture.commands import (  # noqa: E402, F401
     content,
     database,
     people,
+    sales,
     sending_cmds,
+    web,
     worker,
 )

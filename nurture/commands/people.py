@@ -7,15 +7,16 @@ import sys
 from pathlib import Path
 
 import click
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from nurture import clock
+from nurture.activity import on_tag
 from nurture.cli import _settings, cli, command
 from nurture.db import session_scope
 from nurture.errors import NurtureError, SubscriberError
-from nurture.models import Consent, Delivery, Enrollment, Subscriber
+from nurture.models import Consent, Delivery, Enrollment, Subscriber, Tag
 from nurture.sequences import catalog_for
-from nurture.subscribers import ConsentInfo, add, forget, get, tags_of, unsubscribe
+from nurture.subscribers import ConsentInfo, add, add_tags, forget, get, tags_of, unsubscribe
 from nurture.tasks import dispatch
 
 #: Rows committed together during an import.
@@ -103,6 +104,10 @@ def subscribers_show(ctx: click.Context, email: str) -> None:
         click.echo(f"{sub.email}  {sub.status}")
         click.echo(f"  first name: {sub.first_name or '-'}   time zone: {sub.timezone or '-'}")
         click.echo(f"  tags: {', '.join(tags_of(session, sub.id)) or '-'}")
+        ready = (
+            f"sales-ready since {sub.ready_at:%Y-%m-%d %H:%M}" if sub.ready_at else "not yet ready"
+        )
+        click.echo(f"  score: {sub.score or 0} ({ready})")
         click.echo(f"  signed up {sub.created_at:%Y-%m-%d %H:%M} UTC via {sub.source}")
         click.echo("consent:")
         for c in session.scalars(select(Consent).where(Consent.subscriber_id == sub.id)
@@ -129,6 +134,45 @@ def subscribers_show(ctx: click.Context, email: str) -> None:
             extra = f"  ({d.error})" if d.error else ""
             click.echo(f"  {when:%Y-%m-%d %H:%M}  {d.status:<9} {what}  "
                        f"{d.subject or ''}{extra}")  # fmt: skip
+
+
+@command(subscribers, "tag")
+@click.argument("email")
+@click.argument("tags", nargs=-1, required=True)
+@click.pass_context
+def subscribers_tag(ctx: click.Context, email: str, tags: tuple[str, ...]) -> None:
+    """Add tags; a new tag can start a `trigger: tag:<name>` sequence or reach a goal.
+
+    \b
+    Example:
+      nurture subscribers tag ana@example.com customer vip
+    """
+    settings = _settings(ctx)
+    with session_scope(settings) as session:
+        sub = get(session, email)
+        add_tags(session, sub.id, list(tags))
+        on_tag(session, settings, sub.id, [t.strip().lower() for t in tags], clock.now())
+        now_tags = tags_of(session, sub.id)
+    click.echo(f"{email}: {', '.join(now_tags)}")
+
+
+@command(subscribers, "untag")
+@click.argument("email")
+@click.argument("tags", nargs=-1, required=True)
+@click.pass_context
+def subscribers_untag(ctx: click.Context, email: str, tags: tuple[str, ...]) -> None:
+    """Remove tags.
+
+    \b
+    Example:
+      nurture subscribers untag ana@example.com vip
+    """
+    with session_scope(_settings(ctx)) as session:
+        sub = get(session, email)
+        session.execute(delete(Tag).where(Tag.subscriber_id == sub.id,
+                                          Tag.name.in_([t.strip().lower() for t in tags])))  # fmt: skip
+        now_tags = tags_of(session, sub.id)
+    click.echo(f"{email}: {', '.join(now_tags) or 'no tags'}")
 
 
 @command(subscribers, "export")
