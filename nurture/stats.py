@@ -5,11 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, literal, select
 from sqlalchemy.orm import Session
 
-from nurture.models import Delivery, DeliveryStatus
-from nurture.sequences import Catalog
+from nurture.models import (
+    Delivery,
+    DeliveryStatus,
+    Enrollment,
+    Event,
+    Handoff,
+    Subscriber,
+    SubscriberStatus,
+)
+from nurture.sequences import Catalog, Sequence, Stage
 
 
 @dataclass(frozen=True)
@@ -20,7 +28,8 @@ class StepStats:
     counts: dict[str, int]
 
 
-COLUMNS = ("sent", "pending", "failed", "skipped", "cancelled")
+COLUMNS = ("sent", "pending", "failed", "skipped", "cancelled", "opened", "clicked",
+           "unsubscribed", "bounced")  # fmt: skip
 _PENDING = {DeliveryStatus.QUEUED, DeliveryStatus.SENDING, DeliveryStatus.RETRY}
 
 
@@ -37,6 +46,7 @@ def step_stats(session: Session, catalog: Catalog, sequence: str | None = None) 
         column = "pending" if status in _PENDING else str(status)
         bucket = found.setdefault((seq_name, step_id), dict.fromkeys(COLUMNS, 0))
         bucket[column] = bucket.get(column, 0) + count
+    _add_engagement(session, found, sequence)
     rows = []
     names = [sequence] if sequence else sorted(catalog.sequences)
     for name in names:
@@ -47,6 +57,101 @@ def step_stats(session: Session, catalog: Catalog, sequence: str | None = None) 
     for (name, step_id), counts in sorted(found.items()):  # steps since removed from files
         rows.append(StepStats(name, step_id, "(removed)", counts))
     return rows
+
+
+def _add_engagement(
+    session: Session, found: dict[tuple[str, str], dict[str, int]], sequence: str | None
+) -> None:
+    """People (not events) who opened, clicked or left from each step; bots left out."""
+    # a click proves the email was opened, even when its pixel was blocked
+    kind = case((Event.kind == "click", "click"), (Event.kind == "unsubscribe", "unsubscribe"),
+                else_="open")  # fmt: skip
+    people = func.count(func.distinct(Event.subscriber_id))
+    base = (
+        select(Delivery.sequence, Delivery.step_id)
+        .join(Delivery, Delivery.id == Event.delivery_id)
+        .where(Delivery.kind == "sequence", Event.bot.is_(False))
+        .group_by(Delivery.sequence, Delivery.step_id)
+    )
+    if sequence:
+        base = base.where(Delivery.sequence == sequence)
+    opened = base.add_columns(literal("open"), people).where(Event.kind.in_(["open", "click"]))
+    query = base.add_columns(kind, people).where(Event.kind.in_(["click", "unsubscribe"]))
+    query = query.group_by(kind).union_all(opened)
+    bounced = (
+        select(Delivery.sequence, Delivery.step_id, func.count())
+        .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+        .where(Delivery.kind == "sequence", Delivery.status == DeliveryStatus.FAILED,
+               Subscriber.status == SubscriberStatus.BOUNCED)
+        .group_by(Delivery.sequence, Delivery.step_id)
+    )  # fmt: skip
+    if sequence:
+        opened = opened.where(Delivery.sequence == sequence)
+        query = (
+            base.add_columns(kind, people)
+            .where(Event.kind.in_(["click", "unsubscribe"]), Delivery.sequence == sequence)
+            .group_by(kind)
+            .union_all(opened)
+        )
+        bounced = bounced.where(Delivery.sequence == sequence)
+    column = {"open": "opened", "click": "clicked", "unsubscribe": "unsubscribed"}
+    for seq_name, step_id, kind, count in session.execute(query):
+        found.setdefault((seq_name, step_id), dict.fromkeys(COLUMNS, 0))[column[kind]] = count
+    for seq_name, step_id, count in session.execute(bounced):
+        found.setdefault((seq_name, step_id), dict.fromkeys(COLUMNS, 0))["bounced"] = count
+
+
+@dataclass(frozen=True)
+class Funnel:
+    """One sequence, stage by stage: how many people made it how far."""
+
+    sequence: str
+    entered: int
+    education_finished: int
+    ready: int
+    sales_sent: int
+    goal: int
+
+    def stages(self) -> list[tuple[str, int]]:
+        return [("entered", self.entered), ("finished education", self.education_finished),
+                ("became sales-ready", self.ready), ("got sales prompts", self.sales_sent),
+                ("reached the goal", self.goal)]  # fmt: skip
+
+
+def funnel(session: Session, seq: Sequence) -> Funnel:
+    sales_steps = [s.id for s in seq.steps if s.stage == Stage.SALES]
+    education_steps = [s.id for s in seq.steps if s.stage == Stage.EDUCATION]
+    last_education = education_steps[-1] if education_steps else None
+    mine = Enrollment.sequence == seq.name
+    entered = session.scalar(select(func.count()).select_from(Enrollment).where(mine)) or 0
+    past_education = select(func.count(func.distinct(Delivery.subscriber_id))).where(
+        Delivery.sequence == seq.name,
+        Delivery.status.in_([DeliveryStatus.SENT, DeliveryStatus.SKIPPED]),
+        Delivery.step_id.in_(sales_steps + ([last_education] if last_education else [])),
+    )
+    ready = (
+        select(func.count())
+        .select_from(Enrollment)
+        .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
+        .where(mine, Subscriber.ready_at.is_not(None))
+    )
+    sales_sent = select(func.count(func.distinct(Delivery.subscriber_id))).where(
+        Delivery.sequence == seq.name, Delivery.status == DeliveryStatus.SENT,
+        Delivery.step_id.in_(sales_steps),
+    )  # fmt: skip
+    goal = (
+        select(func.count())
+        .select_from(Enrollment)
+        .where(mine, Enrollment.end_reason.like("goal reached%"))
+    )
+    return Funnel(seq.name, entered, session.scalar(past_education) or 0,
+                  session.scalar(ready) or 0, session.scalar(sales_sent) or 0,
+                  session.scalar(goal) or 0)  # fmt: skip
+
+
+def handoff_counts(session: Session) -> dict[str, int]:
+    rows = session.execute(select(Handoff.status, func.count()).group_by(Handoff.status))
+    return {str(status): count for status, count in rows}
 
 
 @dataclass(frozen=True)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from nurture import clock
 from nurture.cli import _settings, cli, command
 from nurture.compose import sender_for
 from nurture.db import session_scope
+from nurture.report import write_report
 from nurture.send_due import run_send_due, summary
 from nurture.sequences import catalog_for
-from nurture.stats import COLUMNS, delivery_health, step_stats
+from nurture.stats import COLUMNS, delivery_health, funnel, handoff_counts, step_stats
 from nurture.tasks import broker_status
 
 
@@ -35,9 +38,14 @@ def send_due(ctx: click.Context, limit: int | None) -> None:
 
 @command(cli, "stats")
 @click.argument("sequence", required=False)
+@click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write a report with a funnel chart to this file.")  # fmt: skip
 @click.pass_context
-def stats(ctx: click.Context, sequence: str | None) -> None:
-    """Per step: emails sent, pending, failed, skipped and cancelled.
+def stats(ctx: click.Context, sequence: str | None, html_file: Path | None) -> None:
+    """Per step: emails sent, pending, failed, skipped, cancelled, and the people who
+    opened, clicked, unsubscribed or bounced; per sequence, the funnel from education
+    to sales (entered, finished education, became ready, got sales prompts, reached
+    the goal) and the sales handoffs.
 
     Then the deliveries in transit: queued, sending, waiting to retry; `stuck` ones were
     left mid-send by a worker that stopped (the next send-due sends them again) and
@@ -45,7 +53,7 @@ def stats(ctx: click.Context, sequence: str | None) -> None:
 
     \b
     Example:
-      nurture stats from-curious-to-customer
+      nurture stats from-curious-to-customer --html report.html
     """
     settings = _settings(ctx)
     catalog = catalog_for(settings.sequences_dir)
@@ -53,14 +61,28 @@ def stats(ctx: click.Context, sequence: str | None) -> None:
         raise click.ClickException(f"no sequence named {sequence!r}")
     with session_scope(settings) as session:
         rows = step_stats(session, catalog, sequence)
+        names = [sequence] if sequence else sorted(catalog.sequences)
+        funnels = [funnel(session, catalog.sequences[n]) for n in names]
+        handoffs = handoff_counts(session)
     current = None
     for row in rows:
         if row.sequence != current:
             current = row.sequence
             click.echo(f"\n{current}")
-            click.echo(f"  {'step':<26} {'stage':<10}" + "".join(f"{c:>10}" for c in COLUMNS))
+            click.echo(f"  {'step':<26} {'stage':<10}" + "".join(f"{c:>13}" for c in COLUMNS))
         click.echo(f"  {row.step_id:<26} {row.stage:<10}"
-                   + "".join(f"{row.counts.get(c, 0):>10}" for c in COLUMNS))  # fmt: skip
+                   + "".join(f"{row.counts.get(c, 0):>13}" for c in COLUMNS))  # fmt: skip
+    for f in funnels:
+        click.echo(
+            f"\n{f.sequence} funnel: " + " -> ".join(f"{label} {n}" for label, n in f.stages())
+        )
+    if handoffs:
+        failing = handoffs.get("failed", 0) + handoffs.get("retry", 0)
+        click.echo("sales handoffs: " + ", ".join(f"{n} {k}" for k, n in sorted(handoffs.items()))
+                   + (f"  ({failing} failing: check NURTURE_SALES_WEBHOOK_URL)" if failing else ""))  # fmt: skip
+    if html_file:
+        write_report(html_file, funnels, rows, handoffs, clock.now())
+        click.echo(f"Wrote {html_file}")
     with session_scope(settings) as session:
         health = delivery_health(session, clock.now(), settings.resend_after)
     click.echo(f"\n{health.line()}")
