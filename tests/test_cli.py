@@ -148,7 +148,7 @@ def test_preview_renders_every_format(runner, env):
 
 
 def test_simulate_shows_the_timeline_and_touches_no_data(runner, env, workspace):
-    result = invoke(runner, env, "simulate", "from-curious-to-customer", "--days", "30",
+    result = invoke(runner, env, "simulate", "from-curious-to-customer", "--days", "45",
                     "--timezone", "America/New_York")  # fmt: skip
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
@@ -166,7 +166,7 @@ def test_simulate_shows_the_timeline_and_touches_no_data(runner, env, workspace)
 
 def test_simulate_plays_events_through_the_gates(runner, env):
     result = invoke(runner, env, "simulate", "from-curious-to-customer",
-                    "--events", "click:welcome@1d,event:pricing_viewed@3d")  # fmt: skip
+                    "--events", "click:welcome@3d,event:pricing_viewed@4d")  # fmt: skip
     assert result.exit_code == 0, result.output
     out = result.output
     assert "click:welcome" in out and "became sales-ready (score 13)" in out
