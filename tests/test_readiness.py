@@ -159,7 +159,7 @@ def test_new_york_weekday_window_holds_across_dst(runner, env, sink, workspace, 
     with freeze_time(start, ignore=REAL_TIME_MODULES) as frozen:
         invoke(runner, env, "subscribers", "add", "ny@example.com", "--confirmed",
                "--timezone", "America/New_York")  # fmt: skip
-        run_cron(runner, env, frozen, start + timedelta(days=16), tick=timedelta(minutes=30))
+        run_cron(runner, env, frozen, start + timedelta(days=16), tick=timedelta(hours=1))
     received = sink.to("ny@example.com")
     assert len(received) == 8
     days = set()
