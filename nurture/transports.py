@@ -169,7 +169,9 @@ def transport_for(smtp_url: str | None, outbox: Path) -> Transport:
     cached = getattr(_local, "transport", None)
     if cached is not None and cached[0] == key:
         return cached[1]
-    transport: Transport = SmtpTransport(smtp_url) if smtp_url else OutboxTransport(outbox)
+    transport: Transport = (
+        SmtpTransport(smtp_url, SMTP_TIMEOUT) if smtp_url else OutboxTransport(outbox)
+    )
     _local.transport = (key, transport)
     return transport
 

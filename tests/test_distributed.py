@@ -10,11 +10,14 @@ import time
 
 from sqlalchemy import func, select
 
+from nurture.cli import cli
 from nurture.db import session_scope
 from nurture.models import Enrollment
+from tests.services import free_port
 from tests.test_distributed_fixtures import (
     per_recipient,
     seed,
+    send_due,
     settings_for,
     statuses,
     wait_for,
@@ -49,9 +52,6 @@ def test_three_send_dues_and_two_workers_deliver_every_step_once(dist_env, worke
             assert proc.returncode == 0, err
             assert out.startswith("send-due: "), out
         runs += 1
-        print(
-            f"round {runs}: {time.monotonic() - started:.1f}s, {len(timed_sink.messages)} received, {statuses(settings)}"
-        )
     wait_for(lambda: statuses(settings) == {"sent": SUBSCRIBERS * STEPS}, 30)
     elapsed = time.monotonic() - started
 
@@ -65,3 +65,31 @@ def test_three_send_dues_and_two_workers_deliver_every_step_once(dist_env, worke
         assert dict(done.all()) == {"completed": SUBSCRIBERS}
     print(f"\n{SUBSCRIBERS * STEPS} emails, 3 send-due x {runs} rounds, 2 workers: "
           f"{elapsed:.1f} s")  # fmt: skip
+
+
+def test_smtp_concurrency_holds_across_workers(dist_env, workers, timed_sink):
+    dist_env["NURTURE_SMTP_CONCURRENCY"] = "2"
+    settings = settings_for(dist_env)
+    emails = seed(settings, "single", 120)
+    timed_sink.handler.delay = 0.05  # slow enough for sends to overlap if they may
+    workers.start(threads=4)
+    workers.start(threads=4)
+    assert send_due(dist_env) == "send-due: 120 due, 120 enqueued"
+    assert wait_for(lambda: statuses(settings) == {"sent": 120}, 60), statuses(settings)
+    assert timed_sink.handler.peak == 2, "SMTP sessions at once"
+    received = per_recipient(timed_sink)
+    assert {r for r, _ in received} == set(emails)
+    assert set(received.values()) == {1}
+
+
+def test_stats_reports_the_broker_and_its_queue(dist_env, runner):
+    settings = settings_for(dist_env)
+    seed(settings, "single", 120)
+    assert send_due(dist_env) == "send-due: 120 due, 120 enqueued"  # no worker yet
+    result = runner.invoke(cli, ["stats", "single"], env=dist_env)
+    assert "deliveries: 120 queued, 0 sending, 0 to retry, 0 stuck, 0 recovered" in result.output
+    assert "broker: reachable, 3 messages waiting" in result.output
+    down = {**dist_env, "NURTURE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    result = runner.invoke(cli, ["stats", "single"], env=down)
+    assert result.exit_code == 0
+    assert "broker: UNREACHABLE" in result.output

@@ -107,14 +107,26 @@ def pg_url(pg_database: str) -> str:
 class TimedHandler(SinkHandler):
     """A sink handler that notes when each message arrived, can take `delay` seconds to
     answer DATA (the message is kept first, as a real server may, so a sender killed
-    meanwhile never hears the 250), and records the most DATA exchanges at once."""
+    meanwhile never hears the 250), records the most DATA exchanges at once, and can
+    refuse our sender (`refuse_sender`) or every message's content (`refuse_data`)."""
 
     delay: float = 0.0
     arrivals: list[float] = field(default_factory=list)
     active: int = 0
     peak: int = 0
+    refuse_sender: tuple[int, str] | None = None
+    refuse_data: tuple[int, str] | None = None
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: N802
+        if self.refuse_sender:
+            return f"{self.refuse_sender[0]} {self.refuse_sender[1]}"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        if self.refuse_data:
+            return f"{self.refuse_data[0]} {self.refuse_data[1]}"
         self.active += 1
         self.peak = max(self.peak, self.active)
         try:
