@@ -117,7 +117,7 @@ def test_issue_reaches_each_active_subscriber_in_the_segment_once(runner, env, s
     assert "<table" in html and "<h1" in html  # Markdown rendered, in the email layout
     assert "| The job |" in text  # the text part is the Markdown itself
     assert escape(POSTAL) in html and POSTAL in text
-    web = f"https://crumb.example/archive/2026-12-monthly"
+    web = "https://crumb.example/archive/2026-12-monthly"
     assert f"View this email in your browser: {web}" in text
     assert "https://crumb.example/c/" in html  # links tracked as in sequence emails
     # the same file again is refused: nobody gets the issue twice by mistake
