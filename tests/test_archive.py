@@ -11,7 +11,7 @@ from html.parser import HTMLParser
 import pytest
 
 from nurture.web import create_app
-from tests.test_broadcast import ISSUE, _broadcast_hook, add_people, invoke, issue_file  # noqa: F401
+from tests.test_broadcast import ISSUE, add_people, invoke, issue_file  # noqa: F401
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 VOID = {"meta", "link", "br", "img", "hr", "input", "col", "source", "wbr", "area", "base"}
@@ -53,12 +53,7 @@ def checked(page: str) -> Checker:
 
 @pytest.fixture
 def client(settings):
-    app = create_app(settings)
-    if "archive" not in app.blueprints:  # TEMPORARY: until create_app registers it
-        from nurture.web.archive import bp
-
-        app.register_blueprint(bp)
-    return app.test_client()
+    return create_app(settings).test_client()
 
 
 @pytest.fixture

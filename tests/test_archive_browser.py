@@ -12,7 +12,7 @@ from werkzeug.serving import make_server
 from nurture.settings import load_settings
 from nurture.web import create_app
 from tests.services import free_port
-from tests.test_broadcast import ISSUE, _broadcast_hook, add_people, invoke  # noqa: F401
+from tests.test_broadcast import ISSUE, add_people, invoke  # noqa: F401
 from tests.test_browser import ARTIFACTS, browser, html_of  # noqa: F401
 from tests.test_web import CHROME
 
@@ -28,10 +28,6 @@ def site(env, workspace) -> Iterator[tuple[str, dict[str, str]]]:
     base = f"http://127.0.0.1:{port}"
     site_env = {**env, "NURTURE_BASE_URL": base}
     app = create_app(load_settings(workspace, env=site_env))
-    if "archive" not in app.blueprints:  # TEMPORARY: until create_app registers it
-        from nurture.web.archive import bp
-
-        app.register_blueprint(bp)
     server = make_server("127.0.0.1", port, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

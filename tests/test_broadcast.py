@@ -22,30 +22,6 @@ from tests.conftest import POSTAL, ROOT
 ISSUE = ROOT / "newsletters" / "2026-12-monthly.md"
 
 
-@pytest.fixture(autouse=True)
-def _broadcast_hook(monkeypatch):  # TEMPORARY: until sending._compose calls compose_broadcast
-    import inspect
-
-    from nurture import sending
-    from nurture.broadcast.compose import compose_broadcast
-    from nurture.rendering import SubscriberView
-    from nurture.subscribers import tags_of
-
-    if "compose_broadcast" in inspect.getsource(sending._compose):
-        return
-    original = sending._compose
-
-    def patched(settings, session, delivery, sub):
-        if delivery.kind == "broadcast":
-            view = SubscriberView(email=sub.email, first_name=sub.first_name,
-                                  timezone=sub.timezone, attributes=dict(sub.attributes or {}),
-                                  tags=tuple(tags_of(session, sub.id)))  # fmt: skip
-            return compose_broadcast(settings, session, delivery, view)
-        return original(settings, session, delivery, sub)
-
-    monkeypatch.setattr(sending, "_compose", patched)
-
-
 def add_people(settings, people: list[dict], tags: dict[str, list[str]] | None = None,
                suppressed: list[str] = ()) -> dict[str, int]:  # fmt: skip
     """Subscribers by bulk insert (no confirmation, no enrolment); returns email -> id."""
@@ -246,11 +222,11 @@ def test_scheduled_broadcast_goes_at_send_due_and_cancel_stops_the_rest(
                     "--no-local-time")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "Broadcast #1 scheduled for" in result.output and "to 5 subscribers" in result.output
-    assert fanout.fan_out_due_broadcasts(settings)["broadcast"] == 0  # not yet
+    assert invoke(runner, env, "send-due").output.startswith("send-due: 0 due")  # not yet
     assert sink.messages == []
     with clock.frozen_at(datetime.now(UTC) + timedelta(hours=3)):
-        counts = fanout.fan_out_due_broadcasts(settings)
-    assert counts["broadcast"] == 5 and len(sink.messages) == 5
+        result = invoke(runner, env, "send-due")
+    assert "5 broadcast" in result.output and len(sink.messages) == 5
     with session_scope(settings) as session:
         row = session.get(Broadcast, 1)
         assert row.state == "sent" and row.checkpoint > 0
@@ -262,7 +238,7 @@ def test_scheduled_broadcast_goes_at_send_due_and_cancel_stops_the_rest(
     result = invoke(runner, env, "broadcast", "cancel", "2")
     assert "Broadcast #2 cancelled" in result.output
     with clock.frozen_at(datetime.now(UTC) + timedelta(hours=3)):
-        fanout.fan_out_due_broadcasts(settings)
+        invoke(runner, env, "send-due")
     assert len(sink.messages) == 5
 
 
@@ -290,7 +266,8 @@ def test_a_fan_out_stopped_halfway_resumes_after_its_checkpoint(runner, env, set
     with session_scope(settings) as session:
         assert session.get(Broadcast, 1).checkpoint == 75  # batch 3 is written, not sent
     monkeypatch.setattr(fanout, "dispatch", real_dispatch)
-    fanout.fan_out_due_broadcasts(settings)  # what send-due does: the rest of the fan-out
+    result = invoke(runner, env, "send-due")  # cron, a minute later: the rest of the fan-out
+    assert "45 broadcast" in result.output
     assert len(sink.messages) == 95
     # batch 3's deliveries were written but never enqueued: send-due recovers them
     with clock.frozen_at(datetime.now(UTC) + timedelta(hours=1)):

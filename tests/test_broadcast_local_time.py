@@ -8,12 +8,11 @@ from zoneinfo import ZoneInfo
 
 from freezegun import freeze_time
 
-from nurture.broadcast import fanout
 from nurture.cli import cli
 from nurture.db import session_scope
 from nurture.models import Broadcast
 from nurture.settings import load_settings
-from tests.test_broadcast import ISSUE, _broadcast_hook, add_people, invoke  # noqa: F401
+from tests.test_broadcast import ISSUE, add_people, invoke  # noqa: F401
 from tests.test_journey import REAL_TIME_MODULES
 
 START = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)  # the day before, at noon UTC
@@ -38,7 +37,7 @@ def test_issue_arrives_at_nine_local_in_each_zone(runner, env, workspace, sink):
         assert "scheduled for 2026-12-08 09:00 in each subscriber's zone" in result.output
         while datetime.now(UTC) <= START + timedelta(days=2):
             before = len(sink.messages)
-            fanout.fan_out_due_broadcasts(settings)
+            assert invoke(runner, env, "send-due").exit_code == 0  # cron
             for received in sink.messages[before:]:
                 for address in received.recipients:
                     arrivals.setdefault(address, []).append(datetime.now(UTC))

@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
 from nurture.settings import Settings, load_settings
-from nurture.web import api, leave, signup, track
+from nurture.web import api, archive, leave, signup, track
 from nurture.web.background import Background
 from nurture.web.common import Nurture, brand, error
 
@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         in_memory_fallback_enabled=True, swallow_errors=True,
     )  # fmt: skip
     app.register_blueprint(signup.blueprint(limiter))
-    for bp in (leave.bp, track.bp, api.bp):
+    for bp in (leave.bp, track.bp, api.bp, archive.bp):
         app.register_blueprint(bp)
 
     @app.context_processor
