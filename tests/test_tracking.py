@@ -103,7 +103,7 @@ def test_click_goes_only_to_the_destination_we_signed(client, settings):
         assert answer.status_code == 400 and "Location" not in answer.headers, name
     with session_scope(settings) as session:
         events = session.execute(select(Event.kind, Event.delivery_id, Event.bot, Event.data)
-                                 .order_by(Event.id)).all()  # fmt: skip
+                                 .where(Event.kind == "click").order_by(Event.id)).all()  # fmt: skip
     assert events == [("click", delivery_id, False, {"url": BLOG})] * 2
 
 
@@ -149,3 +149,32 @@ def test_links_of_a_forgotten_subscriber_still_redirect_and_record_nothing(clien
     click = client.get(path_of(click_url(settings, delivery_id, BLOG)))
     assert click.status_code == 302 and click.headers["Location"] == BLOG
     assert count(settings, Event) == 0
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_stats_count_the_people_who_opened_clicked_and_left(client, settings, env, runner):
+    from nurture.cli import cli
+    from nurture.send_due import run_send_due
+    from tests.test_web import confirmed
+
+    ana, bo = confirmed(settings, "ana@example.com"), confirmed(settings, "bo@example.com")
+    run_send_due(settings)
+    with session_scope(settings) as session:
+        sent = dict(session.execute(select(Delivery.subscriber_id, Delivery.id)).all())
+    person, prefetcher = {"User-Agent": CHROME}, {"User-Agent": "Mozilla/5.0"}
+    client.get(path_of(open_url(settings, sent[ana.id])), headers=person)
+    client.get(path_of(open_url(settings, sent[ana.id])), headers=person)  # twice: one person
+    client.get(path_of(click_url(settings, sent[ana.id], BLOG)), headers=person)
+    client.get(path_of(open_url(settings, sent[bo.id])), headers=prefetcher)  # not a reader
+    client.post(path_of(unsubscribe_url(settings, bo.id, SEQUENCE)),
+                data="List-Unsubscribe=One-Click", content_type="application/x-www-form-urlencoded")  # fmt: skip
+
+    result = runner.invoke(cli, ["stats", SEQUENCE], env=env)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    header = next(line for line in lines if line.strip().startswith("step"))
+    welcome = next(line for line in lines if line.strip().startswith("welcome"))
+    counts = dict(zip(header.split()[2:], welcome.split()[2:], strict=True))
+    assert (counts["sent"], counts["opened"], counts["clicked"], counts["unsubscribed"]) == (
+        "2", "1", "1", "1",
+    )  # fmt: skip

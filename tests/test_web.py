@@ -240,6 +240,18 @@ def test_signups_are_rate_limited_per_client(client, app, settings):
     assert client.get("/subscribe").status_code == 200  # the form itself is not limited
 
 
+def test_client_address_comes_from_a_proxy_header_only_when_told(settings):
+    for proxies, expected in ((0, "127.0.0.1"), (1, "203.0.113.7")):
+        app = create_app(settings, proxies=proxies)
+        app.test_client().post("/subscribe", data={"email": f"p{proxies}@example.com"},
+                               headers={"X-Forwarded-For": "203.0.113.7"})  # fmt: skip
+        app.extensions["nurture"].background.stop()
+        with session_scope(settings) as session:
+            sub = get(session, f"p{proxies}@example.com")
+            ip = session.scalar(select(Consent.ip).where(Consent.subscriber_id == sub.id))
+        assert ip == expected
+
+
 def test_cors_only_for_listed_origins(settings):
     app = create_app(replace(settings, cors_origins=("https://shop.example",)))
     client = app.test_client()

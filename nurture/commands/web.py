@@ -26,20 +26,24 @@ from nurture.tracking import record_custom
 @click.option("--send-interval", type=click.FloatRange(min=0), default=60.0, show_default=True,
               metavar="SECONDS",
               help="Embedded mode: run due sends this often, in-process (0: never; use cron).")  # fmt: skip
+@click.option("--proxies", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Reverse proxies in front that set X-Forwarded-For (trusted for client "
+                   "addresses only when set).")  # fmt: skip
 @click.pass_context
 def serve(ctx: click.Context, host: str, port: int, workers: int, threads: int,
-          send_interval: float) -> None:  # fmt: skip
+          send_interval: float, proxies: int) -> None:  # fmt: skip
     """Run the web app (signup form, confirm and unsubscribe pages, tracking, API)
     with gunicorn.
 
     In embedded mode (no NURTURE_REDIS_URL) it also sends what is due every
     --send-interval seconds, so this one command is a working system. With Redis,
     run `nurture worker` and `nurture send-due` from cron as well. Put it behind a
-    reverse proxy for HTTPS and set NURTURE_BASE_URL to the public address.
+    reverse proxy for HTTPS, say so with --proxies 1, and set NURTURE_BASE_URL to
+    the public address.
 
     \b
     Example:
-      nurture serve --host 0.0.0.0 --port 8000
+      nurture serve --port 8000 --proxies 1
       curl -s localhost:8000/healthz
     """
     from nurture.web.server import Server
@@ -48,13 +52,14 @@ def serve(ctx: click.Context, host: str, port: int, workers: int, threads: int,
     logging.basicConfig(
         level=logging.INFO, format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # each worker checks the schema
     mode = (f"embedded mode: due emails are sent every {send_interval:g} s"
             if settings.embedded and send_interval else
             "embedded mode: run `nurture send-due` from cron" if settings.embedded
             else "Redis mode: run `nurture worker` and `nurture send-due` too")  # fmt: skip
     click.echo(f"nurture: serving http://{host}:{port} for {settings.base_url} ({mode})")
     Server(settings, host=host, port=port, workers=workers, threads=threads,
-           send_interval=send_interval).run()  # fmt: skip
+           send_interval=send_interval, proxies=proxies).run()  # fmt: skip
 
 
 @command(cli, "form-snippet")
@@ -102,7 +107,8 @@ def events_add(ctx: click.Context, email: str, event: str, data: str | None) -> 
         raise NurtureError(f"--data is not JSON: {e}") from None
     if not isinstance(details, dict):
         raise NurtureError('--data must be a JSON object, like {"plan": "pro"}')
-    with session_scope(_settings(ctx)) as session:
-        recorded = record_custom(session, email, event, clock.now(), details)
+    settings = _settings(ctx)
+    with session_scope(settings) as session:
+        recorded = record_custom(session, email, event, clock.now(), details, settings=settings)
         name = recorded.kind
     click.echo(f"Recorded {name} for {email}.")

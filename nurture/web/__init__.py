@@ -14,6 +14,7 @@ from flask.typing import ResponseReturnValue
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response
 
 from nurture.settings import Settings, load_settings
@@ -37,10 +38,17 @@ _MESSAGES = {
 }
 
 
-def create_app(settings: Settings | None = None) -> Flask:
-    """The app for `settings`, or for the environment (NURTURE_*) when None."""
+def create_app(settings: Settings | None = None, *, proxies: int = 0) -> Flask:
+    """The app for `settings`, or for the environment (NURTURE_*) when None.
+
+    `proxies`: how many reverse proxies stand in front and set X-Forwarded-For. Only
+    then is that header believed, for rate limits and the consent ledger's address;
+    believed without a proxy, anyone could pick the address they are counted under.
+    """
     settings = settings or load_settings()
     app = Flask(__name__)
+    if proxies:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
     app.config.update(MAX_CONTENT_LENGTH=MAX_BODY, NURTURE_SUBSCRIBE_LIMIT=signup.SUBSCRIBE_LIMIT)
     app.extensions["nurture"] = Nurture(settings, Background(settings))
     limiter = Limiter(

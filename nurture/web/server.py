@@ -33,9 +33,9 @@ def _nurture(worker: Any) -> Any:
 class Server(BaseApplication):  # type: ignore[misc]
     def __init__(
         self, settings: Settings, *, host: str, port: int, workers: int = DEFAULT_WORKERS,
-        threads: int = DEFAULT_THREADS, send_interval: float = 60.0,
+        threads: int = DEFAULT_THREADS, send_interval: float = 60.0, proxies: int = 0,
     ) -> None:  # fmt: skip
-        self.settings = settings
+        self.settings, self.proxies = settings, proxies
         run_loop = settings.embedded and send_interval > 0
 
         def post_worker_init(worker: Any) -> None:
@@ -56,6 +56,7 @@ class Server(BaseApplication):  # type: ignore[misc]
             "accesslog": "-",
             "errorlog": "-",
             "proc_name": "nurture",
+            "control_socket_disable": True,  # gunicorn's admin socket: nothing here uses it
             "post_worker_init": post_worker_init,
             "worker_exit": worker_exit,
         }
@@ -66,7 +67,7 @@ class Server(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Flask:
-        return create_app(self.settings)
+        return create_app(self.settings, proxies=self.proxies)
 
     def run(self) -> None:
         # Check the database here, once, so a wrong URL is one clear error instead of
