@@ -22,9 +22,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import case, select, update
+from sqlalchemy import CursorResult, Table, case, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+_DELIVERIES = cast(Table, Delivery.__table__)
 #: Attempts before a temporarily failing delivery is given up as failed.
 MAX_ATTEMPTS = 8
 #: Longest wait between two attempts; the first is settings.retry_backoff, then doubles.
@@ -106,14 +107,15 @@ def send_batch(settings: Settings, delivery_ids: list[int], gate: Gate | None = 
     tried one by one against a dead server: send-due must never hang for minutes.
     """
     batch = Batch()
+    # Paced by a rate: spend it on deliveries still to send, not on a repeated message's.
+    open_ids = _claimable(settings, delivery_ids) if gate is not None and gate.paced else None
     for i, delivery_id in enumerate(delivery_ids):
-        if gate is not None:
-            if gate.paced and not _claimable(settings, delivery_id):  # keep the rate for sends
-                batch.counts[Outcome.NOT_MINE] += 1
-                continue
-            if not gate():
-                batch.rest = delivery_ids[i:]
-                break
+        if open_ids is not None and delivery_id not in open_ids:
+            batch.counts[Outcome.NOT_MINE] += 1
+            continue
+        if gate is not None and not gate():
+            batch.rest = delivery_ids[i:]
+            break
         result = attempt(settings, delivery_id)
         batch.counts[result.outcome] += 1
         if result.retry_at is not None:
@@ -146,17 +148,17 @@ def attempt(settings: Settings, delivery_id: int) -> Attempt:
             raise
         except Exception as e:  # a bug: count the attempt, so it cannot loop forever
             log.exception("delivery %s could not be composed", delivery_id)
-            outcome, error = _temporary(token, f"internal error: {e!r}")
-            return _record(session, settings, delivery_id, token, outcome, error)
+            verdict, why = _temporary(token, f"internal error: {e!r}")
+            return _record(session, settings, delivery_id, token, verdict, why)
     # The claim is committed: from here on a crash leaves the row `sending`, which
     # `send-due` takes back after settings.resend_after and sends again.
+    error: str | None
     try:
         transport_for(settings.smtp_url, settings.outbox).send(composed.envelope)
     except DeliveryError as e:
         # Only a recipient refused for good is a bounce; a refused message fails alone;
         # anything temporary, or the server as a whole, is tried again later.
         scope = getattr(e, "scope", "address")
-        error: str | None
         if e.permanent and scope != "server":
             outcome, error = Outcome.FAILED, str(e)
         else:
@@ -194,26 +196,35 @@ def postpone(settings: Settings, delivery_ids: list[int], until: datetime, why: 
                 status=DeliveryStatus.RETRY, next_attempt_at=until, error=f"not attempted: {why}"
             )  # fmt: skip
         )
-    return int(result.rowcount)
+    return int(cast(CursorResult[Any], result).rowcount)
 
 
-def _claimable(settings: Settings, delivery_id: int) -> bool:
+def _claimable(settings: Settings, delivery_ids: list[int]) -> set[int]:
+    """Which of these deliveries are still to send (a later claim has the last word)."""
     with session_scope(settings) as session:
-        status = session.scalar(select(Delivery.status).where(Delivery.id == delivery_id))
-    return status in (DeliveryStatus.QUEUED, DeliveryStatus.RETRY)
+        return set(
+            session.scalars(
+                select(Delivery.id).where(
+                    Delivery.id.in_(delivery_ids),
+                    Delivery.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.RETRY]),
+                )
+            )
+        )
 
 
 def _claim(session: Session, delivery_id: int, now: datetime) -> Delivery | None:
-    """Take the delivery if it is still to send: the row, or None if someone else has it."""
-    return session.scalars(
-        update(Delivery)
-        .where(
-            Delivery.id == delivery_id,
-            Delivery.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.RETRY]),
-        )
-        .values(status=DeliveryStatus.SENDING, claimed_at=now, attempts=Delivery.attempts + 1)
-        .returning(Delivery)
+    """Take the delivery if it is still to send: the row, or None if someone else has it.
+
+    Plain SQL on the table (not the ORM's UPDATE): this runs once per email, and the row
+    comes back as a detached Delivery that nothing will flush."""
+    t = _DELIVERIES
+    row = session.execute(
+        update(t)
+        .where(t.c.id == delivery_id, t.c.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.RETRY]))
+        .values(status=DeliveryStatus.SENDING, claimed_at=now, attempts=t.c.attempts + 1)
+        .returning(*t.c)
     ).one_or_none()
+    return None if row is None else Delivery(**row._asdict())
 
 
 def _why_not(session: Session, delivery: Delivery) -> tuple[Subscriber | None, str | None]:
@@ -268,7 +279,7 @@ def _record(
         values["subject"] = composed.rendered.subject[:300]
     retry_at = None
     if outcome == Outcome.SENT:  # keeping the note that it may have gone out twice
-        note = case((Delivery.recovered_at.is_not(None), TAKEN_BACK), else_=None)
+        note = case((_DELIVERIES.c.recovered_at.is_not(None), TAKEN_BACK), else_=None)
         values.update(status=DeliveryStatus.SENT, sent_at=now, error=note)
     elif outcome == Outcome.RETRY:
         retry_at = now + backoff(token, settings.retry_backoff)
@@ -277,16 +288,12 @@ def _record(
         values.update(status=DeliveryStatus.SKIPPED)
     else:
         values.update(status=DeliveryStatus.FAILED)
+    t = _DELIVERIES
     held = session.execute(
-        update(Delivery)
-        .where(
-            Delivery.id == delivery_id,
-            Delivery.status == DeliveryStatus.SENDING,
-            Delivery.attempts == token,
-        )
+        update(t)
+        .where(t.c.id == delivery_id, t.c.status == DeliveryStatus.SENDING, t.c.attempts == token)
         .values(**values)
-        .returning(Delivery.subscriber_id, Delivery.enrollment_id, Delivery.step_id)
-        .execution_options(synchronize_session=False)
+        .returning(t.c.subscriber_id, t.c.enrollment_id, t.c.step_id)
     ).one_or_none()
     if held is None:
         # Taken back by send-due while this worker looked dead, and claimed again (or
@@ -294,7 +301,9 @@ def _record(
         log.warning("delivery %s: %s not recorded, the delivery was claimed again",
                     delivery_id, outcome)  # fmt: skip
         return Attempt(outcome, error)
-    _consequences(session, settings, *held, outcome, error, bounced, now)
+    subscriber_id, enrollment_id, step_id = held
+    _consequences(session, settings, subscriber_id, enrollment_id, step_id, outcome, error,
+                  bounced, now)  # fmt: skip
     return Attempt(outcome, error, retry_at, server_down)
 
 

@@ -53,13 +53,25 @@ class BrokerUnavailable(NurtureError):
 
 class _Stopping(Middleware):
     """Tells running actors that the worker is shutting down (SIGTERM), so each hands the
-    rest of its message back after the send in progress instead of holding the shutdown."""
+    rest of its message back after the send in progress instead of holding the shutdown.
+
+    What is handed back during a shutdown is enqueued only once this worker's consumers
+    are closed: a consumer stopped with messages in its prefetch cache leaves them to
+    Redis's heartbeat timeout, a minute or more, instead of to the next worker."""
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
         _stopping.set()
 
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
+        with _handed_back_lock:
+            rests, _handed_back[:] = list(_handed_back), []
+        for ids in rests:
+            send_deliveries.send(ids)
+
 
 _stopping = threading.Event()
+_handed_back: list[list[int]] = []
+_handed_back_lock = threading.Lock()
 # Actors bind to the broker current at declaration; start with a stub and rebind in
 # `configure`, so importing this module never reaches for a network broker.
 dramatiq.set_broker(StubBroker())
@@ -138,7 +150,10 @@ def send_deliveries(delivery_ids: list[int]) -> None:
     with _gate(time.monotonic() + BATCH_BUDGET) as gate:
         batch = send_batch(settings, list(delivery_ids), gate)
     log.debug("%d deliveries: %s", len(delivery_ids), dict(batch.counts))
-    if batch.rest:  # out of time, or shutting down: the rest was never claimed
+    if batch.rest and _stopping.is_set():  # the rest was never claimed: hand it back
+        with _handed_back_lock:
+            _handed_back.append(batch.rest)
+    elif batch.rest:  # out of time for one message
         send_deliveries.send(batch.rest)
     if batch.retry_at is not None:
         delay = max(0.0, (batch.retry_at - utcnow()).total_seconds())
