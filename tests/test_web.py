@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import re
+import time
 from dataclasses import replace
 from datetime import timedelta
 
@@ -30,6 +31,7 @@ FORM = "application/x-www-form-urlencoded"
 def app(settings):
     app = create_app(settings)
     app.config["NURTURE_SUBSCRIBE_LIMIT"] = "1000 per minute"  # one test checks the real one
+    app.config["NURTURE_SIGNUP_SECONDS"] = 0  # and one the time floor
     yield app
     app.extensions["nurture"].background.stop()
 
@@ -175,6 +177,21 @@ def test_answers_are_identical_for_new_pending_and_known_addresses(client, app, 
             confirmation_sent_at=clock.now() - timedelta(minutes=61)))  # fmt: skip
     post_signup(client, app, email="pending@example.com")
     assert len(sink.to("pending@example.com")) == 2
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_signup_takes_as_long_for_a_new_address_as_for_a_known_one(client, app, settings):
+    app.config["NURTURE_SIGNUP_SECONDS"] = 0.3
+    confirmed(settings, "known@example.com")
+
+    def seconds(email: str) -> float:
+        started = time.perf_counter()
+        assert client.post("/subscribe", data={"email": email}).status_code == 200
+        return time.perf_counter() - started
+
+    new, known = seconds("new@example.com"), seconds("known@example.com")
+    drain(app)
+    assert new >= 0.3 and known >= 0.3 and abs(new - known) < 0.1
 
 
 def test_bad_input_gets_a_clear_400_and_nothing_is_stored(client, app, settings, sink):

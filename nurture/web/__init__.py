@@ -49,7 +49,11 @@ def create_app(settings: Settings | None = None, *, proxies: int = 0) -> Flask:
     app = Flask(__name__)
     if proxies:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
-    app.config.update(MAX_CONTENT_LENGTH=MAX_BODY, NURTURE_SUBSCRIBE_LIMIT=signup.SUBSCRIBE_LIMIT)
+    app.config.update(
+        MAX_CONTENT_LENGTH=MAX_BODY,
+        NURTURE_SUBSCRIBE_LIMIT=signup.SUBSCRIBE_LIMIT,
+        NURTURE_SIGNUP_SECONDS=signup.SIGNUP_SECONDS,
+    )
     app.extensions["nurture"] = Nurture(settings, Background(settings))
     limiter = Limiter(
         get_remote_address, app=app, storage_uri=settings.redis_url or "memory://",

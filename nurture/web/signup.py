@@ -6,6 +6,8 @@ POST of its button, so mail scanners that follow every link confirm nothing.
 
 from __future__ import annotations
 
+import time
+
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from flask_limiter import Limiter
@@ -30,6 +32,10 @@ from nurture.web.forms import parse_signup
 
 #: Signups one client address may post; `NURTURE_SUBSCRIBE_LIMIT` in the app config.
 SUBSCRIBE_LIMIT = "5 per minute; 30 per hour"
+#: Least seconds a signup takes to answer; `NURTURE_SIGNUP_SECONDS` in the app config.
+#: A new address costs a few inserts that a known one does not, and the difference
+#: would tell who is subscribed; waiting out a floor makes both take the same time.
+SIGNUP_SECONDS = 0.2
 DONE = "Almost there: check your inbox for a link to confirm your subscription."
 
 
@@ -52,6 +58,7 @@ def blueprint(limiter: Limiter) -> Blueprint:
     @bp.post("/subscribe")
     @limiter.limit(_limit)
     def subscribe() -> ResponseReturnValue:
+        started = time.monotonic()
         as_json = request.is_json
         data = request.get_json(silent=True) if as_json else request.form.to_dict()
         if not isinstance(data, dict):
@@ -73,7 +80,8 @@ def blueprint(limiter: Limiter) -> Blueprint:
                     sequence=signup.sequence, consent=consent_info("api" if as_json else "form"),
                 )  # fmt: skip
             state().background.send([delivery_id])
-        # The same answer for new, pending and known addresses: nobody learns who is here.
+        # The same answer, in the same time, for new, pending and known addresses.
+        _wait_out(started)
         if as_json:
             return jsonify(status="ok", message=DONE)
         return page("check_inbox.html", email=signup.email)
@@ -104,6 +112,13 @@ def blueprint(limiter: Limiter) -> Blueprint:
         return _confirm(token, subscriber_id, do_it=True)
 
     return bp
+
+
+def _wait_out(started: float) -> None:
+    floor = float(current_app.config.get("NURTURE_SIGNUP_SECONDS", SIGNUP_SECONDS))
+    remaining = floor - (time.monotonic() - started)
+    if remaining > 0:
+        time.sleep(remaining)
 
 
 def _confirm(token: str, subscriber_id: int, *, do_it: bool) -> ResponseReturnValue:
