@@ -127,7 +127,7 @@ def test_test_copy_is_marked_recorded_and_not_counted(runner, env, settings, sin
         )
         assert session.get(Broadcast, 1).state == "draft"
     status = invoke(runner, env, "broadcast", "status", "1")
-    assert "(0 in all)" in status.output
+    assert "emails:   none yet" in status.output
     assert "test copy to maya@crumb.example: sent" in status.output
     # the real send still reaches the tester: a test copy is outside the one-per-person rule
     result = invoke(runner, env, "broadcast", "send", str(ISSUE), "--at", "now", "--no-local-time")
@@ -159,7 +159,7 @@ def test_dry_run_prints_audience_and_sample_and_saves_nothing(runner, env, setti
     assert result.exit_code == 0, result.output
     assert "Audience: 2 subscribers" in result.output
     assert "Sample:   ana@example.com, bo@example.com" in result.output
-    assert "Send at:  2026-12-08 09:00 in each subscriber's zone" in result.output
+    assert "Send at:  Tue 2026-12-08 09:00 in each reader's zone" in result.output
     everyone = invoke(runner, env, "broadcast", "send", str(ISSUE), "--dry-run", "--at", "now",
                       "--no-local-time")  # fmt: skip
     assert "Audience: 4 subscribers" in everyone.output  # active and not suppressed

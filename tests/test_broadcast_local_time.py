@@ -34,7 +34,7 @@ def test_issue_arrives_at_nine_local_in_each_zone(runner, env, workspace, sink):
         # the front matter says: send_at 2026-12-08 09:00, local_time true
         result = invoke(runner, env, "broadcast", "send", str(ISSUE))
         assert result.exit_code == 0, result.output
-        assert "scheduled for 2026-12-08 09:00 in each subscriber's zone" in result.output
+        assert "scheduled for Tue 2026-12-08 09:00 in each reader's zone" in result.output
         while datetime.now(UTC) <= START + timedelta(days=2):
             before = len(sink.messages)
             assert invoke(runner, env, "send-due").exit_code == 0  # cron

@@ -71,7 +71,8 @@ def schedule_times(
     subscriber's own zone."""
     if when is None or (isinstance(when, str) and when.strip().lower() == "now"):
         if local_time:
-            raise BroadcastError("--local-time needs a time, e.g. --at '2026-12-08 09:00'")
+            raise BroadcastError("--local-time needs a time, e.g. --at '2026-12-08 09:00' "
+                                 "(to send now instead, add --no-local-time)")  # fmt: skip
         return now, None
     if isinstance(when, date) and not isinstance(when, datetime):
         raise BroadcastError(f"{when} has no time of day; write e.g. '{when} 09:00'")

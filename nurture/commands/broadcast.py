@@ -33,7 +33,7 @@ def broadcast() -> None:
 
 def _when(settings: Settings, send_at: datetime | None, local_at: str | None) -> str:
     if local_at:
-        return f"{local_at.replace('T', ' ')} in each subscriber's zone"
+        return f"{datetime.fromisoformat(local_at):%a %Y-%m-%d %H:%M} in each reader's zone"
     if send_at is None:
         return "-"
     return (
@@ -215,10 +215,10 @@ def list_(ctx: click.Context, limit: int) -> None:
         if not rows:
             click.echo("No broadcasts yet. Start with: nurture broadcast send FILE.md --dry-run")
             return
-        click.echo(f"{'id':>4}  {'state':<10} {'send at':<36} {'sent/total':>13}  subject")
+        click.echo(f"{'id':>4}  {'state':<10} {'send at':<40} {'sent/total':>11}  subject")
         for row, sent, total in rows:
-            click.echo(f"{row.id:>4}  {row.state:<10} {_when(settings, row.send_at, row.local_at):<36} "
-                       f"{f'{sent:,}/{total:,}':>13}  {row.subject}")  # fmt: skip
+            click.echo(f"{row.id:>4}  {row.state:<10} {_when(settings, row.send_at, row.local_at):<40} "
+                       f"{f'{sent:,}/{total:,}':>11}  {row.subject}")  # fmt: skip
 
 
 @command(broadcast, "status")
@@ -244,9 +244,9 @@ def status(ctx: click.Context, broadcast_id: int) -> None:
         if row.started_at is not None:
             progress = "done" if row.fanned_out_at else f"up to subscriber #{row.checkpoint}"
             click.echo(f"  fan-out:  {progress}")
-        click.echo("  emails:   " + ", ".join(
-            f"{found.counts.get(c, 0):,} {c}" for c in report.COLUMNS if found.counts.get(c)
-        ) + f" ({found.total:,} in all)")  # fmt: skip
+        shown = [f"{found.counts[c]:,} {c}" for c in report.COLUMNS if found.counts.get(c)]
+        click.echo(f"  emails:   {', '.join(shown)} ({found.total:,} in all)" if shown
+                   else "  emails:   none yet")  # fmt: skip
         sent = found.counts.get(DeliveryStatus.SENT, 0)
         if sent:
             click.echo(f"  opened:   {found.opened:,} people ({found.opened / sent:.0%}); "
