@@ -11,10 +11,13 @@ Rules, in order:
    moves to the next opening.
 4. Daily cap: at most NURTURE_MAX_PER_DAY sequence emails per subscriber per local
    calendar day, all sequences together; one over the cap waits for the next day.
+5. Broadcast day: on a local day with a newsletter for this subscriber, the broadcast
+   wins and the step waits a day (`nurture.broadcast.sameday`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -70,6 +73,10 @@ class Planner:
     now: datetime
     zones: dict[int, ZoneInfo] = field(default_factory=dict)
     sent_days: dict[int, list[datetime]] = field(default_factory=dict)
+    #: (subscriber id, zone name, due) -> when the step may go, given broadcasts; None
+    #: when no broadcast is near, which spares the common case any per-row query.
+    defer: Callable[[int, str | None, datetime], datetime] | None = None
+    tz_names: dict[int, str | None] = field(default_factory=dict)
 
     def load(self, subscriber_ids: list[int]) -> None:
         ids = sorted(set(subscriber_ids))
@@ -77,6 +84,7 @@ class Planner:
             select(Subscriber.id, Subscriber.timezone).where(Subscriber.id.in_(ids))
         ):
             self.zones[sid] = ZoneInfo(tz or self.default_zone)
+            self.tz_names[sid] = tz
         recent = self.session.execute(
             select(Delivery.subscriber_id, Delivery.created_at).where(
                 Delivery.subscriber_id.in_(ids),
@@ -133,5 +141,9 @@ class Planner:
             at = tomorrow.replace(tzinfo=zone)
             return Decision(Verdict.LATER, "daily email limit reached",
                             at=next_opening(at, seq.send_window, zone))  # fmt: skip
+        if self.defer is not None:
+            moved = self.defer(row.subscriber_id, self.tz_names.get(row.subscriber_id), self.now)
+            if moved > self.now:
+                return Decision(Verdict.LATER, "a newsletter goes out that day", at=moved)
         sent.append(self.now)  # later rows of this batch see this send
         return Decision(Verdict.SEND)

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from nurture.broadcast.sameday import broadcasts_near, defer_for_broadcasts
 from nurture.gates import DueRow, Planner, Verdict
 from nurture.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus
 from nurture.sequences import Catalog, Sequence, Step
+from nurture.settings import Settings
 from nurture.sql import insert_ignoring_conflicts
 
 #: Deliveries claimed per batch.
@@ -54,7 +57,7 @@ def enroll_triggered(
 
 def claim_due(
     session: Session, catalog: Catalog, now: datetime, limit: int = BATCH, *,
-    max_per_day: int = 1, default_zone: str = "UTC",
+    settings: Settings | None = None,
 ) -> list[int]:  # fmt: skip
     """Turn due enrolment steps into queued deliveries; returns the new delivery ids.
 
@@ -86,7 +89,10 @@ def claim_due(
     session.execute(
         update(Enrollment).where(Enrollment.id.in_([r.id for r in rows])).values(next_due_at=None)
     )
-    planner = Planner(session, default_zone, max_per_day, now)
+    planner = Planner(session, settings.timezone if settings else "UTC",
+                      settings.max_per_day if settings else 1, now)  # fmt: skip
+    if settings is not None and broadcasts_near(session, now):
+        planner.defer = partial(defer_for_broadcasts, session, settings)
     planner.load([r.subscriber_id for r in rows])
     values: list[dict[str, object]] = []
     skipped: list[dict[str, object]] = []

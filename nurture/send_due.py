@@ -23,8 +23,7 @@ def run_send_due(settings: Settings, limit: int | None = None) -> Counter[str]:
     while (limit is None or counts["due"] < limit) and not counts["server-down"]:
         size = BATCH if limit is None else min(BATCH, limit - counts["due"])
         with session_scope(settings) as session:
-            ids = claim_due(session, catalog, clock.now(), size,
-                            max_per_day=settings.max_per_day, default_zone=settings.timezone)  # fmt: skip
+            ids = claim_due(session, catalog, clock.now(), size, settings=settings)
         counts["due"] += len(ids)
         counts.update(dispatch(settings, ids))
         if len(ids) < size or counts["server-down"]:

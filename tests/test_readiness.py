@@ -188,3 +188,21 @@ def test_never_two_sequence_emails_in_one_day(runner, env, sink, workspace):
     )
     assert dates and max(dates.values()) == 1
     assert sum(dates.values()) >= 4  # both sequences progress, one email a day
+
+
+def test_on_a_newsletter_day_the_sequence_step_waits_a_day(runner, env, sink):
+    """The broadcast wins: the step due on its day goes out the next day instead."""
+    root = __import__("pathlib").Path(__file__).parent.parent
+    issue = root / "newsletters" / "2026-12-monthly.md"
+    with freeze_time(START, ignore=REAL_TIME_MODULES) as frozen:
+        invoke(runner, env, "subscribers", "add", "reader@example.com", "--confirmed")
+        invoke(runner, env, "send-due")  # welcome, Monday 08:00
+        frozen.tick(timedelta(days=2) - timedelta(hours=1))  # Wednesday 07:00
+        invoke(runner, env, "broadcast", "send", str(issue), "--at", "now", "--no-local-time")
+        run_cron(runner, env, frozen, START + timedelta(days=4), tick=timedelta(hours=1))
+    dates = [(m.message["Subject"], parsedate_to_datetime(m.message["Date"]).date())
+             for m in sink.to("reader@example.com")]  # fmt: skip
+    newsletter_day = next(d for s, d in dates if s.startswith("December"))
+    second = next(d for s, d in dates if s == "Who is your business really for?")
+    assert newsletter_day == (START + timedelta(days=2)).date()
+    assert second == newsletter_day + timedelta(days=1)

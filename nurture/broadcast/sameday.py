@@ -83,3 +83,18 @@ def defer_for_broadcasts(
         shift += 1
     # wall-clock arithmetic: 09:00 stays 09:00 across a daylight-saving change
     return (local + timedelta(days=shift)).astimezone(due.tzinfo)
+
+
+def broadcasts_near(session: Session, now: datetime) -> bool:
+    """Whether any broadcast could matter for a step due now: one still to go out, or one
+    written in the last MAX_DEFER_DAYS. Without one, the scheduler skips the rule."""
+    since = now - timedelta(days=MAX_DEFER_DAYS + 1)
+    pending = select(Broadcast.id).where(
+        Broadcast.state.in_([BroadcastState.SCHEDULED, BroadcastState.SENDING])
+    )
+    recent = select(Delivery.id).where(
+        Delivery.broadcast_id.is_not(None), Delivery.created_at >= since
+    )
+    return session.scalar(pending.limit(1)) is not None or (
+        session.scalar(recent.limit(1)) is not None
+    )
