@@ -22,7 +22,7 @@ COUNT_BATCH = 5000
 
 def next_batch(
     session: Session, clause: ColumnElement[bool], after_id: int, size: int
-) -> tuple[list[Row[tuple[int, str, str | None]]], int | None]:
+) -> tuple[list[Row[int, str, str | None]], int | None]:
     """The next recipients after `after_id`, and the last id looked at (None: no more)."""
     rows = session.execute(
         select(Subscriber.id, Subscriber.email, Subscriber.timezone)
@@ -49,7 +49,7 @@ def unsuppressed(session: Session, addresses: list[str]) -> list[str]:
 
 def members(
     session: Session, clause: ColumnElement[bool], size: int = COUNT_BATCH
-) -> Iterator[Row[tuple[int, str, str | None]]]:
+) -> Iterator[Row[int, str, str | None]]:
     after: int | None = 0
     while after is not None:
         rows, after = next_batch(session, clause, after, size)

@@ -43,10 +43,14 @@ READER = SubscriberView(email="", first_name=None)
 class Content(Protocol):
     """What an `Issue` (before scheduling) and a `Broadcast` row both have."""
 
-    subject: str
-    preheader: str | None
-    body_html: str
-    body_text: str | None
+    @property
+    def subject(self) -> str: ...
+    @property
+    def preheader(self) -> str | None: ...
+    @property
+    def body_html(self) -> str: ...
+    @property
+    def body_text(self) -> str | None: ...
 
 
 class IssueRenderer(Renderer):
@@ -54,6 +58,7 @@ class IssueRenderer(Renderer):
 
     def __init__(self, templates_dir: Path, templates: dict[str, str]):
         super().__init__(templates_dir)
+        assert self.env.loader is not None
         self.env.loader = jinja2.ChoiceLoader([jinja2.DictLoader(templates), self.env.loader])
 
 

@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from nurture.broadcast.source import Issue
@@ -171,4 +171,5 @@ def cancel(session: Session, broadcast_id: int, now: datetime) -> int:
         )
         .values(status=DeliveryStatus.CANCELLED, error="broadcast cancelled")
     )
+    assert isinstance(stopped, CursorResult)
     return int(stopped.rowcount or 0)
