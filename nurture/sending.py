@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -29,7 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from nurture.compose import Composed, compose_confirmation, compose_step
-from nurture.db import session_scope
+from nurture.db import get_engine, session_scope
 from nurture.errors import ConfigError, DeliveryError, TemplateError
 from nurture.models import (
     Delivery,
@@ -106,9 +108,19 @@ def send_batch(settings: Settings, delivery_ids: list[int], gate: Gate | None = 
     the server fails as a whole the rest is postponed with the failed one rather than
     tried one by one against a dead server: send-due must never hang for minutes.
     """
+    # One connection for the whole batch: a thread never needs two, and no checkout (and
+    # pre-ping) per transaction.
+    with get_engine(settings).connect() as conn, Session(bind=conn) as session:
+        return _send_all(settings, delivery_ids, gate, session)
+
+
+def _send_all(
+    settings: Settings, delivery_ids: list[int], gate: Gate | None, session: Session
+) -> Batch:
     batch = Batch()
     # Paced by a rate: spend it on deliveries still to send, not on a repeated message's.
-    open_ids = _claimable(settings, delivery_ids) if gate is not None and gate.paced else None
+    paced = gate is not None and gate.paced
+    open_ids = _claimable(settings, delivery_ids, session) if paced else None
     for i, delivery_id in enumerate(delivery_ids):
         if open_ids is not None and delivery_id not in open_ids:
             batch.counts[Outcome.NOT_MINE] += 1
@@ -116,20 +128,23 @@ def send_batch(settings: Settings, delivery_ids: list[int], gate: Gate | None = 
         if gate is not None and not gate():
             batch.rest = delivery_ids[i:]
             break
-        result = attempt(settings, delivery_id)
+        result = attempt(settings, delivery_id, session)
         batch.counts[result.outcome] += 1
         if result.retry_at is not None:
             batch.retry_at = max(batch.retry_at or result.retry_at, result.retry_at)
         if result.server_down and result.retry_at is not None:
             rest = delivery_ids[i + 1 :]
-            batch.counts[Outcome.RETRY] += postpone(settings, rest, result.retry_at, result.error)
+            postponed = postpone(settings, rest, result.retry_at, result.error, session)
+            batch.counts[Outcome.RETRY] += postponed
             batch.server_down = True
             break
     return batch
 
 
-def attempt(settings: Settings, delivery_id: int) -> Attempt:
-    with session_scope(settings) as session:
+def attempt(settings: Settings, delivery_id: int, held: Session | None = None) -> Attempt:
+    """Claim, re-check, compose, send and record one delivery. `held`: a session bound to
+    a connection the caller keeps for a whole batch, saving a checkout per transaction."""
+    with _transaction(settings, held) as session:
         delivery = _claim(session, delivery_id, utcnow())
         if delivery is None:
             return Attempt(Outcome.NOT_MINE)
@@ -166,7 +181,7 @@ def attempt(settings: Settings, delivery_id: int) -> Attempt:
         bounced, server_down = e.permanent and scope == "address", scope == "server"
     else:
         outcome, error, bounced, server_down = Outcome.SENT, None, False, False
-    with session_scope(settings) as session:
+    with _transaction(settings, held) as session:
         result = _record(session, settings, delivery_id, token, outcome, error,
                          bounced=bounced, composed=composed, server_down=server_down)  # fmt: skip
     if outcome != Outcome.SENT:
@@ -181,11 +196,24 @@ def _temporary(token: int, error: str) -> tuple[Outcome, str]:
     return Outcome.RETRY, error
 
 
-def postpone(settings: Settings, delivery_ids: list[int], until: datetime, why: str | None) -> int:
+@contextmanager
+def _transaction(settings: Settings, session: Session | None) -> Iterator[Session]:
+    if session is None:
+        with session_scope(settings) as fresh:
+            yield fresh
+    else:  # expire_on_commit (the default) keeps what it read from going stale
+        with session.begin():
+            yield session
+
+
+def postpone(
+    settings: Settings, delivery_ids: list[int], until: datetime, why: str | None,
+    held: Session | None = None,
+) -> int:  # fmt: skip
     """Move deliveries not yet attempted to `until`, without counting an attempt."""
     if not delivery_ids:
         return 0
-    with session_scope(settings) as session:
+    with _transaction(settings, held) as session:
         result = session.execute(
             update(Delivery)
             .where(
@@ -199,9 +227,9 @@ def postpone(settings: Settings, delivery_ids: list[int], until: datetime, why: 
     return int(cast(CursorResult[Any], result).rowcount)
 
 
-def _claimable(settings: Settings, delivery_ids: list[int]) -> set[int]:
+def _claimable(settings: Settings, delivery_ids: list[int], held: Session) -> set[int]:
     """Which of these deliveries are still to send (a later claim has the last word)."""
-    with session_scope(settings) as session:
+    with _transaction(settings, held) as session:
         return set(
             session.scalars(
                 select(Delivery.id).where(

@@ -45,6 +45,14 @@ from: "Crumb & Co <hello@crumb.example>"
 steps:
   - {id: hello, after: 0m, stage: education, subject: "Hello", template: curious-to-customer/welcome}
 """
+#: One short email: for measuring the rate limiter rather than the template engine.
+SHORT = """\
+name: short
+trigger: manual
+from: "Crumb & Co <hello@crumb.example>"
+steps:
+  - {id: note, after: 0m, stage: education, subject: "A note", template: test/note}
+"""
 #: Marks the Redis database a test run took, so two runs never share one.
 REDIS_CLAIM = "nurture:test-run"
 _CLAIM_EMPTY_DB = """
@@ -151,9 +159,14 @@ def timed_sink() -> Iterator[Sink]:
 
 @pytest.fixture
 def dist_env(workspace: Path, pg_url: str, redis_url: str, timed_sink: Sink) -> dict[str, str]:
-    """A workspace with the `burst` and `single` sequences, on PostgreSQL and Redis."""
+    """A workspace with the `burst`, `single` and `short` sequences, on PostgreSQL and Redis."""
     (workspace / "sequences" / "burst.yaml").write_text(BURST)
     (workspace / "sequences" / "single.yaml").write_text(SINGLE)
+    (workspace / "sequences" / "short.yaml").write_text(SHORT)
+    notes = workspace / "templates" / "email" / "test"
+    notes.mkdir()
+    (notes / "note.html").write_text("<p>A short note for {{ subscriber.email }}.</p>\n")
+    (notes / "note.txt").write_text("A short note for {{ subscriber.email }}.\n")
     return {
         "NURTURE_WORKSPACE": str(workspace),
         "NURTURE_DATABASE_URL": pg_url,

@@ -199,7 +199,7 @@ def test_unsubscribing_while_emails_are_queued_stops_them(dist_env, workers, tim
 def test_send_rate_holds_across_workers(dist_env, workers, timed_sink):
     dist_env.update(NURTURE_SEND_RATE="50", NURTURE_SMTP_CONCURRENCY="8")
     settings = settings_for(dist_env)
-    emails = seed(settings, "single", 300)
+    emails = seed(settings, "short", 300)
     workers.start(processes=2, threads=4)
     assert send_due(dist_env) == "send-due: 300 due, 300 enqueued"
     assert wait_for(lambda: len(timed_sink.messages) >= 300, 60)

@@ -14,6 +14,9 @@ from nurture.db import dispose_all, get_engine
 from nurture.errors import ConfigError
 from nurture.tasks import QUEUE
 
+#: Threads per process: each holds a database connection while it works through a
+#: message, and the pool has 15 (db.py: 5, plus 10 overflow).
+MAX_THREADS = 15
 #: Seconds a stopping worker waits for the sends in progress (each hands the rest of its
 #: message back after its current email, so this is rarely reached).
 SHUTDOWN_TIMEOUT = 60
@@ -22,8 +25,9 @@ SHUTDOWN_TIMEOUT = 60
 @command(cli, "worker")
 @click.option("--processes", "-p", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes on this host.")  # fmt: skip
-@click.option("--threads", "-t", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Threads per process; SMTP connections stay within NURTURE_SMTP_CONCURRENCY.")  # fmt: skip
+@click.option("--threads", "-t", type=click.IntRange(1, MAX_THREADS), default=8, show_default=True,
+              help="Threads per process, each with its own database connection; SMTP "
+                   "connections stay within NURTURE_SMTP_CONCURRENCY.")  # fmt: skip
 @click.option("--queues", "-Q", multiple=True, metavar="NAME",
               help=f"Only these queues (repeat for more; default: {QUEUE}).")  # fmt: skip
 @click.pass_context
