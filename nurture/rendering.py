@@ -66,7 +66,10 @@ class Renderer:
         fallback = example_root() / "templates" / "email"
         self.env = SandboxedEnvironment(
             loader=jinja2.FileSystemLoader([str(templates_dir), str(fallback)]),
-            autoescape=jinja2.select_autoescape(enabled_extensions=("html",)),
+            # HTML files are escaped; subjects (strings) and .txt files are plain text
+            autoescape=jinja2.select_autoescape(
+                enabled_extensions=("html",), default_for_string=False
+            ),
             undefined=jinja2.StrictUndefined,
             keep_trailing_newline=True,
         )

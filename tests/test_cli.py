@@ -224,3 +224,15 @@ def test_init_works_from_an_installed_wheel_outside_a_checkout(tmp_path):
     again = subprocess.run([sys.executable, "-m", "nurture", "init", "shop"], cwd=tmp_path,
                            env=env, capture_output=True, text=True)  # fmt: skip
     assert again.returncode == 1 and "already holds a workspace" in again.stderr
+
+
+def test_subject_is_plain_text_not_html(runner, env, workspace, sink):
+    """A name like O'Brien & Co arrives as written, in the subject and the text part."""
+    result = invoke(runner, env, "subscribers", "add", "ob@example.com", "--confirmed",
+                    "--first-name", "O'Brien & Co")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    invoke(runner, env, "send-due")
+    [received] = sink.to("ob@example.com")
+    assert received.message["Subject"] == "Welcome, O'Brien & Co: marketing and sales are two jobs"
+    assert "Hi O'Brien & Co," in received.message.get_body(("plain",)).get_content()
+    assert "Hi O'Brien &amp; Co," in received.message.get_body(("html",)).get_content()
