@@ -1,7 +1,7 @@
 """Ship the repository's example workspace inside the package.
 
-`sequences/` and `templates/email/` at the repository root are the single source of the
-example content; building a wheel copies them to `nurture/example/` so that
+`sequences/`, `templates/email/` and `newsletters/` at the repository root are the
+single source of the example content; building a wheel copies them to `nurture/example/` so that
 `nurture init DIR` works after a plain `pip install .`.
 """
 
@@ -18,7 +18,7 @@ class BuildWithExample(build_py):
     def run(self) -> None:
         super().run()
         target = Path(self.build_lib) / "nurture" / "example"
-        for name in ("sequences", "templates"):
+        for name in ("sequences", "templates", "newsletters"):
             shutil.rmtree(target / name, ignore_errors=True)
             shutil.copytree(ROOT / name, target / name)
 

@@ -218,6 +218,7 @@ def test_init_works_from_an_installed_wheel_outside_a_checkout(tmp_path):
     shop = tmp_path / "shop"
     assert (shop / "sequences" / "from-curious-to-customer.yaml").exists()
     assert (shop / "templates" / "email" / "_layout.html").exists()
+    assert (shop / "newsletters" / "2026-12-monthly.md").exists()
     check = subprocess.run([sys.executable, "-m", "nurture", "validate"], cwd=shop, env=env,
                            capture_output=True, text=True)  # fmt: skip
     assert check.returncode == 0, check.stdout + check.stderr

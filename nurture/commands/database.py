@@ -29,7 +29,8 @@ timezone = "UTC"
 @command(cli, "init")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default=".")
 def init(directory: Path) -> None:
-    """Write a new workspace with the example sequence, templates and a nurture.toml.
+    """Write a new workspace with the example sequence, templates, a newsletter issue
+    and a nurture.toml.
 
     \b
     Example:
@@ -39,8 +40,8 @@ def init(directory: Path) -> None:
         raise NurtureError(f"{directory} already holds a workspace; pick an empty folder")
     source = example_root()
     directory.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(source / "sequences", directory / "sequences")
-    shutil.copytree(source / "templates", directory / "templates")
+    for name in ("sequences", "templates", "newsletters"):
+        shutil.copytree(source / name, directory / name)
     (directory / "nurture.toml").write_text(NURTURE_TOML)
     (directory / ".gitignore").write_text("nurture.db*\noutbox/\n.nurture-secret\n")
     click.echo(f"Wrote a workspace to {directory}. Next: cd {directory} && nurture validate")
