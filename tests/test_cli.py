@@ -237,3 +237,9 @@ def test_subject_is_plain_text_not_html(runner, env, workspace, sink):
     assert received.message["Subject"] == "Welcome, O'Brien & Co: marketing and sales are two jobs"
     assert "Hi O'Brien & Co," in received.message.get_body(("plain",)).get_content()
     assert "Hi O'Brien &amp; Co," in received.message.get_body(("html",)).get_content()
+
+
+def test_every_command_is_in_the_readme():
+    readme = (ROOT / "README.md").read_text()
+    missing = [" ".join(p) for p, _ in all_commands(cli) if f"nurture {' '.join(p)}" not in readme]
+    assert missing == []
