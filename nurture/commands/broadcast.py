@@ -13,6 +13,7 @@ from nurture.broadcast import audience, core, fanout, report
 from nurture.broadcast.compose import check_issue, compose_issue
 from nurture.broadcast.source import Issue, load_issue
 from nurture.cli import _settings, cli, command
+from nurture.commands.content import echo_composed
 from nurture.compose import sender_for
 from nurture.db import session_scope
 from nurture.errors import NurtureError, SubscriberError
@@ -189,12 +190,7 @@ def preview(ctx: click.Context, source: str, subject: str | None, fmt: str) -> N
     issue = _load(settings, source, subject=subject)
     web = f"{settings.base_url}/archive/{issue.slug}"
     composed = compose_issue(settings, issue, sample_context()["subscriber"], 0, web)
-    if fmt == "eml":
-        click.echo(composed.envelope.data.decode("utf-8", "replace"))
-    elif fmt == "html":
-        click.echo(composed.rendered.html)
-    else:
-        click.echo(f"Subject: {composed.rendered.subject}\n\n{composed.rendered.text}")
+    echo_composed(composed, fmt)
 
 
 @command(broadcast, "list")

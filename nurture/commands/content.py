@@ -7,7 +7,7 @@ import sys
 import click
 
 from nurture.cli import _settings, cli, command
-from nurture.compose import compose_step
+from nurture.compose import Composed, compose_step
 from nurture.db import session_scope
 from nurture.errors import NurtureError
 from nurture.rendering import SubscriberView
@@ -77,6 +77,11 @@ def preview(ctx: click.Context, sequence: str, step: str, email: str | None, fmt
                                   tags=tuple(tags_of(session, sub.id)))  # fmt: skip
             sub_id = sub.id
     composed = compose_step(settings, seq, found, view, sub_id)
+    echo_composed(composed, fmt)
+
+
+def echo_composed(composed: Composed, fmt: str) -> None:
+    """Print a rendered email as `preview` shows it: text, html or the whole .eml."""
     if fmt == "eml":
         click.echo(composed.envelope.data.decode("utf-8", "replace"))
     elif fmt == "html":
