@@ -73,6 +73,7 @@ class Renderer:
             undefined=jinja2.StrictUndefined,
             keep_trailing_newline=True,
         )
+        self._subjects: dict[str, jinja2.Template] = {}
 
     # -- rendering -------------------------------------------------------------------
     def render(
@@ -87,7 +88,7 @@ class Renderer:
     ) -> Rendered:
         """Render subject, HTML and text of one email; TemplateError on any problem."""
         try:
-            subject_text = " ".join(self.env.from_string(subject).render(context).split())
+            subject_text = " ".join(self._subject(subject).render(context).split())
             fragment = self.env.get_template(f"{template}.html").render(context)
             if rewrite_link is not None:
                 fragment = _HREF.sub(lambda m: f'href="{rewrite_link(m.group(1))}"', fragment)
@@ -109,6 +110,14 @@ class Renderer:
             raise TemplateError(f"{template}: {e}") from e
         html, text = _ensure_footer(html, text, context)
         return Rendered(subject_text, _inliner().inline(html), text)
+
+    def _subject(self, source: str) -> jinja2.Template:
+        """A subject's compiled template; compiling it for every email costs more than
+        rendering it."""
+        template = self._subjects.get(source)
+        if template is None:
+            template = self._subjects[source] = self.env.from_string(source)
+        return template
 
     def _text_twin(self, template: str, context: dict[str, Any]) -> str | None:
         try:
