@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import CursorResult, Table, case, select, update
+from sqlalchemy import CursorResult, Table, bindparam, case, select, tuple_, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -40,13 +40,15 @@ from nurture.models import (
     EnrollmentStatus,
     Subscriber,
     SubscriberStatus,
+    Suppression,
+    Tag,
     utcnow,
 )
 from nurture.rendering import SubscriberView
 from nurture.scheduling import TAKEN_BACK, advance
 from nurture.sequences import catalog_for
 from nurture.settings import DEFAULT_RETRY_BACKOFF, Settings
-from nurture.subscribers import bounce, is_suppressed, tags_of
+from nurture.subscribers import bounce, email_hash
 from nurture.tokens import Purpose, make_token
 from nurture.transports import transport_for
 
@@ -56,6 +58,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _DELIVERIES = cast(Table, Delivery.__table__)
+#: Deliveries claimed, sent and recorded together: two transactions per group rather
+#: than two per email. Also the most a worker killed mid-group can send twice.
+GROUP = 10
 #: Attempts before a temporarily failing delivery is given up as failed.
 MAX_ATTEMPTS = 8
 #: Longest wait between two attempts; the first is settings.retry_backoff, then doubles.
@@ -100,10 +105,17 @@ def send_delivery(settings: Settings, delivery_id: int) -> Outcome:
     return attempt(settings, delivery_id).outcome
 
 
-def send_batch(settings: Settings, delivery_ids: list[int], gate: Gate | None = None) -> Batch:
-    """Send deliveries one by one, the way a worker thread does with one queue message.
+def attempt(settings: Settings, delivery_id: int) -> Attempt:
+    """Claim, re-check, compose, send and record one delivery."""
+    with get_engine(settings).connect() as conn, Session(bind=conn) as session:
+        [result] = _send_group(settings, session, [delivery_id])
+    return result
 
-    `gate` (ratelimit.Throttle) is asked before each claim and may wait for the rate and
+
+def send_batch(settings: Settings, delivery_ids: list[int], gate: Gate | None = None) -> Batch:
+    """Send deliveries the way a worker thread does with one queue message, GROUP at a time.
+
+    `gate` (ratelimit.Throttle) is asked before each send and may wait for the rate and
     an SMTP slot; it answers False to stop, and the rest is returned to hand back. When
     the server fails as a whole the rest is postponed with the failed one rather than
     tried one by one against a dead server: send-due must never hang for minutes.
@@ -118,75 +130,105 @@ def _send_all(
     settings: Settings, delivery_ids: list[int], gate: Gate | None, session: Session
 ) -> Batch:
     batch = Batch()
-    # Paced by a rate: spend it on deliveries still to send, not on a repeated message's.
+    ids = list(dict.fromkeys(delivery_ids))  # a message naming a delivery twice sends it once
+    batch.counts[Outcome.NOT_MINE] += len(delivery_ids) - len(ids)
+    # Paced by a rate: claim one at a time, and spend the rate on deliveries still to
+    # send, not on a repeated message's.
     paced = gate is not None and gate.paced
-    open_ids = _claimable(settings, delivery_ids, session) if paced else None
-    for i, delivery_id in enumerate(delivery_ids):
-        if open_ids is not None and delivery_id not in open_ids:
-            batch.counts[Outcome.NOT_MINE] += 1
-            continue
-        if gate is not None and not gate():
-            batch.rest = delivery_ids[i:]
-            break
-        result = attempt(settings, delivery_id, session)
-        batch.counts[result.outcome] += 1
-        if result.retry_at is not None:
-            batch.retry_at = max(batch.retry_at or result.retry_at, result.retry_at)
-        if result.server_down and result.retry_at is not None:
-            rest = delivery_ids[i + 1 :]
-            postponed = postpone(settings, rest, result.retry_at, result.error, session)
-            batch.counts[Outcome.RETRY] += postponed
+    if paced:
+        still_open = _claimable(settings, ids, session)
+        batch.counts[Outcome.NOT_MINE] += sum(1 for i in ids if i not in still_open)
+        ids = [i for i in ids if i in still_open]
+    size = 1 if paced else GROUP
+    done = 0
+    while done < len(ids):
+        group = ids[done : done + size]
+        granted = _granted(gate, len(group))
+        results = _send_group(settings, session, group[:granted]) if granted else []
+        done += granted
+        for result in results:
+            batch.counts[result.outcome] += 1
+            if result.retry_at is not None:
+                batch.retry_at = max(batch.retry_at or result.retry_at, result.retry_at)
+        down = next((r for r in results if r.server_down and r.retry_at is not None), None)
+        if down is not None:
+            assert down.retry_at is not None
+            rest = ids[done:]
+            batch.counts[Outcome.RETRY] += postpone(settings, rest, down.retry_at, down.error,
+                                                    session)  # fmt: skip
             batch.server_down = True
+            break
+        if granted < len(group):
+            batch.rest = ids[done:]
             break
     return batch
 
 
-def attempt(settings: Settings, delivery_id: int, held: Session | None = None) -> Attempt:
-    """Claim, re-check, compose, send and record one delivery. `held`: a session bound to
-    a connection the caller keeps for a whole batch, saving a checkout per transaction."""
-    with _transaction(settings, held) as session:
-        delivery = _claim(session, delivery_id, utcnow())
-        if delivery is None:
-            return Attempt(Outcome.NOT_MINE)
-        token = delivery.attempts
-        sub, reason = _why_not(session, delivery)
-        if reason is not None:
-            return _record(session, settings, delivery_id, token, Outcome.SKIPPED, reason)
-        assert sub is not None
-        try:
-            composed = _compose(settings, session, delivery, sub)
-        except TemplateError as e:  # a broken template will not mend itself
-            return _record(session, settings, delivery_id, token, Outcome.FAILED, str(e))
-        except ConfigError as e:  # the operator can fix it; keep the email for later
-            return _record(session, settings, delivery_id, token, Outcome.RETRY, str(e))
-        except SQLAlchemyError:
-            raise
-        except Exception as e:  # a bug: count the attempt, so it cannot loop forever
-            log.exception("delivery %s could not be composed", delivery_id)
-            verdict, why = _temporary(token, f"internal error: {e!r}")
-            return _record(session, settings, delivery_id, token, verdict, why)
-    # The claim is committed: from here on a crash leaves the row `sending`, which
-    # `send-due` takes back after settings.resend_after and sends again.
-    error: str | None
+def _granted(gate: Gate | None, wanted: int) -> int:
+    """How many sends the gate allows now, asking once per send, up to `wanted`."""
+    if gate is None:
+        return wanted
+    for n in range(wanted):
+        if not gate():
+            return n
+    return wanted
+
+
+@dataclass
+class _Job:
+    """One claimed delivery on its way: the row as claimed, and what became of it.
+    `attempts` of the claimed row is the claim's fencing token."""
+
+    delivery: Delivery
+    composed: Composed | None = None
+    outcome: Outcome | None = None
+    error: str | None = None
+    bounced: bool = False
+    server_down: bool = False
+    #: The server failed before this one's turn: handed back without counting an attempt.
+    postponed: bool = False
+
+
+def _send_group(settings: Settings, session: Session, delivery_ids: list[int]) -> list[Attempt]:
+    """Claim a group in one transaction, send each, record all outcomes in another.
+
+    Two short transactions per group instead of two per email. The claim is committed
+    before SMTP is touched; a crash after it leaves the group `sending`, which `send-due`
+    takes back after settings.resend_after (at-least-once: a duplicate is bounded by
+    the group's sends that left before the crash)."""
+    with session.begin():
+        jobs = _claim(session, delivery_ids, utcnow())
+        _prepare(settings, session, jobs)
+    for i, job in enumerate(jobs):
+        if job.outcome is not None:  # skipped or failed before sending
+            continue
+        _deliver(settings, job)
+        if job.server_down:
+            for later in jobs[i + 1 :]:
+                later.postponed = later.outcome is None
+            break
+    with session.begin():
+        results = _record_all(session, settings, jobs)
+    not_mine = [Attempt(Outcome.NOT_MINE)] * (len(delivery_ids) - len(jobs))
+    return results + not_mine
+
+
+def _deliver(settings: Settings, job: _Job) -> None:
+    """Hand one composed message to the transport; the outcome as RFC 5321 says."""
+    assert job.composed is not None
     try:
-        transport_for(settings.smtp_url, settings.outbox).send(composed.envelope)
+        transport_for(settings.smtp_url, settings.outbox).send(job.composed.envelope)
     except DeliveryError as e:
         # Only a recipient refused for good is a bounce; a refused message fails alone;
         # anything temporary, or the server as a whole, is tried again later.
         scope = getattr(e, "scope", "address")
         if e.permanent and scope != "server":
-            outcome, error = Outcome.FAILED, str(e)
+            job.outcome, job.error = Outcome.FAILED, str(e)
         else:
-            outcome, error = _temporary(token, str(e))
-        bounced, server_down = e.permanent and scope == "address", scope == "server"
+            job.outcome, job.error = _temporary(job.delivery.attempts, str(e))
+        job.bounced, job.server_down = e.permanent and scope == "address", scope == "server"
     else:
-        outcome, error, bounced, server_down = Outcome.SENT, None, False, False
-    with _transaction(settings, held) as session:
-        result = _record(session, settings, delivery_id, token, outcome, error,
-                         bounced=bounced, composed=composed, server_down=server_down)  # fmt: skip
-    if outcome != Outcome.SENT:
-        log.warning("delivery %s %s: %s", delivery_id, result.outcome, error)
-    return result
+        job.outcome = Outcome.SENT
 
 
 def _temporary(token: int, error: str) -> tuple[Outcome, str]:
@@ -240,49 +282,117 @@ def _claimable(settings: Settings, delivery_ids: list[int], held: Session) -> se
         )
 
 
-def _claim(session: Session, delivery_id: int, now: datetime) -> Delivery | None:
-    """Take the delivery if it is still to send: the row, or None if someone else has it.
+def _claim(session: Session, delivery_ids: list[int], now: datetime) -> list[_Job]:
+    """Take those of the deliveries still to send, in the order given.
 
-    Plain SQL on the table (not the ORM's UPDATE): this runs once per email, and the row
-    comes back as a detached Delivery that nothing will flush."""
+    Plain SQL on the table (not the ORM's UPDATE): the rows come back as detached
+    Delivery objects that nothing will flush."""
     t = _DELIVERIES
-    row = session.execute(
+    rows = session.execute(
         update(t)
-        .where(t.c.id == delivery_id, t.c.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.RETRY]))
+        .where(t.c.id.in_(delivery_ids),
+               t.c.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.RETRY]))
         .values(status=DeliveryStatus.SENDING, claimed_at=now, attempts=t.c.attempts + 1)
         .returning(*t.c)
-    ).one_or_none()
-    return None if row is None else Delivery(**row._asdict())
+    ).all()  # fmt: skip
+    claimed = {row.id: row for row in rows}
+    return [_Job(Delivery(**claimed[i]._asdict())) for i in delivery_ids if i in claimed]
 
 
-def _why_not(session: Session, delivery: Delivery) -> tuple[Subscriber | None, str | None]:
-    """The subscriber, and the reason this delivery must not go out now, if there is one."""
-    found = session.execute(
-        select(Subscriber, Enrollment.status)
-        .outerjoin(Enrollment, Enrollment.id == delivery.enrollment_id)
-        .where(Subscriber.id == delivery.subscriber_id)
-    ).one_or_none()
-    if found is None:
-        return None, "subscriber no longer exists"
-    sub, enrollment_status = found
-    if is_suppressed(session, sub.email):
-        return sub, "address is suppressed"
-    wanted = SubscriberStatus.PENDING if delivery.kind == "confirm" else SubscriberStatus.ACTIVE
-    if sub.status != wanted:
-        return sub, f"subscriber is {sub.status}"
-    if delivery.enrollment_id is not None and enrollment_status != EnrollmentStatus.ACTIVE:
-        return sub, f"enrolment is {enrollment_status}"
-    return sub, None
+def _prepare(settings: Settings, session: Session, jobs: list[_Job]) -> None:
+    """Re-check and compose each claimed delivery, reading what they need in four
+    queries for the whole group; a delivery that must not go out gets its outcome here."""
+    if not jobs:
+        return
+    found = _Found.load(session, jobs)
+    for job in jobs:
+        reason = found.why_not(job.delivery)
+        if reason is not None:
+            job.outcome, job.error = Outcome.SKIPPED, reason
+            continue
+        token = job.delivery.attempts
+        try:
+            job.composed = _compose(settings, session, job.delivery, found.view(job.delivery))
+        except TemplateError as e:  # a broken template will not mend itself
+            job.outcome, job.error = Outcome.FAILED, str(e)
+        except ConfigError as e:  # the operator can fix it; keep the email for later
+            job.outcome, job.error = Outcome.RETRY, str(e)
+        except SQLAlchemyError:
+            raise
+        except Exception as e:  # a bug: count the attempt, so it cannot loop forever
+            log.exception("delivery %s could not be composed", job.delivery.id)
+            job.outcome, job.error = _temporary(token, f"internal error: {e!r}")
 
 
-def _compose(settings: Settings, session: Session, delivery: Delivery, sub: Subscriber) -> Composed:
-    view = SubscriberView(
-        email=sub.email, first_name=sub.first_name, timezone=sub.timezone,
-        attributes=dict(sub.attributes or {}), tags=tuple(tags_of(session, sub.id)),
-    )  # fmt: skip
+@dataclass
+class _Found:
+    """What a group's checks and templates read: subscribers, enrolment states,
+    suppressions and tags, each loaded for the whole group at once."""
+
+    subscribers: dict[int, Any]
+    enrollments: dict[int, str]
+    suppressed: set[str]
+    tags: dict[int, list[str]]
+
+    @classmethod
+    def load(cls, session: Session, jobs: list[_Job]) -> _Found:
+        sub_ids = {j.delivery.subscriber_id for j in jobs}
+        enr_ids = {j.delivery.enrollment_id for j in jobs if j.delivery.enrollment_id}
+        s = Subscriber
+        subscribers = {
+            row.id: row
+            for row in session.execute(
+                select(s.id, s.email, s.first_name, s.timezone, s.attributes, s.status)
+                .where(s.id.in_(sub_ids))
+            )
+        }  # fmt: skip
+        enrollments: dict[int, str] = {}
+        if enr_ids:
+            enrollments = dict(session.execute(  # type: ignore[arg-type]
+                select(Enrollment.id, Enrollment.status).where(Enrollment.id.in_(enr_ids))
+            ).all())  # fmt: skip
+        hashes = {email_hash(row.email) for row in subscribers.values()}
+        suppressed = set(session.scalars(
+            select(Suppression.email_hash).where(Suppression.email_hash.in_(hashes))
+        ))  # fmt: skip
+        tags: dict[int, list[str]] = {}
+        for sub_id, name in session.execute(
+            select(Tag.subscriber_id, Tag.name)
+            .where(Tag.subscriber_id.in_(sub_ids))
+            .order_by(Tag.subscriber_id, Tag.name)
+        ):  # fmt: skip
+            tags.setdefault(sub_id, []).append(name)
+        return cls(subscribers, enrollments, suppressed, tags)
+
+    def why_not(self, delivery: Delivery) -> str | None:
+        """The reason this delivery must not go out now, if there is one."""
+        sub = self.subscribers.get(delivery.subscriber_id)
+        if sub is None:
+            return "subscriber no longer exists"
+        if email_hash(sub.email) in self.suppressed:
+            return "address is suppressed"
+        wanted = SubscriberStatus.PENDING if delivery.kind == "confirm" else SubscriberStatus.ACTIVE
+        if sub.status != wanted:
+            return f"subscriber is {sub.status}"
+        if delivery.enrollment_id is not None:
+            status = self.enrollments.get(delivery.enrollment_id)
+            if status != EnrollmentStatus.ACTIVE:
+                return f"enrolment is {status}"
+        return None
+
+    def view(self, delivery: Delivery) -> SubscriberView:
+        sub = self.subscribers[delivery.subscriber_id]
+        return SubscriberView(
+            email=sub.email, first_name=sub.first_name, timezone=sub.timezone,
+            attributes=dict(sub.attributes or {}), tags=tuple(self.tags.get(sub.id, ())),
+        )  # fmt: skip
+
+
+def _compose(settings: Settings, session: Session, delivery: Delivery,
+             view: SubscriberView) -> Composed:  # fmt: skip
     if delivery.kind == "confirm":
-        token = make_token(settings.secret_key, Purpose.CONFIRM, {"s": sub.id})
-        return compose_confirmation(settings, view, sub.id, token)
+        token = make_token(settings.secret_key, Purpose.CONFIRM, {"s": delivery.subscriber_id})
+        return compose_confirmation(settings, view, delivery.subscriber_id, token)
     if delivery.kind == "broadcast":
         from nurture.broadcast.compose import compose_broadcast
 
@@ -291,7 +401,121 @@ def _compose(settings: Settings, session: Session, delivery: Delivery, sub: Subs
     step = seq.step(delivery.step_id or "") if seq else None
     if seq is None or step is None:
         raise TemplateError(f"step {delivery.sequence}/{delivery.step_id} no longer exists")
-    return compose_step(settings, seq, step, view, sub.id, delivery.id)
+    return compose_step(settings, seq, step, view, delivery.subscriber_id, delivery.id)
+
+
+def _record_all(session: Session, settings: Settings, jobs: list[_Job]) -> list[Attempt]:
+    """Write every outcome of a group: the sent ones in one statement, the rare others
+    one by one, then the postponed ones handed back at the failed one's retry time."""
+    results = _record_sent(session, settings, [j for j in jobs if j.outcome == Outcome.SENT])
+    for job in jobs:
+        if job.outcome is None or job.outcome == Outcome.SENT:
+            continue
+        d = job.delivery
+        result = _record(session, settings, d.id, d.attempts, job.outcome, job.error,
+                         bounced=job.bounced, composed=job.composed,
+                         server_down=job.server_down)  # fmt: skip
+        log.warning("delivery %s %s: %s", d.id, result.outcome, job.error)
+        results.append(result)
+        if job.server_down and result.retry_at is not None:
+            postponed = [j for j in jobs if j.postponed]
+            results += _unclaim(session, postponed, result.retry_at, job.error)
+    return results
+
+
+def _record_sent(session: Session, settings: Settings, jobs: list[_Job]) -> list[Attempt]:
+    """Mark sent, in one statement, the deliveries whose claims still hold; move their
+    enrolments on (loaded in one query; `_consequences` finds them in the session)."""
+    if not jobs:
+        return []
+    t = _DELIVERIES
+    by_id = {j.delivery.id: j for j in jobs}
+    message_ids = {i: j.composed.envelope.message_id for i, j in by_id.items() if j.composed}
+    subjects = {i: j.composed.rendered.subject[:300] for i, j in by_id.items() if j.composed}
+    now = utcnow()
+    held = session.execute(
+        update(t)
+        .where(
+            tuple_(t.c.id, t.c.attempts).in_([(j.delivery.id, j.delivery.attempts) for j in jobs]),
+            t.c.status == DeliveryStatus.SENDING,
+        )
+        .values(
+            status=DeliveryStatus.SENT, sent_at=now, message_id=case(message_ids, value=t.c.id),
+            subject=case(subjects, value=t.c.id),
+            # keeping the note that it may have gone out twice
+            error=case((t.c.recovered_at.is_not(None), TAKEN_BACK), else_=None),
+        )
+        .returning(t.c.id, t.c.subscriber_id, t.c.enrollment_id, t.c.step_id)
+    ).all()  # fmt: skip
+    _advance_sent(session, settings, held, now)
+    for missing in by_id.keys() - {row.id for row in held}:
+        _overtaken(missing, Outcome.SENT)
+    return [Attempt(Outcome.SENT) for _ in jobs]
+
+
+def _advance_sent(session: Session, settings: Settings, held: list[Any], now: datetime) -> None:
+    """Move on the enrolments of deliveries just sent: those still waiting for that very
+    step (never twice, never one that ended while its email was on the wire) point at
+    the following step, in one executemany. An enrolment at its last step goes through
+    `scheduling.advance`, which also starts the sequences its completion triggers."""
+    waiting = {row.enrollment_id: row for row in held if row.enrollment_id is not None}
+    if not waiting:
+        return
+    e = cast(Table, Enrollment.__table__)
+    found = session.execute(
+        select(e.c.id, e.c.sequence, e.c.next_step_id)
+        .where(e.c.id.in_(waiting), e.c.status == EnrollmentStatus.ACTIVE)
+    ).all()  # fmt: skip
+    catalog = catalog_for(settings.sequences_dir)
+    moves, last = [], []
+    for enrollment_id, sequence, step_id in found:
+        row = waiting[enrollment_id]
+        if step_id != row.step_id:
+            continue
+        seq = catalog.get(sequence)
+        following = seq.after(step_id) if seq else None
+        if following is None:
+            last.append(row)
+        else:
+            moves.append({"eid": enrollment_id, "was": step_id, "next": following.id,
+                          "due": now + following.after})  # fmt: skip
+    if moves:
+        session.execute(
+            update(e)
+            .where(e.c.id == bindparam("eid"), e.c.next_step_id == bindparam("was"),
+                   e.c.status == EnrollmentStatus.ACTIVE)
+            .values(next_step_id=bindparam("next"), next_due_at=bindparam("due"),
+                    last_sent_at=now),
+            moves,
+        )  # fmt: skip
+    for row in last:
+        _consequences(session, settings, row.subscriber_id, row.enrollment_id, row.step_id,
+                      Outcome.SENT, None, False, now)  # fmt: skip
+
+
+def _unclaim(session: Session, jobs: list[_Job], until: datetime, why: str | None) -> list[Attempt]:
+    """Hand back claimed deliveries that were never attempted: due again at `until`,
+    and the claim's attempt not counted."""
+    if not jobs:
+        return []
+    t = _DELIVERIES
+    session.execute(
+        update(t)
+        .where(
+            tuple_(t.c.id, t.c.attempts).in_([(j.delivery.id, j.delivery.attempts) for j in jobs]),
+            t.c.status == DeliveryStatus.SENDING,
+        )
+        .values(status=DeliveryStatus.RETRY, next_attempt_at=until, attempts=t.c.attempts - 1,
+                error=f"not attempted: {why}")
+    )  # fmt: skip
+    return [Attempt(Outcome.RETRY, why, until) for _ in jobs]
+
+
+def _overtaken(delivery_id: int, outcome: Outcome) -> None:
+    # Taken back by send-due while this worker looked dead, and claimed again (or
+    # forgotten). The newer claim owns the row now; its outcome will be recorded.
+    log.warning("delivery %s: %s not recorded, the delivery was claimed again",
+                delivery_id, outcome)  # fmt: skip
 
 
 def _record(
@@ -324,10 +548,7 @@ def _record(
         .returning(t.c.subscriber_id, t.c.enrollment_id, t.c.step_id)
     ).one_or_none()
     if held is None:
-        # Taken back by send-due while this worker looked dead, and claimed again (or
-        # forgotten). The newer claim owns the row now; its outcome will be recorded.
-        log.warning("delivery %s: %s not recorded, the delivery was claimed again",
-                    delivery_id, outcome)  # fmt: skip
+        _overtaken(delivery_id, outcome)
         return Attempt(outcome, error)
     subscriber_id, enrollment_id, step_id = held
     _consequences(session, settings, subscriber_id, enrollment_id, step_id, outcome, error,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
@@ -21,7 +22,10 @@ class Purpose(StrEnum):
 MAX_AGE = {Purpose.CONFIRM: 7 * 24 * 3600}
 
 
+@lru_cache(maxsize=32)
 def _serializer(secret: str, purpose: Purpose) -> URLSafeTimedSerializer:
+    """One serializer per key and purpose: building one costs more than signing with it,
+    and every email signs three or more links."""
     return URLSafeTimedSerializer(secret, salt=f"nurture.{purpose}")
 
 
