@@ -46,7 +46,7 @@ from nurture.models import (
 )
 from nurture.rendering import SubscriberView
 from nurture.scheduling import TAKEN_BACK, advance
-from nurture.sequences import catalog_for
+from nurture.sequences import Catalog, catalog_for
 from nurture.settings import DEFAULT_RETRY_BACKOFF, Settings
 from nurture.subscribers import bounce, email_hash
 from nurture.tokens import Purpose, make_token
@@ -179,7 +179,7 @@ class _Job:
     """One claimed delivery on its way: the row as claimed, and what became of it.
     `attempts` of the claimed row is the claim's fencing token."""
 
-    delivery: Delivery
+    delivery: Any  # the claimed row: Delivery's columns, not tracked by the ORM
     composed: Composed | None = None
     outcome: Outcome | None = None
     error: str | None = None
@@ -282,29 +282,70 @@ def _claimable(settings: Settings, delivery_ids: list[int], held: Session) -> se
         )
 
 
-def _claim(session: Session, delivery_ids: list[int], now: datetime) -> list[_Job]:
-    """Take those of the deliveries still to send, in the order given.
+# -- the statements of the send path, built once: each runs for every group ------------
+_d = _DELIVERIES
+_s = cast(Table, Subscriber.__table__)
+_e = cast(Table, Enrollment.__table__)
+_ids = bindparam("ids", expanding=True)
+_CLAIM = (
+    update(_d)
+    .where(_d.c.id.in_(_ids), _d.c.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.RETRY]))
+    .values(status=DeliveryStatus.SENDING, claimed_at=bindparam("now"),
+            attempts=_d.c.attempts + 1)
+    .returning(*_d.c)
+)  # fmt: skip
+#: Each delivery's subscriber, and its enrolment's state.
+_READERS = (
+    select(_d.c.id.label("delivery_id"), _s.c.id, _s.c.email, _s.c.first_name, _s.c.timezone,
+           _s.c.attributes, _s.c.status, _e.c.status.label("enrollment_status"))
+    .select_from(_d.join(_s, _s.c.id == _d.c.subscriber_id)
+                 .outerjoin(_e, _e.c.id == _d.c.enrollment_id))
+    .where(_d.c.id.in_(_ids))
+)  # fmt: skip
+_SUPPRESSED = select(Suppression.email_hash).where(
+    Suppression.email_hash.in_(bindparam("hashes", expanding=True))
+)
+_TAGS = (
+    select(Tag.subscriber_id, Tag.name)
+    .where(Tag.subscriber_id.in_(_ids))
+    .order_by(Tag.subscriber_id, Tag.name)
+)
+#: Fenced by the claim's number; executed once per sent delivery, in one executemany.
+_SENT = (
+    update(_d)
+    .where(_d.c.id == bindparam("did"), _d.c.attempts == bindparam("token"),
+           _d.c.status == DeliveryStatus.SENDING)
+    .values(status=DeliveryStatus.SENT, sent_at=bindparam("now"), message_id=bindparam("mid"),
+            subject=bindparam("subj"),
+            # keeping the note that it may have gone out twice
+            error=case((_d.c.recovered_at.is_not(None), TAKEN_BACK), else_=None))
+)  # fmt: skip
+_RECORDED = select(_d.c.message_id).where(_d.c.id.in_(_ids), _d.c.status == DeliveryStatus.SENT)
+#: An enrolment moves on only while it still waits for the step just sent.
+_MOVE_ON = (
+    update(_e)
+    .where(_e.c.id == bindparam("eid"), _e.c.next_step_id == bindparam("was"),
+           _e.c.status == EnrollmentStatus.ACTIVE)
+    .values(next_step_id=bindparam("next"), next_due_at=bindparam("due"),
+            last_sent_at=bindparam("now"))
+)  # fmt: skip
 
-    Plain SQL on the table (not the ORM's UPDATE): the rows come back as detached
-    Delivery objects that nothing will flush."""
-    t = _DELIVERIES
-    rows = session.execute(
-        update(t)
-        .where(t.c.id.in_(delivery_ids),
-               t.c.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.RETRY]))
-        .values(status=DeliveryStatus.SENDING, claimed_at=now, attempts=t.c.attempts + 1)
-        .returning(*t.c)
-    ).all()  # fmt: skip
+
+def _claim(session: Session, delivery_ids: list[int], now: datetime) -> list[_Job]:
+    """Take those of the deliveries still to send, in the order given. The rows (with
+    every column of Delivery) are plain rows: nothing is tracked by the ORM."""
+    rows = session.connection().execute(_CLAIM, {"ids": delivery_ids, "now": now})
     claimed = {row.id: row for row in rows}
-    return [_Job(Delivery(**claimed[i]._asdict())) for i in delivery_ids if i in claimed]
+    return [_Job(claimed[i]) for i in delivery_ids if i in claimed]
 
 
 def _prepare(settings: Settings, session: Session, jobs: list[_Job]) -> None:
-    """Re-check and compose each claimed delivery, reading what they need in four
+    """Re-check and compose each claimed delivery, reading what they need in three
     queries for the whole group; a delivery that must not go out gets its outcome here."""
     if not jobs:
         return
     found = _Found.load(session, jobs)
+    catalog = catalog_for(settings.sequences_dir)  # once per group: it looks at the files
     for job in jobs:
         reason = found.why_not(job.delivery)
         if reason is not None:
@@ -312,7 +353,8 @@ def _prepare(settings: Settings, session: Session, jobs: list[_Job]) -> None:
             continue
         token = job.delivery.attempts
         try:
-            job.composed = _compose(settings, session, job.delivery, found.view(job.delivery))
+            job.composed = _compose(settings, session, catalog, job.delivery,
+                                    found.view(job.delivery))  # fmt: skip
         except TemplateError as e:  # a broken template will not mend itself
             job.outcome, job.error = Outcome.FAILED, str(e)
         except ConfigError as e:  # the operator can fix it; keep the email for later
@@ -326,47 +368,31 @@ def _prepare(settings: Settings, session: Session, jobs: list[_Job]) -> None:
 
 @dataclass
 class _Found:
-    """What a group's checks and templates read: subscribers, enrolment states,
-    suppressions and tags, each loaded for the whole group at once."""
+    """What a group's checks and templates read: each delivery's subscriber and
+    enrolment state, suppressions and tags, each loaded for the whole group at once."""
 
-    subscribers: dict[int, Any]
-    enrollments: dict[int, str]
+    readers: dict[int, Any]  # by delivery id
     suppressed: set[str]
-    tags: dict[int, list[str]]
+    tags: dict[int, list[str]]  # by subscriber id
 
     @classmethod
     def load(cls, session: Session, jobs: list[_Job]) -> _Found:
-        sub_ids = {j.delivery.subscriber_id for j in jobs}
-        enr_ids = {j.delivery.enrollment_id for j in jobs if j.delivery.enrollment_id}
-        s = Subscriber
-        subscribers = {
-            row.id: row
-            for row in session.execute(
-                select(s.id, s.email, s.first_name, s.timezone, s.attributes, s.status)
-                .where(s.id.in_(sub_ids))
-            )
-        }  # fmt: skip
-        enrollments: dict[int, str] = {}
-        if enr_ids:
-            enrollments = dict(session.execute(  # type: ignore[arg-type]
-                select(Enrollment.id, Enrollment.status).where(Enrollment.id.in_(enr_ids))
-            ).all())  # fmt: skip
-        hashes = {email_hash(row.email) for row in subscribers.values()}
-        suppressed = set(session.scalars(
-            select(Suppression.email_hash).where(Suppression.email_hash.in_(hashes))
-        ))  # fmt: skip
+        conn = session.connection()
+        readers = {
+            row.delivery_id: row
+            for row in conn.execute(_READERS, {"ids": [j.delivery.id for j in jobs]})
+        }
+        hashes = list({email_hash(row.email) for row in readers.values()})
+        suppressed = set(conn.execute(_SUPPRESSED, {"hashes": hashes}).scalars())
         tags: dict[int, list[str]] = {}
-        for sub_id, name in session.execute(
-            select(Tag.subscriber_id, Tag.name)
-            .where(Tag.subscriber_id.in_(sub_ids))
-            .order_by(Tag.subscriber_id, Tag.name)
-        ):  # fmt: skip
+        sub_ids = list({row.id for row in readers.values()})
+        for sub_id, name in conn.execute(_TAGS, {"ids": sub_ids}):
             tags.setdefault(sub_id, []).append(name)
-        return cls(subscribers, enrollments, suppressed, tags)
+        return cls(readers, suppressed, tags)
 
-    def why_not(self, delivery: Delivery) -> str | None:
+    def why_not(self, delivery: Any) -> str | None:
         """The reason this delivery must not go out now, if there is one."""
-        sub = self.subscribers.get(delivery.subscriber_id)
+        sub = self.readers.get(delivery.id)
         if sub is None:
             return "subscriber no longer exists"
         if email_hash(sub.email) in self.suppressed:
@@ -374,21 +400,19 @@ class _Found:
         wanted = SubscriberStatus.PENDING if delivery.kind == "confirm" else SubscriberStatus.ACTIVE
         if sub.status != wanted:
             return f"subscriber is {sub.status}"
-        if delivery.enrollment_id is not None:
-            status = self.enrollments.get(delivery.enrollment_id)
-            if status != EnrollmentStatus.ACTIVE:
-                return f"enrolment is {status}"
+        if delivery.enrollment_id is not None and sub.enrollment_status != EnrollmentStatus.ACTIVE:
+            return f"enrolment is {sub.enrollment_status}"
         return None
 
-    def view(self, delivery: Delivery) -> SubscriberView:
-        sub = self.subscribers[delivery.subscriber_id]
+    def view(self, delivery: Any) -> SubscriberView:
+        sub = self.readers[delivery.id]
         return SubscriberView(
             email=sub.email, first_name=sub.first_name, timezone=sub.timezone,
             attributes=dict(sub.attributes or {}), tags=tuple(self.tags.get(sub.id, ())),
         )  # fmt: skip
 
 
-def _compose(settings: Settings, session: Session, delivery: Delivery,
+def _compose(settings: Settings, session: Session, catalog: Catalog, delivery: Any,
              view: SubscriberView) -> Composed:  # fmt: skip
     if delivery.kind == "confirm":
         token = make_token(settings.secret_key, Purpose.CONFIRM, {"s": delivery.subscriber_id})
@@ -397,7 +421,7 @@ def _compose(settings: Settings, session: Session, delivery: Delivery,
         from nurture.broadcast.compose import compose_broadcast
 
         return compose_broadcast(settings, session, delivery, view)
-    seq = catalog_for(settings.sequences_dir).get(delivery.sequence or "")
+    seq = catalog.get(delivery.sequence or "")
     step = seq.step(delivery.step_id or "") if seq else None
     if seq is None or step is None:
         raise TemplateError(f"step {delivery.sequence}/{delivery.step_id} no longer exists")
@@ -424,72 +448,49 @@ def _record_all(session: Session, settings: Settings, jobs: list[_Job]) -> list[
 
 
 def _record_sent(session: Session, settings: Settings, jobs: list[_Job]) -> list[Attempt]:
-    """Mark sent, in one statement, the deliveries whose claims still hold; move their
-    enrolments on (loaded in one query; `_consequences` finds them in the session)."""
+    """Mark sent the deliveries whose claims still hold, in one executemany, and move
+    their enrolments on in another."""
     if not jobs:
         return []
-    t = _DELIVERIES
-    by_id = {j.delivery.id: j for j in jobs}
-    message_ids = {i: j.composed.envelope.message_id for i, j in by_id.items() if j.composed}
-    subjects = {i: j.composed.rendered.subject[:300] for i, j in by_id.items() if j.composed}
-    now = utcnow()
-    held = session.execute(
-        update(t)
-        .where(
-            tuple_(t.c.id, t.c.attempts).in_([(j.delivery.id, j.delivery.attempts) for j in jobs]),
-            t.c.status == DeliveryStatus.SENDING,
-        )
-        .values(
-            status=DeliveryStatus.SENT, sent_at=now, message_id=case(message_ids, value=t.c.id),
-            subject=case(subjects, value=t.c.id),
-            # keeping the note that it may have gone out twice
-            error=case((t.c.recovered_at.is_not(None), TAKEN_BACK), else_=None),
-        )
-        .returning(t.c.id, t.c.subscriber_id, t.c.enrollment_id, t.c.step_id)
-    ).all()  # fmt: skip
-    _advance_sent(session, settings, held, now)
-    for missing in by_id.keys() - {row.id for row in held}:
-        _overtaken(missing, Outcome.SENT)
+    conn, now = session.connection(), utcnow()
+    composed = [(j, j.composed) for j in jobs if j.composed is not None]
+    result = conn.execute(_SENT, [
+        {"did": j.delivery.id, "token": j.delivery.attempts, "now": now,
+         "mid": c.envelope.message_id, "subj": c.rendered.subject[:300]}
+        for j, c in composed
+    ])  # fmt: skip
+    held = [j for j, _ in composed]
+    if result.rowcount != len(held):  # rare: a claim was overtaken (see _record)
+        recorded = set(conn.execute(_RECORDED, {"ids": [j.delivery.id for j in held]}).scalars())
+        for job, c in composed:
+            if c.envelope.message_id not in recorded:
+                held.remove(job)
+                _overtaken(job.delivery.id, Outcome.SENT)
+    _advance_sent(session, settings, [j.delivery for j in held], now)
     return [Attempt(Outcome.SENT) for _ in jobs]
 
 
-def _advance_sent(session: Session, settings: Settings, held: list[Any], now: datetime) -> None:
+def _advance_sent(session: Session, settings: Settings, sent: list[Any], now: datetime) -> None:
     """Move on the enrolments of deliveries just sent: those still waiting for that very
     step (never twice, never one that ended while its email was on the wire) point at
     the following step, in one executemany. An enrolment at its last step goes through
     `scheduling.advance`, which also starts the sequences its completion triggers."""
-    waiting = {row.enrollment_id: row for row in held if row.enrollment_id is not None}
-    if not waiting:
-        return
-    e = cast(Table, Enrollment.__table__)
-    found = session.execute(
-        select(e.c.id, e.c.sequence, e.c.next_step_id)
-        .where(e.c.id.in_(waiting), e.c.status == EnrollmentStatus.ACTIVE)
-    ).all()  # fmt: skip
     catalog = catalog_for(settings.sequences_dir)
     moves, last = [], []
-    for enrollment_id, sequence, step_id in found:
-        row = waiting[enrollment_id]
-        if step_id != row.step_id:
+    for d in sent:
+        if d.enrollment_id is None:
             continue
-        seq = catalog.get(sequence)
-        following = seq.after(step_id) if seq else None
+        seq = catalog.get(d.sequence or "")
+        following = seq.after(d.step_id) if seq and d.step_id else None
         if following is None:
-            last.append(row)
+            last.append(d)
         else:
-            moves.append({"eid": enrollment_id, "was": step_id, "next": following.id,
-                          "due": now + following.after})  # fmt: skip
+            moves.append({"eid": d.enrollment_id, "was": d.step_id, "next": following.id,
+                          "due": now + following.after, "now": now})  # fmt: skip
     if moves:
-        session.execute(
-            update(e)
-            .where(e.c.id == bindparam("eid"), e.c.next_step_id == bindparam("was"),
-                   e.c.status == EnrollmentStatus.ACTIVE)
-            .values(next_step_id=bindparam("next"), next_due_at=bindparam("due"),
-                    last_sent_at=now),
-            moves,
-        )  # fmt: skip
-    for row in last:
-        _consequences(session, settings, row.subscriber_id, row.enrollment_id, row.step_id,
+        session.connection().execute(_MOVE_ON, moves)
+    for d in last:
+        _consequences(session, settings, d.subscriber_id, d.enrollment_id, d.step_id,
                       Outcome.SENT, None, False, now)  # fmt: skip
 
 

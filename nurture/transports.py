@@ -9,6 +9,7 @@ sender or an unreachable server fails every message alike and must not suppress 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import smtplib
@@ -63,6 +64,13 @@ class OutboxTransport:
         pass
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One verifying TLS context per process: loading the system's CA certificates costs
+    milliseconds, and a worker connects again for every batch."""
+    return ssl.create_default_context()
+
+
 class SmtpTransport:
     """One reused SMTP connection; reconnects once if the server dropped an idle one."""
 
@@ -79,15 +87,14 @@ class SmtpTransport:
         self.conn: smtplib.SMTP | None = None
 
     def _connect(self) -> smtplib.SMTP:
-        context = ssl.create_default_context()
         if self.scheme == "smtps":
             conn: smtplib.SMTP = smtplib.SMTP_SSL(
-                self.host, self.port, timeout=self.timeout, context=context
+                self.host, self.port, timeout=self.timeout, context=_tls_context()
             )
         else:
             conn = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
             if self.scheme == "smtp+starttls":
-                conn.starttls(context=context)
+                conn.starttls(context=_tls_context())
         if self.user:
             conn.login(self.user, self.password or "")
         return conn
