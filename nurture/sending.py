@@ -20,13 +20,24 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import CursorResult, Table, bindparam, case, select, tuple_, update
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    Table,
+    Update,
+    bindparam,
+    case,
+    func,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -58,8 +69,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _DELIVERIES = cast(Table, Delivery.__table__)
-#: Deliveries claimed, sent and recorded together: two transactions per group rather
-#: than two per email. Also the most a worker killed mid-group can send twice.
+#: Deliveries claimed and composed together, in one transaction: their subscribers,
+#: suppressions and tags are read in three queries for the group.
 GROUP = 10
 #: Attempts before a temporarily failing delivery is given up as failed.
 MAX_ATTEMPTS = 8
@@ -107,8 +118,8 @@ def send_delivery(settings: Settings, delivery_id: int) -> Outcome:
 
 def attempt(settings: Settings, delivery_id: int) -> Attempt:
     """Claim, re-check, compose, send and record one delivery."""
-    with get_engine(settings).connect() as conn, Session(bind=conn) as session:
-        [result] = _send_group(settings, session, [delivery_id])
+    with _connections(settings) as db:
+        [result] = _send_group(settings, db, [delivery_id])
     return result
 
 
@@ -120,15 +131,33 @@ def send_batch(settings: Settings, delivery_ids: list[int], gate: Gate | None = 
     the server fails as a whole the rest is postponed with the failed one rather than
     tried one by one against a dead server: send-due must never hang for minutes.
     """
-    # One connection for the whole batch: a thread never needs two, and no checkout (and
-    # pre-ping) per transaction.
-    with get_engine(settings).connect() as conn, Session(bind=conn) as session:
-        return _send_all(settings, delivery_ids, gate, session)
+    with _connections(settings) as db:
+        return _send_all(settings, delivery_ids, gate, db)
 
 
-def _send_all(
-    settings: Settings, delivery_ids: list[int], gate: Gate | None, session: Session
-) -> Batch:
+@dataclass
+class _Db:
+    """What a batch writes through: a session for transactions and, on PostgreSQL, an
+    autocommit connection on which one statement is a transaction in one round trip."""
+
+    session: Session
+    autocommit: Connection | None
+
+
+@contextmanager
+def _connections(settings: Settings) -> Iterator[_Db]:
+    # Held for the whole batch: a thread needs no more, and no checkout (and pre-ping)
+    # per transaction.
+    engine = get_engine(settings)
+    with engine.connect() as conn, Session(bind=conn) as session, ExitStack() as more:
+        autocommit = None
+        if engine.dialect.name == "postgresql":
+            autocommit = more.enter_context(engine.connect())
+            autocommit.execution_options(isolation_level="AUTOCOMMIT")
+        yield _Db(session, autocommit)
+
+
+def _send_all(settings: Settings, delivery_ids: list[int], gate: Gate | None, db: _Db) -> Batch:
     batch = Batch()
     ids = list(dict.fromkeys(delivery_ids))  # a message naming a delivery twice sends it once
     batch.counts[Outcome.NOT_MINE] += len(delivery_ids) - len(ids)
@@ -136,7 +165,7 @@ def _send_all(
     # send, not on a repeated message's.
     paced = gate is not None and gate.paced
     if paced:
-        still_open = _claimable(settings, ids, session)
+        still_open = _claimable(settings, ids, db.session)
         batch.counts[Outcome.NOT_MINE] += sum(1 for i in ids if i not in still_open)
         ids = [i for i in ids if i in still_open]
     size = 1 if paced else GROUP
@@ -144,7 +173,7 @@ def _send_all(
     while done < len(ids):
         group = ids[done : done + size]
         granted = _granted(gate, len(group))
-        results = _send_group(settings, session, group[:granted]) if granted else []
+        results = _send_group(settings, db, group[:granted]) if granted else []
         done += granted
         for result in results:
             batch.counts[result.outcome] += 1
@@ -155,7 +184,7 @@ def _send_all(
             assert down.retry_at is not None
             rest = ids[done:]
             batch.counts[Outcome.RETRY] += postpone(settings, rest, down.retry_at, down.error,
-                                                    session)  # fmt: skip
+                                                    db.session)  # fmt: skip
             batch.server_down = True
             break
         if granted < len(group):
@@ -189,28 +218,32 @@ class _Job:
     postponed: bool = False
 
 
-def _send_group(settings: Settings, session: Session, delivery_ids: list[int]) -> list[Attempt]:
-    """Claim a group in one transaction, send each, record all outcomes in another.
+def _send_group(settings: Settings, db: _Db, delivery_ids: list[int]) -> list[Attempt]:
+    """Claim and compose a group in one transaction; send each, recording each email
+    as soon as the server took it.
 
-    Two short transactions per group instead of two per email. The claim is committed
-    before SMTP is touched; a crash after it leaves the group `sending`, which `send-due`
-    takes back after settings.resend_after (at-least-once: a duplicate is bounded by
-    the group's sends that left before the crash)."""
+    The claim is committed before SMTP is touched; a crash after it leaves the rest of
+    the group `sending`, which `send-due` takes back after settings.resend_after. Only
+    the email on the wire at the crash can go out twice (at-least-once), because each
+    sent email is recorded before the next is sent."""
+    session = db.session
     with session.begin():
         jobs = _claim(session, delivery_ids, utcnow())
-        _prepare(settings, session, jobs)
+        catalog = _prepare(settings, session, jobs)
+    results = [Attempt(Outcome.NOT_MINE)] * (len(delivery_ids) - len(jobs))
     for i, job in enumerate(jobs):
         if job.outcome is not None:  # skipped or failed before sending
             continue
         _deliver(settings, job)
+        if job.outcome == Outcome.SENT:
+            results.append(_record_sent(db, settings, catalog, job))
         if job.server_down:
             for later in jobs[i + 1 :]:
                 later.postponed = later.outcome is None
             break
     with session.begin():
-        results = _record_all(session, settings, jobs)
-    not_mine = [Attempt(Outcome.NOT_MINE)] * (len(delivery_ids) - len(jobs))
-    return results + not_mine
+        results += _record_others(session, settings, jobs)
+    return results
 
 
 def _deliver(settings: Settings, job: _Job) -> None:
@@ -320,15 +353,29 @@ _SENT = (
             # keeping the note that it may have gone out twice
             error=case((_d.c.recovered_at.is_not(None), TAKEN_BACK), else_=None))
 )  # fmt: skip
-_RECORDED = select(_d.c.message_id).where(_d.c.id.in_(_ids), _d.c.status == DeliveryStatus.SENT)
-#: An enrolment moves on only while it still waits for the step just sent.
-_MOVE_ON = (
-    update(_e)
-    .where(_e.c.id == bindparam("eid"), _e.c.next_step_id == bindparam("was"),
-           _e.c.status == EnrollmentStatus.ACTIVE)
-    .values(next_step_id=bindparam("next"), next_due_at=bindparam("due"),
-            last_sent_at=bindparam("now"))
-)  # fmt: skip
+
+
+def _move_on(enrollment_id: Any) -> Update:
+    """An enrolment moves on only while it still waits for the step just sent."""
+    return (
+        update(_e)
+        .where(_e.c.id == enrollment_id, _e.c.next_step_id == bindparam("was"),
+               _e.c.status == EnrollmentStatus.ACTIVE)
+        .values(next_step_id=bindparam("next"), next_due_at=bindparam("due"),
+                last_sent_at=bindparam("now"))
+    )  # fmt: skip
+
+
+_MOVE_ON = _move_on(bindparam("eid"))
+
+
+#: Both in one statement (PostgreSQL runs data-modifying CTEs once, even unread).
+_sent_cte = _SENT.returning(_d.c.enrollment_id).cte("sent")
+_SENT_AND_MOVED_ON = (
+    select(func.count())
+    .select_from(_sent_cte)
+    .add_cte(_move_on(_sent_cte.c.enrollment_id).cte("moved"))
+)
 
 
 def _claim(session: Session, delivery_ids: list[int], now: datetime) -> list[_Job]:
@@ -339,13 +386,13 @@ def _claim(session: Session, delivery_ids: list[int], now: datetime) -> list[_Jo
     return [_Job(claimed[i]) for i in delivery_ids if i in claimed]
 
 
-def _prepare(settings: Settings, session: Session, jobs: list[_Job]) -> None:
+def _prepare(settings: Settings, session: Session, jobs: list[_Job]) -> Catalog:
     """Re-check and compose each claimed delivery, reading what they need in three
     queries for the whole group; a delivery that must not go out gets its outcome here."""
-    if not jobs:
-        return
-    found = _Found.load(session, jobs)
     catalog = catalog_for(settings.sequences_dir)  # once per group: it looks at the files
+    if not jobs:
+        return catalog
+    found = _Found.load(session, jobs)
     for job in jobs:
         reason = found.why_not(job.delivery)
         if reason is not None:
@@ -364,6 +411,7 @@ def _prepare(settings: Settings, session: Session, jobs: list[_Job]) -> None:
         except Exception as e:  # a bug: count the attempt, so it cannot loop forever
             log.exception("delivery %s could not be composed", job.delivery.id)
             job.outcome, job.error = _temporary(token, f"internal error: {e!r}")
+    return catalog
 
 
 @dataclass
@@ -428,10 +476,10 @@ def _compose(settings: Settings, session: Session, catalog: Catalog, delivery: A
     return compose_step(settings, seq, step, view, delivery.subscriber_id, delivery.id)
 
 
-def _record_all(session: Session, settings: Settings, jobs: list[_Job]) -> list[Attempt]:
-    """Write every outcome of a group: the sent ones in one statement, the rare others
-    one by one, then the postponed ones handed back at the failed one's retry time."""
-    results = _record_sent(session, settings, [j for j in jobs if j.outcome == Outcome.SENT])
+def _record_others(session: Session, settings: Settings, jobs: list[_Job]) -> list[Attempt]:
+    """Write the outcomes other than sent (rare: one by one), then hand back the
+    deliveries never attempted at the failed one's retry time."""
+    results = []
     for job in jobs:
         if job.outcome is None or job.outcome == Outcome.SENT:
             continue
@@ -447,51 +495,36 @@ def _record_all(session: Session, settings: Settings, jobs: list[_Job]) -> list[
     return results
 
 
-def _record_sent(session: Session, settings: Settings, jobs: list[_Job]) -> list[Attempt]:
-    """Mark sent the deliveries whose claims still hold, in one executemany, and move
-    their enrolments on in another."""
-    if not jobs:
-        return []
-    conn, now = session.connection(), utcnow()
-    composed = [(j, j.composed) for j in jobs if j.composed is not None]
-    result = conn.execute(_SENT, [
-        {"did": j.delivery.id, "token": j.delivery.attempts, "now": now,
-         "mid": c.envelope.message_id, "subj": c.rendered.subject[:300]}
-        for j, c in composed
-    ])  # fmt: skip
-    held = [j for j, _ in composed]
-    if result.rowcount != len(held):  # rare: a claim was overtaken (see _record)
-        recorded = set(conn.execute(_RECORDED, {"ids": [j.delivery.id for j in held]}).scalars())
-        for job, c in composed:
-            if c.envelope.message_id not in recorded:
-                held.remove(job)
-                _overtaken(job.delivery.id, Outcome.SENT)
-    _advance_sent(session, settings, [j.delivery for j in held], now)
-    return [Attempt(Outcome.SENT) for _ in jobs]
-
-
-def _advance_sent(session: Session, settings: Settings, sent: list[Any], now: datetime) -> None:
-    """Move on the enrolments of deliveries just sent: those still waiting for that very
-    step (never twice, never one that ended while its email was on the wire) point at
-    the following step, in one executemany. An enrolment at its last step goes through
-    `scheduling.advance`, which also starts the sequences its completion triggers."""
-    catalog = catalog_for(settings.sequences_dir)
-    moves, last = [], []
-    for d in sent:
-        if d.enrollment_id is None:
-            continue
-        seq = catalog.get(d.sequence or "")
-        following = seq.after(d.step_id) if seq and d.step_id else None
-        if following is None:
-            last.append(d)
-        else:
-            moves.append({"eid": d.enrollment_id, "was": d.step_id, "next": following.id,
-                          "due": now + following.after, "now": now})  # fmt: skip
-    if moves:
-        session.connection().execute(_MOVE_ON, moves)
-    for d in last:
-        _consequences(session, settings, d.subscriber_id, d.enrollment_id, d.step_id,
-                      Outcome.SENT, None, False, now)  # fmt: skip
+def _record_sent(db: _Db, settings: Settings, catalog: Catalog, job: _Job) -> Attempt:
+    """Mark one delivery sent if its claim still holds, and move its enrolment on if it
+    still waits for this very step (never twice, never one that ended while its email
+    was on the wire): on PostgreSQL one statement in one round trip. The last step of a
+    sequence goes through `scheduling.advance`, which also starts the sequences its
+    completion triggers."""
+    d, composed, now = job.delivery, job.composed, utcnow()
+    assert composed is not None
+    sent = {"did": d.id, "token": d.attempts, "now": now, "mid": composed.envelope.message_id,
+            "subj": composed.rendered.subject[:300]}  # fmt: skip
+    seq = catalog.get(d.sequence or "") if d.enrollment_id is not None else None
+    following = seq.after(d.step_id) if seq and d.step_id else None
+    move = following and {"eid": d.enrollment_id, "was": d.step_id, "next": following.id,
+                          "due": now + following.after}  # fmt: skip
+    if db.autocommit is not None and d.enrollment_id is None:
+        held = db.autocommit.execute(_SENT, sent).rowcount
+    elif db.autocommit is not None and move:
+        held = db.autocommit.execute(_SENT_AND_MOVED_ON, sent | move).scalar_one()
+    else:
+        with db.session.begin():
+            conn = db.session.connection()
+            held = conn.execute(_SENT, sent).rowcount
+            if held and move:
+                conn.execute(_MOVE_ON, sent | move)
+            elif held and d.enrollment_id is not None:
+                _consequences(db.session, settings, d.subscriber_id, d.enrollment_id,
+                              d.step_id, Outcome.SENT, None, False, now)  # fmt: skip
+    if not held:
+        _overtaken(d.id, Outcome.SENT)
+    return Attempt(Outcome.SENT)
 
 
 def _unclaim(session: Session, jobs: list[_Job], until: datetime, why: str | None) -> list[Attempt]:

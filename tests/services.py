@@ -53,6 +53,53 @@ def fresh_pg_database() -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+#: Marks a Redis database as taken (by a test run or a benchmark), so two never share one.
+REDIS_CLAIM = "nurture:taken"
+_CLAIM_EMPTY_DB = """
+if redis.call('DBSIZE') == 0 then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', 3600)
+  return 1
+end
+return 0
+"""
+
+
+@contextmanager
+def own_redis_database(base: str) -> Iterator[str]:
+    """An empty Redis database (1-15) taken for this run alone, flushed afterwards.
+    Raises redis.RedisError if Redis does not answer, LookupError if none is free."""
+    import redis
+
+    base = base.rstrip("/")
+    redis.Redis.from_url(base, socket_connect_timeout=2).ping()
+    token = uuid.uuid4().hex
+    for number in range(1, 16):
+        client = redis.Redis.from_url(f"{base}/{number}")
+        if client.eval(_CLAIM_EMPTY_DB, 1, REDIS_CLAIM, token):
+            try:
+                yield f"{base}/{number}"
+            finally:
+                client.flushdb()
+                client.close()
+            return
+        client.close()
+    raise LookupError("no empty Redis database among 1-15")
+
+
+def flush_keeping_claim(url: str) -> None:
+    """What a Redis restart without persistence does to the queues: everything gone,
+    but the mark that this database is taken."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    token = client.get(REDIS_CLAIM)
+    with client.pipeline(transaction=True) as pipe:
+        pipe.flushdb()
+        pipe.set(REDIS_CLAIM, token or b"x", ex=3600)
+        pipe.execute()
+    client.close()
+
+
 @dataclass
 class Received:
     sender: str

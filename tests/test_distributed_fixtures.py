@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,7 +24,13 @@ from nurture import clock, db
 from nurture.db import session_scope
 from nurture.models import Base, Delivery, Enrollment, Subscriber
 from nurture.settings import Settings, load_settings
-from tests.services import REDIS_URL, Sink, SinkHandler, unavailable
+from tests.services import (
+    REDIS_URL,
+    Sink,
+    SinkHandler,
+    own_redis_database,
+    unavailable,
+)
 
 #: A manual sequence of three steps due at once: each subscriber gets three emails in a row.
 BURST = """\
@@ -53,15 +58,6 @@ from: "Crumb & Co <hello@crumb.example>"
 steps:
   - {id: note, after: 0m, stage: education, subject: "A note", template: test/note}
 """
-#: Marks the Redis database a test run took, so two runs never share one.
-REDIS_CLAIM = "nurture:test-run"
-_CLAIM_EMPTY_DB = """
-if redis.call('DBSIZE') == 0 then
-  redis.call('SET', KEYS[1], ARGV[1], 'EX', 3600)
-  return 1
-end
-return 0
-"""
 
 
 @pytest.fixture
@@ -69,36 +65,15 @@ def redis_url() -> Iterator[str]:
     """An empty Redis database (1-15) of this test's own, flushed afterwards."""
     import redis
 
-    base = REDIS_URL.rstrip("/")
+    taken = contextlib.ExitStack()
     try:
-        redis.Redis.from_url(base, socket_connect_timeout=2).ping()
+        url = taken.enter_context(own_redis_database(REDIS_URL))
     except redis.RedisError as e:
         unavailable("Redis", e)
-    token = uuid.uuid4().hex
-    for number in range(1, 16):
-        client = redis.Redis.from_url(f"{base}/{number}")
-        if client.eval(_CLAIM_EMPTY_DB, 1, REDIS_CLAIM, token):
-            try:
-                yield f"{base}/{number}"
-            finally:
-                client.flushdb()
-                client.close()
-            return
-        client.close()
-    pytest.fail("no empty Redis database among 1-15 for this test run")
-
-
-def flush_keeping_claim(url: str) -> None:
-    """What a Redis restart without persistence does to the queues: everything gone."""
-    import redis
-
-    client = redis.Redis.from_url(url)
-    token = client.get(REDIS_CLAIM)
-    with client.pipeline(transaction=True) as pipe:
-        pipe.flushdb()
-        pipe.set(REDIS_CLAIM, token or b"x", ex=3600)
-        pipe.execute()
-    client.close()
+    except LookupError as e:
+        pytest.fail(f"{e} for this test run")
+    with taken:
+        yield url
 
 
 @pytest.fixture

@@ -16,9 +16,8 @@ from nurture.db import session_scope
 from nurture.models import Delivery, Subscriber
 from nurture.sending import MAX_ATTEMPTS
 from nurture.subscribers import is_suppressed
-from tests.services import Sink
+from tests.services import Sink, flush_keeping_claim
 from tests.test_distributed_fixtures import (
-    flush_keeping_claim,
     per_recipient,
     queue_depth_of,
     seed,
