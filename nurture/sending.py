@@ -71,7 +71,7 @@ log = logging.getLogger(__name__)
 _DELIVERIES = cast(Table, Delivery.__table__)
 #: Deliveries claimed and composed together, in one transaction: their subscribers,
 #: suppressions and tags are read in three queries for the group.
-GROUP = 10
+GROUP = 25
 #: Attempts before a temporarily failing delivery is given up as failed.
 MAX_ATTEMPTS = 8
 #: Longest wait between two attempts; the first is settings.retry_backoff, then doubles.
