@@ -35,16 +35,28 @@ class Facts:
 TRACKING_KINDS = ("open", "click")
 
 
+#: One tracked or custom event: its kind, and the sequence and step of its delivery.
+Activity = tuple[str, str | None, str | None]
+
+
 def load_facts(session: Session, subscriber_id: int, seq: Sequence) -> Facts:
-    tags = frozenset(session.scalars(select(Tag.name).where(Tag.subscriber_id == subscriber_id)))
+    tags = set(session.scalars(select(Tag.name).where(Tag.subscriber_id == subscriber_id)))
     rows = session.execute(
         select(Event.kind, Delivery.sequence, Delivery.step_id)
         .outerjoin(Delivery, Delivery.id == Event.delivery_id)
         .where(Event.subscriber_id == subscriber_id, Event.bot.is_(False))
     ).all()
+    return facts_from(tags, [tuple(r) for r in rows], seq)  # type: ignore[misc]
+
+
+def facts_from(tags: set[str], activity: list[Activity], seq: Sequence) -> Facts:
+    """Facts from a subscriber's tags and non-bot activity, however they were read (one
+    subscriber here, a whole batch by gates.Planner)."""
     counts: dict[str, int] = {}
-    opened, clicked, events = set(), set(), set()
-    for kind, sequence, step_id in rows:
+    opened: set[str] = set()
+    clicked: set[str] = set()
+    events: set[str] = set()
+    for kind, sequence, step_id in activity:
         if kind in TRACKING_KINDS:
             counts[kind] = counts.get(kind, 0) + 1
             if sequence == seq.name and step_id:

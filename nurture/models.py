@@ -301,3 +301,12 @@ Index(
     sqlite_where=~Delivery.is_test,
     postgresql_where=~Delivery.is_test,
 )
+
+# `send-due` asks every batch whether a broadcast went out lately (broadcasts_near):
+# only broadcast deliveries are indexed, so sequence deliveries cost it nothing.
+Index(
+    "ix_deliveries_broadcast_recent",
+    Delivery.created_at,
+    sqlite_where=Delivery.broadcast_id.is_not(None),
+    postgresql_where=Delivery.broadcast_id.is_not(None),
+)

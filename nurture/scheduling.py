@@ -13,19 +13,38 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
+from typing import Any, cast
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import (
+    Insert,
+    Table,
+    bindparam,
+    false,
+    func,
+    literal,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from nurture.broadcast.sameday import broadcasts_near, defer_for_broadcasts
-from nurture.gates import DueRow, Planner, Verdict
-from nurture.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus
+from nurture.gates import DueRow, Planner, Verdict, among
+from nurture.models import (
+    Delivery,
+    DeliveryStatus,
+    Enrollment,
+    EnrollmentStatus,
+    Subscriber,
+    UTCDateTime,
+)
 from nurture.sequences import Catalog, Sequence, Step
 from nurture.settings import Settings
 from nurture.sql import insert_ignoring_conflicts
 
 #: Deliveries claimed per batch.
-BATCH = 500
+BATCH = 2000
 #: The note a delivery keeps once it was taken back from a worker that stopped.
 TAKEN_BACK = "taken back from a worker that stopped mid-send: sent again, maybe twice"
 
@@ -57,7 +76,7 @@ def enroll_triggered(
 
 def claim_due(
     session: Session, catalog: Catalog, now: datetime, limit: int = BATCH, *,
-    settings: Settings | None = None,
+    settings: Settings | None = None, part: tuple[int, int] | None = None,
 ) -> list[int]:  # fmt: skip
     """Turn due enrolment steps into queued deliveries; returns the new delivery ids.
 
@@ -65,56 +84,73 @@ def claim_due(
     only what it lets through becomes a delivery; the rest is rescheduled, skipped,
     diverted or ended. The enrolment's `next_due_at` is cleared in the same transaction,
     so a step is claimed once; it is set again when its delivery is sent.
+
+    A batch costs a fixed number of statements, whatever its size, for the common
+    verdicts (send, later, wait): rows are read, rescheduled and written in bulk. Only
+    the rare endings (exit, skip, divert, a removed step) run a statement per row.
+
+    `part=(k, n)` claims only the subscribers whose id modulo n is k: loops that claim
+    side by side (`send_due`) each take their own people, so one person's steps are
+    still decided one batch after another.
     """
-    rows = session.execute(
+    conn = session.connection()  # Core from here: the ORM adds nothing to rows and ids
+    mine = Enrollment.subscriber_id % part[1] == part[0] if part else true()
+    rows = conn.execute(
         select(
             Enrollment.id,
             Enrollment.subscriber_id,
             Enrollment.sequence,
             Enrollment.next_step_id,
-            Enrollment.last_sent_at,
-            Enrollment.enrolled_at,
+            # what `after` counts from; one column, so one timestamp to convert a row
+            func.coalesce(Enrollment.last_sent_at, Enrollment.enrolled_at).label("since"),
+            Subscriber.timezone,
         )  # fmt: skip
+        .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
         .where(
             Enrollment.status == EnrollmentStatus.ACTIVE,
             Enrollment.next_due_at <= now,
             Enrollment.sequence.in_(list(catalog.sequences)),
+            mine,
         )
         .order_by(Enrollment.next_due_at)
         .limit(limit)
-        .with_for_update(skip_locked=True)
+        .with_for_update(skip_locked=True, of=Enrollment)  # the enrolments, not the people
     ).all()
     if not rows:
         return []
-    session.execute(
-        update(Enrollment).where(Enrollment.id.in_([r.id for r in rows])).values(next_due_at=None)
-    )
+    conn.execute(
+        update(_ENROLLMENTS).where(among(session, _ENROLLMENTS.c.id, [r.id for r in rows]))
+        .values(next_due_at=None)
+    )  # fmt: skip
     planner = Planner(session, settings.timezone if settings else "UTC",
                       settings.max_per_day if settings else 1, now)  # fmt: skip
     if settings is not None and broadcasts_near(session, now):
         planner.defer = partial(defer_for_broadcasts, session, settings)
-    planner.load([r.subscriber_id for r in rows])
-    values: list[dict[str, object]] = []
+    steps = [_step(catalog, r) for r in rows]
+    planner.load(
+        {r.subscriber_id: r.timezone for r in rows},
+        facts_for=[r.subscriber_id for r, (seq, step) in zip(rows, steps, strict=True)
+                   if step is not None and (seq.exit_when is not None or step.when is not None)],
+    )  # fmt: skip
+    send: list[int] = []  # enrolments whose step goes out now
     skipped: list[dict[str, object]] = []
-    for row in rows:
-        seq = catalog.sequences[row.sequence]
-        step = seq.step(row.next_step_id or "")
+    later: list[dict[str, object]] = []
+    for row, (seq, step) in zip(rows, steps, strict=True):
         if step is None:  # the step was deleted from the file; nothing left to send in order
             _end(session, row.id, now, EnrollmentStatus.COMPLETED,
                  "its next step was removed from the sequence")  # fmt: skip
             continue
-        due_at = (row.last_sent_at or row.enrolled_at) + step.after
+        due_at = row.since + step.after
         decision = planner.decide(
             DueRow(row.id, row.subscriber_id, row.sequence, step.id, due_at), seq, step
         )
+        if decision.verdict == Verdict.SEND:
+            send.append(row.id)
+            continue
         base = {"subscriber_id": row.subscriber_id, "enrollment_id": row.id, "kind": "sequence",
                 "sequence": row.sequence, "step_id": step.id, "created_at": now}  # fmt: skip
-        if decision.verdict == Verdict.SEND:
-            values.append({**base, "status": DeliveryStatus.QUEUED, "enqueued_at": now})
-        elif decision.verdict in (Verdict.LATER, Verdict.WAIT):
-            session.execute(
-                update(Enrollment).where(Enrollment.id == row.id).values(next_due_at=decision.at)
-            )
+        if decision.verdict in (Verdict.LATER, Verdict.WAIT):
+            later.append({"enrollment_id": row.id, "at": decision.at})
         elif decision.verdict == Verdict.EXIT:
             if step.when is not None and decision.reason.startswith("gate"):
                 skipped.append({**base, "status": DeliveryStatus.SKIPPED, "error": decision.reason})
@@ -124,14 +160,49 @@ def claim_due(
             skipped.append({**base, "status": DeliveryStatus.SKIPPED, "error": decision.reason})
             target = seq.step(decision.target) if decision.target else seq.after(step.id)
             _move(session, row.id, target, now)
+    # One statement each, whatever the batch size: an executemany (pipelined by psycopg,
+    # multi-row VALUES by SQLAlchemy) and INSERT … SELECT.
+    if later:
+        conn.execute(_RESCHEDULE, later)
     if skipped:
-        session.execute(
-            insert_ignoring_conflicts(session, Delivery, ["enrollment_id", "step_id"]), skipped
-        )
-    if not values:
+        conn.execute(_insert_deliveries(session), skipped)
+    if not send:
         return []
-    stmt = insert_ignoring_conflicts(session, Delivery, ["enrollment_id", "step_id"])
-    return list(session.scalars(stmt.values(values).returning(Delivery.id)))
+    return list(conn.execute(_queue(session, send, now)).scalars())
+
+
+_ENROLLMENTS = cast(Table, Enrollment.__table__)
+_DELIVERIES = cast(Table, Delivery.__table__)
+_RESCHEDULE = (
+    update(_ENROLLMENTS)
+    .where(_ENROLLMENTS.c.id == bindparam("enrollment_id"))
+    .values(next_due_at=bindparam("at"))
+)
+
+
+def _queue(session: Session, enrollment_ids: list[int], now: datetime) -> Insert:
+    """A queued delivery for each enrolment's next step, returning the new ids: one
+    INSERT … SELECT from the enrolments (locked by this transaction, their step as
+    claimed), so nothing of the rows travels but their ids."""
+    e = _ENROLLMENTS
+    at = literal(now, UTCDateTime())
+    rows = select(
+        e.c.subscriber_id, e.c.id, e.c.sequence, e.c.next_step_id, literal("sequence"),
+        literal(DeliveryStatus.QUEUED.value), false(), literal(0), at, at,
+    ).where(among(session, e.c.id, enrollment_ids))  # fmt: skip
+    columns = ["subscriber_id", "enrollment_id", "sequence", "step_id", "kind", "status",
+               "is_test", "attempts", "created_at", "enqueued_at"]  # fmt: skip
+    return _insert_deliveries(session).from_select(columns, rows).returning(_DELIVERIES.c.id)
+
+
+def _insert_deliveries(session: Session) -> Insert:
+    """INSERT into deliveries, a step already written for the enrolment left alone."""
+    return insert_ignoring_conflicts(session, _DELIVERIES, ["enrollment_id", "step_id"])
+
+
+def _step(catalog: Catalog, row: Any) -> tuple[Sequence, Step | None]:
+    seq = catalog.sequences[row.sequence]
+    return seq, seq.step(row.next_step_id or "")
 
 
 def _end(session: Session, enrollment_id: int, now: datetime, status: str, reason: str) -> None:

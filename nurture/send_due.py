@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from nurture import clock
 from nurture.broadcast.fanout import fan_out_due_broadcasts
-from nurture.db import session_scope
+from nurture.db import get_engine, session_scope
 from nurture.handoff import due_handoffs
 from nurture.scheduling import BATCH, claim_due, requeue_stale
-from nurture.sequences import catalog_for
+from nurture.sequences import Catalog, catalog_for
 from nurture.settings import Settings
-from nurture.tasks import backlog, dispatch, dispatch_handoffs
+from nurture.tasks import CHUNK, backlog, dispatch, dispatch_handoffs
+
+#: Claim loops that run side by side, on PostgreSQL with a broker: while one waits for
+#: the database (writing a batch is most of its time) another decides its batch. Each
+#: takes the subscribers whose id modulo CLAIMERS is its number, so one person's due
+#: steps are still decided batch after batch by one loop, and the daily cap sees what
+#: their previous batch wrote. Two, for the two cores it was measured on: 100,000 due
+#: steps of a 1M-row table in 7.6-8.7 s instead of 10.8 s (bench/schedule.py medians).
+CLAIMERS = 2
 
 
 def run_send_due(settings: Settings, limit: int | None = None) -> Counter[str]:
@@ -20,6 +31,25 @@ def run_send_due(settings: Settings, limit: int | None = None) -> Counter[str]:
     (FOR UPDATE SKIP LOCKED on PostgreSQL), so concurrent runs share the work."""
     catalog = catalog_for(settings.sequences_dir)
     counts = fan_out_due_broadcasts(settings)  # counts["broadcast"]: newsletter emails
+    side_by_side = (limit is None and not settings.embedded
+                    and get_engine(settings).dialect.name == "postgresql")  # fmt: skip
+    if side_by_side:
+        claim_side_by_side(settings, catalog, counts)
+    else:  # SQLite writes one at a time anyway; embedded mode sends as it claims
+        claim(settings, catalog, counts, limit)
+    if not counts["server-down"]:  # embedded, with the server down: all of it waits
+        recover(settings, counts)
+    with session_scope(settings) as session:
+        handoffs = due_handoffs(session, clock.now())
+    counts["handoffs"] += dispatch_handoffs(settings, handoffs)
+    return counts
+
+
+def claim(
+    settings: Settings, catalog: Catalog, counts: Counter[str], limit: int | None = None
+) -> None:
+    """Claim and dispatch batch after batch until nothing is due (or `limit` is reached,
+    or the SMTP server is down); counts what happened into `counts`."""
     while (limit is None or counts["due"] < limit) and not counts["server-down"]:
         size = BATCH if limit is None else min(BATCH, limit - counts["due"])
         with session_scope(settings) as session:
@@ -28,12 +58,58 @@ def run_send_due(settings: Settings, limit: int | None = None) -> Counter[str]:
         counts.update(dispatch(settings, ids))
         if len(ids) < size or counts["server-down"]:
             break
-    if not counts["server-down"]:  # embedded, with the server down: all of it waits
-        recover(settings, counts)
-    with session_scope(settings) as session:
-        handoffs = due_handoffs(session, clock.now())
-    counts["handoffs"] += dispatch_handoffs(settings, handoffs)
-    return counts
+
+
+def claim_side_by_side(settings: Settings, catalog: Catalog, counts: Counter[str]) -> None:
+    """`claim` with CLAIMERS threads claiming, each its own part of the subscribers, and
+    this one enqueueing what they claimed, CHUNK ids a message as `claim` would (the
+    batches' remainders are carried over, not sent as extra small messages).
+
+    A failure in any of them, or Ctrl-C, stops the claimers after the batch they are
+    on (what they claimed is safe in the database); then it is raised."""
+    stop = threading.Event()
+    claimed: queue.SimpleQueue[list[int] | None] = queue.SimpleQueue()
+
+    def loop(k: int) -> int:
+        due = 0
+        try:
+            while not stop.is_set():
+                with session_scope(settings) as session:
+                    ids = claim_due(session, catalog, clock.now(), BATCH, settings=settings,
+                                    part=(k, CLAIMERS))  # fmt: skip
+                due += len(ids)
+                claimed.put(ids)
+                if len(ids) < BATCH:
+                    break
+        except BaseException:
+            stop.set()
+            raise
+        finally:
+            claimed.put(None)  # this claimer is done
+        return due
+
+    with ThreadPoolExecutor(CLAIMERS, thread_name_prefix="claim") as pool:
+        futures = [pool.submit(loop, k) for k in range(CLAIMERS)]
+        try:
+            pending: list[int] = []
+            running = CLAIMERS
+            while running:
+                ids = claimed.get()
+                if ids is None:
+                    running -= 1
+                    continue
+                pending += ids
+                whole = len(pending) - len(pending) % CHUNK
+                if whole:
+                    counts.update(dispatch(settings, pending[:whole]))
+                    pending = pending[whole:]
+            if pending:
+                counts.update(dispatch(settings, pending))
+            for future in futures:
+                counts["due"] += future.result()
+        except BaseException:
+            stop.set()
+            raise
 
 
 def recover(settings: Settings, counts: Counter[str]) -> None:

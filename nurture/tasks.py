@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -21,6 +22,7 @@ import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.common import current_millis
 from dramatiq.middleware import Middleware
 from dramatiq.rate_limits.backends import RedisBackend, StubBackend
 
@@ -199,10 +201,16 @@ def dispatch(settings: Settings, delivery_ids: Iterable[int]) -> Counter[str]:
         counts.update(batch.counts)
         counts["server-down"] += batch.server_down
         return counts
+    chunks = [ids[start : start + CHUNK] for start in range(0, len(ids), CHUNK)]
+    broker = send_deliveries.broker
     try:
-        for start in range(0, len(ids), CHUNK):
-            send_deliveries.send(ids[start : start + CHUNK])
-            counts["enqueued"] += len(ids[start : start + CHUNK])
+        if isinstance(broker, RedisBroker) and _PIPELINED:
+            _enqueue_pipelined(broker, [send_deliveries.message(chunk) for chunk in chunks])
+            counts["enqueued"] += len(ids)
+        else:
+            for chunk in chunks:
+                send_deliveries.send(chunk)
+                counts["enqueued"] += len(chunk)
     except redis.RedisError as e:
         left = len(ids) - counts["enqueued"]
         raise BrokerUnavailable(
@@ -210,6 +218,45 @@ def dispatch(settings: Settings, delivery_ids: Iterable[int]) -> Counter[str]:
             "next send-due will enqueue them"
         ) from None
     return counts
+
+
+#: Whether this Dramatiq's RedisBroker has the helpers `_enqueue_pipelined` relies on
+#: (checked against dramatiq 2.2); without them each message is sent on its own.
+_PIPELINED = all(
+    hasattr(RedisBroker, name) for name in ("_should_do_maintenance", "_max_unpack_size")
+)
+
+
+def _enqueue_pipelined(broker: RedisBroker, messages: list[dramatiq.Message[Any]]) -> None:
+    """`RedisBroker.enqueue` for many messages in one round trip instead of one each.
+
+    Dramatiq has no batch enqueue. This takes the same steps as its `enqueue` (without a
+    delay): a fresh `redis_message_id` per message, the `enqueue` middleware hooks, and
+    Dramatiq's own `dispatch.lua` with the same arguments (so the heartbeat and the
+    occasional queue maintenance still happen), only queued on a pipeline. A failure
+    part way may leave some messages enqueued: harmless, as a message only says "look
+    at these deliveries" and `send-due` re-enqueues what stays queued.
+    """
+    script = broker.scripts["dispatch"]
+    sent = []
+    with broker.client.pipeline(transaction=False) as pipe:
+        for message in messages:
+            message = message.copy(options={"redis_message_id": str(uuid.uuid4())})
+            broker.emit_before("enqueue", message, None)
+            script(
+                keys=[broker.namespace],
+                args=[
+                    "enqueue", current_millis(), message.queue_name, broker.broker_id,
+                    broker.heartbeat_timeout, broker.dead_message_ttl,
+                    broker._should_do_maintenance("enqueue"), broker._max_unpack_size(),
+                    message.options["redis_message_id"], message.encode(),
+                ],
+                client=pipe,
+            )  # fmt: skip
+            sent.append(message)
+        pipe.execute()
+    for message in sent:
+        broker.emit_after("enqueue", message, None)
 
 
 def _client(settings: Settings) -> redis.Redis:
