@@ -30,8 +30,10 @@ def upgrade() -> None:
         sa.Column("notified_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.ForeignKeyConstraint(
-            ["subscriber_id"], ["subscribers.id"],
-            name=op.f("fk_handoffs_subscriber_id_subscribers"), ondelete="CASCADE",
+            ["subscriber_id"],
+            ["subscribers.id"],
+            name=op.f("fk_handoffs_subscriber_id_subscribers"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_handoffs")),
         sa.UniqueConstraint("subscriber_id", name=op.f("uq_handoffs_subscriber_id")),
