@@ -23,6 +23,12 @@ test: $(PY)
 	$(PIP) -e '.[test]'
 	$(PY) -m pytest
 
+# Speed against this machine's own limits (bench/README.md): needs the local PostgreSQL,
+# Redis and wrk; starts nothing it does not stop. About 10 minutes.
+bench: $(PY)
+	$(PIP) -e '.[test]'
+	$(PY) -m bench
+
 lint: $(PY)
 	$(PIP) -e '.[dev]'
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -31,6 +31,13 @@ DEFAULT_REQUEUE_AFTER = timedelta(minutes=5)
 DEFAULT_RESEND_AFTER = timedelta(minutes=10)
 #: First wait after a temporary failure (4xx, server unreachable); doubles each attempt.
 DEFAULT_RETRY_BACKOFF = timedelta(minutes=2)
+#: Signups one client address may post to the public form (`limits` syntax, counted
+#: in Redis when it is set). Raise it for a form behind a shared address (an office NAT).
+DEFAULT_SUBSCRIBE_LIMIT = "5 per minute; 30 per hour"
+#: Least seconds a signup takes to answer. A signup costs the same statements and the
+#: same enqueue whatever is known about the address (nurture.signups), so no
+#: floor is needed to hide who is subscribed; an operator may still set one.
+DEFAULT_SIGNUP_SECONDS = 0.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,8 @@ class Settings:
     requeue_after: timedelta = DEFAULT_REQUEUE_AFTER
     resend_after: timedelta = DEFAULT_RESEND_AFTER
     retry_backoff: timedelta = DEFAULT_RETRY_BACKOFF
+    subscribe_limit: str = DEFAULT_SUBSCRIBE_LIMIT
+    signup_seconds: float = DEFAULT_SIGNUP_SECONDS
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -117,6 +126,22 @@ class _Source:
         """A duration given in seconds, e.g. NURTURE_RESEND_AFTER=600."""
         value = self.number(name, float, None, minimum=0.1)
         return default if value is None else timedelta(seconds=value)
+
+
+def _rate_limit(src: _Source, name: str, default: str) -> str:
+    """A rate limit such as "5 per minute; 30 per hour", checked here so a typo
+    is one clear error at start-up rather than a 500 on every signup."""
+    from limits import parse_many
+
+    value = src.get(name) or default
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ConfigError(
+            f"{PREFIX}{name.upper()} must be a rate such as '5 per minute; 30 per hour', "
+            f"got {value!r}"
+        ) from None
+    return value
 
 
 def _secret_key(workspace: Path) -> str:
@@ -181,4 +206,6 @@ def load_settings(
         requeue_after=src.seconds("requeue_after", DEFAULT_REQUEUE_AFTER),
         resend_after=src.seconds("resend_after", DEFAULT_RESEND_AFTER),
         retry_backoff=src.seconds("retry_backoff", DEFAULT_RETRY_BACKOFF),
+        subscribe_limit=_rate_limit(src, "subscribe_limit", DEFAULT_SUBSCRIBE_LIMIT),
+        signup_seconds=src.number("signup_seconds", float, DEFAULT_SIGNUP_SECONDS),
     )

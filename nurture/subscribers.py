@@ -203,39 +203,6 @@ def confirmation_allowed(
     return sent is None or now - sent >= after
 
 
-def request_signup(
-    session: Session, catalog: Catalog, address: str, now: datetime, *,
-    first_name: str | None = None, timezone: str | None = None, tags: list[str] | None = None,
-    sequence: str | None = None, consent: ConsentInfo,
-) -> int | None:  # fmt: skip
-    """A signup from a public form; returns the confirmation delivery to send, if any.
-
-    The caller answers the same whatever happens here, so a form never tells whether
-    an address is known: a new one becomes pending; a pending or unsubscribed one gets
-    a fresh confirmation at most once per CONFIRMATION_RESEND_AFTER; an active, bounced
-    or suppressed one gets nothing. An unauthenticated form never edits a known person.
-    """
-    address = normalize_email(address)
-    sub = find(session, address)
-    if sub is None:
-        if is_suppressed(session, address):
-            return None
-        sub, _ = add(session, catalog, address, now, first_name=first_name, timezone=timezone,
-                     tags=tags, consent=consent)  # fmt: skip
-        _remember_sequence(sub, sequence)
-        return session.scalar(
-            select(Delivery.id).where(Delivery.subscriber_id == sub.id, Delivery.kind == "confirm")
-        )
-    if sub.status == SubscriberStatus.UNSUBSCRIBED:
-        _remember_sequence(sub, sequence)
-        return resubscribe(session, sub, now, consent)
-    if sub.status == SubscriberStatus.PENDING and confirmation_allowed(sub, now):
-        _remember_sequence(sub, sequence)
-        _record_consent(session, sub.id, "requested", now, consent)
-        return queue_confirmation(session, sub, now)
-    return None
-
-
 def resubscribe(
     session: Session, sub: Subscriber, now: datetime, consent: ConsentInfo, *,
     resend_after: timedelta = CONFIRMATION_RESEND_AFTER,
@@ -259,11 +226,6 @@ def confirm_signup(
     if was_pending and wanted is not None and enroll(session, sub.id, wanted, now):
         names.append(wanted.name)
     return names
-
-
-def _remember_sequence(sub: Subscriber, sequence: str | None) -> None:
-    if sequence:  # a new dict, so the JSON column is seen as changed
-        sub.attributes = {**(sub.attributes or {}), SIGNUP_SEQUENCE: sequence}
 
 
 def bounce(session: Session, sub: Subscriber, now: datetime, reason: str) -> None:

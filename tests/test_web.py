@@ -4,24 +4,29 @@ from __future__ import annotations
 
 import html
 import re
+import statistics
 import time
 from dataclasses import replace
 from datetime import timedelta
 
 import pytest
+import redis
 from freezegun import freeze_time
 from sqlalchemy import func, select, update
 
 from nurture import clock
 from nurture.compose import unsubscribe_url
 from nurture.db import session_scope
+from nurture.errors import ConfigError
 from nurture.models import Consent, Delivery, Enrollment, Event, Subscriber, Tag
 from nurture.scheduling import claim_due
 from nurture.sequences import catalog_for
+from nurture.settings import load_settings
 from nurture.subscribers import DEFAULT_WORDING, add, get
 from nurture.tokens import Purpose, make_token
 from nurture.web import create_app
-from tests.services import REDIS_URL, unavailable
+from nurture.web.throttle import PREFIX, Throttle
+from tests.services import REDIS_URL, own_redis_database, unavailable
 
 CHROME = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
 FORM = "application/x-www-form-urlencoded"
@@ -179,8 +184,28 @@ def test_answers_are_identical_for_new_pending_and_known_addresses(client, app, 
     assert len(sink.to("pending@example.com")) == 2
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_signup_takes_as_long_for_a_new_address_as_for_a_known_one(client, app, settings):
+    """With no floor: the same statements and the same enqueue for both (tests/test_signups
+    checks the statements); a new address used to take four times as long."""
+    assert settings.signup_seconds == 0
+    confirmed(settings, "known@example.com")
+
+    def seconds(email: str) -> float:
+        started = time.perf_counter()
+        assert client.post("/subscribe", data={"email": email}).status_code == 200
+        elapsed = time.perf_counter() - started
+        drain(app)  # the new address's email goes out here, outside the time taken
+        return elapsed
+
+    for i in range(5):  # warm up both paths
+        seconds(f"warm{i}@example.com"), seconds("known@example.com")
+    times = [(seconds(f"new{i}@example.com"), seconds("known@example.com")) for i in range(25)]
+    new, known = (statistics.median(t) for t in zip(*times, strict=True))
+    assert abs(new - known) < 0.25 * max(new, known), (new, known)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_an_operators_floor_makes_every_signup_wait_it_out(client, app, settings):
     app.config["NURTURE_SIGNUP_SECONDS"] = 0.3
     confirmed(settings, "known@example.com")
 
@@ -255,6 +280,42 @@ def test_signups_are_rate_limited_per_client(client, app, settings):
     assert other.status_code == 200
     assert count(settings, Subscriber) == 4
     assert client.get("/subscribe").status_code == 200  # the form itself is not limited
+
+
+def test_signup_limit_and_floor_are_settings(workspace):
+    env = {"NURTURE_SUBSCRIBE_LIMIT": "100 per minute", "NURTURE_SIGNUP_SECONDS": "0.1"}
+    app = create_app(load_settings(workspace, env=env))
+    assert app.config["NURTURE_SUBSCRIBE_LIMIT"] == "100 per minute"
+    assert app.config["NURTURE_SIGNUP_SECONDS"] == 0.1
+    defaults = load_settings(workspace, env={})
+    assert (defaults.subscribe_limit, defaults.signup_seconds) == ("5 per minute; 30 per hour", 0)
+    with pytest.raises(ConfigError, match="NURTURE_SUBSCRIBE_LIMIT must be a rate"):
+        load_settings(workspace, env={"NURTURE_SUBSCRIBE_LIMIT": "lots"})
+    with pytest.raises(ConfigError, match="NURTURE_SIGNUP_SECONDS must be a number"):
+        load_settings(workspace, env={"NURTURE_SIGNUP_SECONDS": "soon"})
+
+
+@pytest.mark.redis
+def test_signups_are_counted_in_redis_and_in_memory_when_it_is_down():
+    limit = "2 per minute; 3 per hour"
+    try:
+        with own_redis_database(REDIS_URL) as url:
+            throttle = Throttle(url)
+            hits = [throttle.hit(limit, "10.0.0.1") for _ in range(3)]
+            other = throttle.hit(limit, "10.0.0.2")  # counted per client address
+            client = redis.Redis.from_url(url, decode_responses=True)
+            counts = {
+                k.removeprefix(f"{PREFIX}:"): client.get(k) for k in client.keys(f"{PREFIX}:*")
+            }
+    except (redis.RedisError, LookupError) as e:
+        unavailable("Redis", e)
+    assert hits[:2] == [0, 0] and 0 < hits[2] <= 60 and other == 0
+    # a refusal stops at the full window: the hour did not count it
+    assert counts == {"10.0.0.1:2:60": "3", "10.0.0.1:3:3600": "2",
+                      "10.0.0.2:2:60": "1", "10.0.0.2:3:3600": "1"}  # fmt: skip
+    down = Throttle("redis://127.0.0.1:1/0")  # nothing listens: counted here, not refused
+    assert [down.hit("2 per minute", "10.0.0.1") for _ in range(3)][:2] == [0, 0]
+    assert down.hit("2 per minute", "10.0.0.1") > 0
 
 
 def test_client_address_comes_from_a_proxy_header_only_when_told(settings):

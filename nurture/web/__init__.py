@@ -11,8 +11,6 @@ import logging
 
 from flask import Flask, request
 from flask.typing import ResponseReturnValue
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response
@@ -21,6 +19,7 @@ from nurture.settings import Settings, load_settings
 from nurture.web import api, archive, leave, signup, track
 from nurture.web.background import Background
 from nurture.web.common import Nurture, brand, error
+from nurture.web.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -51,23 +50,23 @@ def create_app(settings: Settings | None = None, *, proxies: int = 0) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
     app.config.update(
         MAX_CONTENT_LENGTH=MAX_BODY,
-        NURTURE_SUBSCRIBE_LIMIT=signup.SUBSCRIBE_LIMIT,
-        NURTURE_SIGNUP_SECONDS=signup.SIGNUP_SECONDS,
+        NURTURE_SUBSCRIBE_LIMIT=settings.subscribe_limit,
+        NURTURE_SIGNUP_SECONDS=settings.signup_seconds,
     )
-    app.extensions["nurture"] = Nurture(settings, Background(settings))
-    limiter = Limiter(
-        get_remote_address, app=app, storage_uri=settings.redis_url or "memory://",
-        key_prefix="nurture", headers_enabled=True,
-        # Redis down: count in memory rather than refuse every signup
-        in_memory_fallback_enabled=True, swallow_errors=True,
-    )  # fmt: skip
-    app.register_blueprint(signup.blueprint(limiter))
-    for bp in (leave.bp, track.bp, api.bp, archive.bp):
+    app.extensions["nurture"] = Nurture(
+        settings, Background(settings), Throttle(settings.redis_url)
+    )
+    for bp in (signup.bp, leave.bp, track.bp, api.bp, archive.bp):
         app.register_blueprint(bp)
+
+    page_context: dict[str, object] = {
+        "brand": brand(settings),
+        "postal_address": settings.postal_address,
+    }
 
     @app.context_processor
     def _page_context() -> dict[str, object]:
-        return {"brand": brand(settings), "postal_address": settings.postal_address}
+        return page_context
 
     @app.after_request
     def _headers(response: Response) -> Response:

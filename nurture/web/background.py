@@ -16,6 +16,9 @@ import threading
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
+import redis
+
+from nurture import tasks
 from nurture.send_due import run_send_due, summary
 from nurture.settings import Settings
 from nurture.tasks import dispatch
@@ -59,6 +62,7 @@ class Background:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.loop: SendLoop | None = None
+        self._broker: object = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nurture-dispatch")
         self._pending: set[Future[object]] = set()
         self._lock = threading.Lock()
@@ -71,6 +75,23 @@ class Background:
         if not self.settings.embedded:
             dispatch(self.settings, ids)
             return
+        self._submit(ids)
+
+    def send_signup(self, delivery_id: int | None) -> None:
+        """Hand on a signup's confirmation, or nothing, in one queue message either way:
+        a known address must not answer sooner than a new one (nurture.signups)."""
+        ids = [] if delivery_id is None else [delivery_id]
+        if self.settings.embedded:
+            self._submit(ids)
+            return
+        if tasks.send_deliveries.broker is not self._broker:  # not yet, or rebound since
+            self._broker = tasks.configure(self.settings)
+        try:
+            tasks.send_deliveries.send(ids)
+        except redis.RedisError as e:  # the delivery is saved: send-due enqueues it later
+            log.warning("cannot enqueue confirmation %s (%s); send-due will", ids, e)
+
+    def _submit(self, ids: list[int]) -> None:
         future = self._pool.submit(self._send, ids)
         with self._lock:
             self._pending.add(future)

@@ -18,6 +18,7 @@ from nurture.settings import Settings
 from nurture.subscribers import DEFAULT_WORDING, ConsentInfo
 from nurture.tokens import Purpose, read_token
 from nurture.web.background import Background
+from nurture.web.throttle import Throttle
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class Nurture:
 
     settings: Settings
     background: Background
+    throttle: Throttle
 
 
 def state() -> Nurture:

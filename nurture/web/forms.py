@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,7 +79,9 @@ def _tags(data: Mapping[str, Any], signup: Signup) -> list[str]:
     return tags
 
 
-def parse_signup(data: Mapping[str, Any], catalog: Catalog) -> Signup:
+def parse_signup(data: Mapping[str, Any], catalog: Callable[[], Catalog]) -> Signup:
+    """`catalog` is asked for the workspace's sequences only when the form names one: a
+    look at the sequence files on every signup would cost more than checking the rest."""
     signup = Signup()
     unknown = sorted(k for k in data if k not in FIELDS and k != HONEYPOT)
     if unknown:
@@ -108,7 +110,7 @@ def parse_signup(data: Mapping[str, Any], catalog: Catalog) -> Signup:
         signup.errors["timezone"] = str(e)
 
     sequence = _text(data, "sequence", signup)
-    if sequence and catalog.get(sequence) is None:
+    if sequence and catalog().get(sequence) is None:
         signup.errors["sequence"] = f"there is no sequence named {sequence[:100]!r}"
     signup.sequence = sequence or None
 

@@ -7,10 +7,12 @@ once, so several workers doing it costs a little work, never a duplicate email.
 
 from __future__ import annotations
 
+import gc
 import logging
 from typing import Any
 
 from flask import Flask
+from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
 from nurture import db
@@ -23,6 +25,24 @@ log = logging.getLogger(__name__)
 WORKER_CLASS = "gthread"
 DEFAULT_WORKERS = 2
 DEFAULT_THREADS = 4
+
+
+class AccessLog(glogging.Logger):  # type: ignore[misc]
+    """gunicorn's logger, with only the fields of its default access line computed: its
+    own makes ~60 (every header and environ variable) for the 9 the line shows, a
+    twentieth of a signup's CPU (measured with py-spy)."""
+
+    def atoms(
+        self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any
+    ) -> dict[str, Any]:
+        status = resp.status.split(None, 1)[0] if isinstance(resp.status, str) else resp.status
+        sent = getattr(resp, "sent", None)
+        return {
+            "h": environ.get("REMOTE_ADDR", "-"), "l": "-", "u": self._get_user(environ) or "-",
+            "t": self.now(), "s": status, "b": str(sent) if sent is not None else "-",
+            "r": f"{environ['REQUEST_METHOD']} {environ['RAW_URI']} {environ['SERVER_PROTOCOL']}",
+            "f": environ.get("HTTP_REFERER", "-"), "a": environ.get("HTTP_USER_AGENT", "-"),
+        }  # fmt: skip
 
 
 def _nurture(worker: Any) -> Any:
@@ -39,6 +59,10 @@ class Server(BaseApplication):  # type: ignore[misc]
         run_loop = settings.embedded and send_interval > 0
 
         def post_worker_init(worker: Any) -> None:
+            # What the app loaded stays for the worker's life: out of the collector's
+            # sight, a full collection scans only what requests left behind (it took
+            # ~190 ms with all 4 threads stopped, measured, and set the p99 of a signup).
+            gc.freeze()
             if run_loop:
                 _nurture(worker).background.start_loop(send_interval)
 
@@ -53,7 +77,8 @@ class Server(BaseApplication):  # type: ignore[misc]
             "worker_class": WORKER_CLASS,
             "timeout": 60,
             "graceful_timeout": 30,
-            "accesslog": "-",
+            "accesslog": "-",  # gunicorn's default line, cheaper (AccessLog)
+            "logger_class": AccessLog,
             "errorlog": "-",
             "proc_name": "nurture",
             "control_socket_disable": True,  # gunicorn's admin socket: nothing here uses it

@@ -20,7 +20,7 @@ def form_snippet(
     settings: Settings, catalog: Catalog, sequence: str | None = None, tags: tuple[str, ...] = ()
 ) -> str:
     checked = parse_signup({"email": "sam@example.com", "sequence": sequence or "",
-                            "tags": " ".join(tags)}, catalog)  # fmt: skip
+                            "tags": " ".join(tags)}, lambda: catalog)  # fmt: skip
     if checked.errors:
         raise NurtureError("; ".join(checked.errors.values()))
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)

@@ -1,0 +1,160 @@
+"""`make bench`: the send path, scheduling and signup, each against its baseline.
+
+    python -m bench [--only send,schedule,signup] [--runs 3] [--quick]
+
+Prints a table per benchmark and writes bench/results/latest.json. Everything it starts
+(databases, Redis databases, the SMTP sink, workers, servers) it stops again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from bench.services import ROOT, Unavailable
+from bench.stats import table
+
+RESULTS = ROOT / "bench" / "results"
+BENCHMARKS = ("send", "schedule", "signup")
+#: Sizes for --quick: a check that the harness works, not a measurement.
+QUICK = {
+    "send": {"n": 2_000},
+    "schedule": {"total": 20_000, "due": 2_000, "sqlite_total": 10_000, "sqlite_due": 1_000},
+    "signup": {"seconds": 3},
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", default=",".join(BENCHMARKS),
+                        help="comma-separated: " + ", ".join(BENCHMARKS))  # fmt: skip
+    parser.add_argument("--runs", type=int, default=3, help="runs of each (the median is kept)")
+    parser.add_argument("--quick", action="store_true", help="small sizes: checks the harness")
+    args = parser.parse_args(argv)
+    chosen = [b.strip() for b in args.only.split(",") if b.strip()]
+    unknown = set(chosen) - set(BENCHMARKS)
+    if unknown:
+        parser.error(f"unknown benchmark: {', '.join(sorted(unknown))}")
+    if "signup" in chosen and shutil.which("wrk") is None:
+        print("bench: the signup benchmark needs wrk: apt-get install -y wrk", file=sys.stderr)
+        return 2
+
+    results: dict[str, Any] = {"machine": _machine(), "runs": args.runs, "quick": args.quick}
+    started = time.perf_counter()
+    for name in chosen:
+        print(f"\n== {name} ==", flush=True)
+        sizes = QUICK[name] if args.quick else {}
+        try:
+            results[name] = _run(name, args.runs, sizes)
+        except Unavailable as e:
+            print(f"bench: {name} needs a service that does not answer: {e}", file=sys.stderr)
+            return 2
+        print(REPORTS[name](results[name]), flush=True)
+    results["seconds"] = time.perf_counter() - started
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / "latest.json"
+    out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(f"\n{len(chosen)} benchmarks in {results['seconds'] / 60:.1f} min; results in "
+          f"{out.relative_to(ROOT)}")  # fmt: skip
+    return 0
+
+
+def _run(name: str, runs: int, sizes: dict[str, Any]) -> dict[str, Any]:
+    log = _progress
+    if name == "send":
+        from bench import send
+
+        return send.run(runs=runs, log=log, **sizes)
+    if name == "schedule":
+        from bench import schedule
+
+        found = schedule.run(runs=runs, log=log, **sizes)
+        # The headline numbers are PostgreSQL's; SQLite's are beside them.
+        pg = found["postgresql"]
+        return {k: pg[k] for k in ("rows", "seconds", "rows_per_s", "rss_mb")} | found
+    from bench import signup
+
+    return signup.run(runs=runs, log=log, **sizes)
+
+
+def _progress(*parts: object, end: str = "\n") -> None:
+    print(*parts, end=end, flush=True)
+
+
+def _machine() -> dict[str, Any]:
+    import os
+
+    return {"cpus": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform(), "at": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
+
+
+def _send_report(r: dict[str, Any]) -> str:
+    rows = [
+        ["raw smtplib (baseline)", r["baseline_per_s"], 1.0, "", ""],
+        ["nurture", r["emails_per_s"], r["ratio"], r["worker_cpu_us_per_email"], r["rss_mb"]],
+    ]
+    stages = r["cpu_us_per_email"]
+    title = (f"send path: {r['n']:,} emails, {r['workers']}, {r['smtp_connections']} SMTP "
+             f"connections, {r['message_bytes']:,} bytes each (medians of {len(r['runs']['nurture'])} runs)")  # fmt: skip
+    main = table(title, ["", "emails/s", "ratio", "worker CPU µs/email", "worker RSS MB"], rows)
+    split = table(
+        "worker CPU per email by stage (µs)",
+        ["render", "build", "smtp", "database", "queue", "postgres"],
+        [
+            [
+                stages["render"],
+                stages["build"],
+                stages["smtp"],
+                stages["database"],
+                stages["queue"],
+                r["postgres_cpu_us_per_email"],
+            ]
+        ],  # fmt: skip
+    )
+    return f"{main}\n{split}\ntarget: ratio >= 0.5, worker RSS < 150 MB"
+
+
+def _schedule_report(r: dict[str, Any]) -> str:
+    rows = []
+    for db in ("postgresql", "sqlite"):
+        if db not in r:
+            continue
+        d = r[db]
+        rows.append([f"{db}: bare INSERT … SELECT + Redis pipeline", d["table_rows"], d["rows"],
+                     d["baseline_seconds"], d["baseline_rows_per_s"], 1.0, ""])  # fmt: skip
+        rows.append([f"{db}: nurture send-due", d["table_rows"], d["rows"], d["seconds"],
+                     d["rows_per_s"], d["ratio"], d["rss_mb"]])  # fmt: skip
+    main = table("scheduling: due steps claimed, written and enqueued (medians)",
+                 ["", "table rows", "due", "seconds", "rows/s", "ratio", "RSS MB"], rows)  # fmt: skip
+    pg = r.get("postgresql", {})
+    lines = [main]
+    if "small_table_rss_mb" in pg:
+        lines.append(f"send-due peak RSS: {pg['small_table_rss_mb']:.0f} MB with "
+                     f"{pg['small_table_rows']:,} rows, {pg['rss_mb']:.0f} MB with "
+                     f"{pg['table_rows']:,}")  # fmt: skip
+    for plan in pg.get("explain", []):
+        lines.append(f"EXPLAIN {plan['sql'][:70]}…: {', '.join(plan['scans'])}")
+    lines.append("target: 100,000 due in < 10 s on PostgreSQL with 1M rows; RSS flat")
+    return "\n".join(lines)
+
+
+def _signup_report(r: dict[str, Any]) -> str:
+    rows = [
+        ["GET /healthz (baseline)", r["baseline_rps"], r.get("baseline_p99_ms", ""), 1.0],
+        ["POST /subscribe", r["rps"], r["p99_ms"], r["rps"] / r["baseline_rps"]],
+    ]
+    title = f"signup under wrk ({r.get('load', 'loopback')}; medians)"
+    return (table(title, ["", "requests/s", "p99 ms", "ratio"], rows)
+            + "\ntarget: >= 500 requests/s, p99 < 50 ms")  # fmt: skip
+
+
+REPORTS = {"send": _send_report, "schedule": _schedule_report, "signup": _signup_report}
+
+if __name__ == "__main__":
+    sys.exit(main())
