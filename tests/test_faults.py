@@ -165,19 +165,35 @@ def test_550_suppresses_that_address_and_the_rest_is_delivered(dist_env, workers
     assert "bounced" in shown.output and "SMTP 550: 5.1.1 No such user" in shown.output
 
 
+def queued_deliveries(redis_url: str) -> list[list[int]]:
+    """The delivery ids of each message waiting in the queue, as Dramatiq's Redis broker
+    keeps them: message ids in the queue's list, the messages in its `.msgs` hash."""
+    import json
+
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        ids = client.lrange("dramatiq:nurture", 0, -1)
+        bodies = client.hmget("dramatiq:nurture.msgs", ids) if ids else []
+    finally:
+        client.close()
+    return [json.loads(body)["args"][0] for body in bodies]
+
+
 def test_unsubscribing_while_emails_are_queued_stops_them(dist_env, workers, timed_sink):
     """200 queued and going out at 25/s; 60 people leave in the middle: none of them gets it."""
     dist_env["NURTURE_SEND_RATE"] = "25"
     settings = settings_for(dist_env)
     emails = seed(settings, "single", 200)
-    workers.start(threads=4)
     assert send_due(dist_env) == "send-due: 200 due, 200 enqueued"
-    with session_scope(settings) as session:
-        ids = list(session.scalars(select(Delivery.subscriber_id).order_by(Delivery.id)))
     # each queue message carries 50 deliveries, sent in order: take the last 15 of each
-    leaving = {
-        emails[sid - 1] for chunk in range(4) for sid in ids[chunk * 50 + 35 : chunk * 50 + 50]
-    }
+    messages = queued_deliveries(dist_env["NURTURE_REDIS_URL"])
+    assert sorted(len(m) for m in messages) == [50, 50, 50, 50]
+    with session_scope(settings) as session:
+        subscriber_of = dict(session.execute(select(Delivery.id, Delivery.subscriber_id)).all())
+    leaving = {emails[subscriber_of[d] - 1] for message in messages for d in message[35:]}
+    workers.start(threads=4)
     assert wait_for(lambda: len(timed_sink.messages) >= 4, 30)
     runner = CliRunner()
     for email in sorted(leaving):
