@@ -41,6 +41,11 @@ _BARE = {"ready"}  # terms without a value
 _KEYWORDS = {"and", "or", "not"}
 _TOKEN = re.compile(r"""\s*(?:(?P<paren>[()])|(?P<word>(?:"[^"]*"?|[^\s()"])+))""")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+#: Deepest nesting of parentheses and `not`s: the parser and SQL compilers recurse.
+MAX_DEPTH = 32
+#: Most terms in one segment: SQLite refuses expressions deeper than 1,000.
+MAX_TERMS = 200
+_SHOWN = 70  # characters of the segment an error quotes
 
 
 class SegmentError(NurtureError):
@@ -48,10 +53,14 @@ class SegmentError(NurtureError):
 
     def __init__(self, text: str, position: int, message: str, hint: str = ""):
         self.text, self.position, self.hint = text, position, hint
-        caret = " " * position + "^"
+        start = max(0, min(position - _SHOWN // 2, len(text) - _SHOWN))
+        # a long segment is shown around the mistake only
+        shown = ("…" if start else "") + text[start : start + _SHOWN]
+        shown += "…" if start + _SHOWN < len(text) else ""
+        caret = " " * (position - start + (1 if start else 0)) + "^"
         detail = f" ({hint})" if hint else ""
         super().__init__(
-            f"segment: {message} at position {position + 1}{detail}\n  {text}\n  {caret}"
+            f"segment: {message} at position {position + 1}{detail}\n  {shown}\n  {caret}"
         )
 
 
@@ -105,7 +114,7 @@ def _tokens(text: str) -> list[_Token]:
 
 class _Parser:
     def __init__(self, text: str):
-        self.text, self.tokens, self.i = text, _tokens(text), 0
+        self.text, self.tokens, self.i, self.depth, self.terms = text, _tokens(text), 0, 0, 0
 
     def fail(self, token: _Token, message: str, hint: str = "") -> SegmentError:
         return SegmentError(self.text, token.position, message, hint)
@@ -145,23 +154,38 @@ class _Parser:
             items.append(self.negated())
         return items[0] if len(items) == 1 else AllOf(tuple(items))
 
+    def nest(self, token: _Token) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.fail(token, f"more than {MAX_DEPTH} levels of parentheses and 'not'",
+                            "write the segment more simply")  # fmt: skip
+
     def negated(self) -> Node:
-        if self.keyword("not"):
-            return Not(self.negated())
         token = self.peek()
+        if self.keyword("not"):
+            self.nest(token)
+            node: Node = Not(self.negated())
+            self.depth -= 1
+            return node
         if token.kind == "(":
+            self.nest(token)
             self.i += 1
             node = self.any_of()
             if self.peek().kind != ")":
                 raise self.fail(self.peek(), "missing ')'",
                                 f"to close the '(' at position {token.position + 1}")  # fmt: skip
             self.i += 1
+            self.depth -= 1
             return node
         if token.kind != "word" or token.text.lower() in _KEYWORDS:
             shown = "the end" if token.kind == "end" else repr(token.text)
             raise self.fail(token, f"expected a term but found {shown}",
                             "terms look like tag:customers, ready or attr:plan=pro")  # fmt: skip
         self.i += 1
+        self.terms += 1
+        if self.terms > MAX_TERMS:
+            raise self.fail(token, f"more than {MAX_TERMS} terms",
+                            "use a tag for a large group of subscribers")  # fmt: skip
         return self.term(token)
 
     def term(self, token: _Token) -> Term:

@@ -22,11 +22,11 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
-    model_validator,
 )
 
 from nurture.durations import parse_duration
 from nurture.errors import SequenceError
+from nurture.stepchecks import check_steps
 from nurture.yamlmarks import DuplicateKey, line_for, load_with_lines
 
 
@@ -44,6 +44,16 @@ def _duration(value: Any) -> timedelta:
 Duration = Annotated[timedelta, BeforeValidator(_duration)]
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _TRIGGER = re.compile(r"^(signup|manual|tag:[\w.-]+|completed:[\w.-]+)$")
+
+
+def _trigger_hint(value: str) -> str:
+    """' (did you mean …?)' for a misspelt trigger kind, keeping what follows a ':'."""
+    kind, colon, rest = value.partition(":")
+    kinds = ["tag", "completed"] if colon else ["signup", "manual"]
+    close = difflib.get_close_matches(kind.strip().lower(), kinds, n=1, cutoff=0.5)
+    if not close or (colon and not rest.strip()):
+        return ""
+    return f" (did you mean '{close[0]}{colon}{rest.strip()}'?)"
 
 
 class _Strict(BaseModel):
@@ -65,7 +75,7 @@ class SendWindow(_Strict):
     def _hours(cls, v: str) -> str:
         match = _HOURS.match(v.replace(" ", ""))
         if not match:
-            raise ValueError("hours must look like 09:00-17:00")
+            raise ValueError(f"{v!r} does not look like 09:00-17:00")
         start, end = v.replace(" ", "").split("-")
         if start >= end:
             raise ValueError("the window must end after it starts (09:00-17:00)")
@@ -113,7 +123,7 @@ class Readiness(_Strict):
     def _kinds(cls, v: dict[str, int]) -> dict[str, int]:
         for key in v:
             if key not in ("open", "click") and not re.match(r"^event:[\w.-]+$", key):
-                raise ValueError(f"points key {key!r} must be open, click or event:<name>")
+                raise ValueError(f"unknown kind {key!r}: use open, click or event:<name>")
         return v
 
 
@@ -140,19 +150,11 @@ class Step(_Strict):
     otherwise: str | None = None
     line: int = Field(default=0, exclude=True)
 
-    @model_validator(mode="after")
-    def _gate(self) -> Step:
-        if (self.wait_up_to is not None or self.otherwise is not None) and self.when is None:
-            raise ValueError("wait_up_to and otherwise only make sense with a `when` gate")
-        if self.otherwise is not None and self.wait_up_to is None:
-            raise ValueError("otherwise needs wait_up_to: how long to wait at the gate first")
-        return self
-
     @field_validator("id")
     @classmethod
     def _slug(cls, v: str) -> str:
         if not _ID.match(v):
-            raise ValueError("step ids use lower-case letters, digits, '-' and '_'")
+            raise ValueError(f"{v!r} is not a step id: use lower-case letters, digits, '-' and '_'")
         return v
 
     @field_validator("after")
@@ -174,22 +176,20 @@ class Sequence(_Strict):
     reentry: bool = False
     steps: tuple[Step, ...] = Field(min_length=1)
     path: str = Field(default="", exclude=True)
+    #: (top-level key, line) as written, for problems found after loading.
+    marks: tuple[tuple[str, int], ...] = Field(default=(), exclude=True)
 
     @field_validator("trigger")
     @classmethod
     def _trigger(cls, v: str) -> str:
         if not _TRIGGER.match(v):
-            raise ValueError("trigger must be signup, manual, tag:<name> or completed:<sequence>")
+            raise ValueError(f"unknown trigger {v!r}{_trigger_hint(v)}: use signup, manual, "
+                             "tag:<name> or completed:<sequence>")  # fmt: skip
         return v
 
-    @model_validator(mode="after")
-    def _unique_ids(self) -> Sequence:
-        seen: set[str] = set()
-        for step in self.steps:
-            if step.id in seen:
-                raise ValueError(f"duplicate step id {step.id!r}")
-            seen.add(step.id)
-        return self
+    def line_of(self, key: str) -> int:
+        """The line of a top-level key, or 1 when it was not written."""
+        return dict(self.marks).get(key, 1)
 
     def step(self, step_id: str) -> Step | None:
         return next((s for s in self.steps if s.id == step_id), None)
@@ -227,43 +227,11 @@ class Catalog:
         return [s for s in self.sequences.values() if s.trigger == trigger]
 
 
-def check_references(seq: Sequence) -> list[SequenceError]:
-    """Gates that name steps must name earlier, existing ones, and must be able to open."""
-    problems: list[SequenceError] = []
-    ids = [s.id for s in seq.steps]
-
-    def problem(step: Step, message: str) -> None:
-        problems.append(SequenceError(seq.path, step.line, f"step '{step.id}': {message}"))
-
-    for index, step in enumerate(seq.steps):
-        cond = step.when
-        if cond is None:
-            continue
-        for key in ("clicked", "opened"):
-            target = getattr(cond, key)
-            if target is None:
-                continue
-            if target not in ids:
-                hint = difflib.get_close_matches(target, ids, n=1)
-                problem(step, f"when.{key} names unknown step '{target}'"
-                        + (f" (did you mean '{hint[0]}'?)" if hint else ""))  # fmt: skip
-            elif ids.index(target) >= index:
-                problem(step, f"when.{key} names '{target}', which is not sent before this "
-                        "step, so the gate could never open")  # fmt: skip
-        if (cond.ready is not None or cond.score_at_least is not None) and seq.readiness is None:
-            problem(step, "when uses readiness but the sequence has no `readiness:` block, "
-                    "so the gate could never open")  # fmt: skip
-        if step.otherwise not in (None, "skip", "exit") and step.otherwise not in ids:
-            problem(step, f"otherwise names unknown step '{step.otherwise}' "
-                    "(use a step id, skip or exit)")  # fmt: skip
-        elif step.otherwise == step.id:
-            problem(step, "otherwise cannot send the subscriber back to the same gate")
-    return problems
-
-
 def _explain(err: dict[str, Any]) -> str:
+    """One sentence for a pydantic error, naming the field once."""
     loc = err["loc"]
     key = str(loc[-1]) if loc else ""
+    field = next((str(p) for p in reversed(loc) if isinstance(p, str)), "")
     if err["type"] == "extra_forbidden":
         parent = next((str(p) for p in reversed(loc[:-1]) if isinstance(p, str)), "sequence")
         close = difflib.get_close_matches(key, _KNOWN_KEYS.get(parent, []), n=1)
@@ -271,26 +239,38 @@ def _explain(err: dict[str, Any]) -> str:
         return f"unknown key '{key}'{hint}"
     if err["type"] == "missing":
         return f"missing required key '{key}'"
+    if err["type"] == "too_short" and field == "steps":
+        return "steps: a sequence needs at least one step"
+    if err["type"] == "string_too_short":
+        return f"{field}: must not be empty"
     msg = err["msg"].removeprefix("Value error, ")
-    return f"{key}: {msg}" if isinstance(loc[-1], str) else msg
+    if msg.startswith("Input should be "):  # pydantic's own: say what was written
+        wanted = msg.removeprefix("Input should be ").split(", unable to")[0]
+        given = err.get("input")
+        shown = f"{given!r} " if isinstance(given, str | int | float | None) else ""
+        msg = f"{shown}should be {wanted}"
+    return f"{field}: {msg}" if field else msg
 
 
-def _duplicate_ids(steps: Any, lines: dict[Any, int], shown: str) -> list[SequenceError]:
-    seen: set[str] = set()
-    problems = []
+#: Keys the loader sets itself; written in a file they are unknown keys.
+_INTERNAL = {"sequence": ("path", "marks"), "steps": ("line",)}
+
+
+def _internal_keys(data: dict[Any, Any], lines: dict[Any, int], shown: str) -> list[SequenceError]:
+    found: list[tuple[Any, ...]] = [(key,) for key in _INTERNAL["sequence"] if key in data]
+    steps = data.get("steps")
     for i, step in enumerate(steps if isinstance(steps, list) else []):
-        sid = step.get("id") if isinstance(step, dict) else None
-        if isinstance(sid, str) and sid in seen:
-            line = lines.get(("steps", i, "id"))
-            problems.append(SequenceError(shown, line, f"duplicate step id '{sid}'"))
-        seen.add(sid)  # type: ignore[arg-type]
-    return problems
+        found += [("steps", i, key) for key in _INTERNAL["steps"] if isinstance(step, dict)
+                  and key in step]  # fmt: skip
+    return [SequenceError(shown, lines.get(loc), _explain({"type": "extra_forbidden", "loc": loc}))
+            for loc in found]  # fmt: skip
 
 
 def load_sequence(
     path: Path, root: Path | None = None
 ) -> tuple[Sequence | None, list[SequenceError]]:
-    """Parse one file; on any problem return (None, problems), all of them at once."""
+    """Parse one file; on any problem return (None, problems), all of them at once, each
+    at the line of the field at fault."""
     shown = str(path.relative_to(root)) if root else str(path)
     try:
         data, lines = load_with_lines(path.read_text(encoding="utf-8"))
@@ -304,14 +284,15 @@ def load_sequence(
         return None, [SequenceError(shown, None, f"cannot read: {e}")]
     if not isinstance(data, dict):
         return None, [SequenceError(shown, 1, "a sequence file must be a mapping of keys")]
+    problems = _internal_keys(data, lines, shown) + check_steps(data, lines, shown)
     data.setdefault("name", path.stem)
     steps = data.get("steps")
     for i, step in enumerate(steps if isinstance(steps, list) else []):
         if isinstance(step, dict):
             step["line"] = lines.get(("steps", i), 0)
-    problems = _duplicate_ids(steps, lines, shown)
+    marks = tuple((k, lines[(k,)]) for k in data if isinstance(k, str) and (k,) in lines)
     try:
-        seq = Sequence.model_validate({**data, "path": shown})
+        seq = Sequence.model_validate({**data, "path": shown, "marks": marks})
     except ValidationError as e:
         errors = e.errors()
         for err in errors:
@@ -320,11 +301,8 @@ def load_sequence(
                 o["loc"][: len(loc)] == loc and o is not err for o in errors
             ):
                 continue  # only a consequence of an invalid item, already reported
-            if err["msg"].startswith("Value error, duplicate step id"):
-                continue  # reported with its line by _duplicate_ids
             problems.append(SequenceError(shown, line_for(lines, loc), _explain(err)))
     else:
-        problems.extend(check_references(seq))
         if not problems:
             return seq, []
     return None, sorted(problems, key=lambda p: p.line or 0)
@@ -341,16 +319,16 @@ def load_catalog(sequences_dir: Path) -> Catalog:
             continue
         if seq.name in sequences:
             other = sequences[seq.name].path
-            problems.append(
-                SequenceError(seq.path, 1, f"name '{seq.name}' is already used by {other}")
-            )
+            problems.append(SequenceError(seq.path, seq.line_of("name"),
+                                          f"name '{seq.name}' is already used by {other}"))  # fmt: skip
             continue
         sequences[seq.name] = seq
     for seq in sequences.values():
         if seq.trigger.startswith("completed:"):
             other = seq.trigger.split(":", 1)[1]
             if other not in sequences or other == seq.name:
-                problems.append(SequenceError(seq.path, 1, f"trigger names sequence '{other}', "
+                problems.append(SequenceError(seq.path, seq.line_of("trigger"),
+                                              f"trigger names sequence '{other}', "
                                 "which does not exist (or is this one)"))  # fmt: skip
     return Catalog(sequences, tuple(problems))
 

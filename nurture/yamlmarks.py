@@ -1,12 +1,23 @@
-"""YAML loading that remembers the line of every key, so errors can point at it."""
+"""YAML loading that remembers the line of every key, so errors can point at it.
+
+Files written by people (sequences, newsletter front matter) may not use anchors and
+aliases, and may nest only `MAX_DEPTH` levels: an alias expands into a copy of what
+it names, so a few hundred bytes of nested aliases become gigabytes, and an alias
+inside what it names (`steps: &a [*a]`) never ends. Nothing here needs either.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Any
 
 import yaml
+from yaml.events import AliasEvent, CollectionStartEvent, NodeEvent
 
 Path_ = tuple[str | int, ...]
+
+#: Deepest nesting of lists and mappings a file may use (a sequence needs about 5).
+MAX_DEPTH = 40
 
 
 class DuplicateKey(Exception):
@@ -14,18 +25,54 @@ class DuplicateKey(Exception):
         self.key, self.line = key, line
 
 
+class RefusedYAML(yaml.MarkedYAMLError):
+    """Valid YAML that a workspace file may not use; `problem` says why, at `problem_mark`."""
+
+    def __init__(self, problem: str, mark: yaml.Mark):
+        super().__init__(problem=problem, problem_mark=mark)
+
+
+class _Loader(yaml.SafeLoader):
+    """The safe loader's composer, refusing anchors, aliases and deep nesting as it reads."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self.depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, AliasEvent) or (
+            isinstance(event, NodeEvent) and event.anchor is not None
+        ):
+            raise RefusedYAML("anchors and aliases (&name, *name) are not allowed here: "
+                              "write the value out in full", event.start_mark)  # fmt: skip
+        if not isinstance(event, CollectionStartEvent):
+            return super().compose_node(parent, index)
+        if self.depth >= MAX_DEPTH:
+            raise RefusedYAML(f"nested more than {MAX_DEPTH} levels deep", event.start_mark)
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
 def load_with_lines(text: str) -> tuple[Any, dict[Path_, int]]:
     """Parse YAML (safe subset) and return the data plus {path: 1-based line}.
 
-    Raises yaml.YAMLError for syntax errors (with `problem_mark`) and DuplicateKey
-    for a key written twice in one mapping, which PyYAML would silently overwrite.
+    Raises yaml.YAMLError for syntax errors and refused constructs (with `problem_mark`)
+    and DuplicateKey for a key written twice in one mapping, which PyYAML would
+    silently overwrite.
     """
-    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+    finally:
+        loader.dispose()
     lines: dict[Path_, int] = {}
     if node is None:
         return None, lines
-    loader = yaml.SafeLoader("")
-    return _build(node, (), lines, loader), lines
+    return _build(node, (), lines, yaml.SafeLoader("")), lines
 
 
 def _build(node: yaml.Node, path: Path_, lines: dict[Path_, int], loader: Any) -> Any:
@@ -34,6 +81,9 @@ def _build(node: yaml.Node, path: Path_, lines: dict[Path_, int], loader: Any) -
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key, Hashable):
+                raise RefusedYAML("a key must be a plain value, not a list or mapping",
+                                  key_node.start_mark)  # fmt: skip
             if key in result:
                 raise DuplicateKey(str(key), key_node.start_mark.line + 1)
             key_path = (*path, key)

@@ -68,11 +68,12 @@ def test_every_kind_of_problem_is_reported_with_its_line(runner, broken):
     assert "sequences/broken.yaml:8: duplicate step id 'hello'" in out
     assert "sequences/broken.yaml:9: after: bad duration '2 dayz'" in out
     assert "sequences/notyaml.yaml:3: YAML:" in out
-    assert "sequences/broken.yaml:8: template 'broken/missing' not found" in out
-    assert ("sequences/broken.yaml:12: subject: undefined: subscriber has no attribute "
+    assert "sequences/broken.yaml:11: template 'broken/missing' not found" in out
+    assert ("sequences/broken.yaml:14: subject: undefined: subscriber has no attribute "
             "'frist_name' (did you mean 'subscriber.first_name'?)") in out  # fmt: skip
     assert "templates/email/broken/vars.html:2: undefined variable 'customer'" in out
     assert "templates/email/broken/syntax.html:3: template syntax: Unexpected end" in out
+    assert "3 sequences (2 with errors), 15 steps: 9 errors, 0 warnings" in out
     lines = [line for line in out.splitlines() if line.startswith("sequences/broken.yaml")]
     assert lines == sorted(lines, key=lambda x: int(x.split(":")[1])), "sorted by line"
 
@@ -84,8 +85,8 @@ def test_template_problems_remain_once_the_yaml_is_fixed(runner, broken):
     result = run_validate(runner, broken)
     out = result.output
     assert result.exit_code == 1
-    assert "sequences/broken.yaml:8: template 'broken/missing' not found" in out
-    assert "sequences/broken.yaml:12: subject: undefined: " in out and "frist_name" in out
+    assert "sequences/broken.yaml:11: template 'broken/missing' not found" in out
+    assert "sequences/broken.yaml:14: subject: undefined: " in out and "frist_name" in out
     assert "templates/email/broken/vars.html:2: undefined variable 'customer'" in out
 
 
@@ -150,14 +151,14 @@ def test_gates_must_name_earlier_steps_and_be_able_to_open(runner, workspace):
     out = result.output
     assert result.exit_code == 1
     assert (
-        "gated.yaml:7: step 'pitch': when.clicked names unknown step 'frist' "
+        "gated.yaml:12: step 'pitch': when.clicked names unknown step 'frist' "
         "(did you mean 'first'?)" in out
     )
     assert (
-        "gated.yaml:7: step 'pitch': when uses readiness but the sequence has no "
+        "gated.yaml:12: step 'pitch': when uses readiness but the sequence has no "
         "`readiness:` block" in out
     )
-    assert "gated.yaml:7: step 'pitch': otherwise names unknown step 'extra'" in out
-    assert "gated.yaml:15: step 'early': when.opened names 'later', which is not sent" in out
-    assert "shape.yaml:2: otherwise needs wait_up_to" in out
+    assert "gated.yaml:14: step 'pitch': otherwise names unknown step 'extra'" in out
+    assert "gated.yaml:19: step 'early': when.opened names 'later', which is not sent" in out
+    assert "shape.yaml:6: step 'only': otherwise needs wait_up_to" in out
     assert "shape.yaml:10: unknown key 'colour'" in out

@@ -14,7 +14,7 @@ from nurture.rendering import SubscriberView
 from nurture.sequences import catalog_for
 from nurture.simulation import simulate as run_simulation
 from nurture.subscribers import check_timezone, get, tags_of
-from nurture.validation import validate_workspace
+from nurture.validation import summary, validate_workspace
 
 
 @command(cli, "validate")
@@ -33,13 +33,8 @@ def validate(ctx: click.Context) -> None:
     problems = validate_workspace(settings)
     for problem in problems:
         click.echo(str(problem), err=not problem.warning)
-    errors = sum(not p.warning for p in problems)
-    warnings = len(problems) - errors
-    catalog = catalog_for(settings.sequences_dir)
-    steps = sum(len(s.steps) for s in catalog.sequences.values())
-    click.echo(f"{len(catalog.sequences)} sequences, {steps} steps: "
-               f"{errors} errors, {warnings} warnings")  # fmt: skip
-    if errors:
+    click.echo(summary(settings, problems))
+    if any(not p.warning for p in problems):
         sys.exit(1)
 
 
