@@ -55,6 +55,8 @@ def _split(value: str) -> tuple[str, str]:
 
 @lru_cache(maxsize=64)
 def _parse(value: str) -> tuple[str, str]:
+    if value.count("(") > 20:  # comments nest, and the parser recurses into each one
+        return "", ""  # what parseaddr answers for any value it cannot read
     return parseaddr(value.translate(_BREAKS))
 
 

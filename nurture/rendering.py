@@ -19,11 +19,11 @@ from typing import Any
 import css_inline
 import jinja2
 from jinja2 import meta, nodes
-from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup, escape
 
 from nurture.errors import SequenceError, TemplateError
 from nurture.inline import preinline, same_page
+from nurture.jinjalimits import BoundedEnvironment
 from nurture.textify import html_to_text
 
 LAYOUT = "_layout"
@@ -65,7 +65,7 @@ class Renderer:
     def __init__(self, templates_dir: Path):
         self.templates_dir = templates_dir
         fallback = example_root() / "templates" / "email"
-        self.env = SandboxedEnvironment(
+        self.env = BoundedEnvironment(
             loader=jinja2.FileSystemLoader([str(templates_dir), str(fallback)]),
             # HTML files are escaped; subjects (strings) and .txt files are plain text
             autoescape=jinja2.select_autoescape(

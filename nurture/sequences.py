@@ -7,6 +7,7 @@ never at positions.
 from __future__ import annotations
 
 import difflib
+import logging
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -42,6 +43,7 @@ def _duration(value: Any) -> timedelta:
 
 
 Duration = Annotated[timedelta, BeforeValidator(_duration)]
+log = logging.getLogger(__name__)
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _TRIGGER = re.compile(r"^(signup|manual|tag:[\w.-]+|completed:[\w.-]+)$")
 
@@ -347,5 +349,7 @@ def catalog_for(sequences_dir: Path) -> Catalog:
     if cached and cached[0] == stamp:
         return cached[1]
     catalog = load_catalog(sequences_dir) if sequences_dir.is_dir() else Catalog()
+    for problem in catalog.problems:  # once per change: the rest of the workspace still runs
+        log.warning("%s (a file with errors is left out; see `nurture validate`)", problem)
     _cache[sequences_dir] = (stamp, catalog)
     return catalog

@@ -95,6 +95,8 @@ def _read_toml(workspace: Path) -> dict[str, Any]:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: {e}") from e
+    except RecursionError:  # tomllib reads nested arrays and tables recursively
+        raise ConfigError(f"{path}: values are nested too deeply") from None
 
 
 class _Source:

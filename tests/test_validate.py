@@ -162,3 +162,143 @@ def test_gates_must_name_earlier_steps_and_be_able_to_open(runner, workspace):
     assert "gated.yaml:19: step 'early': when.opened names 'later', which is not sent" in out
     assert "shape.yaml:6: step 'only': otherwise needs wait_up_to" in out
     assert "shape.yaml:10: unknown key 'colour'" in out
+
+
+def test_each_problem_points_at_its_own_field(runner, workspace):
+    write(workspace / "sequences" / "fields.yaml", """
+        name: fields
+        trigger: completed:nowhere
+        steps:
+          - id: first
+            after: 0m
+            stage: education
+            # the subject comes last but one
+            when: {tag: vip}
+            wait_up_to: 2d
+            otherwise: skip
+            subject: "Hi {{ subscriber.frist_name }}"
+            template: fields/missing
+    """)  # fmt: skip
+    write(workspace / "sequences" / "twin.yaml", """
+        description: same name as the example
+
+        name: from-curious-to-customer
+        steps:
+          - id: one
+            subject: "One"
+            template: curious-to-customer/welcome
+    """)  # fmt: skip
+    result = run_validate(runner, workspace)
+    assert result.exit_code == 1
+    found = [line for line in result.output.splitlines() if line.startswith("sequences/")]
+    assert found == [
+        "sequences/fields.yaml:2: trigger names sequence 'nowhere', which does not exist "
+        "(or is this one)",
+        "sequences/fields.yaml:11: subject: undefined: subscriber has no attribute "
+        "'frist_name' (did you mean 'subscriber.first_name'?)",
+        "sequences/fields.yaml:12: template 'fields/missing' not found "
+        "(expected templates/email/fields/missing.html)",
+        "sequences/twin.yaml:3: name 'from-curious-to-customer' is already used by "
+        "sequences/from-curious-to-customer.yaml",
+    ]
+
+
+def test_gate_problems_are_shown_with_schema_problems_in_one_run(runner, workspace):
+    write(workspace / "sequences" / "both.yaml", """
+        steps:
+          - id: first
+            subjet: "One"
+            template: curious-to-customer/welcome
+          - id: second
+            after: 2 dayz
+            subject: "Two"
+            template: curious-to-customer/welcome
+            when: {clicked: frist, ready: true}
+            wait_up_to: 3d
+            otherwise: extra
+          - id: first
+            subject: "Three"
+            template: curious-to-customer/welcome
+    """)  # fmt: skip
+    result = run_validate(runner, workspace)
+    assert result.exit_code == 1
+    found = [line for line in result.output.splitlines() if line.startswith("sequences/")]
+    assert found == [
+        "sequences/both.yaml:2: missing required key 'subject'",
+        "sequences/both.yaml:3: unknown key 'subjet' (did you mean 'subject'?)",
+        "sequences/both.yaml:6: after: bad duration '2 dayz': write a number and a unit, "
+        "like 45m, 12h, 2d, 1w or '2 days'",
+        "sequences/both.yaml:9: step 'second': when uses readiness but the sequence has no "
+        "`readiness:` block, so the gate could never open",
+        "sequences/both.yaml:9: step 'second': when.clicked names unknown step 'frist' "
+        "(did you mean 'first'?)",
+        "sequences/both.yaml:11: step 'second': otherwise names unknown step 'extra' "
+        "(use a step id, skip or exit)",
+        "sequences/both.yaml:12: duplicate step id 'first'",
+    ]
+
+
+def test_the_summary_counts_every_file(runner, workspace):
+    write(workspace / "sequences" / "typo.yaml", """
+        steps:
+          - id: one
+            subject: "One"
+            template: curious-to-customer/welcome
+            colour: red
+    """)  # fmt: skip
+    write(workspace / "sequences" / "unreadable.yaml", "steps: [\n")
+    result = run_validate(runner, workspace)
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1] == (
+        "3 sequences (2 with errors), 12 steps: 2 errors, 0 warnings"
+    )
+
+
+@pytest.mark.parametrize(
+    ("written", "message"),
+    [
+        ("trigger: signpu", "2: trigger: unknown trigger 'signpu' (did you mean 'signup'?): "
+         "use signup, manual, tag:<name> or completed:<sequence>"),
+        ("trigger: tags:vip", "2: trigger: unknown trigger 'tags:vip' (did you mean 'tag:vip'?)"),
+        ("trigger: whenever", "2: trigger: unknown trigger 'whenever': use signup, manual, "
+         "tag:<name> or completed:<sequence>"),
+        ("send_window: {hours: 9-5}", "2: hours: '9-5' does not look like 09:00-17:00"),
+        ("send_window: {days: [mon, tues]}", "2: days: 'tues' should be 'mon', 'tue', 'wed'"),
+        ("readiness: {points: {clik: 3}, ready_at: 5}",
+         "2: points: unknown kind 'clik': use open, click or event:<name>"),
+        ("readiness: {ready_at: 0}", "2: ready_at: 0 should be greater than or equal to 1"),
+        ("reentry: maybe", "2: reentry: 'maybe' should be a valid boolean"),
+        ("name: [a, b]", "2: name: should be a valid string"),
+    ],
+)  # fmt: skip
+def test_messages_name_the_field_once(runner, workspace, written, message):
+    write(workspace / "sequences" / "one.yaml", f"""
+        description: one mistake
+        {written}
+        steps:
+          - id: one
+            subject: "One"
+            template: curious-to-customer/welcome
+    """)  # fmt: skip
+    result = run_validate(runner, workspace)
+    assert result.exit_code == 1
+    assert f"sequences/one.yaml:{message}" in result.output
+    field = message.split(": ")[1]
+    assert f"{field}: {field}" not in result.output
+
+
+def test_step_ids_and_empty_fields_are_explained(runner, workspace):
+    write(workspace / "sequences" / "one.yaml", """
+        steps: []
+    """)  # fmt: skip
+    write(workspace / "sequences" / "two.yaml", """
+        steps:
+          - id: Hello
+            subject: ""
+            template: curious-to-customer/welcome
+    """)  # fmt: skip
+    out = run_validate(runner, workspace).output
+    assert "sequences/one.yaml:1: steps: a sequence needs at least one step" in out
+    assert ("sequences/two.yaml:2: id: 'Hello' is not a step id: use lower-case letters, "
+            "digits, '-' and '_'") in out  # fmt: skip
+    assert "sequences/two.yaml:3: subject: must not be empty" in out

@@ -22,7 +22,7 @@ from markdown_it import MarkdownIt
 
 from nurture.errors import NurtureError
 from nurture.settings import Settings
-from nurture.yamlmarks import DuplicateKey, load_with_lines
+from nurture.yamlmarks import DuplicateKey, RefusedYAML, load_with_lines
 
 #: Front matter keys, with the type each must have.
 FRONT_MATTER: dict[str, tuple[type, ...]] = {
@@ -103,8 +103,8 @@ def _front_matter(text: str, shown: str) -> tuple[dict[str, Any], str, int]:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 2 if mark is not None else 1
-        raise SourceError(f"{shown}:{line}: front matter is not valid YAML: "
-                          f"{getattr(e, 'problem', e)}") from None  # fmt: skip
+        what = "front matter" if isinstance(e, RefusedYAML) else "front matter is not valid YAML"
+        raise SourceError(f"{shown}:{line}: {what}: {getattr(e, 'problem', e)}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
