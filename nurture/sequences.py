@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
@@ -229,7 +230,7 @@ class Catalog:
         return [s for s in self.sequences.values() if s.trigger == trigger]
 
 
-def _explain(err: dict[str, Any]) -> str:
+def _explain(err: Mapping[str, Any]) -> str:
     """One sentence for a pydantic error, naming the field once."""
     loc = err["loc"]
     key = str(loc[-1]) if loc else ""

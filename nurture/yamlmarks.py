@@ -8,13 +8,12 @@ inside what it names (`steps: &a [*a]`) never ends. Nothing here needs either.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
 from typing import Any
 
 import yaml
 from yaml.events import AliasEvent, CollectionStartEvent, NodeEvent
 
-Path_ = tuple[str | int, ...]
+Path_ = tuple[Any, ...]  # keys and list indexes from the root
 
 #: Deepest nesting of lists and mappings a file may use (a sequence needs about 5).
 MAX_DEPTH = 40
@@ -80,10 +79,12 @@ def _build(node: yaml.Node, path: Path_, lines: dict[Path_, int], loader: Any) -
     if isinstance(node, yaml.MappingNode):
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
-            if not isinstance(key, Hashable):
+            key = _construct(loader, key_node)
+            try:
+                hash(key)
+            except TypeError:
                 raise RefusedYAML("a key must be a plain value, not a list or mapping",
-                                  key_node.start_mark)  # fmt: skip
+                                  key_node.start_mark) from None  # fmt: skip
             if key in result:
                 raise DuplicateKey(str(key), key_node.start_mark.line + 1)
             key_path = (*path, key)
@@ -92,7 +93,19 @@ def _build(node: yaml.Node, path: Path_, lines: dict[Path_, int], loader: Any) -
         return result
     if isinstance(node, yaml.SequenceNode):
         return [_build(item, (*path, i), lines, loader) for i, item in enumerate(node.value)]
-    return loader.construct_object(node, deep=True)
+    return _construct(loader, node)
+
+
+def _construct(loader: Any, node: yaml.Node) -> Any:
+    """One value; a tag the value does not fit (`!!timestamp soon`) is a marked error, as
+    PyYAML's own constructors sometimes raise plain Python errors for it."""
+    try:
+        return loader.construct_object(node, deep=True)
+    except yaml.YAMLError:
+        raise
+    except (ArithmeticError, AttributeError, LookupError, TypeError, ValueError):
+        tag = node.tag.rsplit(":", 1)[-1]
+        raise RefusedYAML(f"{node.value!r} is not a valid {tag}", node.start_mark) from None
 
 
 def line_for(lines: dict[Path_, int], loc: tuple[Any, ...]) -> int | None:

@@ -187,3 +187,24 @@ def test_nurture_toml_nested_too_deeply_is_a_settings_error(runner, workspace):
     assert result.exit_code == 1
     assert f"{workspace / 'nurture.toml'}: values are nested too deeply" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("99999999999999999999d", "after: bad duration '99999999999999999999d'"),
+        ("999999999w", "after: duration '999999999w' is longer than ten years: is a digit "
+         "too many?"),
+        ("!!timestamp soon", "YAML: 'soon' is not a valid timestamp"),
+        ("!!int many", "YAML: 'many' is not a valid int"),
+    ],
+)  # fmt: skip
+def test_values_python_cannot_hold_are_one_error_at_their_line(runner, workspace, value,
+                                                                message):  # fmt: skip
+    write(workspace / "sequences" / "odd.yaml",
+          "steps:\n  - id: one\n    subject: Hi\n    template: curious-to-customer/welcome\n"
+          f"    after: {value}\n")  # fmt: skip
+    result = validate(runner, workspace)
+    assert result.exit_code == 1
+    assert f"sequences/odd.yaml:5: {message}" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
