@@ -130,3 +130,10 @@ def test_unknown_names_are_caught_when_compiling(settings, segment, message):
     with pytest.raises(SegmentError) as caught:
         audience_clause(settings, segment)
     assert message in str(caught.value)
+
+
+def test_the_largest_segment_allowed_runs_on_the_database(settings, people):
+    many = " or ".join(["tag:customers"] + [f"tag:t{i}" for i in range(199)])
+    assert chosen(settings, many) == ["ana", "bo"]
+    deep = "(" * 31 + "not " + "ready" + ")" * 31
+    assert chosen(settings, deep) == ["ana", "bo", "di"]
