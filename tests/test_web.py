@@ -159,7 +159,7 @@ def test_confirmation_enrols_in_the_sequence_the_form_asked_for(client, app, set
 def test_answers_are_identical_for_new_pending_and_known_addresses(client, app, settings, sink):
     confirmed(settings, "known@example.com")
     gone = confirmed(settings, "gone@example.com")
-    client.post(unsubscribe_url(settings, gone.id, None).removeprefix(settings.base_url))
+    client.post(unsubscribe_url(settings, gone.id, None, gone.link_key).removeprefix(settings.base_url))
     post_signup(client, app, email="pending@example.com")
     answers = {}
     for email in ("new@example.com", "pending@example.com", "known@example.com",
@@ -357,7 +357,7 @@ def queued_welcome(settings, email="ana@example.com") -> Subscriber:
 
 
 def unsub_path(settings, sub, sequence="from-curious-to-customer") -> str:
-    return unsubscribe_url(settings, sub.id, sequence).removeprefix(settings.base_url)
+    return unsubscribe_url(settings, sub.id, sequence, sub.link_key).removeprefix(settings.base_url)
 
 
 def test_unsubscribe_page_changes_nothing_then_each_choice_works(client, settings):
@@ -431,8 +431,8 @@ def test_bad_tokens_get_400_and_change_nothing(client, app, settings, sink):
     unsub = unsub_path(settings, sub, None)
     token = confirm_path.rsplit("/", 1)[1]
     with freeze_time(clock.now() - timedelta(days=8)):
-        old = make_token(settings.secret_key, Purpose.CONFIRM, {"s": sub.id})
-    other_key = make_token("another-secret", Purpose.CONFIRM, {"s": sub.id})
+        old = make_token(settings.secret_key, Purpose.CONFIRM, {"s": sub.id, "k": sub.link_key})
+    other_key = make_token("another-secret", Purpose.CONFIRM, {"s": sub.id, "k": sub.link_key})
     bad = {
         "tampered": f"/confirm/{token[:-2]}{'A' if token[-2] != 'A' else 'B'}{token[-1]}",
         "other key": f"/confirm/{other_key}",

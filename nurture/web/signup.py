@@ -8,26 +8,28 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, current_app, jsonify, make_response, request
+from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.wrappers import Response
 
 from nurture import clock
 from nurture.db import get_engine, session_scope
-from nurture.models import Subscriber, SubscriberStatus
+from nurture.models import SubscriberStatus
 from nurture.settings import DEFAULT_SIGNUP_SECONDS, DEFAULT_SUBSCRIBE_LIMIT
 from nurture.signups import request_signup
 from nurture.subscribers import DEFAULT_WORDING, confirm_signup
-from nurture.tokens import Purpose
+from nurture.tokens import Claim, Purpose
 from nurture.web.common import (
     catalog,
     consent_info,
     error,
     gone,
+    holder,
     page,
     settings,
     signed_link,
     state,
+    too_many,
 )
 from nurture.web.forms import parse_signup
 
@@ -40,7 +42,6 @@ SUBSCRIBE_LIMIT = DEFAULT_SUBSCRIBE_LIMIT
 #: wants a margin on top may set one.
 SIGNUP_SECONDS = DEFAULT_SIGNUP_SECONDS
 DONE = "Almost there: check your inbox for a link to confirm your subscription."
-TOO_MANY = "Too many requests from your address. Please wait a minute and try again."
 
 bp = Blueprint("signup", __name__)
 
@@ -89,12 +90,6 @@ def subscribe() -> ResponseReturnValue:
     return page("check_inbox.html", email=signup.email)
 
 
-def too_many(seconds: int) -> ResponseReturnValue:
-    response = make_response(error(429, "Too many requests", TOO_MANY))
-    response.headers["Retry-After"] = str(seconds)
-    return response
-
-
 @bp.after_request
 def cors(response: Response) -> Response:
     """Let the origins in NURTURE_CORS_ORIGINS post the form from their pages' scripts."""
@@ -113,14 +108,14 @@ def cors(response: Response) -> Response:
 
 @bp.get("/confirm/<token>")
 @signed_link(Purpose.CONFIRM)
-def confirm_page(token: str, subscriber_id: int, _: str | None) -> ResponseReturnValue:
-    return _confirm(token, subscriber_id, do_it=False)
+def confirm_page(token: str, claim: Claim) -> ResponseReturnValue:
+    return _confirm(token, claim, do_it=False)
 
 
 @bp.post("/confirm/<token>")
 @signed_link(Purpose.CONFIRM)
-def confirm(token: str, subscriber_id: int, _: str | None) -> ResponseReturnValue:
-    return _confirm(token, subscriber_id, do_it=True)
+def confirm(token: str, claim: Claim) -> ResponseReturnValue:
+    return _confirm(token, claim, do_it=True)
 
 
 def _wait_out(started: float) -> None:
@@ -130,9 +125,9 @@ def _wait_out(started: float) -> None:
         time.sleep(remaining)
 
 
-def _confirm(token: str, subscriber_id: int, *, do_it: bool) -> ResponseReturnValue:
+def _confirm(token: str, claim: Claim, *, do_it: bool) -> ResponseReturnValue:
     with session_scope(settings()) as session:
-        sub = session.get(Subscriber, subscriber_id)
+        sub = holder(session, claim)
         if sub is None:
             return gone()
         email, first_name, status = sub.email, sub.first_name, sub.status
