@@ -31,6 +31,7 @@ from nurture.web.common import (
     state,
     too_many,
 )
+from nurture.web.body import BadBody, json_object
 from nurture.web.forms import parse_signup
 
 #: Signups one client address may post: the NURTURE_SUBSCRIBE_LIMIT setting, kept in
@@ -64,9 +65,10 @@ def subscribe() -> ResponseReturnValue:
     if wait:
         return too_many(wait)
     as_json = request.is_json
-    data = request.get_json(silent=True) if as_json else request.form.to_dict()
-    if not isinstance(data, dict):
-        return error(400, "Bad request", 'send a JSON object, like {"email": "ana@example.com"}')
+    try:
+        data = json_object('{"email": "ana@example.com"}') if as_json else request.form.to_dict()
+    except BadBody as e:
+        return error(400, "Bad request", str(e))
     signup = parse_signup(data, catalog)
     if signup.errors:
         if as_json:
