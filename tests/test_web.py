@@ -99,7 +99,9 @@ def test_signup_form_is_accessible_and_sets_no_cookie(client):
     assert css.status_code == 200 and css.mimetype == "text/css"
 
 
-def test_signup_sends_a_confirmation_and_records_consent(client, app, settings, sink):
+def test_signup_sends_a_confirmation_and_records_consent(app, settings, sink):
+    app = create_app(replace(settings, signup_tags=frozenset({"bakery", "web"})))
+    client = app.test_client()
     response = post_signup(client, app, first_name="  Ana  ", timezone="Europe/Paris",
                            tags="bakery, Web")  # fmt: skip
     assert response.status_code == 200
@@ -141,6 +143,7 @@ def test_get_on_a_confirm_link_changes_nothing_and_the_button_confirms(client, a
     again = client.post(path)
     assert again.status_code == 200 and "already subscribed" in again.text
     assert count(settings, Consent) == 2
+    app.extensions["nurture"].background.stop()
 
 
 def test_confirmation_enrols_in_the_sequence_the_form_asked_for(client, app, settings, sink,

@@ -69,7 +69,7 @@ def subscribe() -> ResponseReturnValue:
         data = json_object('{"email": "ana@example.com"}') if as_json else request.form.to_dict()
     except BadBody as e:
         return error(400, "Bad request", str(e))
-    signup = parse_signup(data, catalog)
+    signup = parse_signup(data, catalog, settings().signup_tags)
     if signup.errors:
         if as_json:
             message = "; ".join(f"{k}: {v}" for k, v in signup.errors.items())

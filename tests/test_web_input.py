@@ -1,4 +1,5 @@
-"""JSON bodies that are not what we take get a 400 with a one-line reason, never a 500."""
+"""What the public form and the JSON endpoints refuse: bad JSON (a 400 with a one-line
+reason, never a 500), and tags the settings do not let a form set."""
 
 from __future__ import annotations
 
@@ -67,3 +68,31 @@ def test_good_json_still_works(keyed, settings):
     answer = keyed.post("/api/events", data=EVENT % '{"plan": "pro", "seats": 2.5}', headers=AUTH)
     assert answer.status_code == 201
     assert keyed.post("/subscribe", data=SIGNUP % '"Bo"', headers=JSON).status_code == 200
+
+
+# -- tags a public form may set ------------------------------------------------------
+def test_a_form_sets_only_the_tags_the_settings_allow(settings, sink):
+    from nurture.models import Tag
+
+    closed = create_app(settings).test_client()
+    for body in ({"email": "ana@example.com", "tags": ["vip"]}, "email=ana@example.com&tags=vip"):
+        if isinstance(body, dict):
+            answer = closed.post("/subscribe", json=body)
+            assert answer.get_json()["fields"]["tags"] == "this form cannot set tags ('vip' was sent)"
+        else:
+            answer = closed.post("/subscribe", data=body, content_type="application/x-www-form-urlencoded")
+            assert "this form cannot set tags" in answer.text
+        assert answer.status_code == 400
+    assert count(settings, Subscriber) == 0
+
+    app = create_app(replace(settings, signup_tags=frozenset({"newsletter", "spring"})))
+    client = app.test_client()
+    refused = client.post("/subscribe", json={"email": "ana@example.com", "tags": "spring vip"})
+    assert refused.status_code == 400
+    assert "cannot set the tag 'vip': it may set newsletter, spring" in refused.get_json()["error"]
+    assert count(settings, Subscriber) == 0
+    ok = client.post("/subscribe", json={"email": "ana@example.com", "tags": "Spring"})
+    assert ok.status_code == 200
+    app.extensions["nurture"].background.drain()
+    assert count(settings, Tag, Tag.name == "spring") == 1
+    app.extensions["nurture"].background.stop()
