@@ -38,9 +38,7 @@ def sender_for(settings: Settings, seq: Sequence | None = None) -> str:
     return sender
 
 
-def unsubscribe_url(
-    settings: Settings, subscriber_id: int, sequence: str | None, key: str
-) -> str:
+def unsubscribe_url(settings: Settings, subscriber_id: int, sequence: str | None, key: str) -> str:
     return link(settings.base_url, settings.secret_key, Purpose.UNSUBSCRIBE,
                 subscriber_payload(subscriber_id, key, sequence))  # fmt: skip
 

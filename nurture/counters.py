@@ -12,18 +12,34 @@ import itertools
 import math
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from functools import cache
+from typing import Any, cast
 
-from sqlalchemy import Engine, case, delete
+from sqlalchemy import Table, bindparam, case, delete
 from sqlalchemy.dialects import postgresql, sqlite
 
 from nurture import clock
 from nurture.db import get_engine
-from nurture.models import RateCount
+from nurture.models import RateCount, UTCDateTime
 from nurture.settings import Settings
 
 #: Windows that are over are swept from the table once in this many hits.
 SWEEP_EVERY = 500
+
+
+@cache
+def _count(dialect: str) -> Any:
+    """Upsert one window's row: a new window when the last one is over, else one more."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    t = cast(Table, RateCount.__table__)
+    stmt = insert(t).values(key=bindparam("key"), count=1, resets_at=bindparam("resets_at"))
+    over = t.c.resets_at <= bindparam("now", type_=UTCDateTime())
+    upsert = stmt.on_conflict_do_update(
+        index_elements=["key"],
+        set_={"count": case((over, 1), else_=t.c.count + 1),
+              "resets_at": case((over, stmt.excluded.resets_at), else_=t.c.resets_at)},
+    )  # fmt: skip
+    return upsert.returning(t.c.count, t.c.resets_at)
 
 
 class DatabaseCounts:
@@ -36,26 +52,14 @@ class DatabaseCounts:
     def hit(self, keys: Sequence[str], windows: Sequence[tuple[int, int]]) -> int:
         """Count one request in each window (amount, seconds): 0 when all had room, else
         the seconds until the full one resets (later windows are then not counted)."""
-        engine: Engine = get_engine(self.settings)
-        now = clock.now()
-        table = RateCount.__table__.c
-        insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        engine = get_engine(self.settings)
+        now, count = clock.now(), _count(engine.dialect.name)
         with engine.begin() as conn:
             if next(self._hits) % SWEEP_EVERY == 0:
                 conn.execute(delete(RateCount).where(RateCount.resets_at <= now))
             for key, (amount, seconds) in zip(keys, windows, strict=True):
-                stmt = insert(RateCount).values(
-                    key=key, count=1, resets_at=now + timedelta(seconds=seconds)
-                )
-                over = table.resets_at <= now
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=["key"],
-                    set_={
-                        "count": case((over, 1), else_=table.count + 1),
-                        "resets_at": case((over, stmt.excluded.resets_at), else_=table.resets_at),
-                    },
-                ).returning(RateCount.count, RateCount.resets_at)
-                count, resets_at = conn.execute(stmt).one()
-                if count > amount:
+                params = {"key": key, "now": now, "resets_at": now + timedelta(seconds=seconds)}
+                hits, resets_at = conn.execute(count, params).one()
+                if hits > amount:
                     return max(1, math.ceil((resets_at - now).total_seconds()))
         return 0

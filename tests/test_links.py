@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 from datetime import timedelta
 
+import pytest
 from freezegun import freeze_time
 from sqlalchemy import select, update
 
@@ -15,17 +16,22 @@ from nurture.cli import cli
 from nurture.db import session_scope
 from nurture.models import Consent, Event, Subscriber
 from nurture.tokens import Purpose, make_token
-from tests.test_web import (  # noqa: F401 - fixtures
-    FORM,
-    app,
-    client,
-    confirmed,
-    count,
-    drain,
-    link_in,
-    post_signup,
-    subscriber,
-)
+from nurture.web import create_app
+from tests.test_web import FORM, confirmed, count, drain, link_in, post_signup, subscriber
+
+
+@pytest.fixture
+def app(settings):
+    app = create_app(settings)
+    app.config["NURTURE_SUBSCRIBE_LIMIT"] = "1000 per minute"
+    yield app
+    app.extensions["nurture"].background.stop()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
 
 ONE_CLICK = {"data": "List-Unsubscribe=One-Click", "content_type": FORM}
 

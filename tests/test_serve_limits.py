@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 from nurture.cli import cli
 from nurture.settings import DEFAULT_SUBSCRIBE_LIMIT
@@ -33,7 +34,7 @@ def test_two_workers_share_the_signup_limit_and_log_no_tokens(tmp_path, runner):
     try:
         assert wait_for(lambda: http(f"{base}/healthz")[0] == 200)
         # both workers up (each boots on its own)
-        wait_for(lambda: open(log.name).read().count("Booting worker") >= 2)
+        wait_for(lambda: Path(log.name).read_text().count("Booting worker") >= 2)
         answers = [http(f"{base}/subscribe", {"email": f"p{i}@example.com"})[0]
                    for i in range(12)]  # fmt: skip
         for path in (f"/confirm/{TOKEN}", f"/unsubscribe/{TOKEN}", f"/o/{TOKEN}"):

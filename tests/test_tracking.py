@@ -75,7 +75,9 @@ def test_escaped_links_are_signed_as_the_reader_sees_them(workspace):
     rewrite = link_rewriter(settings, 3)
     signed = rewrite("https://shop.example/?a=1&amp;b=2")
     assert read_click(settings, signed.rsplit("/", 1)[1]) == (3, "https://shop.example/?a=1&b=2")
-    assert rewrite(unsubscribe_url(settings, 1, None, "k")) == unsubscribe_url(settings, 1, None, "k")
+    assert rewrite(unsubscribe_url(settings, 1, None, "k")) == unsubscribe_url(
+        settings, 1, None, "k"
+    )
 
 
 def test_click_goes_only_to_the_destination_we_signed(client, settings):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import re
-import statistics
 import time
 from dataclasses import replace
 from datetime import timedelta
@@ -163,7 +162,9 @@ def test_confirmation_enrols_in_the_sequence_the_form_asked_for(client, app, set
 def test_answers_are_identical_for_new_pending_and_known_addresses(client, app, settings, sink):
     confirmed(settings, "known@example.com")
     gone = confirmed(settings, "gone@example.com")
-    client.post(unsubscribe_url(settings, gone.id, None, gone.link_key).removeprefix(settings.base_url))
+    client.post(
+        unsubscribe_url(settings, gone.id, None, gone.link_key).removeprefix(settings.base_url)
+    )
     post_signup(client, app, email="pending@example.com")
     answers = {}
     for email in ("new@example.com", "pending@example.com", "known@example.com",

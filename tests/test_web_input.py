@@ -7,9 +7,9 @@ from dataclasses import replace
 
 import pytest
 
+from nurture.models import Event, Subscriber
 from nurture.web import create_app
 from tests.test_web import confirmed, count
-from nurture.models import Event, Subscriber
 
 AUTH = {"Authorization": "Bearer s3cret-key", "Content-Type": "application/json"}
 JSON = {"Content-Type": "application/json"}
@@ -78,9 +78,13 @@ def test_a_form_sets_only_the_tags_the_settings_allow(settings, sink):
     for body in ({"email": "ana@example.com", "tags": ["vip"]}, "email=ana@example.com&tags=vip"):
         if isinstance(body, dict):
             answer = closed.post("/subscribe", json=body)
-            assert answer.get_json()["fields"]["tags"] == "this form cannot set tags ('vip' was sent)"
+            assert (
+                answer.get_json()["fields"]["tags"] == "this form cannot set tags ('vip' was sent)"
+            )
         else:
-            answer = closed.post("/subscribe", data=body, content_type="application/x-www-form-urlencoded")
+            answer = closed.post(
+                "/subscribe", data=body, content_type="application/x-www-form-urlencoded"
+            )
             assert "this form cannot set tags" in answer.text
         assert answer.status_code == 400
     assert count(settings, Subscriber) == 0

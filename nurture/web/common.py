@@ -12,13 +12,13 @@ from urllib.parse import urlsplit
 
 from flask import current_app, jsonify, make_response, render_template, request
 from flask.typing import ResponseReturnValue
+from sqlalchemy.orm import Session
 
 from nurture.errors import TokenError
+from nurture.models import Subscriber
 from nurture.sequences import Catalog, catalog_for
 from nurture.settings import Settings
-from sqlalchemy.orm import Session
 from nurture.subscribers import DEFAULT_WORDING, ConsentInfo
-from nurture.models import Subscriber
 from nurture.tokens import Claim, Purpose, read_claim
 from nurture.web.background import Background
 from nurture.web.throttle import Throttle
@@ -68,7 +68,7 @@ def consent_info(
 #: kept in the app config as `NURTURE_LINK_LIMIT` (tests change it there).
 LINK_LIMIT = "60 per minute; 600 per hour"
 #: Requests one link may get, from anywhere: a person needs a handful.
-TOKEN_LIMIT = "10 per minute; 40 per hour"
+TOKEN_LIMIT = "10 per minute; 40 per hour"  # noqa: S105 - a limit, not a secret
 #: Pages reached by a personal link must not be kept by a browser or a proxy.
 NO_STORE = "no-store, no-cache, must-revalidate, private"
 TOO_MANY = "Too many requests from your address. Please wait a minute and try again."

@@ -30,7 +30,9 @@ DEFAULT_THREADS = 4
 
 #: Paths whose last part is a personal token: the log shows the route, not the token,
 #: which would let anyone who reads the log confirm or unsubscribe that person.
-_TOKEN_PATH = re.compile(r"^((?:[a-z]+://[^/]+)?/(?:confirm|unsubscribe|resubscribe|c|o)/)[^/?#\s]+")
+_TOKEN_PATH = re.compile(
+    r"^((?:[a-z]+://[^/]+)?/(?:confirm|unsubscribe|resubscribe|c|o)/)[^/?#\s]+"
+)
 
 
 def loggable(uri: str) -> str:

@@ -20,6 +20,7 @@ from nurture.settings import DEFAULT_SIGNUP_SECONDS, DEFAULT_SUBSCRIBE_LIMIT
 from nurture.signups import request_signup
 from nurture.subscribers import DEFAULT_WORDING, confirm_signup
 from nurture.tokens import Claim, Purpose
+from nurture.web.body import BadBody, json_object
 from nurture.web.common import (
     catalog,
     consent_info,
@@ -32,7 +33,6 @@ from nurture.web.common import (
     state,
     too_many,
 )
-from nurture.web.body import BadBody, json_object
 from nurture.web.forms import parse_signup
 
 #: Signups one client address may post: the NURTURE_SUBSCRIBE_LIMIT setting, kept in
