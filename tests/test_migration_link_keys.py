@@ -27,10 +27,9 @@ def at_0005(url: str) -> None:
         if engine.dialect.name == "postgresql":  # the fixture's database is at head
             conn.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
     cfg = db.alembic_config(url)
-    with engine.connect() as conn:
-        with conn.begin():
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "0005")
+    with engine.connect() as conn, conn.begin():
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0005")
     with engine.begin() as conn:
         for statement in ROWS.strip().split(";\n"):
             conn.execute(text(statement))
