@@ -5,6 +5,7 @@ confirm, unsubscribe and resubscribe routes are limited per client and per link.
 from __future__ import annotations
 
 import html
+import re
 from datetime import timedelta
 
 import pytest
@@ -172,3 +173,30 @@ def test_personal_pages_are_never_cached(client, app, settings, sink):
     confirm, unsub = links_of(sink, "ana@example.com")
     for path in (confirm, unsub, "/confirm/broken"):
         assert "no-store" in client.get(path).headers["Cache-Control"], path
+
+
+def test_a_forgotten_persons_open_and_click_links_count_for_nobody(
+    client, app, settings, sink, runner, env
+):
+    """Open and click links name a delivery; its id must not come back for someone else."""
+    from nurture.send_due import run_send_due
+    from tests.test_web import CHROME
+
+    def welcome_links(email: str) -> tuple[str, str]:
+        post_signup(client, app, email=email)
+        client.post(links_of(sink, email)[0])
+        run_send_due(settings)
+        drain(app)
+        body = sink.to(email)[-1].message.get_body(("html",)).get_content()
+        pixel = re.search(r'src="https://crumb\.example(/o/[\w.-]+)"', body).group(1)
+        click = re.search(r'href="https://crumb\.example(/c/[\w.-]+)"', body).group(1)
+        return pixel, click
+
+    pixel_a, click_a = welcome_links("ana@example.com")
+    forgotten = runner.invoke(cli, ["subscribers", "forget", "ana@example.com", "--yes"], env=env)
+    assert forgotten.exit_code == 0, forgotten.output
+    welcome_links("bo@example.com")
+    person = {"User-Agent": CHROME}
+    assert client.get(pixel_a, headers=person).status_code == 200  # the image still loads
+    assert client.get(click_a, headers=person).status_code == 302  # the link still goes
+    assert count(settings, Event, Event.kind.in_(["open", "click"])) == 0
