@@ -22,7 +22,8 @@ still differs is how many rows the database writes, microseconds inside a round 
 
 A confirmation is due for a new address, and for a pending or unsubscribed one whose
 last confirmation is CONFIRMATION_RESEND_AFTER old; that signup is recorded in the
-consent ledger and the subscriber becomes pending. Active, bounced and suppressed
+consent ledger and the subscriber becomes pending; one who had unsubscribed also gets a
+new link key, so links from before they left act no more (tokens.Claim). Active, bounced and suppressed
 addresses get nothing, and a form never edits a known person otherwise.
 
 Core statements built once, on a plain connection (db.transaction): an ORM Session and

@@ -100,3 +100,18 @@ def test_a_form_sets_only_the_tags_the_settings_allow(settings, sink):
     app.extensions["nurture"].background.drain()
     assert count(settings, Tag, Tag.name == "spring") == 1
     app.extensions["nurture"].background.stop()
+
+
+def test_signup_tags_come_from_nurture_toml_or_the_environment(workspace):
+    from nurture.errors import ConfigError
+    from nurture.settings import load_settings
+
+    assert load_settings(workspace, env={}).signup_tags == frozenset()
+    toml = workspace / "nurture.toml"
+    toml.write_text(toml.read_text() + 'signup_tags = ["Website", "pricing-page"]\n')
+    assert load_settings(workspace, env={}).signup_tags == {"website", "pricing-page"}
+    env = {"NURTURE_SIGNUP_TAGS": "spring, autumn"}
+    assert load_settings(workspace, env=env).signup_tags == {"spring", "autumn"}
+    toml.write_text(toml.read_text().replace('["Website", "pricing-page"]', "3"))
+    with pytest.raises(ConfigError, match="NURTURE_SIGNUP_TAGS must be a list of names"):
+        load_settings(workspace, env={})
