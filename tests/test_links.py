@@ -173,6 +173,8 @@ def test_personal_pages_are_never_cached(client, app, settings, sink):
     confirm, unsub = links_of(sink, "ana@example.com")
     for path in (confirm, unsub, "/confirm/broken"):
         assert "no-store" in client.get(path).headers["Cache-Control"], path
+    answer = client.post("/subscribe", data={"email": "bo@example.com"})
+    assert "no-store" in answer.headers["Cache-Control"]
 
 
 def test_a_forgotten_persons_open_and_click_links_count_for_nobody(
