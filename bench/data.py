@@ -68,9 +68,9 @@ def add_readers(
     with engine.begin() as conn:
         conn.execute(text(
             "INSERT INTO subscribers (id, email, first_name, timezone, attributes, status, "  # noqa: S608 (see _case)
-            "source, created_at, confirmed_at, score) "
+            "source, created_at, confirmed_at, score, link_key) "
             f"SELECT i, 'reader' || i || '@example.com', {_case(NAMES)}, "
-            f"{_case(ZONES)}, '{{}}', 'active', 'import', :sent, :sent, 0 "
+            f"{_case(ZONES)}, '{{}}', 'active', 'import', :sent, :sent, 0, 'key' || i "
             f"FROM {series}"
         ), params)  # fmt: skip
         conn.execute(text(

@@ -12,7 +12,7 @@ from nurture.messages import Envelope, build_message
 from nurture.rendering import Rendered, Renderer, SubscriberView
 from nurture.sequences import Sequence, Step
 from nurture.settings import Settings
-from nurture.tokens import Purpose, link
+from nurture.tokens import Purpose, link, subscriber_payload
 from nurture.tracking import add_open_pixel, link_rewriter, open_url
 
 CONFIRM_TEMPLATE = "_system/confirm"
@@ -38,9 +38,9 @@ def sender_for(settings: Settings, seq: Sequence | None = None) -> str:
     return sender
 
 
-def unsubscribe_url(settings: Settings, subscriber_id: int, sequence: str | None) -> str:
+def unsubscribe_url(settings: Settings, subscriber_id: int, sequence: str | None, key: str) -> str:
     return link(settings.base_url, settings.secret_key, Purpose.UNSUBSCRIBE,
-                {"s": subscriber_id, "q": sequence})  # fmt: skip
+                subscriber_payload(subscriber_id, key, sequence))  # fmt: skip
 
 
 def _brand(sender: str) -> str:
@@ -57,7 +57,7 @@ def compose_step(
     delivery_id: int | None = None,
 ) -> Composed:
     sender = sender_for(settings, seq)
-    unsub = unsubscribe_url(settings, subscriber_id, seq.name)
+    unsub = unsubscribe_url(settings, subscriber_id, seq.name, subscriber.link_key)
     context: dict[str, Any] = {
         "subscriber": subscriber,
         "sequence": {"name": seq.name},
@@ -85,7 +85,7 @@ def compose_confirmation(
     settings: Settings, subscriber: SubscriberView, subscriber_id: int, confirm_token: str
 ) -> Composed:
     sender = sender_for(settings)
-    unsub = unsubscribe_url(settings, subscriber_id, None)
+    unsub = unsubscribe_url(settings, subscriber_id, None, subscriber.link_key)
     context: dict[str, Any] = {
         "subscriber": subscriber,
         "confirm_url": f"{settings.base_url}/confirm/{confirm_token}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -90,8 +91,16 @@ class DeliveryStatus(StrEnum):
     SCHEDULED = "scheduled"
 
 
+def new_link_key() -> str:
+    """A fresh random key for a subscriber's links (see Subscriber.link_key)."""
+    return secrets.token_urlsafe(12)
+
+
 class Subscriber(Base):
     __tablename__ = "subscribers"
+    # Ids are never handed out twice, not even the highest after a `forget`: an old link
+    # naming a forgotten person's id must never reach whoever comes next.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)
@@ -106,6 +115,9 @@ class Subscriber(Base):
     confirmation_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     score: Mapped[int] = mapped_column(Integer, default=0)
     ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Signed into every confirm and unsubscribe link and checked on use; a new one is
+    #: drawn when the person subscribes again, so links from before stop working.
+    link_key: Mapped[str] = mapped_column(String(32), default=new_link_key)
 
 
 class Tag(Base):
@@ -163,6 +175,8 @@ class Delivery(Base):
     __table_args__ = (
         UniqueConstraint("enrollment_id", "step_id", name="uq_deliveries_enrollment_step"),
         Index("ix_deliveries_pending", "status", "next_attempt_at"),
+        # Open and click links name a delivery: its id must never come back for another.
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -229,6 +243,16 @@ class HandoffStatus(StrEnum):
     RETRY = "retry"
     DELIVERED = "delivered"
     FAILED = "failed"  # out of attempts; shown by `nurture stats`
+
+
+class RateCount(Base):
+    """A fixed-window request counter shared by every web process without Redis."""
+
+    __tablename__ = "rate_counts"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)
+    resets_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
 class Handoff(Base):

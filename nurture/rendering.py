@@ -41,6 +41,8 @@ class SubscriberView:
     timezone: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
     tags: tuple[str, ...] = ()
+    #: Signed into this person's confirm and unsubscribe links (tokens.Claim).
+    link_key: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)

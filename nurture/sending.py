@@ -60,7 +60,7 @@ from nurture.scheduling import TAKEN_BACK, advance
 from nurture.sequences import Catalog, catalog_for
 from nurture.settings import DEFAULT_RETRY_BACKOFF, Settings
 from nurture.subscribers import bounce, email_hash
-from nurture.tokens import Purpose, make_token
+from nurture.tokens import Purpose, make_token, subscriber_payload
 from nurture.transports import transport_for
 
 if TYPE_CHECKING:
@@ -330,7 +330,8 @@ _CLAIM = (
 #: Each delivery's subscriber, and its enrolment's state.
 _READERS = (
     select(_d.c.id.label("delivery_id"), _s.c.id, _s.c.email, _s.c.first_name, _s.c.timezone,
-           _s.c.attributes, _s.c.status, _e.c.status.label("enrollment_status"))
+           _s.c.attributes, _s.c.status, _s.c.link_key,
+           _e.c.status.label("enrollment_status"))
     .select_from(_d.join(_s, _s.c.id == _d.c.subscriber_id)
                  .outerjoin(_e, _e.c.id == _d.c.enrollment_id))
     .where(_d.c.id.in_(_ids))
@@ -457,13 +458,15 @@ class _Found:
         return SubscriberView(
             email=sub.email, first_name=sub.first_name, timezone=sub.timezone,
             attributes=dict(sub.attributes or {}), tags=tuple(self.tags.get(sub.id, ())),
+            link_key=sub.link_key,
         )  # fmt: skip
 
 
 def _compose(settings: Settings, session: Session, catalog: Catalog, delivery: Any,
              view: SubscriberView) -> Composed:  # fmt: skip
     if delivery.kind == "confirm":
-        token = make_token(settings.secret_key, Purpose.CONFIRM, {"s": delivery.subscriber_id})
+        payload = subscriber_payload(delivery.subscriber_id, view.link_key)
+        token = make_token(settings.secret_key, Purpose.CONFIRM, payload)
         return compose_confirmation(settings, view, delivery.subscriber_id, token)
     if delivery.kind == "broadcast":
         from nurture.broadcast.compose import compose_broadcast

@@ -66,6 +66,9 @@ class Settings:
     retry_backoff: timedelta = DEFAULT_RETRY_BACKOFF
     subscribe_limit: str = DEFAULT_SUBSCRIBE_LIMIT
     signup_seconds: float = DEFAULT_SIGNUP_SECONDS
+    #: Tags a public signup (form or JSON) may set; none unless listed, so that a
+    #: visitor cannot put themselves in `tag:vip`.
+    signup_tags: frozenset[str] = frozenset()
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -111,6 +114,18 @@ class _Source:
             return self.env[var].strip() or None
         value = self.toml.get(name.lower())
         return None if value is None else str(value).strip() or None
+
+    def names(self, name: str) -> frozenset[str]:
+        """A list in nurture.toml, or comma- or space-separated text, lower-cased."""
+        var = PREFIX + name.upper()
+        raw = self.env[var] if var in self.env else self.toml.get(name.lower())
+        if raw is None:
+            return frozenset()
+        if isinstance(raw, str):
+            raw = raw.replace(",", " ").split()
+        if not isinstance(raw, list) or not all(isinstance(n, str) for n in raw):
+            raise ConfigError(f"{var} must be a list of names, got {raw!r}")
+        return frozenset(n.strip().lower() for n in raw if n.strip())
 
     def number(self, name: str, kind: type, default: Any, minimum: float = 0) -> Any:
         raw = self.get(name)
@@ -210,4 +225,5 @@ def load_settings(
         retry_backoff=src.seconds("retry_backoff", DEFAULT_RETRY_BACKOFF),
         subscribe_limit=_rate_limit(src, "subscribe_limit", DEFAULT_SUBSCRIBE_LIMIT),
         signup_seconds=src.number("signup_seconds", float, DEFAULT_SIGNUP_SECONDS),
+        signup_tags=src.names("signup_tags"),
     )

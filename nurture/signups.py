@@ -22,7 +22,8 @@ still differs is how many rows the database writes, microseconds inside a round 
 
 A confirmation is due for a new address, and for a pending or unsubscribed one whose
 last confirmation is CONFIRMATION_RESEND_AFTER old; that signup is recorded in the
-consent ledger and the subscriber becomes pending. Active, bounced and suppressed
+consent ledger and the subscriber becomes pending; one who had unsubscribed also gets a
+new link key, so links from before they left act no more (tokens.Claim). Active, bounced and suppressed
 addresses get nothing, and a form never edits a known person otherwise.
 
 Core statements built once, on a plain connection (db.transaction): an ORM Session and
@@ -66,6 +67,7 @@ from nurture.models import (
     Suppression,
     Tag,
     UTCDateTime,
+    new_link_key,
 )
 from nurture.subscribers import (
     CONFIRMATION_RESEND_AFTER,
@@ -106,20 +108,23 @@ def _upsert(dialect: str) -> Any:
     new = select(
         _p("email", String), _p("first_name", String), _p("timezone", String),
         _p("attributes", JSON), literal(SubscriberStatus.PENDING, String),
-        _p("source", String), _NOW, _NOW, literal(0, Integer),
+        _p("source", String), _NOW, _NOW, literal(0, Integer), _p("key", String),
     ).where(~exists().where(_SUPPRESSIONS.c.email_hash == _p("hash", String)))  # fmt: skip
     columns = ["email", "first_name", "timezone", "attributes", "status", "source",
-               "created_at", "confirmation_sent_at", "score"]  # fmt: skip
+               "created_at", "confirmation_sent_at", "score", "link_key"]  # fmt: skip
     statuses = [literal(SubscriberStatus.PENDING), literal(SubscriberStatus.UNSUBSCRIBED)]
     due = and_(s.c.status.in_(statuses),
                or_(s.c.confirmation_sent_at.is_(None),
                    s.c.confirmation_sent_at <= _p("resend_before", UTCDateTime())))  # fmt: skip
     remember = and_(due, _p("sequence", String).is_not(None))
+    # Subscribing again after leaving: links from before act no more (tokens.Claim).
+    rejoin = and_(due, s.c.status == literal(SubscriberStatus.UNSUBSCRIBED))
     known = {
         "status": case((due, literal(SubscriberStatus.PENDING, String)), else_=s.c.status),
         "confirmation_sent_at": case((due, _NOW), else_=s.c.confirmation_sent_at),
         "attributes": case((remember, _remembered(dialect, s.c.attributes)),
                            else_=s.c.attributes),
+        "link_key": case((rejoin, _p("key", String)), else_=s.c.link_key),
     }  # fmt: skip
     return (
         insert(s)
@@ -227,6 +232,7 @@ def request_signup(
         "source": consent.source, "ip": consent.ip,
         "user_agent": (consent.user_agent or None) and consent.user_agent[:400],
         "form": consent.form, "wording": consent.wording, "names": names,
+        "key": new_link_key(),
     }  # fmt: skip
     sql = _statements(engine.dialect.name)
     if sql.tags is None:  # PostgreSQL: one statement is its own transaction

@@ -23,6 +23,7 @@ from nurture.models import (
     SubscriberStatus,
     Suppression,
     Tag,
+    new_link_key,
 )
 from nurture.scheduling import enroll, enroll_triggered
 from nurture.sequences import Catalog
@@ -212,8 +213,10 @@ def resubscribe(
         return None
     sub.status = SubscriberStatus.PENDING
     _record_consent(session, sub.id, "requested", now, consent)
-    allowed = confirmation_allowed(sub, now, resend_after)
-    return queue_confirmation(session, sub, now) if allowed else None
+    if not confirmation_allowed(sub, now, resend_after):
+        return None  # the confirmation sent within the hour, and its key, still stand
+    sub.link_key = new_link_key()  # links from before they left act no more
+    return queue_confirmation(session, sub, now)
 
 
 def confirm_signup(

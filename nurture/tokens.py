@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hmac
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
@@ -40,6 +43,62 @@ def read_token(secret: str, purpose: Purpose, token: str) -> Any:
     except SignatureExpired:
         raise TokenError("this link has expired") from None
     except BadSignature:
+        raise TokenError("this link is not valid") from None
+
+
+class LinkHolder(Protocol):
+    """What a confirm or unsubscribe link is checked against: a subscriber row."""
+
+    link_key: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a confirm or unsubscribe token says: whose link it is, and for what."""
+
+    subscriber_id: int
+    #: The subscriber's link key when it was signed; None in links signed before keys
+    #: existed, which hold only for a subscriber created before they were signed.
+    key: str | None
+    sequence: str | None
+    issued_at: datetime
+
+    def holds_for(self, sub: LinkHolder) -> bool:
+        """True when `sub` is the person this link was sent to. An id alone is not
+        enough: the key changes when they subscribe again, and a link from before
+        then, or for anyone else, must act on nobody."""
+        if self.key is None:  # signed with whole seconds
+            return sub.created_at < self.issued_at + timedelta(seconds=1)
+        return hmac.compare_digest(self.key.encode(), sub.link_key.encode())
+
+
+def subscriber_payload(subscriber_id: int, key: str, sequence: str | None = None) -> dict[str, Any]:
+    payload: dict[str, Any] = {"s": subscriber_id, "k": key}
+    if sequence is not None:
+        payload["q"] = sequence
+    return payload
+
+
+def read_claim(secret: str, purpose: Purpose, token: str) -> Claim:
+    """The claim of a confirm or unsubscribe token; TokenError when it is not ours."""
+    try:
+        payload, issued = _serializer(secret, purpose).loads(
+            token, max_age=MAX_AGE.get(purpose), return_timestamp=True
+        )
+    except SignatureExpired:
+        raise TokenError("this link has expired") from None
+    except BadSignature:
+        raise TokenError("this link is not valid") from None
+    try:
+        key, sequence = payload.get("k"), payload.get("q")
+        return Claim(
+            subscriber_id=int(payload["s"]),
+            key=None if key is None else str(key),
+            sequence=None if sequence is None else str(sequence),
+            issued_at=issued,
+        )
+    except (AttributeError, KeyError, TypeError, ValueError):
         raise TokenError("this link is not valid") from None
 
 

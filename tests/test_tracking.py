@@ -57,7 +57,7 @@ def test_links_become_signed_redirects_and_an_open_pixel_is_added(settings):
     clicks = [h for h in hrefs if h.startswith("https://crumb.example/c/")]
     assert [read_click(settings, h.rsplit("/", 1)[1]) for h in clicks] == [(7, BLOG)]
     assert BLOG not in hrefs
-    assert unsubscribe_url(settings, 5, SEQUENCE) in hrefs  # our own link is left alone
+    assert unsubscribe_url(settings, 5, SEQUENCE, "") in hrefs  # our own link is left alone
     [pixel] = re.findall(r'<img src="(https://crumb.example/o/[^"]+)"[^>]*></body>', rendered.html)
     assert read_open(settings, pixel.rsplit("/", 1)[1]) == 7
     assert BLOG in rendered.text and "/c/" not in rendered.text  # the .txt twin, as written
@@ -75,7 +75,9 @@ def test_escaped_links_are_signed_as_the_reader_sees_them(workspace):
     rewrite = link_rewriter(settings, 3)
     signed = rewrite("https://shop.example/?a=1&amp;b=2")
     assert read_click(settings, signed.rsplit("/", 1)[1]) == (3, "https://shop.example/?a=1&b=2")
-    assert rewrite(unsubscribe_url(settings, 1, None)) == unsubscribe_url(settings, 1, None)
+    assert rewrite(unsubscribe_url(settings, 1, None, "k")) == unsubscribe_url(
+        settings, 1, None, "k"
+    )
 
 
 def test_click_goes_only_to_the_destination_we_signed(client, settings):
@@ -166,7 +168,7 @@ def test_stats_count_the_people_who_opened_clicked_and_left(client, settings, en
     client.get(path_of(open_url(settings, sent[ana.id])), headers=person)  # twice: one person
     client.get(path_of(click_url(settings, sent[ana.id], BLOG)), headers=person)
     client.get(path_of(open_url(settings, sent[bo.id])), headers=prefetcher)  # not a reader
-    client.post(path_of(unsubscribe_url(settings, bo.id, SEQUENCE)),
+    client.post(path_of(unsubscribe_url(settings, bo.id, SEQUENCE, bo.link_key)),
                 data="List-Unsubscribe=One-Click", content_type="application/x-www-form-urlencoded")  # fmt: skip
 
     result = runner.invoke(cli, ["stats", SEQUENCE], env=env)

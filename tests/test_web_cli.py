@@ -12,6 +12,11 @@ from tests.test_web import confirmed
 
 
 def test_form_snippet_posts_to_the_public_url_with_a_honeypot(runner, env):
+    refused = runner.invoke(cli, ["form-snippet", "--tag", "Website"], env=env)
+    assert refused.exit_code == 1
+    assert "this form cannot set tags ('website' was sent)" in refused.output
+    assert "signup_tags" in refused.output and "Traceback" not in refused.output
+    env = {**env, "NURTURE_SIGNUP_TAGS": "website, spring"}
     result = runner.invoke(cli, ["form-snippet", "--tag", "Website", "--tag", "spring"], env=env)
     assert result.exit_code == 0, result.output
     snippet = result.output

@@ -88,7 +88,9 @@ def compose_issue(
     *, delivery_id: int | None = None, test: bool = False,
 ) -> Composed:  # fmt: skip
     sender = sender_for(settings)
-    unsub = unsubscribe_url(settings, subscriber_id, None)  # a newsletter: leave everything
+    unsub = unsubscribe_url(
+        settings, subscriber_id, None, view.link_key
+    )  # a newsletter: leave everything
     subject = (TEST_PREFIX if test else "") + content.subject
     rewrite = link_rewriter(settings, delivery_id)
     rendered = _renderer(settings.templates_dir, content.body_html, content.body_text).render(

@@ -69,7 +69,8 @@ def preview(ctx: click.Context, sequence: str, step: str, email: str | None, fmt
             sub = get(session, email)
             view = SubscriberView(email=sub.email, first_name=sub.first_name,
                                   timezone=sub.timezone, attributes=dict(sub.attributes or {}),
-                                  tags=tuple(tags_of(session, sub.id)))  # fmt: skip
+                                  tags=tuple(tags_of(session, sub.id)),
+                                  link_key=sub.link_key)  # fmt: skip
             sub_id = sub.id
     composed = compose_step(settings, seq, found, view, sub_id)
     echo_composed(composed, fmt)

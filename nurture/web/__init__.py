@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response
 
+from nurture.counters import DatabaseCounts
 from nurture.settings import Settings, load_settings
 from nurture.web import api, archive, leave, signup, track
 from nurture.web.background import Background
@@ -53,8 +54,9 @@ def create_app(settings: Settings | None = None, *, proxies: int = 0) -> Flask:
         NURTURE_SUBSCRIBE_LIMIT=settings.subscribe_limit,
         NURTURE_SIGNUP_SECONDS=settings.signup_seconds,
     )
+    shared = DatabaseCounts(settings) if settings.embedded else None
     app.extensions["nurture"] = Nurture(
-        settings, Background(settings), Throttle(settings.redis_url)
+        settings, Background(settings), Throttle(settings.redis_url, shared)
     )
     for bp in (signup.bp, leave.bp, track.bp, api.bp, archive.bp):
         app.register_blueprint(bp)
@@ -84,7 +86,9 @@ def create_app(settings: Settings | None = None, *, proxies: int = 0) -> Flask:
 
     @app.errorhandler(Exception)
     def _crash(e: Exception) -> ResponseReturnValue:
-        log.exception("%s %s failed", request.method, request.path)
+        # The route, not the path: a path can hold someone's token.
+        route = request.url_rule.rule if request.url_rule else request.path
+        log.exception("%s %s failed", request.method, route)
         return error(500, "Something went wrong", "Sorry, something went wrong on our side. "
                      "Please try again in a moment.")  # fmt: skip
 

@@ -15,6 +15,7 @@ from nurture.errors import SubscriberError
 from nurture.subscribers import normalize_email
 from nurture.tasks import queue_depth
 from nurture.tracking import check_event_name, record_custom
+from nurture.web.body import BadBody, json_object
 from nurture.web.common import error, settings
 
 log = logging.getLogger(__name__)
@@ -41,10 +42,10 @@ def add_event() -> ResponseReturnValue:
     refused = _authorized()
     if refused is not None:
         return refused
-    data = request.get_json(silent=True) if request.is_json else None
-    if not isinstance(data, dict):
-        return error(400, "Bad request", 'send a JSON object, like '
-                     '{"email": "ana@example.com", "event": "demo_booked"}')  # fmt: skip
+    try:
+        data = json_object('{"email": "ana@example.com", "event": "demo_booked"}')
+    except BadBody as e:
+        return error(400, "Bad request", str(e))
     unknown = sorted(k for k in data if k not in EVENT_FIELDS)
     if unknown:
         return error(400, "Bad request", f"unknown field {unknown[0][:40]!r}: "

@@ -1,9 +1,10 @@
 """Work the web app hands off: confirmation emails, and due sends under `nurture serve`.
 
-In embedded mode (no NURTURE_REDIS_URL) sending happens in this process. It runs on a
-thread so a signup answers at once, and in the same time whether or not an email was
-sent, which keeps the answer from telling who is already subscribed. With Redis the
-ids are only enqueued, which is quick, and the workers send.
+In embedded mode (no NURTURE_REDIS_URL) sending happens in this process, on a thread.
+A signup hands its confirmation (or nothing) on only once its answer has been sent
+(`call_on_close`), so the answer takes the same work whether or not an email is built,
+which keeps it from telling who is already subscribed. With Redis the ids are only
+enqueued, and the workers send.
 
 The delivery table is the outbox: if this process dies before a queued email went out,
 the next `send-due` (or the loop below) finds it stale and sends it.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parseaddr
@@ -9,14 +10,16 @@ from functools import wraps
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import current_app, jsonify, render_template, request
+from flask import current_app, jsonify, make_response, render_template, request
 from flask.typing import ResponseReturnValue
+from sqlalchemy.orm import Session
 
 from nurture.errors import TokenError
+from nurture.models import Subscriber
 from nurture.sequences import Catalog, catalog_for
 from nurture.settings import Settings
 from nurture.subscribers import DEFAULT_WORDING, ConsentInfo
-from nurture.tokens import Purpose, read_token
+from nurture.tokens import Claim, Purpose, read_claim
 from nurture.web.background import Background
 from nurture.web.throttle import Throttle
 
@@ -61,14 +64,46 @@ def consent_info(
     )
 
 
-def subscriber_token(purpose: Purpose, token: str) -> tuple[int, str | None]:
-    """(subscriber id, sequence or None) from a confirm or unsubscribe token."""
-    payload = read_token(settings().secret_key, purpose, token)
-    try:
-        sequence = payload.get("q")
-        return int(payload["s"]), None if sequence is None else str(sequence)
-    except (AttributeError, KeyError, TypeError, ValueError):
-        raise TokenError("this link is not valid") from None
+#: Requests to confirm, unsubscribe and resubscribe links one client address may make;
+#: kept in the app config as `NURTURE_LINK_LIMIT` (tests change it there).
+LINK_LIMIT = "60 per minute; 600 per hour"
+#: Requests one link may get, from anywhere: a person needs a handful.
+TOKEN_LIMIT = "10 per minute; 40 per hour"  # noqa: S105 - a limit, not a secret
+#: Pages reached by a personal link must not be kept by a browser or a proxy.
+NO_STORE = "no-store, no-cache, must-revalidate, private"
+TOO_MANY = "Too many requests from your address. Please wait a minute and try again."
+
+
+def too_many(seconds: int) -> ResponseReturnValue:
+    response = make_response(error(429, "Too many requests", TOO_MANY))
+    response.headers["Retry-After"] = str(seconds)
+    return response
+
+
+def throttle_link(token: str) -> int:
+    """Count one use of a personal link: 0 when allowed, else the seconds to wait.
+
+    Per token, so one forwarded email cannot be replayed without end; per client too,
+    except a mail provider's RFC 8058 one-click unsubscribe, which comes from its own
+    few addresses for all its users and must never be refused for their number.
+    """
+    limits = current_app.config
+    throttle = state().throttle
+    digest = hashlib.sha256(token.encode()).hexdigest()[:32]
+    wait = throttle.hit(str(limits.get("NURTURE_TOKEN_LIMIT", TOKEN_LIMIT)), "token", digest)
+    one_click = request.method == "POST" and request.form.get("List-Unsubscribe") == "One-Click"
+    if wait or one_click:
+        return wait
+    return throttle.hit(str(limits.get("NURTURE_LINK_LIMIT", LINK_LIMIT)),
+                        request.remote_addr or "", "link")  # fmt: skip
+
+
+def holder(session: Session, claim: Claim) -> Subscriber | None:
+    """The subscriber a confirm or unsubscribe link was sent to, or None when that
+    person is gone, or subscribed again since (a new link key), or the id is someone
+    else's now: an old link must act on nobody."""
+    sub = session.get(Subscriber, claim.subscriber_id)
+    return sub if sub is not None and claim.holds_for(sub) else None
 
 
 def wants_json() -> bool:
@@ -107,21 +142,30 @@ def gone() -> ResponseReturnValue:
                  "You are welcome to sign up again.")  # fmt: skip
 
 
-TokenView = Callable[[str, int, str | None], ResponseReturnValue]
+TokenView = Callable[[str, Claim], ResponseReturnValue]
 
 
 def signed_link(purpose: Purpose) -> Callable[[TokenView], Callable[[str], ResponseReturnValue]]:
-    """For views of a signed link: they get (token, subscriber id, sequence), and a
-    tampered, foreign-purpose or expired token gets a 400 page before they run."""
+    """For views of a signed link: they get (token, claim), after the link's own limits
+    (per client and per token, LINK_LIMIT) and its signature were checked; a tampered,
+    foreign-purpose or expired token gets a 400 page before they run."""
 
     def decorate(view: TokenView) -> Callable[[str], ResponseReturnValue]:
         @wraps(view)
         def checked(token: str) -> ResponseReturnValue:
+            response = make_response(_answer(token))
+            response.headers["Cache-Control"] = NO_STORE
+            return response
+
+        def _answer(token: str) -> ResponseReturnValue:
+            wait = throttle_link(token)
+            if wait:
+                return too_many(wait)
             try:
-                subscriber_id, sequence = subscriber_token(purpose, token)
+                claim = read_claim(settings().secret_key, purpose, token)
             except TokenError as e:
                 return bad_token(str(e))
-            return view(token, subscriber_id, sequence)
+            return view(token, claim)
 
         return checked
 

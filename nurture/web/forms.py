@@ -58,7 +58,7 @@ def _text(data: Mapping[str, Any], name: str, signup: Signup) -> str:
     return value
 
 
-def _tags(data: Mapping[str, Any], signup: Signup) -> list[str]:
+def _tags(data: Mapping[str, Any], signup: Signup, allowed: frozenset[str]) -> list[str]:
     value = data.get("tags")
     if value is None or value == "":
         return []
@@ -76,12 +76,25 @@ def _tags(data: Mapping[str, Any], signup: Signup) -> list[str]:
         signup.errors["tags"] = f"{bad[0][:70]!r} is not a tag: use letters, digits, '-' and '_'"
     elif len(tags) > MAX_TAGS:
         signup.errors["tags"] = f"at most {MAX_TAGS} tags"
+    elif refused := sorted(set(tags) - allowed):
+        signup.errors["tags"] = _refusal(refused[0], allowed)
     return tags
 
 
-def parse_signup(data: Mapping[str, Any], catalog: Callable[[], Catalog]) -> Signup:
+def _refusal(tag: str, allowed: frozenset[str]) -> str:
+    if not allowed:
+        return f"this form cannot set tags ({tag!r} was sent)"
+    return f"this form cannot set the tag {tag!r}: it may set {', '.join(sorted(allowed))}"
+
+
+def parse_signup(
+    data: Mapping[str, Any], catalog: Callable[[], Catalog],
+    allowed_tags: frozenset[str] = frozenset(),
+) -> Signup:  # fmt: skip
     """`catalog` is asked for the workspace's sequences only when the form names one: a
-    look at the sequence files on every signup would cost more than checking the rest."""
+    look at the sequence files on every signup would cost more than checking the rest.
+    Tags outside `allowed_tags` (NURTURE_SIGNUP_TAGS) are refused, not dropped: the
+    page that sends them is wrong and its author should hear so."""
     signup = Signup()
     unknown = sorted(k for k in data if k not in FIELDS and k != HONEYPOT)
     if unknown:
@@ -114,5 +127,5 @@ def parse_signup(data: Mapping[str, Any], catalog: Callable[[], Catalog]) -> Sig
         signup.errors["sequence"] = f"there is no sequence named {sequence[:100]!r}"
     signup.sequence = sequence or None
 
-    signup.tags = _tags(data, signup)
+    signup.tags = _tags(data, signup, allowed_tags)
     return signup

@@ -7,18 +7,25 @@ redirect, so it answers 200 with a page, and needs nothing but the signed token.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from flask import Blueprint, request
 from flask.typing import ResponseReturnValue
 
 from nurture import clock
 from nurture.db import session_scope
-from nurture.models import Subscriber, SubscriberStatus
+from nurture.models import SubscriberStatus
 from nurture.subscribers import resubscribe, unsubscribe
-from nurture.tokens import Purpose
+from nurture.tokens import Claim, Purpose
 from nurture.tracking import last_sent_delivery, record
-from nurture.web.common import consent_info, error, gone, page, settings, signed_link, state
+from nurture.web.common import (
+    consent_info,
+    error,
+    gone,
+    holder,
+    page,
+    settings,
+    signed_link,
+    state,
+)
 
 bp = Blueprint("leave", __name__)
 _GONE = {SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED}
@@ -26,11 +33,13 @@ _GONE = {SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED}
 
 @bp.get("/unsubscribe/<token>")
 @signed_link(Purpose.UNSUBSCRIBE)
-def unsubscribe_page(token: str, subscriber_id: int, sequence: str | None) -> ResponseReturnValue:
+def unsubscribe_page(token: str, claim: Claim) -> ResponseReturnValue:
     with session_scope(settings()) as session:
-        sub = session.get(Subscriber, subscriber_id)
-        email, status = (sub.email, sub.status) if sub else (None, None)
-    if status is None or status in _GONE:
+        sub = holder(session, claim)
+        if sub is None:
+            return gone()
+        email, status, sequence = sub.email, sub.status, claim.sequence
+    if status in _GONE:
         return page("unsubscribed.html", email=email, token=token, sequence=None,
                     can_resubscribe=status == SubscriberStatus.UNSUBSCRIBED, already=True)  # fmt: skip
     return page("unsubscribe.html", email=email, token=token, sequence=sequence)
@@ -38,16 +47,19 @@ def unsubscribe_page(token: str, subscriber_id: int, sequence: str | None) -> Re
 
 @bp.post("/unsubscribe/<token>")
 @signed_link(Purpose.UNSUBSCRIBE)
-def unsubscribe_now(token: str, subscriber_id: int, sequence: str | None) -> ResponseReturnValue:
+def unsubscribe_now(token: str, claim: Claim) -> ResponseReturnValue:
     one_click = request.form.get("List-Unsubscribe") == "One-Click"
     # One-click, and any post that does not ask for less, leaves everything: a person who
     # presses "unsubscribe" in their mail app expects to hear nothing more from us.
+    sequence = claim.sequence
     only = sequence if request.form.get("scope") == "sequence" and not one_click else None
     now = clock.now()
     with session_scope(settings()) as session:
-        sub = session.get(Subscriber, subscriber_id)
-        email, status = (sub.email, sub.status) if sub else (None, None)
-        if sub is not None and status not in _GONE:
+        sub = holder(session, claim)
+        if sub is None:
+            return gone()
+        email, status = sub.email, sub.status
+        if status not in _GONE:
             unsubscribe(session, sub, now, sequence=only, consent=consent_info(
                 "web", form="one-click" if one_click else "unsubscribe page", wording=None))  # fmt: skip
             record(session, sub.id, "unsubscribe", now,
@@ -60,18 +72,17 @@ def unsubscribe_now(token: str, subscriber_id: int, sequence: str | None) -> Res
 
 @bp.post("/resubscribe/<token>")
 @signed_link(Purpose.UNSUBSCRIBE)
-def resubscribe_now(token: str, subscriber_id: int, _sequence: str | None) -> ResponseReturnValue:
-    """Coming back starts a fresh double opt-in: a new confirmation email."""
+def resubscribe_now(token: str, claim: Claim) -> ResponseReturnValue:
+    """Coming back starts a fresh double opt-in: a new confirmation email, at most one
+    an hour per address like every other path (a forwarded email must not be able to
+    flood its owner by unsubscribing and resubscribing in turn)."""
     with session_scope(settings()) as session:
-        sub = session.get(Subscriber, subscriber_id)
+        sub = holder(session, claim)
         if sub is None:
             return gone()
         email, status, first_name = sub.email, sub.status, sub.first_name
-        # No hourly limit here: the link proves the address is theirs, and a second
-        # click finds them pending already, which sends nothing.
         delivery_id = resubscribe(session, sub, clock.now(),
-                                  consent_info("web", form="resubscribe button"),
-                                  resend_after=timedelta(0))  # fmt: skip
+                                  consent_info("web", form="resubscribe button"))  # fmt: skip
     if status == SubscriberStatus.ACTIVE:
         return page("confirmed.html", email=email, first_name=first_name, already=True)
     if status == SubscriberStatus.BOUNCED:

@@ -20,9 +20,12 @@ def form_snippet(
     settings: Settings, catalog: Catalog, sequence: str | None = None, tags: tuple[str, ...] = ()
 ) -> str:
     checked = parse_signup({"email": "sam@example.com", "sequence": sequence or "",
-                            "tags": " ".join(tags)}, lambda: catalog)  # fmt: skip
+                            "tags": " ".join(tags)}, lambda: catalog,
+                           settings.signup_tags)  # fmt: skip
     if checked.errors:
-        raise NurtureError("; ".join(checked.errors.values()))
+        hint = (" (list the tags a form may set in signup_tags in nurture.toml, or "
+                "NURTURE_SIGNUP_TAGS)" if "tags" in checked.errors else "")  # fmt: skip
+        raise NurtureError("; ".join(checked.errors.values()) + hint)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
     return env.get_template("snippet.html").render(
         action=f"{settings.base_url}/subscribe",

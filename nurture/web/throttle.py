@@ -1,5 +1,7 @@
-"""Signups per client address: fixed windows ("5 per minute; 30 per hour") counted in
-Redis, shared by every web process, or in memory in embedded mode.
+"""Request limits (signups per client address, uses of a personal link): fixed windows
+("5 per minute; 30 per hour") counted in Redis, shared by every web process, or in
+embedded mode in the database, which every gunicorn worker shares too
+(nurture.counters): counted in each worker's memory, 5 a minute let 10 through with 2.
 
 Why not flask-limiter: one route is limited, and its hooks around every request
 (headers, exemptions, a round trip per window, two more for the headers) cost a signup
@@ -8,8 +10,8 @@ costs one round trip: a Lua script counts every window and answers which one is 
 and for how long, which becomes `Retry-After`. The limit's syntax is the `limits`
 library's, as before.
 
-Redis unreachable: count in memory for a while rather than refuse every signup or fail
-it; each web process then limits on its own, as embedded mode always does.
+Store unreachable: count in memory for a while rather than refuse every signup or fail
+it; each web process then limits on its own.
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from functools import cache
+from typing import Protocol
 
 import redis
 from limits import RateLimitItem, parse_many
+from sqlalchemy.exc import SQLAlchemyError
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +55,16 @@ def windows(limit: str) -> tuple[RateLimitItem, ...]:
     return tuple(sorted(parse_many(limit), key=lambda w: w.get_expiry()))
 
 
+class SharedCounts(Protocol):
+    def hit(self, keys: Sequence[str], windows: Sequence[tuple[int, int]]) -> int: ...
+
+
 class Throttle:
-    def __init__(self, redis_url: str | None) -> None:
+    def __init__(self, redis_url: str | None, shared: SharedCounts | None = None) -> None:
+        """Counts in Redis when `redis_url` is set, else in `shared` (the database),
+        else in this process's memory."""
         self.memory = MemoryCounts()
+        self.shared = shared
         self.redis: redis.Redis | None = None
         if redis_url:
             self.redis = redis.Redis.from_url(redis_url, socket_timeout=REDIS_TIMEOUT,
@@ -64,14 +76,17 @@ class Throttle:
         """Count one request for `key`: 0 when allowed, else the seconds to wait."""
         items = windows(limit)
         keys = [":".join((PREFIX, *key, str(w.amount), str(w.get_expiry()))) for w in items]
-        if self.redis is not None and time.monotonic() >= self._down_until:
+        if time.monotonic() >= self._down_until:
             try:
-                seconds = [w.get_expiry() for w in items]
-                return int(self._script(keys, [*seconds, *(w.amount for w in items)]))
-            except redis.RedisError as e:
+                if self.redis is not None:
+                    seconds = [w.get_expiry() for w in items]
+                    return int(self._script(keys, [*seconds, *(w.amount for w in items)]))
+                if self.shared is not None:
+                    return self.shared.hit(keys, [(w.amount, w.get_expiry()) for w in items])
+            except (redis.RedisError, SQLAlchemyError) as e:
                 self._down_until = time.monotonic() + FALLBACK_SECONDS
                 log.warning("rate limit store unreachable (%s): counting in memory for %.0f s",
-                            e, FALLBACK_SECONDS)  # fmt: skip
+                            str(e).splitlines()[0], FALLBACK_SECONDS)  # fmt: skip
         return self.memory.hit(keys, items)
 
 
