@@ -22,6 +22,7 @@ from nurture import clock
 from nurture.activity import on_activity, on_tag
 from nurture.db import dispose, session_scope
 from nurture.durations import parse_duration
+from nurture.engagement import live_score
 from nurture.errors import NurtureError
 from nurture.models import (
     Delivery,
@@ -178,6 +179,7 @@ def _play(sim: Settings, sub_id: int, event: PlannedEvent, zone: ZoneInfo) -> Ti
                 on_activity(session, sim, sub_id, now)
         ready = session.get(Subscriber, sub_id)
         if not note and ready is not None and ready.ready_at == now:
-            note = f"became sales-ready (score {ready.score})"
+            score = live_score(session, sub_id, catalog_for(sim.sequences_dir))
+            note = f"became sales-ready (score {score})"
     return TimelineRow(at=now, local=now.astimezone(zone), step_id=event.label,
                        stage="activity", subject="", status="event", note=note)  # fmt: skip
