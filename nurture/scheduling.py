@@ -58,8 +58,9 @@ def enroll(session: Session, subscriber_id: int, seq: Sequence, now: datetime) -
               "status": EnrollmentStatus.ACTIVE, "next_step_id": first.id,
               "next_due_at": now + first.after, "enrolled_at": now}  # fmt: skip
     index = ["subscriber_id", "sequence", "round"]
+    # RETURNING, not rowcount: psycopg reports -1 for a row left out by ON CONFLICT.
     stmt = insert_ignoring_conflicts(session, Enrollment, index).values(**values, round=1)
-    if session.execute(stmt).rowcount:
+    if session.execute(stmt.returning(Enrollment.id)).first() is not None:
         return True
     if not seq.reentry:
         return False
@@ -77,7 +78,7 @@ def enroll(session: Session, subscriber_id: int, seq: Sequence, now: datetime) -
     again = insert_ignoring_conflicts(session, Enrollment, index).values(
         **values, round=latest.round + 1
     )
-    return bool(session.execute(again).rowcount)
+    return session.execute(again.returning(Enrollment.id)).first() is not None
 
 
 def enroll_triggered(
