@@ -175,7 +175,7 @@ class Planner:
             return Decision(Verdict.SKIP, f"gate closed ({why})")
         deadline = row.due_at + step.wait_up_to
         if self.now < deadline:
-            return Decision(Verdict.WAIT, f"waiting at the gate ({why})", at=deadline)
+            return Decision(Verdict.WAIT, f"waiting at the gate: {why}", at=deadline)
         otherwise = step.otherwise or "skip"
         reason = f"gate timed out after {format_duration(step.wait_up_to)} ({why})"
         if otherwise == "skip":

@@ -40,6 +40,9 @@ def subjects(sink, email):
 def test_quiet_reader_gets_the_extra_education_branch_after_the_gate(runner, env, sink):
     with freeze_time(START, ignore=REAL_TIME_MODULES) as frozen:
         invoke(runner, env, "subscribers", "add", "quiet@example.com", "--confirmed")
+        run_cron(runner, env, frozen, START + timedelta(days=22))
+        out = invoke(runner, env, "subscribers", "show", "quiet@example.com")
+        assert "(waiting at the gate: needs ready, score 0 of 6)" in out
         run_cron(runner, env, frozen, START + timedelta(days=40))
     got = subjects(sink, "quiet@example.com")
     assert len(got) == 8
@@ -150,6 +153,10 @@ def test_new_york_weekday_window_holds_across_dst(runner, env, sink, workspace, 
     with freeze_time(start, ignore=REAL_TIME_MODULES) as frozen:
         invoke(runner, env, "subscribers", "add", "ny@example.com", "--confirmed",
                "--timezone", "America/New_York")  # fmt: skip
+        frozen.tick(timedelta(days=1))  # tip0 falls due at 22:00 or 23:00 in New York
+        invoke(runner, env, "send-due")
+        out = invoke(runner, env, "subscribers", "show", "ny@example.com")
+        assert "next: tip0 at" in out and "(outside the send window)" in out
         run_cron(runner, env, frozen, start + timedelta(days=16))
     received = sink.to("ny@example.com")
     assert len(received) == 8
@@ -190,6 +197,11 @@ def test_on_a_newsletter_day_the_sequence_step_waits_a_day(runner, env, sink):
         invoke(runner, env, "send-due")  # welcome, Monday 08:00
         frozen.tick(timedelta(days=2) - timedelta(hours=1))  # Wednesday 07:00
         invoke(runner, env, "broadcast", "send", str(issue), "--at", "now", "--no-local-time")
+        invoke(runner, env, "send-due")  # the newsletter goes out
+        frozen.tick(timedelta(hours=1))  # Wednesday 08:00: the second step is due
+        invoke(runner, env, "send-due")
+        out = invoke(runner, env, "subscribers", "show", "reader@example.com")
+        assert "next: know-your-audience at" in out and "(a newsletter goes out that day)" in out
         run_cron(runner, env, frozen, START + timedelta(days=4))
     dates = [(m.message["Subject"], parsedate_to_datetime(m.message["Date"]).date())
              for m in sink.to("reader@example.com")]  # fmt: skip
