@@ -41,7 +41,7 @@ def on_activity(
         seq = catalog.get(enrollment.sequence)
         if seq is None:
             continue
-        facts = load_facts(session, subscriber_id, seq)
+        facts = load_facts(session, subscriber_id, seq, enrollment.id)
         reached = goal_reached(seq.exit_when, facts)
         if reached:
             stop_sending(session, sub, now, reached, seq.name)

@@ -39,16 +39,16 @@ class Facts:
 TRACKING_KINDS = ("open", "click")
 
 
-#: One tracked or custom event: its kind, the sequence and step of its delivery, and
-#: the delivery's id (None for a custom event).
-Activity = tuple[str, str | None, str | None, int | None]
+#: One tracked or custom event: its kind, the sequence and step of its delivery, the
+#: delivery's id and its enrolment's id (None for a custom event).
+Activity = tuple[str, str | None, str | None, int | None, int | None]
 
 
 def activity_query(subscriber_ids: ColumnElement[bool]) -> Select[Any]:
     """Non-bot events of the matching subscribers, as (subscriber id, *Activity)."""
     return (
         select(Event.subscriber_id, Event.kind, Delivery.sequence, Delivery.step_id,
-               Event.delivery_id)
+               Event.delivery_id, Delivery.enrollment_id)
         .outerjoin(Delivery, Delivery.id == Event.delivery_id)
         .where(subscriber_ids, Event.bot.is_(False))
     )  # fmt: skip
@@ -58,12 +58,14 @@ def load_activity(session: Session, subscriber_id: int) -> tuple[set[str], list[
     """One subscriber's tags and non-bot activity."""
     tags = set(session.scalars(select(Tag.name).where(Tag.subscriber_id == subscriber_id)))
     rows = session.execute(activity_query(Event.subscriber_id == subscriber_id)).all()
-    return tags, [(r[1], r[2], r[3], r[4]) for r in rows]
+    return tags, [(r[1], r[2], r[3], r[4], r[5]) for r in rows]
 
 
-def load_facts(session: Session, subscriber_id: int, seq: Sequence) -> Facts:
+def load_facts(
+    session: Session, subscriber_id: int, seq: Sequence, enrollment_id: int | None = None
+) -> Facts:
     tags, activity = load_activity(session, subscriber_id)
-    return facts_from(tags, activity, seq)
+    return facts_from(tags, activity, seq, enrollment_id)
 
 
 def live_score(session: Session, subscriber_id: int, catalog: Catalog) -> int:
@@ -97,22 +99,27 @@ def live_scores(session: Session, ids: list[int], sequences: list[Sequence]) -> 
     return scores
 
 
-def facts_from(tags: set[str], activity: list[Activity], seq: Sequence) -> Facts:
+def facts_from(
+    tags: set[str], activity: list[Activity], seq: Sequence, enrollment_id: int | None = None
+) -> Facts:
     """Facts from a subscriber's tags and non-bot activity, however they were read (one
-    subscriber here, a whole batch by gates.Planner)."""
+    subscriber here, a whole batch by gates.Planner). With `enrollment_id`, `opened` and
+    `clicked` name only the steps of that round (`reentry: true`): a gate on a click in
+    the second round wants a click on the second round's email. The score counts all."""
     counts: dict[str, int] = {}
     opened: set[str] = set()
     clicked: set[str] = set()
     events: set[str] = set()
     seen: set[tuple[str, int]] = set()  # (open|click, delivery id) already counted
-    for kind, sequence, step_id, delivery_id in activity:
+    for kind, sequence, step_id, delivery_id, round_id in activity:
         if kind in TRACKING_KINDS:
             if delivery_id is not None:
                 if (kind, delivery_id) in seen:
                     continue  # the same email opened or clicked again: no more points
                 seen.add((kind, delivery_id))
             counts[kind] = counts.get(kind, 0) + 1
-            if sequence == seq.name and step_id:
+            this_round = enrollment_id is None or round_id == enrollment_id
+            if sequence == seq.name and step_id and this_round:
                 (opened if kind == "open" else clicked).add(step_id)
                 if kind == "click":
                     opened.add(step_id)  # a click proves the email was opened

@@ -142,21 +142,24 @@ class Planner:
         ):
             self.tags.setdefault(sid, set()).add(name)
         query = activity_query(among(self.session, Event.subscriber_id, ids))
-        for sid, kind, sequence, step_id, delivery_id in self.session.connection().execute(query):
-            self.activity.setdefault(sid, []).append((kind, sequence, step_id, delivery_id))
+        for sid, *activity in self.session.connection().execute(query):
+            self.activity.setdefault(sid, []).append(tuple(activity))  # type: ignore[arg-type]
 
-    def facts(self, subscriber_id: int, seq: Sequence) -> Facts:
-        if subscriber_id not in self.facts_loaded:
-            return load_facts(self.session, subscriber_id, seq)
-        tags, activity = self.tags.get(subscriber_id, set()), self.activity.get(subscriber_id, [])
-        return facts_from(tags, activity, seq) if tags or activity else _NO_FACTS
+    def facts(self, row: DueRow, seq: Sequence) -> Facts:
+        sid = row.subscriber_id
+        if sid not in self.facts_loaded:
+            return load_facts(self.session, sid, seq, row.enrollment_id)
+        tags, activity = self.tags.get(sid, set()), self.activity.get(sid, [])
+        if not tags and not activity:
+            return _NO_FACTS
+        return facts_from(tags, activity, seq, row.enrollment_id)
 
     def zone(self, subscriber_id: int) -> ZoneInfo:
         return self.zones.get(subscriber_id) or ZoneInfo(self.default_zone)
 
     def decide(self, row: DueRow, seq: Sequence, step: Step) -> Decision:
         if seq.exit_when is not None or step.when is not None:
-            facts = self.facts(row.subscriber_id, seq)
+            facts = self.facts(row, seq)
             reached = goal_reached(seq.exit_when, facts)
             if reached:
                 return Decision(Verdict.EXIT, reached)

@@ -127,15 +127,16 @@ def funnel(session: Session, seq: Sequence) -> Funnel:
     education_steps = [s.id for s in seq.steps if s.stage == Stage.EDUCATION]
     last_education = education_steps[-1] if education_steps else None
     mine = Enrollment.sequence == seq.name
-    entered = session.scalar(select(func.count()).select_from(Enrollment).where(mine)) or 0
+    # people, not enrolments: a second round (`reentry: true`) is not a second person
+    people = func.count(func.distinct(Enrollment.subscriber_id))
+    entered = session.scalar(select(people).where(mine)) or 0
     past_education = select(func.count(func.distinct(Delivery.subscriber_id))).where(
         Delivery.sequence == seq.name,
         Delivery.status.in_([DeliveryStatus.SENT, DeliveryStatus.SKIPPED]),
         Delivery.step_id.in_(sales_steps + ([last_education] if last_education else [])),
     )
     ready = (
-        select(func.count())
-        .select_from(Enrollment)
+        select(people)
         .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
         .where(mine, Subscriber.ready_at.is_not(None))
     )
@@ -143,11 +144,7 @@ def funnel(session: Session, seq: Sequence) -> Funnel:
         Delivery.sequence == seq.name, Delivery.status == DeliveryStatus.SENT,
         Delivery.step_id.in_(sales_steps),
     )  # fmt: skip
-    goal = (
-        select(func.count())
-        .select_from(Enrollment)
-        .where(mine, Enrollment.end_reason.like("goal reached%"))
-    )
+    goal = select(people).where(mine, Enrollment.end_reason.like("goal reached%"))
     return Funnel(seq.name, entered, session.scalar(past_education) or 0,
                   session.scalar(ready) or 0, session.scalar(sales_sent) or 0,
                   session.scalar(goal) or 0)  # fmt: skip
