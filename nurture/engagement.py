@@ -10,7 +10,6 @@ still recorded; only the score, gates and reports count them per delivery.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import ColumnElement, Select, select
 from sqlalchemy.orm import Session
@@ -44,7 +43,11 @@ TRACKING_KINDS = ("open", "click")
 Activity = tuple[str, str | None, str | None, int | None, int | None]
 
 
-def activity_query(subscriber_ids: ColumnElement[bool]) -> Select[Any]:
+#: What `activity_query` selects: the subscriber's id, then an `Activity`.
+ActivityRow = Select[int, str, str | None, str | None, int | None, int | None]
+
+
+def activity_query(subscriber_ids: ColumnElement[bool]) -> ActivityRow:
     """Non-bot events of the matching subscribers, as (subscriber id, *Activity)."""
     return (
         select(Event.subscriber_id, Event.kind, Delivery.sequence, Delivery.step_id,
