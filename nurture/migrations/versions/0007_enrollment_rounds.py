@@ -33,7 +33,15 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # Later rounds cannot fit the one-row-per-sequence rule: keep each person's first.
+    # Later rounds cannot fit the one-row-per-sequence rule: keep each person's first
+    # (their events stay, without the email they were about).
+    op.execute(
+        "UPDATE events SET delivery_id = NULL WHERE delivery_id IN (SELECT id FROM deliveries"
+        " WHERE enrollment_id IN (SELECT id FROM enrollments WHERE round > 1))"
+    )
+    op.execute(
+        "DELETE FROM deliveries WHERE enrollment_id IN (SELECT id FROM enrollments WHERE round > 1)"
+    )
     op.execute("DELETE FROM enrollments WHERE round > 1")
     with op.batch_alter_table("enrollments") as batch:
         batch.drop_constraint("uq_enrollments_subscriber_sequence_round", type_="unique")
