@@ -12,12 +12,11 @@ from nurture.cli import cli
 from nurture.sequences import load_catalog
 from nurture.web import create_app
 from nurture.windows import next_opening
-from tests.helpers.journeys import REAL_TIME_MODULES, run_cron
+from tests.helpers.journeys import BROWSER, REAL_TIME_MODULES, run_cron
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 #: How late a step may arrive after its due time (cron every half hour, in production).
 TICK = timedelta(minutes=30)
-BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126 Safari/537.36"
 
 
 def click_first_link(client, received) -> None:

@@ -15,10 +15,9 @@ from nurture.cli import cli
 from nurture.db import session_scope
 from nurture.models import Delivery, Enrollment
 from nurture.web import create_app
-from tests.helpers.journeys import REAL_TIME_MODULES, run_cron
+from tests.helpers.journeys import BROWSER, REAL_TIME_MODULES, run_cron
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
-BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126 Safari/537.36"
 
 
 def invoke(runner, env, *args) -> str:

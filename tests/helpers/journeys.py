@@ -23,6 +23,8 @@ from nurture.models import (
     HandoffStatus,
 )
 
+#: A reader's browser: opens and clicks from it count (scanners' and prefetchers' do not).
+BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126 Safari/537.36"
 #: aiosmtpd's event loop must keep real time while the rest of the process travels.
 REAL_TIME_MODULES = ["asyncio", "aiosmtpd", "threading", "selectors"]
 #: Runs at one moment before the clock is moved on anyway (a step diverted to a step
