@@ -83,7 +83,7 @@ def test_repeated_opens_and_clicks_of_one_email_count_once(runner, env, sink, se
     assert "score: 8 (sales-ready since" in out
 
 
-def test_the_score_shown_is_live_after_one_click(runner, env, sink, settings):
+def test_the_score_shown_is_live_after_one_click(runner, env, sink, settings, tmp_path):
     """A tracked click worth 3 points shows as 3 at once, before anyone is ready."""
     client = create_app(settings).test_client()
     with freeze_time(START, ignore=REAL_TIME_MODULES):
@@ -95,3 +95,6 @@ def test_the_score_shown_is_live_after_one_click(runner, env, sink, settings):
     assert "score: 3 (not yet ready)" in out
     stats = invoke(runner, env, "stats")
     assert "scores now: 1 in it, median 3, 0 at or above 6 (ready)" in stats
+    invoke(runner, env, "stats", "--html", str(tmp_path / "report.html"))
+    report = (tmp_path / "report.html").read_text()
+    assert "scores now: 1 in it, median 3, 0 at or above 6 (ready)" in report

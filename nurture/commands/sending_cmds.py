@@ -84,7 +84,7 @@ def stats(ctx: click.Context, sequence: str | None, html_file: Path | None) -> N
         click.echo("sales handoffs: " + ", ".join(f"{n} {k}" for k, n in sorted(handoffs.items()))
                    + (f"  ({failing} failing: check NURTURE_SALES_WEBHOOK_URL)" if failing else ""))  # fmt: skip
     if html_file:
-        write_report(html_file, funnels, rows, handoffs, clock.now())
+        write_report(html_file, funnels, rows, handoffs, clock.now(), live)
         click.echo(f"Wrote {html_file}")
     with session_scope(settings) as session:
         health = delivery_health(session, clock.now(), settings.resend_after)
