@@ -73,8 +73,8 @@ def load_facts(
 
 def live_score(session: Session, subscriber_id: int, catalog: Catalog) -> int:
     """The score a subscriber has now, from their events: the highest under any
-    sequence's `readiness:` (0 when no sequence scores). The number `subscribers show`
-    and `leads` print; `stats` uses `live_scores` for many people at once."""
+    sequence's `readiness:` (0 when no sequence scores): what `subscribers show` prints;
+    `leads` and `stats` use `live_scores` for many people at once."""
     return live_scores(session, [subscriber_id], list(catalog.sequences.values())).get(
         subscriber_id, 0
     )

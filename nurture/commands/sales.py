@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from nurture.cli import _settings, cli, command
 from nurture.db import session_scope
-from nurture.engagement import live_score
+from nurture.engagement import live_scores
 from nurture.errors import NurtureError
 from nurture.models import Handoff, Subscriber
 from nurture.sequences import catalog_for
@@ -47,11 +47,13 @@ def leads(ctx: click.Context, since: str | None, fmt: str) -> None:
     settings = _settings(ctx)
     catalog = catalog_for(settings.sequences_dir)
     with session_scope(settings) as session:
-        for sub, handoff in session.execute(query):
+        found = session.execute(query).all()
+        scores = live_scores(session, [sub.id for sub, _ in found],
+                             list(catalog.sequences.values()))  # fmt: skip
+        for sub, handoff in found:
             evidence = handoff.evidence if handoff else {}
-            score = live_score(session, sub.id, catalog)
             rows.append({
-                "email": sub.email, "first_name": sub.first_name or "", "score": score,
+                "email": sub.email, "first_name": sub.first_name or "", "score": scores[sub.id],
                 "ready_at": sub.ready_at.isoformat() if sub.ready_at else "",
                 "sequence": handoff.sequence if handoff else "",
                 "opened": evidence.get("opened", []), "clicked": evidence.get("clicked", []),
