@@ -41,7 +41,7 @@ def on_activity(
         seq = catalog.get(enrollment.sequence)
         if seq is None:
             continue
-        facts = load_facts(session, subscriber_id, seq)
+        facts = load_facts(session, subscriber_id, seq, enrollment.id)
         reached = goal_reached(seq.exit_when, facts)
         if reached:
             stop_sending(session, sub, now, reached, seq.name)
@@ -56,6 +56,7 @@ def on_activity(
             due = (enrollment.last_sent_at or enrollment.enrolled_at) + step.after
             if due <= now and check(step.when, facts, seq.readiness)[0]:
                 enrollment.next_due_at = now  # the gate opened: the next send-due sends it
+                enrollment.waiting_for = None
     return handoffs
 
 

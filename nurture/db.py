@@ -76,22 +76,30 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-def upgrade(engine: Engine) -> None:
-    """Apply every migration; a no-op when the database is already at head."""
+def upgrade(engine: Engine, revision: str = "head", *, down: bool = False) -> None:
+    """Apply every migration (or go to `revision`); a no-op when already there.
+
+    On SQLite, foreign keys are off while migrating: batch mode rebuilds a table by
+    dropping the old one, and with them on that drop deletes the rows that point at it
+    (ON DELETE CASCADE: an enrolment's deliveries). SQLite only lets the setting change
+    outside a transaction, so it is set on the bare connection, before it begins, and
+    the migrated data is checked with `PRAGMA foreign_key_check` before commit."""
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
-    sqlite = engine.dialect.name == "sqlite"
     with engine.connect() as conn:
-        raw: Any = conn.connection.dbapi_connection
-        if sqlite:
-            # Off outside any transaction (SQLite ignores it inside one): a migration that
-            # rebuilds a table drops the old one, which would cascade-delete its children.
+        sqlite = engine.dialect.name == "sqlite"
+        raw = conn.connection.dbapi_connection
+        if sqlite and raw is not None:
             raw.execute("PRAGMA foreign_keys=OFF")
         try:
             with conn.begin():
                 cfg.attributes["connection"] = conn
-                command.upgrade(cfg, "head")
+                (command.downgrade if down else command.upgrade)(cfg, revision)
+                if sqlite:
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").first()
+                    if broken is not None:
+                        raise ConfigError(f"a migration left a broken reference: {tuple(broken)}")
         finally:
-            if sqlite:
+            if sqlite and raw is not None:
                 raw.execute("PRAGMA foreign_keys=ON")
 
 

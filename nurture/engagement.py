@@ -1,18 +1,21 @@
 """What a subscriber did, as facts that gates, goals and readiness are decided on.
 
 Scores are derived from the events table each time (a few indexed rows per person),
-so changing `points:` in a sequence re-scores everyone without a migration.
+so changing `points:` in a sequence re-scores everyone without a migration. Opens and
+clicks count once per email: a reader who opens one email five times (or a mail
+client that reloads its pixel) has engaged with one email, not five. Every event is
+still recorded; only the score, gates and reports count them per delivery.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, Select, select
 from sqlalchemy.orm import Session
 
 from nurture.models import Delivery, Event, Tag
-from nurture.sequences import Condition, ExitWhen, Readiness, Sequence
+from nurture.sequences import Catalog, Condition, ExitWhen, Readiness, Sequence
 
 
 @dataclass(frozen=True)
@@ -35,31 +38,91 @@ class Facts:
 TRACKING_KINDS = ("open", "click")
 
 
-#: One tracked or custom event: its kind, and the sequence and step of its delivery.
-Activity = tuple[str, str | None, str | None]
+#: One tracked or custom event: its kind, the sequence and step of its delivery, the
+#: delivery's id and its enrolment's id (None for a custom event).
+Activity = tuple[str, str | None, str | None, int | None, int | None]
 
 
-def load_facts(session: Session, subscriber_id: int, seq: Sequence) -> Facts:
-    tags = set(session.scalars(select(Tag.name).where(Tag.subscriber_id == subscriber_id)))
-    rows = session.execute(
-        select(Event.kind, Delivery.sequence, Delivery.step_id)
+#: What `activity_query` selects: the subscriber's id, then an `Activity`.
+ActivityRow = Select[int, str, str | None, str | None, int | None, int | None]
+
+
+def activity_query(subscriber_ids: ColumnElement[bool]) -> ActivityRow:
+    """Non-bot events of the matching subscribers, as (subscriber id, *Activity)."""
+    return (
+        select(Event.subscriber_id, Event.kind, Delivery.sequence, Delivery.step_id,
+               Event.delivery_id, Delivery.enrollment_id)
         .outerjoin(Delivery, Delivery.id == Event.delivery_id)
-        .where(Event.subscriber_id == subscriber_id, Event.bot.is_(False))
-    ).all()
-    return facts_from(tags, [tuple(r) for r in rows], seq)  # type: ignore[misc]
+        .where(subscriber_ids, Event.bot.is_(False))
+    )  # fmt: skip
 
 
-def facts_from(tags: set[str], activity: list[Activity], seq: Sequence) -> Facts:
+def load_activity(session: Session, subscriber_id: int) -> tuple[set[str], list[Activity]]:
+    """One subscriber's tags and non-bot activity."""
+    tags = set(session.scalars(select(Tag.name).where(Tag.subscriber_id == subscriber_id)))
+    rows = session.execute(activity_query(Event.subscriber_id == subscriber_id)).all()
+    return tags, [(r[1], r[2], r[3], r[4], r[5]) for r in rows]
+
+
+def load_facts(
+    session: Session, subscriber_id: int, seq: Sequence, enrollment_id: int | None = None
+) -> Facts:
+    tags, activity = load_activity(session, subscriber_id)
+    return facts_from(tags, activity, seq, enrollment_id)
+
+
+def live_score(session: Session, subscriber_id: int, catalog: Catalog) -> int:
+    """The score a subscriber has now, from their events: the highest under any
+    sequence's `readiness:` (0 when no sequence scores): what `subscribers show` prints;
+    `leads` and `stats` use `live_scores` for many people at once."""
+    return live_scores(session, [subscriber_id], list(catalog.sequences.values())).get(
+        subscriber_id, 0
+    )
+
+
+#: Subscribers whose events are read in one query by `live_scores`.
+SCORE_BATCH = 1000
+
+
+def live_scores(session: Session, ids: list[int], sequences: list[Sequence]) -> dict[int, int]:
+    """Each subscriber's score now under the highest-scoring of `sequences` (their
+    events read a batch at a time, counted by `facts_from`'s once-per-email rule)."""
+    scoring = [s for s in sequences if s.readiness is not None]
+    scores = dict.fromkeys(ids, 0)
+    if not scoring:
+        return scores
+    for start in range(0, len(ids), SCORE_BATCH):
+        batch = ids[start : start + SCORE_BATCH]
+        activity: dict[int, list[Activity]] = {}
+        for sid, *row in session.execute(activity_query(Event.subscriber_id.in_(batch))):
+            activity.setdefault(sid, []).append(tuple(row))  # type: ignore[arg-type]
+        for sid, rows in activity.items():
+            facts = facts_from(set(), rows, scoring[0])
+            scores[sid] = max(facts.score(s.readiness) for s in scoring)
+    return scores
+
+
+def facts_from(
+    tags: set[str], activity: list[Activity], seq: Sequence, enrollment_id: int | None = None
+) -> Facts:
     """Facts from a subscriber's tags and non-bot activity, however they were read (one
-    subscriber here, a whole batch by gates.Planner)."""
+    subscriber here, a whole batch by gates.Planner). With `enrollment_id`, `opened` and
+    `clicked` name only the steps of that round (`reentry: true`): a gate on a click in
+    the second round wants a click on the second round's email. The score counts all."""
     counts: dict[str, int] = {}
     opened: set[str] = set()
     clicked: set[str] = set()
     events: set[str] = set()
-    for kind, sequence, step_id in activity:
+    seen: set[tuple[str, int]] = set()  # (open|click, delivery id) already counted
+    for kind, sequence, step_id, delivery_id, round_id in activity:
         if kind in TRACKING_KINDS:
+            if delivery_id is not None:
+                if (kind, delivery_id) in seen:
+                    continue  # the same email opened or clicked again: no more points
+                seen.add((kind, delivery_id))
             counts[kind] = counts.get(kind, 0) + 1
-            if sequence == seq.name and step_id:
+            this_round = enrollment_id is None or round_id == enrollment_id
+            if sequence == seq.name and step_id and this_round:
                 (opened if kind == "open" else clicked).add(step_id)
                 if kind == "click":
                     opened.add(step_id)  # a click proves the email was opened
@@ -77,7 +140,8 @@ def check(cond: Condition, facts: Facts, readiness: Readiness | None) -> tuple[b
         text
         for ok, text in (
             (cond.ready is None or facts.ready(readiness) == cond.ready,
-             f"needs {'' if cond.ready else 'not '}ready, score {score} of {target}"),
+             f"needs ready, score {score} of {target}" if cond.ready
+             else f"already sales-ready: score {score}, ready at {target}"),
             (cond.score_at_least is None or score >= cond.score_at_least,
              f"needs score {cond.score_at_least}, has {score}"),
             (cond.tag is None or cond.tag in facts.tags, f"needs tag {cond.tag}"),

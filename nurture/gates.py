@@ -28,7 +28,15 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from nurture.durations import format_duration
-from nurture.engagement import Activity, Facts, check, facts_from, goal_reached, load_facts
+from nurture.engagement import (
+    Activity,
+    Facts,
+    activity_query,
+    check,
+    facts_from,
+    goal_reached,
+    load_facts,
+)
 from nurture.models import Delivery, DeliveryStatus, Event, Tag
 from nurture.sequences import Sequence, Step
 from nurture.windows import next_opening
@@ -41,7 +49,9 @@ class Verdict(StrEnum):
     SEND = "send"
     LATER = "later"  # window or cap: try again at `at`
     WAIT = "wait"  # at a closed gate until `at`
-    SKIP = "skip"  # closed gate without waiting, or timed out with otherwise: skip
+    #: closed gate without waiting, or timed out with otherwise: skip. The reason does not
+    #: repeat "skipped": the delivery's status says it.
+    SKIP = "skip"
     DIVERT = "divert"  # timed out: go to `target`
     EXIT = "exit"  # goal reached, or timed out with otherwise: exit
 
@@ -131,25 +141,25 @@ class Planner:
             select(Tag.subscriber_id, Tag.name).where(among(self.session, Tag.subscriber_id, ids))
         ):
             self.tags.setdefault(sid, set()).add(name)
-        for sid, kind, sequence, step_id in self.session.connection().execute(
-            select(Event.subscriber_id, Event.kind, Delivery.sequence, Delivery.step_id)
-            .outerjoin(Delivery, Delivery.id == Event.delivery_id)
-            .where(among(self.session, Event.subscriber_id, ids), Event.bot.is_(False))
-        ):
-            self.activity.setdefault(sid, []).append((kind, sequence, step_id))
+        query = activity_query(among(self.session, Event.subscriber_id, ids))
+        for sid, *activity in self.session.connection().execute(query):
+            self.activity.setdefault(sid, []).append(tuple(activity))  # type: ignore[arg-type]
 
-    def facts(self, subscriber_id: int, seq: Sequence) -> Facts:
-        if subscriber_id not in self.facts_loaded:
-            return load_facts(self.session, subscriber_id, seq)
-        tags, activity = self.tags.get(subscriber_id, set()), self.activity.get(subscriber_id, [])
-        return facts_from(tags, activity, seq) if tags or activity else _NO_FACTS
+    def facts(self, row: DueRow, seq: Sequence) -> Facts:
+        sid = row.subscriber_id
+        if sid not in self.facts_loaded:
+            return load_facts(self.session, sid, seq, row.enrollment_id)
+        tags, activity = self.tags.get(sid, set()), self.activity.get(sid, [])
+        if not tags and not activity:
+            return _NO_FACTS
+        return facts_from(tags, activity, seq, row.enrollment_id)
 
     def zone(self, subscriber_id: int) -> ZoneInfo:
         return self.zones.get(subscriber_id) or ZoneInfo(self.default_zone)
 
     def decide(self, row: DueRow, seq: Sequence, step: Step) -> Decision:
         if seq.exit_when is not None or step.when is not None:
-            facts = self.facts(row.subscriber_id, seq)
+            facts = self.facts(row, seq)
             reached = goal_reached(seq.exit_when, facts)
             if reached:
                 return Decision(Verdict.EXIT, reached)
@@ -165,14 +175,14 @@ class Planner:
         if ok:
             return None
         if step.wait_up_to is None:
-            return Decision(Verdict.SKIP, f"gate closed ({why}): skipped")
+            return Decision(Verdict.SKIP, f"gate closed ({why})")
         deadline = row.due_at + step.wait_up_to
         if self.now < deadline:
-            return Decision(Verdict.WAIT, f"waiting at the gate ({why})", at=deadline)
+            return Decision(Verdict.WAIT, f"waiting at the gate: {why}", at=deadline)
         otherwise = step.otherwise or "skip"
         reason = f"gate timed out after {format_duration(step.wait_up_to)} ({why})"
         if otherwise == "skip":
-            return Decision(Verdict.SKIP, f"{reason}: skipped")
+            return Decision(Verdict.SKIP, reason)
         if otherwise == "exit":
             return Decision(Verdict.EXIT, f"{reason}: left the sequence")
         return Decision(Verdict.DIVERT, f"{reason}: on to {otherwise}", target=otherwise)

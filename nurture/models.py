@@ -150,13 +150,18 @@ class Consent(Base):
 class Enrollment(Base):
     __tablename__ = "enrollments"
     __table_args__ = (
-        UniqueConstraint("subscriber_id", "sequence", name="uq_enrollments_subscriber_sequence"),
+        # One row per round: a sequence with `reentry: true` can be gone through again.
+        UniqueConstraint(
+            "subscriber_id", "sequence", "round", name="uq_enrollments_subscriber_sequence_round"
+        ),  # fmt: skip
         Index("ix_enrollments_due", "status", "next_due_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
     sequence: Mapped[str] = mapped_column(String(100))
+    #: 1 for the first time through the sequence, 2 for the second (`reentry: true`)…
+    round: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     status: Mapped[str] = mapped_column(String(16), default=EnrollmentStatus.ACTIVE)
     #: The step to send next, by its stable id; None once the sequence is finished.
     next_step_id: Mapped[str | None] = mapped_column(String(100))
@@ -166,6 +171,9 @@ class Enrollment(Base):
     last_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     end_reason: Mapped[str | None] = mapped_column(String(200))
+    #: Why the next step waits past its due time (send window, daily cap, gate,
+    #: newsletter day), as the planner last decided; None when nothing holds it.
+    waiting_for: Mapped[str | None] = mapped_column(String(200))
 
 
 class Delivery(Base):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from jinja2 import Environment, select_autoescape
 
-from nurture.stats import COLUMNS, Funnel, StepStats
+from nurture.stats import COLUMNS, Funnel, Scores, StepStats
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -31,6 +31,7 @@ clicks by bots and prefetchers are left out.</p>
 {% for f in funnels %}
 <section class="card">
 <h2>{{ f.sequence }}</h2>
+{% if scores.get(f.sequence) %}<p class="muted">{{ scores[f.sequence].line() }}</p>{% endif %}
 <svg role="img" aria-label="Funnel for {{ f.sequence }}" width="100%" viewBox="0 0 900 {{ 46 * f.stages()|length }}">
 {% set top = f.entered or 1 %}
 {% for label, count in f.stages() %}
@@ -59,11 +60,12 @@ clicks by bots and prefetchers are left out.</p>
 
 def write_report(
     path: Path, funnels: list[Funnel], steps: list[StepStats], handoffs: dict[str, int],
-    generated: datetime,
+    generated: datetime, scores: list[Scores | None] | None = None,
 ) -> None:  # fmt: skip
     env = Environment(autoescape=select_autoescape(default_for_string=True))
+    by_sequence = {s.sequence: s for s in scores or [] if s is not None}
     html = env.from_string(_PAGE).render(
-        funnels=funnels, steps=steps, columns=COLUMNS, handoffs=handoffs,
+        funnels=funnels, steps=steps, columns=COLUMNS, handoffs=handoffs, scores=by_sequence,
         generated=generated.strftime("%Y-%m-%d %H:%M"),
     )  # fmt: skip
     path.write_text(html, encoding="utf-8")

@@ -50,17 +50,35 @@ TAKEN_BACK = "taken back from a worker that stopped mid-send: sent again, maybe 
 
 
 def enroll(session: Session, subscriber_id: int, seq: Sequence, now: datetime) -> bool:
-    """Start `seq` for a subscriber; False if they were already enrolled in it."""
+    """Start `seq` for a subscriber; False if they are in it, or were and the sequence
+    has no `reentry: true`. With it, someone who finished or left starts a new round
+    (a new enrolment row; the rows and deliveries of earlier rounds stay)."""
     first = seq.steps[0]
-    stmt = insert_ignoring_conflicts(session, Enrollment, ["subscriber_id", "sequence"]).values(
-        subscriber_id=subscriber_id,
-        sequence=seq.name,
-        status=EnrollmentStatus.ACTIVE,
-        next_step_id=first.id,
-        next_due_at=now + first.after,
-        enrolled_at=now,
+    values = {"subscriber_id": subscriber_id, "sequence": seq.name,
+              "status": EnrollmentStatus.ACTIVE, "next_step_id": first.id,
+              "next_due_at": now + first.after, "enrolled_at": now}  # fmt: skip
+    index = ["subscriber_id", "sequence", "round"]
+    # RETURNING, not rowcount: psycopg reports -1 for a row left out by ON CONFLICT.
+    stmt = insert_ignoring_conflicts(session, Enrollment, index).values(**values, round=1)
+    if session.execute(stmt.returning(Enrollment.id)).first() is not None:
+        return True
+    if not seq.reentry:
+        return False
+    latest = session.execute(
+        select(Enrollment.round, Enrollment.status, Enrollment.end_reason)
+        .where(Enrollment.subscriber_id == subscriber_id, Enrollment.sequence == seq.name)
+        .order_by(Enrollment.round.desc())
+        .limit(1)
+    ).first()
+    if latest is None or latest.status == EnrollmentStatus.ACTIVE:
+        return False  # still going through it: one round at a time
+    if (latest.end_reason or "").startswith("unsubscribed"):
+        return False  # they asked to leave this sequence: a tag does not overrule that
+    # Two processes re-enrolling at once both ask for the same round: one row wins.
+    again = insert_ignoring_conflicts(session, Enrollment, index).values(
+        **values, round=latest.round + 1
     )
-    return bool(session.execute(stmt).rowcount)
+    return session.execute(again.returning(Enrollment.id)).first() is not None
 
 
 def enroll_triggered(
@@ -120,7 +138,7 @@ def claim_due(
         return []
     conn.execute(
         update(_ENROLLMENTS).where(among(session, _ENROLLMENTS.c.id, [r.id for r in rows]))
-        .values(next_due_at=None)
+        .values(next_due_at=None, waiting_for=None)
     )  # fmt: skip
     planner = Planner(session, settings.timezone if settings else "UTC",
                       settings.max_per_day if settings else 1, now)  # fmt: skip
@@ -150,7 +168,8 @@ def claim_due(
         base = {"subscriber_id": row.subscriber_id, "enrollment_id": row.id, "kind": "sequence",
                 "sequence": row.sequence, "step_id": step.id, "created_at": now}  # fmt: skip
         if decision.verdict in (Verdict.LATER, Verdict.WAIT):
-            later.append({"enrollment_id": row.id, "at": decision.at})
+            later.append({"enrollment_id": row.id, "at": decision.at,
+                          "why": decision.reason[:200]})  # fmt: skip
         elif decision.verdict == Verdict.EXIT:
             if step.when is not None and decision.reason.startswith("gate"):
                 skipped.append({**base, "status": DeliveryStatus.SKIPPED, "error": decision.reason})
@@ -176,7 +195,7 @@ _DELIVERIES = cast(Table, Delivery.__table__)
 _RESCHEDULE = (
     update(_ENROLLMENTS)
     .where(_ENROLLMENTS.c.id == bindparam("enrollment_id"))
-    .values(next_due_at=bindparam("at"))
+    .values(next_due_at=bindparam("at"), waiting_for=bindparam("why"))
 )
 
 

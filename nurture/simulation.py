@@ -1,5 +1,9 @@
 """`nurture simulate`: the dated timeline one new subscriber would receive.
 
+The subscriber is enrolled as its trigger would enrol them: in every sequence with the
+same trigger, so the daily cap (NURTURE_MAX_PER_DAY) is shared as it is for real, and
+the other sequences' emails appear as `sequence/step`.
+
 It runs the real code path (enrol, claim, gates, render, send) against a throw-away
 SQLite database and outbox with a moving clock, so what it shows is what would
 happen, and no data of the workspace is touched. `--events` plays the subscriber's
@@ -17,11 +21,13 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from nurture import clock
 from nurture.activity import on_activity, on_tag
 from nurture.db import dispose, session_scope
 from nurture.durations import parse_duration
+from nurture.engagement import live_score
 from nurture.errors import NurtureError
 from nurture.models import (
     Delivery,
@@ -31,9 +37,9 @@ from nurture.models import (
     Subscriber,
     SubscriberStatus,
 )
-from nurture.scheduling import enroll
+from nurture.scheduling import enroll, enroll_triggered
 from nurture.send_due import run_send_due
-from nurture.sequences import catalog_for
+from nurture.sequences import Catalog, Sequence, catalog_for
 from nurture.settings import Settings
 from nurture.subscribers import add_tags
 
@@ -109,7 +115,8 @@ def _run(
 ) -> list[TimelineRow]:
     start = clock.now().replace(second=0, microsecond=0)
     end = start + timedelta(days=days)
-    seq = catalog_for(sim.sequences_dir).sequences[name]
+    catalog = catalog_for(sim.sequences_dir)
+    seq = catalog.sequences[name]
     notes: list[TimelineRow] = []
     pending = list(planned)
     with clock.frozen_at(start):
@@ -119,7 +126,7 @@ def _run(
             session.add(sub)
             session.flush()
             sub_id = sub.id
-            enroll(session, sub_id, seq, start)
+            _enroll_alongside(session, sub_id, catalog, seq, start)
         while True:
             with session_scope(sim) as session:
                 due = session.scalar(
@@ -130,7 +137,7 @@ def _run(
             next_event = start + pending[0].offset if pending else None
             if next_event is not None and next_event <= end and (due is None or next_event < due):
                 clock.set_frozen(max(next_event, clock.now()))
-                notes.append(_play(sim, sub_id, pending.pop(0), zone))
+                notes.append(_play(sim, sub_id, seq.name, pending.pop(0), zone))
                 continue
             if due is None or due > end:
                 break
@@ -140,11 +147,14 @@ def _run(
             deliveries = session.scalars(select(Delivery).order_by(Delivery.id)).all()
     rows = []
     for d in deliveries:
-        step = seq.step(d.step_id or "")
+        other = catalog.get(d.sequence or "")
+        step = other.step(d.step_id or "") if other else None
+        # the sequence asked about by step id alone; the others it shares the cap with
+        label = d.step_id if d.sequence == seq.name else f"{d.sequence}/{d.step_id}"
         at = d.sent_at or d.created_at
         rows.append(
             TimelineRow(
-                at=at, local=at.astimezone(zone), step_id=d.step_id or "",
+                at=at, local=at.astimezone(zone), step_id=label or "",
                 stage=str(step.stage) if step else "", subject=d.subject or "",
                 status=str(d.status), note=d.error or "",
             )
@@ -152,7 +162,20 @@ def _run(
     return sorted(rows + notes, key=lambda r: r.at)
 
 
-def _play(sim: Settings, sub_id: int, event: PlannedEvent, zone: ZoneInfo) -> TimelineRow:
+def _enroll_alongside(
+    session: Session, sub_id: int, catalog: Catalog, seq: Sequence, now: datetime
+) -> None:
+    """Enrol the simulated subscriber as its trigger would: in `seq` and every other
+    sequence with the same `signup` or `tag:` trigger, so they share the daily cap as
+    a real subscriber's do. (`manual` and `completed:` sequences start alone.)"""
+    if seq.trigger == "signup" or seq.trigger.startswith("tag:"):
+        enroll_triggered(session, sub_id, catalog, seq.trigger, now)
+    enroll(session, sub_id, seq, now)
+
+
+def _play(
+    sim: Settings, sub_id: int, name: str, event: PlannedEvent, zone: ZoneInfo
+) -> TimelineRow:
     """Record one planned event as the web or API would, and react to it."""
     now = clock.now()
     note = ""
@@ -165,7 +188,9 @@ def _play(sim: Settings, sub_id: int, event: PlannedEvent, zone: ZoneInfo) -> Ti
             if event.kind in ("click", "open"):
                 delivery_id = session.scalar(
                     select(Delivery.id).where(
-                        Delivery.step_id == event.name, Delivery.status == "sent"
+                        Delivery.sequence == name,
+                        Delivery.step_id == event.name,
+                        Delivery.status == "sent",
                     )  # fmt: skip
                 )
                 if delivery_id is None:
@@ -178,6 +203,7 @@ def _play(sim: Settings, sub_id: int, event: PlannedEvent, zone: ZoneInfo) -> Ti
                 on_activity(session, sim, sub_id, now)
         ready = session.get(Subscriber, sub_id)
         if not note and ready is not None and ready.ready_at == now:
-            note = f"became sales-ready (score {ready.score})"
+            score = live_score(session, sub_id, catalog_for(sim.sequences_dir))
+            note = f"became sales-ready (score {score})"
     return TimelineRow(at=now, local=now.astimezone(zone), step_id=event.label,
                        stage="activity", subject="", status="event", note=note)  # fmt: skip

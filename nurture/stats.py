@@ -8,10 +8,12 @@ from datetime import datetime, timedelta
 from sqlalchemy import case, func, literal, select
 from sqlalchemy.orm import Session
 
+from nurture.engagement import live_scores
 from nurture.models import (
     Delivery,
     DeliveryStatus,
     Enrollment,
+    EnrollmentStatus,
     Event,
     Handoff,
     Subscriber,
@@ -62,11 +64,13 @@ def step_stats(session: Session, catalog: Catalog, sequence: str | None = None) 
 def _add_engagement(
     session: Session, found: dict[tuple[str, str], dict[str, int]], sequence: str | None
 ) -> None:
-    """People (not events) who opened, clicked or left from each step; bots left out."""
+    """Emails (not events) opened, clicked or left from, per step; bots left out. An
+    email opened five times counts once; a person who went through the sequence twice
+    (`reentry: true`) counts once per email, as `sent` does."""
     # a click proves the email was opened, even when its pixel was blocked
     kind = case((Event.kind == "click", "click"), (Event.kind == "unsubscribe", "unsubscribe"),
                 else_="open")  # fmt: skip
-    people = func.count(func.distinct(Event.subscriber_id))
+    emails = func.count(func.distinct(Event.delivery_id))
     base = (
         select(Delivery.sequence, Delivery.step_id)
         .join(Delivery, Delivery.id == Event.delivery_id)
@@ -75,8 +79,8 @@ def _add_engagement(
     )
     if sequence:
         base = base.where(Delivery.sequence == sequence)
-    opened = base.add_columns(literal("open"), people).where(Event.kind.in_(["open", "click"]))
-    query = base.add_columns(kind, people).where(Event.kind.in_(["click", "unsubscribe"]))
+    opened = base.add_columns(literal("open"), emails).where(Event.kind.in_(["open", "click"]))
+    query = base.add_columns(kind, emails).where(Event.kind.in_(["click", "unsubscribe"]))
     query = query.group_by(kind).union_all(opened)
     bounced = (
         select(Delivery.sequence, Delivery.step_id, func.count())
@@ -88,7 +92,7 @@ def _add_engagement(
     if sequence:
         opened = opened.where(Delivery.sequence == sequence)
         query = (
-            base.add_columns(kind, people)
+            base.add_columns(kind, emails)
             .where(Event.kind.in_(["click", "unsubscribe"]), Delivery.sequence == sequence)
             .group_by(kind)
             .union_all(opened)
@@ -123,15 +127,16 @@ def funnel(session: Session, seq: Sequence) -> Funnel:
     education_steps = [s.id for s in seq.steps if s.stage == Stage.EDUCATION]
     last_education = education_steps[-1] if education_steps else None
     mine = Enrollment.sequence == seq.name
-    entered = session.scalar(select(func.count()).select_from(Enrollment).where(mine)) or 0
+    # people, not enrolments: a second round (`reentry: true`) is not a second person
+    people = func.count(func.distinct(Enrollment.subscriber_id))
+    entered = session.scalar(select(people).where(mine)) or 0
     past_education = select(func.count(func.distinct(Delivery.subscriber_id))).where(
         Delivery.sequence == seq.name,
         Delivery.status.in_([DeliveryStatus.SENT, DeliveryStatus.SKIPPED]),
         Delivery.step_id.in_(sales_steps + ([last_education] if last_education else [])),
     )
     ready = (
-        select(func.count())
-        .select_from(Enrollment)
+        select(people)
         .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
         .where(mine, Subscriber.ready_at.is_not(None))
     )
@@ -139,14 +144,39 @@ def funnel(session: Session, seq: Sequence) -> Funnel:
         Delivery.sequence == seq.name, Delivery.status == DeliveryStatus.SENT,
         Delivery.step_id.in_(sales_steps),
     )  # fmt: skip
-    goal = (
-        select(func.count())
-        .select_from(Enrollment)
-        .where(mine, Enrollment.end_reason.like("goal reached%"))
-    )
+    goal = select(people).where(mine, Enrollment.end_reason.like("goal reached%"))
     return Funnel(seq.name, entered, session.scalar(past_education) or 0,
                   session.scalar(ready) or 0, session.scalar(sales_sent) or 0,
                   session.scalar(goal) or 0)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Live readiness scores of the people going through a sequence now."""
+
+    sequence: str
+    people: int
+    median: int
+    ready_at: int
+    at_or_above: int
+
+    def line(self) -> str:
+        return (f"{self.sequence} scores now: {self.people} in it, median {self.median}, "
+                f"{self.at_or_above} at or above {self.ready_at} (ready)")  # fmt: skip
+
+
+def scores(session: Session, seq: Sequence) -> Scores | None:
+    """The scores, from events (`engagement.live_scores`), of those still in `seq`;
+    None for a sequence without `readiness:`."""
+    if seq.readiness is None:
+        return None
+    ids = list(session.scalars(
+        select(Enrollment.subscriber_id).distinct()
+        .where(Enrollment.sequence == seq.name, Enrollment.status == EnrollmentStatus.ACTIVE)
+    ))  # fmt: skip
+    values = sorted(live_scores(session, ids, [seq]).values())
+    return Scores(seq.name, len(values), values[len(values) // 2] if values else 0,
+                  seq.readiness.ready_at, sum(v >= seq.readiness.ready_at for v in values))  # fmt: skip
 
 
 def handoff_counts(session: Session) -> dict[str, int]:

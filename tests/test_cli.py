@@ -171,7 +171,8 @@ def test_simulate_plays_events_through_the_gates(runner, env):
     out = result.output
     assert "click:welcome" in out and "became sales-ready (score 13)" in out
     assert "lets-talk" in out and "Want a second pair of eyes on this, Sam?" in out
-    assert "more-stories" in out and "gate closed (needs not ready, score 13 of 6)" in out
+    assert "more-stories" in out
+    assert "[skipped: gate closed (already sales-ready: score 13, ready at 6)]" in out
     bad = invoke(runner, env, "simulate", "from-curious-to-customer", "--events", "click:nope@1d")
     assert bad.exit_code == 1 and "has no step 'nope'" in bad.output
 

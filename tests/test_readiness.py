@@ -21,7 +21,7 @@ from sqlalchemy import select
 from nurture.cli import cli
 from nurture.db import session_scope
 from nurture.models import Delivery, Handoff
-from tests.test_journey import REAL_TIME_MODULES
+from tests.helpers.journeys import REAL_TIME_MODULES, run_cron
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)  # a Monday
 NY = ZoneInfo("America/New_York")
@@ -33,15 +33,6 @@ def invoke(runner, env, *args):
     return result.output
 
 
-def run_cron(runner, env, frozen, until: datetime, tick=timedelta(hours=1), each=None):
-    """`send-due` every `tick` until `until`; `each(now)` runs after each pass."""
-    while datetime.now(UTC) <= until:
-        invoke(runner, env, "send-due")
-        if each:
-            each(datetime.now(UTC))
-        frozen.tick(tick)
-
-
 def subjects(sink, email):
     return [m.message["Subject"] for m in sink.to(email)]
 
@@ -49,7 +40,10 @@ def subjects(sink, email):
 def test_quiet_reader_gets_the_extra_education_branch_after_the_gate(runner, env, sink):
     with freeze_time(START, ignore=REAL_TIME_MODULES) as frozen:
         invoke(runner, env, "subscribers", "add", "quiet@example.com", "--confirmed")
-        run_cron(runner, env, frozen, START + timedelta(days=40), tick=timedelta(hours=6))
+        run_cron(runner, env, frozen, START + timedelta(days=22))
+        out = invoke(runner, env, "subscribers", "show", "quiet@example.com")
+        assert "(waiting at the gate: needs ready, score 0 of 6)" in out
+        run_cron(runner, env, frozen, START + timedelta(days=40))
     got = subjects(sink, "quiet@example.com")
     assert len(got) == 8
     assert got[-2:] == ["Three small shops that got known on a shoestring",
@@ -91,7 +85,7 @@ def test_engaged_reader_gets_the_sales_prompts_and_sales_gets_one_signed_handoff
             invoke(runner, env, "send-due")
             frozen.tick(timedelta(days=1))
             invoke(runner, env, "events", "add", "keen@example.com", "pricing_viewed")
-            run_cron(runner, env, frozen, START + timedelta(days=40), tick=timedelta(hours=6))
+            run_cron(runner, env, frozen, START + timedelta(days=40))
     finally:
         server.shutdown()
 
@@ -129,7 +123,7 @@ def test_goal_event_stops_everything_queued(runner, env, sink, settings):
             [queued] = claim_due(session, catalog_for(settings.sequences_dir), clock.now())
         # ... when the subscriber books a demo
         invoke(runner, env, "events", "add", "booked@example.com", "demo_booked")
-        run_cron(runner, env, frozen, START + timedelta(days=40), tick=timedelta(hours=12))
+        run_cron(runner, env, frozen, START + timedelta(days=40))
     assert len(sink.to("booked@example.com")) == 1
     with session_scope(settings) as session:
         assert session.get(Delivery, queued).status == "cancelled"
@@ -159,7 +153,11 @@ def test_new_york_weekday_window_holds_across_dst(runner, env, sink, workspace, 
     with freeze_time(start, ignore=REAL_TIME_MODULES) as frozen:
         invoke(runner, env, "subscribers", "add", "ny@example.com", "--confirmed",
                "--timezone", "America/New_York")  # fmt: skip
-        run_cron(runner, env, frozen, start + timedelta(days=16), tick=timedelta(hours=1))
+        frozen.tick(timedelta(days=1))  # tip0 falls due at 22:00 or 23:00 in New York
+        invoke(runner, env, "send-due")
+        out = invoke(runner, env, "subscribers", "show", "ny@example.com")
+        assert "next: tip0 at" in out and "(outside the send window)" in out
+        run_cron(runner, env, frozen, start + timedelta(days=16))
     received = sink.to("ny@example.com")
     assert len(received) == 8
     days = set()
@@ -181,7 +179,7 @@ def test_never_two_sequence_emails_in_one_day(runner, env, sink, workspace):
     with freeze_time(START, ignore=REAL_TIME_MODULES) as frozen:
         invoke(runner, env, "subscribers", "add", "busy@example.com", "--confirmed",
                "--timezone", "Europe/Paris")  # fmt: skip
-        run_cron(runner, env, frozen, START + timedelta(days=6), tick=timedelta(minutes=30))
+        run_cron(runner, env, frozen, START + timedelta(days=6))
     dates = Counter(
         parsedate_to_datetime(m.message["Date"]).astimezone(ZoneInfo("Europe/Paris")).date()
         for m in sink.to("busy@example.com")
@@ -199,7 +197,12 @@ def test_on_a_newsletter_day_the_sequence_step_waits_a_day(runner, env, sink):
         invoke(runner, env, "send-due")  # welcome, Monday 08:00
         frozen.tick(timedelta(days=2) - timedelta(hours=1))  # Wednesday 07:00
         invoke(runner, env, "broadcast", "send", str(issue), "--at", "now", "--no-local-time")
-        run_cron(runner, env, frozen, START + timedelta(days=4), tick=timedelta(hours=1))
+        invoke(runner, env, "send-due")  # the newsletter goes out
+        frozen.tick(timedelta(hours=1))  # Wednesday 08:00: the second step is due
+        invoke(runner, env, "send-due")
+        out = invoke(runner, env, "subscribers", "show", "reader@example.com")
+        assert "next: know-your-audience at" in out and "(a newsletter goes out that day)" in out
+        run_cron(runner, env, frozen, START + timedelta(days=4))
     dates = [(m.message["Subject"], parsedate_to_datetime(m.message["Date"]).date())
              for m in sink.to("reader@example.com")]  # fmt: skip
     newsletter_day = next(d for s, d in dates if s.startswith("December"))

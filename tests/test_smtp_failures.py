@@ -12,8 +12,8 @@ from nurture.cli import cli
 from nurture.db import session_scope
 from nurture.models import Delivery, Subscriber
 from nurture.subscribers import is_suppressed
+from tests.helpers.journeys import REAL_TIME_MODULES
 from tests.services import free_port
-from tests.test_journey import REAL_TIME_MODULES
 
 START = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
 

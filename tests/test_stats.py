@@ -6,7 +6,7 @@ import re
 
 from nurture.cli import cli
 from nurture.web import create_app
-from tests.test_journey import BROWSER
+from tests.helpers.journeys import BROWSER
 
 
 def test_stats_count_people_and_draw_the_funnel(runner, env, sink, settings, tmp_path):

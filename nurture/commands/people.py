@@ -13,6 +13,7 @@ from nurture import clock
 from nurture.activity import on_tag
 from nurture.cli import _settings, cli, command
 from nurture.db import session_scope
+from nurture.engagement import live_score
 from nurture.errors import NurtureError, SubscriberError
 from nurture.models import Consent, Delivery, Enrollment, Subscriber, Tag
 from nurture.sequences import catalog_for
@@ -99,15 +100,17 @@ def subscribers_show(ctx: click.Context, email: str) -> None:
     Example:
       nurture subscribers show ana@example.com
     """
-    with session_scope(_settings(ctx)) as session:
+    settings = _settings(ctx)
+    with session_scope(settings) as session:
         sub = get(session, email)
+        score = live_score(session, sub.id, catalog_for(settings.sequences_dir))
         click.echo(f"{sub.email}  {sub.status}")
         click.echo(f"  first name: {sub.first_name or '-'}   time zone: {sub.timezone or '-'}")
         click.echo(f"  tags: {', '.join(tags_of(session, sub.id)) or '-'}")
         ready = (
             f"sales-ready since {sub.ready_at:%Y-%m-%d %H:%M}" if sub.ready_at else "not yet ready"
         )
-        click.echo(f"  score: {sub.score or 0} ({ready})")
+        click.echo(f"  score: {score} ({ready})")
         click.echo(f"  signed up {sub.created_at:%Y-%m-%d %H:%M} UTC via {sub.source}")
         click.echo("consent:")
         for c in session.scalars(select(Consent).where(Consent.subscriber_id == sub.id)
@@ -118,14 +121,14 @@ def subscribers_show(ctx: click.Context, email: str) -> None:
             if c.wording and c.action == "requested":
                 click.echo(f"      wording: {c.wording}")
         click.echo("enrolments:")
-        for e in session.scalars(select(Enrollment).where(Enrollment.subscriber_id == sub.id)):
-            if e.ended_at:
-                where = f"ended {e.ended_at:%Y-%m-%d %H:%M}: {e.end_reason}"
-            elif e.next_due_at:
-                where = f"next: {e.next_step_id} at {e.next_due_at:%Y-%m-%d %H:%M}"
-            else:
-                where = f"next: {e.next_step_id} (being sent)"
-            click.echo(f"  {e.sequence:<28} {e.status:<10} {where}")
+        enrollments = session.scalars(
+            select(Enrollment).where(Enrollment.subscriber_id == sub.id)
+            .order_by(Enrollment.enrolled_at, Enrollment.id)
+        ).all()  # fmt: skip
+        rounds = {e.sequence for e in enrollments if e.round > 1}
+        for e in enrollments:
+            name = f"{e.sequence} (round {e.round})" if e.sequence in rounds else e.sequence
+            click.echo(f"  {name:<28} {e.status:<10} {_whereabouts(e)}")
         click.echo("emails:")
         for d in session.scalars(select(Delivery).where(Delivery.subscriber_id == sub.id)
                                  .order_by(Delivery.id)):  # fmt: skip
@@ -134,6 +137,16 @@ def subscribers_show(ctx: click.Context, email: str) -> None:
             extra = f"  ({d.error})" if d.error else ""
             click.echo(f"  {when:%Y-%m-%d %H:%M}  {d.status:<9} {what}  "
                        f"{d.subject or ''}{extra}")  # fmt: skip
+
+
+def _whereabouts(e: Enrollment) -> str:
+    """Where an enrolment stands, and why its next step waits when something holds it."""
+    if e.ended_at:
+        return f"ended {e.ended_at:%Y-%m-%d %H:%M}: {e.end_reason}"
+    if e.next_due_at is None:
+        return f"next: {e.next_step_id} (being sent)"
+    why = f" ({e.waiting_for})" if e.waiting_for else ""
+    return f"next: {e.next_step_id} at {e.next_due_at:%Y-%m-%d %H:%M}{why}"
 
 
 @command(subscribers, "tag")

@@ -12,8 +12,10 @@ from sqlalchemy import select
 
 from nurture.cli import _settings, cli, command
 from nurture.db import session_scope
+from nurture.engagement import live_scores
 from nurture.errors import NurtureError
 from nurture.models import Handoff, Subscriber
+from nurture.sequences import catalog_for
 
 
 @command(cli, "leads")
@@ -42,11 +44,16 @@ def leads(ctx: click.Context, since: str | None, fmt: str) -> None:
             raise NurtureError(f"--since {since!r} is not a date like 2026-03-01") from None
         query = query.where(Subscriber.ready_at >= start)
     rows = []
-    with session_scope(_settings(ctx)) as session:
-        for sub, handoff in session.execute(query):
+    settings = _settings(ctx)
+    catalog = catalog_for(settings.sequences_dir)
+    with session_scope(settings) as session:
+        found = session.execute(query).all()
+        scores = live_scores(session, [sub.id for sub, _ in found],
+                             list(catalog.sequences.values()))  # fmt: skip
+        for sub, handoff in found:
             evidence = handoff.evidence if handoff else {}
             rows.append({
-                "email": sub.email, "first_name": sub.first_name or "", "score": sub.score,
+                "email": sub.email, "first_name": sub.first_name or "", "score": scores[sub.id],
                 "ready_at": sub.ready_at.isoformat() if sub.ready_at else "",
                 "sequence": handoff.sequence if handoff else "",
                 "opened": evidence.get("opened", []), "clicked": evidence.get("clicked", []),

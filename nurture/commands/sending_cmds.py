@@ -13,7 +13,7 @@ from nurture.db import session_scope
 from nurture.report import write_report
 from nurture.send_due import run_send_due, summary
 from nurture.sequences import catalog_for
-from nurture.stats import COLUMNS, delivery_health, funnel, handoff_counts, step_stats
+from nurture.stats import COLUMNS, delivery_health, funnel, handoff_counts, scores, step_stats
 from nurture.tasks import broker_status
 
 
@@ -63,6 +63,7 @@ def stats(ctx: click.Context, sequence: str | None, html_file: Path | None) -> N
         rows = step_stats(session, catalog, sequence)
         names = [sequence] if sequence else sorted(catalog.sequences)
         funnels = [funnel(session, catalog.sequences[n]) for n in names]
+        live = [scores(session, catalog.sequences[n]) for n in names]
         handoffs = handoff_counts(session)
     current = None
     for row in rows:
@@ -72,16 +73,18 @@ def stats(ctx: click.Context, sequence: str | None, html_file: Path | None) -> N
             click.echo(f"  {'step':<26} {'stage':<10}" + "".join(f"{c:>13}" for c in COLUMNS))
         click.echo(f"  {row.step_id:<26} {row.stage:<10}"
                    + "".join(f"{row.counts.get(c, 0):>13}" for c in COLUMNS))  # fmt: skip
-    for f in funnels:
+    for f, score in zip(funnels, live, strict=True):
         click.echo(
             f"\n{f.sequence} funnel: " + " -> ".join(f"{label} {n}" for label, n in f.stages())
         )
+        if score is not None:
+            click.echo(score.line())
     if handoffs:
         failing = handoffs.get("failed", 0) + handoffs.get("retry", 0)
         click.echo("sales handoffs: " + ", ".join(f"{n} {k}" for k, n in sorted(handoffs.items()))
                    + (f"  ({failing} failing: check NURTURE_SALES_WEBHOOK_URL)" if failing else ""))  # fmt: skip
     if html_file:
-        write_report(html_file, funnels, rows, handoffs, clock.now())
+        write_report(html_file, funnels, rows, handoffs, clock.now(), live)
         click.echo(f"Wrote {html_file}")
     with session_scope(settings) as session:
         health = delivery_health(session, clock.now(), settings.resend_after)
