@@ -35,8 +35,8 @@ def test_existing_enrolments_become_round_one_and_a_second_round_fits(empty_url)
     engine = db._engine(empty_url)
     with engine.begin() as conn:
         conn.execute(sa.text("INSERT INTO subscribers (id, email, attributes, status, source, "
-                             "created_at, score) VALUES (1, 'a@example.com', '{}', 'active', "
-                             "'cli', CURRENT_TIMESTAMP, 0)"))  # fmt: skip
+                             "created_at, score, link_key) VALUES (1, 'a@example.com', '{}', "
+                             "'active', 'cli', CURRENT_TIMESTAMP, 0, 'k1')"))  # fmt: skip
         conn.execute(sa.text("INSERT INTO enrollments (id, subscriber_id, sequence, status, "
                              "enrolled_at) VALUES (1, 1, 'gear', 'completed', CURRENT_TIMESTAMP)"))  # fmt: skip
         conn.execute(sa.text("INSERT INTO deliveries (subscriber_id, enrollment_id, kind, "
