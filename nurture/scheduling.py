@@ -10,6 +10,7 @@ resend_after), so an operator, or a test, can shorten it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -49,18 +50,26 @@ BATCH = 2000
 TAKEN_BACK = "taken back from a worker that stopped mid-send: sent again, maybe twice"
 
 
+def _enrollment(subscriber_id: int, seq: Sequence, now: datetime) -> dict[str, Any]:
+    first = seq.steps[0]
+    return {
+        "subscriber_id": subscriber_id, "sequence": seq.name, "status": EnrollmentStatus.ACTIVE,
+        "next_step_id": first.id, "next_due_at": now + first.after, "enrolled_at": now,
+    }  # fmt: skip
+
+
 def enroll(session: Session, subscriber_id: int, seq: Sequence, now: datetime) -> bool:
     """Start `seq` for a subscriber; False if they were already enrolled in it."""
-    first = seq.steps[0]
-    stmt = insert_ignoring_conflicts(session, Enrollment, ["subscriber_id", "sequence"]).values(
-        subscriber_id=subscriber_id,
-        sequence=seq.name,
-        status=EnrollmentStatus.ACTIVE,
-        next_step_id=first.id,
-        next_due_at=now + first.after,
-        enrolled_at=now,
-    )
-    return bool(session.execute(stmt).rowcount)
+    stmt = insert_ignoring_conflicts(session, Enrollment, ["subscriber_id", "sequence"])
+    return bool(session.execute(stmt.values(**_enrollment(subscriber_id, seq, now))).rowcount)
+
+
+def enroll_many(session: Session, pairs: Iterable[tuple[int, Sequence]], now: datetime) -> None:
+    """`enroll` for many (subscriber, sequence) pairs in one statement (a bulk import)."""
+    rows = [_enrollment(subscriber_id, seq, now) for subscriber_id, seq in pairs]
+    if rows:
+        stmt = insert_ignoring_conflicts(session, Enrollment, ["subscriber_id", "sequence"])
+        session.execute(stmt, rows)
 
 
 def enroll_triggered(

@@ -1,0 +1,274 @@
+"""Bulk import from CSV: every row checked first, then written a thousand at a time.
+
+Why in bulk: the one-row `subscribers.add` costs ~7 statements per row (5,000 rows took
+minutes). Here a batch of BATCH rows costs a fixed handful of statements (look up known
+addresses, their tags and suppressions; insert subscribers, consents, tags,
+confirmations; one enrolment pass), and the rules stay those of `add`: the same
+checks (`normalize_email`, `clean_first_name`, `check_timezone`, `clean_tags`, declared
+fields), `--confirmed` enrols in `trigger: signup` sequences, and a tag a subscriber did
+not have starts its `trigger: tag:<name>` sequences for an active subscriber.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, cast
+
+from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy.orm import Session
+
+from nurture.errors import NurtureError, SubscriberError
+from nurture.fields import BUILTIN, Fields
+from nurture.models import (
+    Consent,
+    Delivery,
+    DeliveryStatus,
+    Subscriber,
+    SubscriberStatus,
+    Suppression,
+    Tag,
+)
+from nurture.scheduling import enroll_many
+from nurture.sequences import Catalog, Sequence
+from nurture.sql import insert_ignoring_conflicts
+from nurture.subscribers import (
+    ConsentInfo,
+    check_timezone,
+    clean_first_name,
+    clean_tags,
+    email_hash,
+    normalize_email,
+)
+
+#: Rows written per transaction.
+BATCH = 1000
+#: Columns `subscribers export` writes that an import reads past (re-importing an export
+#: works; status and dates are not taken from a file).
+EXPORT_ONLY = frozenset({"status", "created_at", "confirmed_at"})
+_S = cast(Table, Subscriber.__table__)
+
+
+@dataclass
+class Row:
+    line: int
+    email: str
+    first_name: str | None = None
+    timezone: str | None = None
+    tags: list[str] = field(default_factory=list)
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    added: int = 0
+    existing: int = 0
+    problems: list[str] = field(default_factory=list)
+    confirmations: list[int] = field(default_factory=list)
+
+
+def read_rows(path: Path, fields: Fields) -> tuple[list[Row], list[str]]:
+    """Every good row, and each bad one as `file:line: why`. A blank row is skipped.
+
+    The file is parsed by the csv module over a file opened with newline="": a line
+    break inside a quoted cell (or a U+2028 anywhere) stays inside its cell.
+    """
+    rows: list[Row] = []
+    problems: list[str] = []
+    seen: dict[str, Row] = {}
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f)
+            columns = _columns(path, next(reader, []), fields)
+            end = reader.line_num
+            for cells in reader:
+                line, end = end + 1, reader.line_num  # a quoted cell may span lines
+                if not any(c.strip() for c in cells):
+                    continue
+                try:
+                    row = _row(line, columns, cells, fields)
+                except SubscriberError as e:
+                    problems.append(f"{path.name}:{line}: {e}")
+                    continue
+                first = seen.get(row.email)
+                if first is None:
+                    seen[row.email] = row
+                    rows.append(row)
+                else:  # the same address twice: one subscriber with both rows' data
+                    first.tags = sorted(set(first.tags) | set(row.tags))
+                    first.attributes.update(row.attributes)
+    except UnicodeDecodeError:
+        raise NurtureError(f"{path} is not UTF-8 text; save it as CSV UTF-8") from None
+    except csv.Error as e:
+        raise NurtureError(f"{path}:{reader.line_num}: not a CSV file ({e})") from None
+    return rows, problems
+
+
+def _columns(path: Path, header: list[str], fields: Fields) -> list[str]:
+    columns = [c.strip().lower() for c in header]
+    if "email" not in columns:
+        if len(columns) == 1 and ";" in columns[0] and "email" in columns[0]:
+            raise NurtureError(f"{path.name}: the columns are separated by ';': save the file "
+                               "as comma-separated CSV (in Excel: CSV UTF-8)")  # fmt: skip
+        raise NurtureError(f"{path.name}:1: the first row must name the columns and include "
+                           "'email'")  # fmt: skip
+    for name in columns:
+        if columns.count(name) > 1:
+            raise NurtureError(f"{path.name}:1: the column {name!r} appears twice")
+        if name not in BUILTIN and name not in EXPORT_ONLY and name not in fields.types:
+            raise NurtureError(f"{path.name}:1: column {name[:40]!r} is not a declared field: "
+                               f"declared fields are {fields.declared()} (declare it in "
+                               "nurture.toml under [fields])")  # fmt: skip
+    return columns
+
+
+def _row(line: int, columns: list[str], cells: list[str], fields: Fields) -> Row:
+    if len(cells) > len(columns):
+        raise SubscriberError(f"{len(cells)} cells, but the first row names {len(columns)} "
+                              "columns (a comma inside a cell needs \"quotes\")")  # fmt: skip
+    values = dict(zip(columns, cells, strict=False))
+    row = Row(line=line, email=normalize_email(values.get("email", "")))
+    row.first_name = clean_first_name(values.get("first_name"))
+    row.timezone = check_timezone((values.get("timezone") or "").strip() or None)
+    row.tags = clean_tags((values.get("tags") or "").replace(",", " ").split())
+    for name, raw in values.items():
+        if name in fields.types:
+            value = fields.convert(name, raw)
+            if value is not None:  # an empty cell sets nothing
+                row.attributes[name] = value
+    return row
+
+
+def batches(rows: list[Row], size: int = BATCH) -> Iterator[list[Row]]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+def import_batch(
+    session: Session, catalog: Catalog, rows: list[Row], now: datetime, *,
+    confirmed: bool, consent: ConsentInfo, outcome: Outcome, file: str = "",
+) -> None:  # fmt: skip
+    """Write one batch in the session's transaction; counts go to `outcome`."""
+    conn = session.connection()
+    by_email = {row.email: row for row in rows}
+    known = {
+        r.email: r
+        for r in conn.execute(
+            select(_S.c.id, _S.c.email, _S.c.status, _S.c.attributes).where(
+                _S.c.email.in_(list(by_email))
+            )
+        )  # fmt: skip
+    }
+    hashes = {email_hash(e): e for e in by_email if e not in known}
+    suppressed = set(conn.scalars(select(Suppression.email_hash)
+                                  .where(Suppression.email_hash.in_(list(hashes)))))  # fmt: skip
+    new = []
+    for row in rows:
+        if row.email in known:
+            continue
+        if email_hash(row.email) in suppressed:
+            outcome.problems.append(f"{file}:{row.line}: {row.email} is suppressed "
+                                    "(it bounced or asked to be forgotten)")  # fmt: skip
+            continue
+        new.append(row)
+    ids = _insert_new(session, new, now, confirmed=confirmed, consent=consent, outcome=outcome)
+    outcome.added += len(new)
+    outcome.existing += len(known)
+    _update_known(session, known, by_email)
+
+    # Tags: the new ones of each subscriber start their `tag:` sequences (if active).
+    held: dict[int, set[str]] = {}
+    known_ids = [k.id for k in known.values()]
+    for sid, name in conn.execute(select(Tag.subscriber_id, Tag.name)
+                                  .where(Tag.subscriber_id.in_(known_ids))):  # fmt: skip
+        held.setdefault(sid, set()).add(name)
+    active = {k.id for k in known.values() if k.status == SubscriberStatus.ACTIVE}
+    if confirmed:
+        active.update(ids.values())
+    tag_rows: list[dict[str, Any]] = []
+    pairs: list[tuple[int, Sequence]] = []
+    for row in rows:
+        sid = known[row.email].id if row.email in known else ids.get(row.email)
+        if sid is None:
+            continue
+        fresh = [t for t in row.tags if t not in held.get(sid, ())]
+        tag_rows += [{"subscriber_id": sid, "name": t} for t in fresh]
+        if sid in active:
+            pairs += [(sid, seq) for t in fresh for seq in catalog.triggered_by(f"tag:{t}")]
+    if tag_rows:
+        session.execute(insert_ignoring_conflicts(session, Tag, ["subscriber_id", "name"]),
+                        tag_rows)  # fmt: skip
+    if confirmed:
+        signup = catalog.triggered_by("signup")
+        pairs += [(sid, seq) for sid in ids.values() for seq in signup]
+    enroll_many(session, pairs, now)
+
+
+def _insert_new(
+    session: Session, rows: list[Row], now: datetime, *, confirmed: bool,
+    consent: ConsentInfo, outcome: Outcome,
+) -> dict[str, int]:  # fmt: skip
+    """New subscribers, their consent and (without `confirmed`) their confirmation."""
+    if not rows:
+        return {}
+    status = SubscriberStatus.ACTIVE if confirmed else SubscriberStatus.PENDING
+    values = [
+        {
+            "email": r.email, "first_name": r.first_name, "timezone": r.timezone,
+            "attributes": r.attributes, "status": status, "source": consent.source,
+            "created_at": now, "confirmed_at": now if confirmed else None,
+            "confirmation_sent_at": None if confirmed else now, "score": 0,
+        }
+        for r in rows
+    ]  # fmt: skip
+    stmt = _S.insert().returning(_S.c.id, _S.c.email, sort_by_parameter_order=True)
+    ids = {email: sid for sid, email in session.execute(stmt, values)}
+    actions = ["requested", "confirmed"] if confirmed else ["requested"]
+    consent_values = {"at": now, "source": consent.source, "ip": consent.ip,
+                      "user_agent": consent.user_agent, "form": consent.form,
+                      "wording": consent.wording}  # fmt: skip
+    session.execute(
+        cast(Table, Consent.__table__).insert(),
+        [{"subscriber_id": sid, "action": a, **consent_values} for sid in ids.values()
+         for a in actions],
+    )  # fmt: skip
+    if not confirmed:
+        deliveries = cast(Table, Delivery.__table__)
+        stmt = deliveries.insert().returning(deliveries.c.id, sort_by_parameter_order=True)
+        outcome.confirmations += session.scalars(stmt, [
+            {"subscriber_id": sid, "kind": "confirm", "status": DeliveryStatus.QUEUED,
+             "attempts": 0, "is_test": False, "created_at": now, "enqueued_at": now}
+            for sid in ids.values()
+        ]).all()  # fmt: skip
+    return ids
+
+
+def _update_known(session: Session, known: dict[str, Any], by_email: dict[str, Row]) -> None:
+    """A known subscriber gets the file's fields merged into theirs; nothing else changes."""
+    changed = []
+    for email, k in known.items():
+        attrs = by_email[email].attributes
+        merged = {**(k.attributes or {}), **attrs}
+        if attrs and merged != k.attributes:
+            changed.append({"sid": k.id, "attrs": merged})
+    if changed:
+        stmt = update(_S).where(_S.c.id == bindparam("sid")).values(attributes=bindparam("attrs"))
+        session.execute(stmt, changed)
+
+
+def import_rows(
+    session_scope: Callable[[], Any], catalog: Catalog, rows: list[Row], now: datetime, *,
+    confirmed: bool, consent: ConsentInfo, file: str = "",
+    progress: Callable[[int], None] = lambda n: None,
+) -> Outcome:  # fmt: skip
+    """Write checked rows, one transaction per batch (committed batches stay written)."""
+    outcome = Outcome()
+    for batch in batches(rows):
+        with session_scope() as session:
+            import_batch(session, catalog, batch, now, confirmed=confirmed, consent=consent,
+                         outcome=outcome, file=file)  # fmt: skip
+        progress(len(batch))
+    return outcome
