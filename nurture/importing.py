@@ -70,14 +70,22 @@ class Outcome:
     confirmations: list[int] = field(default_factory=list)
 
 
-def read_rows(path: Path, fields: Fields) -> tuple[list[Row], list[str]]:
-    """Every good row, and each bad one as `file:line: why`. A blank row is skipped.
+@dataclass
+class Parsed:
+    rows: list[Row]
+    #: Each bad row as `file:line: why`.
+    problems: list[str]
+    #: Rows naming an address an earlier row named (merged into that one).
+    repeats: int = 0
+
+
+def read_rows(path: Path, fields: Fields) -> Parsed:
+    """Every good row, and each bad one by line. A blank row is skipped silently.
 
     The file is parsed by the csv module over a file opened with newline="": a line
     break inside a quoted cell (or a U+2028 anywhere) stays inside its cell.
     """
-    rows: list[Row] = []
-    problems: list[str] = []
+    parsed = Parsed(rows=[], problems=[])
     seen: dict[str, Row] = {}
     try:
         with path.open(encoding="utf-8-sig", newline="") as f:
@@ -91,20 +99,21 @@ def read_rows(path: Path, fields: Fields) -> tuple[list[Row], list[str]]:
                 try:
                     row = _row(line, columns, cells, fields)
                 except SubscriberError as e:
-                    problems.append(f"{path.name}:{line}: {e}")
+                    parsed.problems.append(f"{path.name}:{line}: {e}")
                     continue
                 first = seen.get(row.email)
                 if first is None:
                     seen[row.email] = row
-                    rows.append(row)
+                    parsed.rows.append(row)
                 else:  # the same address twice: one subscriber with both rows' data
+                    parsed.repeats += 1
                     first.tags = sorted(set(first.tags) | set(row.tags))
                     first.attributes.update(row.attributes)
     except UnicodeDecodeError:
         raise NurtureError(f"{path} is not UTF-8 text; save it as CSV UTF-8") from None
     except csv.Error as e:
         raise NurtureError(f"{path}:{reader.line_num}: not a CSV file ({e})") from None
-    return rows, problems
+    return parsed
 
 
 def _columns(path: Path, header: list[str], fields: Fields) -> list[str]:

@@ -268,17 +268,17 @@ def subscribers_import(ctx: click.Context, file: Path, confirmed: bool) -> None:
     """
     settings = _settings(ctx)
     catalog = catalog_for(settings.sequences_dir)
-    rows, problems = read_rows(file, fields_for(settings.workspace))
+    parsed = read_rows(file, fields_for(settings.workspace))
     consent = ConsentInfo(source="import", form=file.name, wording=None)
-    with click.progressbar(length=len(rows), label="Importing", file=sys.stderr) as bar:
-        outcome = import_rows(lambda: session_scope(settings), catalog, rows, clock.now(),
+    with click.progressbar(length=len(parsed.rows), label="Importing", file=sys.stderr) as bar:
+        outcome = import_rows(lambda: session_scope(settings), catalog, parsed.rows, clock.now(),
                               confirmed=confirmed, consent=consent, file=file.name,
                               progress=bar.update)  # fmt: skip
-    problems = sorted(problems + outcome.problems, key=_line_of)
+    problems = sorted(parsed.problems + outcome.problems, key=_line_of)
     for problem in problems:
         click.echo(problem, err=True)
     dispatch(settings, outcome.confirmations)
-    click.echo(f"Imported {outcome.added} new, {outcome.existing} already known, "
+    click.echo(f"Imported {outcome.added} new, {outcome.existing + parsed.repeats} already known, "
                f"{len(problems)} bad rows.")  # fmt: skip
 
 

@@ -14,6 +14,7 @@ from werkzeug.wrappers import Response
 
 from nurture import clock
 from nurture.db import get_engine, session_scope
+from nurture.fields import fields_for
 from nurture.models import Subscriber, SubscriberStatus
 from nurture.settings import DEFAULT_SIGNUP_SECONDS, DEFAULT_SUBSCRIBE_LIMIT
 from nurture.signups import request_signup
@@ -66,7 +67,7 @@ def subscribe() -> ResponseReturnValue:
     data = request.get_json(silent=True) if as_json else request.form.to_dict()
     if not isinstance(data, dict):
         return error(400, "Bad request", 'send a JSON object, like {"email": "ana@example.com"}')
-    signup = parse_signup(data, catalog)
+    signup = parse_signup(data, catalog, fields_for(settings().workspace))
     if signup.errors:
         if as_json:
             message = "; ".join(f"{k}: {v}" for k, v in signup.errors.items())
@@ -80,7 +81,7 @@ def subscribe() -> ResponseReturnValue:
             get_engine(settings()), signup.email, clock.now(),
             consent=consent_info("api" if as_json else "form"),
             first_name=signup.first_name, timezone=signup.timezone, tags=signup.tags,
-            sequence=signup.sequence,
+            sequence=signup.sequence, attributes=signup.attributes,
         )  # fmt: skip
         state().background.send_signup(delivery_id)
     _wait_out(started)  # an operator's floor, if NURTURE_SIGNUP_SECONDS sets one
