@@ -38,7 +38,10 @@ def clean_text(value: str, limit: int | None = None) -> str:
     """One line of free text: control characters (NUL, ESC, BEL, DEL, U+2028…) dropped and
     runs of whitespace made one space. Every path that stores a name or a text field calls
     this, so nothing that reaches a Subject header or PostgreSQL can carry them."""
-    kept = "".join(" " if c.isspace() else c for c in value if not _is_control(c))
+    if value.isprintable():  # no control, separator or non-space whitespace: the usual case
+        kept = value
+    else:
+        kept = "".join(" " if c.isspace() else c for c in value if not _is_control(c))
     text = " ".join(kept.split())
     return text[:limit] if limit is not None else text
 
@@ -81,13 +84,13 @@ class Fields:
         return {name: self.convert(name, raw) for name, raw in pairs.items()}
 
 
-def _text(raw: Any) -> str:
+def _text(raw: Any) -> str | None:
     if not isinstance(raw, str):
         raise TypeError
     text = clean_text(raw)
     if len(text) > TEXT_MAX:
         raise ValueError
-    return text
+    return text or None
 
 
 def _number(raw: Any) -> str:

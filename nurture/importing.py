@@ -34,7 +34,7 @@ from nurture.models import (
 )
 from nurture.scheduling import enroll_many
 from nurture.sequences import Catalog, Sequence
-from nurture.sql import insert_ignoring_conflicts
+from nurture.sql import bulk_insert
 from nurture.subscribers import (
     ConsentInfo,
     check_timezone,
@@ -208,8 +208,8 @@ def import_batch(
         if sid in active:
             pairs += [(sid, seq) for t in fresh for seq in catalog.triggered_by(f"tag:{t}")]
     if tag_rows:
-        session.execute(insert_ignoring_conflicts(session, Tag, ["subscriber_id", "name"]),
-                        tag_rows)  # fmt: skip
+        bulk_insert(session, cast(Table, Tag.__table__), tag_rows,
+                    conflict=["subscriber_id", "name"])  # fmt: skip
     if confirmed:
         signup = catalog.triggered_by("signup")
         pairs += [(sid, seq) for sid in ids.values() for seq in signup]
@@ -233,25 +233,22 @@ def _insert_new(
         }
         for r in rows
     ]  # fmt: skip
-    stmt = _S.insert().returning(_S.c.id, _S.c.email, sort_by_parameter_order=True)
-    ids = {email: sid for sid, email in session.execute(stmt, values)}
+    ids = {email: sid for sid, email in bulk_insert(session, _S, values,
+                                                    returning=(_S.c.id, _S.c.email))}  # fmt: skip
     actions = ["requested", "confirmed"] if confirmed else ["requested"]
     consent_values = {"at": now, "source": consent.source, "ip": consent.ip,
                       "user_agent": consent.user_agent, "form": consent.form,
                       "wording": consent.wording}  # fmt: skip
-    session.execute(
-        cast(Table, Consent.__table__).insert(),
-        [{"subscriber_id": sid, "action": a, **consent_values} for sid in ids.values()
-         for a in actions],
-    )  # fmt: skip
+    bulk_insert(session, cast(Table, Consent.__table__),
+                [{"subscriber_id": sid, "action": a, **consent_values} for sid in ids.values()
+                 for a in actions])  # fmt: skip
     if not confirmed:
         deliveries = cast(Table, Delivery.__table__)
-        stmt = deliveries.insert().returning(deliveries.c.id, sort_by_parameter_order=True)
-        outcome.confirmations += session.scalars(stmt, [
+        outcome.confirmations += bulk_insert(session, deliveries, [
             {"subscriber_id": sid, "kind": "confirm", "status": DeliveryStatus.QUEUED,
              "attempts": 0, "is_test": False, "created_at": now, "enqueued_at": now}
             for sid in ids.values()
-        ]).all()  # fmt: skip
+        ], returning=(deliveries.c.id,)).scalars().all()  # fmt: skip
     return ids
 
 

@@ -42,7 +42,7 @@ from nurture.models import (
 )
 from nurture.sequences import Catalog, Sequence, Step
 from nurture.settings import Settings
-from nurture.sql import insert_ignoring_conflicts
+from nurture.sql import bulk_insert, insert_ignoring_conflicts
 
 #: Deliveries claimed per batch.
 BATCH = 2000
@@ -68,8 +68,8 @@ def enroll_many(session: Session, pairs: Iterable[tuple[int, Sequence]], now: da
     """`enroll` for many (subscriber, sequence) pairs in one statement (a bulk import)."""
     rows = [_enrollment(subscriber_id, seq, now) for subscriber_id, seq in pairs]
     if rows:
-        stmt = insert_ignoring_conflicts(session, Enrollment, ["subscriber_id", "sequence"])
-        session.execute(stmt, rows)
+        table = cast(Table, Enrollment.__table__)
+        bulk_insert(session, table, rows, conflict=["subscriber_id", "sequence"])
 
 
 def enroll_triggered(

@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
@@ -51,10 +52,14 @@ def normalize_email(raw: str) -> str:
     kept in its ASCII (punycode) form, which every mail server accepts.
     """
     address = (raw or "").strip()
+    local, at, domain = address.rpartition("@")
+    if at and len(local) <= 64 and _PLAIN_LOCAL.match(local):
+        ascii_domain = _ascii_domain(domain)
+        if ascii_domain is not None and len(local) + 1 + len(ascii_domain) <= 254:
+            return f"{local}@{ascii_domain}".lower()
     try:
         result = validate_email(address, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as e:
-        local = address.rpartition("@")[0]
         if local and not local.isascii():
             raise SubscriberError(
                 f"{raw!r} cannot be mailed: letters outside ASCII before the @ need SMTPUTF8, "
@@ -62,6 +67,24 @@ def normalize_email(raw: str) -> str:
             ) from None
         raise SubscriberError(f"{raw!r} is not a valid email address: {e}") from None
     return (result.ascii_email or result.normalized).lower()
+
+
+#: A plain dot-atom local part (RFC 5322 atext), the shape nearly every address has:
+#: for it, only the domain needs email_validator, once per domain (a bulk import checks
+#: 100,000 addresses on a few thousand domains).
+_PLAIN_LOCAL = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*\Z"
+)
+
+
+@lru_cache(maxsize=8192)
+def _ascii_domain(domain: str) -> str | None:
+    """The domain's ASCII form when email_validator accepts it, else None."""
+    try:
+        result = validate_email(f"x@{domain}", check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError:
+        return None
+    return str(result.ascii_domain)
 
 
 def check_timezone(tz: str | None) -> str | None:
