@@ -34,7 +34,7 @@ from nurture.models import (
 )
 from nurture.scheduling import enroll_many
 from nurture.sequences import Catalog, Sequence
-from nurture.sql import bulk_insert
+from nurture.sql import among, bulk_insert
 from nurture.subscribers import (
     ConsentInfo,
     check_timezone,
@@ -158,33 +158,29 @@ def batches(rows: list[Row], size: int = BATCH) -> Iterator[list[Row]]:
 
 def import_batch(
     session: Session, catalog: Catalog, rows: list[Row], now: datetime, *,
-    confirmed: bool, consent: ConsentInfo, outcome: Outcome, file: str = "",
+    confirmed: bool, consent: ConsentInfo, outcome: Outcome, suppressed: set[str],
+    file: str = "",
 ) -> None:  # fmt: skip
-    """Write one batch in the session's transaction; counts go to `outcome`."""
+    """Write one batch in the session's transaction; counts go to `outcome`.
+
+    On PostgreSQL new addresses are inserted first (ON CONFLICT DO NOTHING): in a fresh
+    list that is nearly all, and the known ones are looked up among the rows it skipped.
+    """
     conn = session.connection()
     by_email = {row.email: row for row in rows}
-    known = {
-        r.email: r
-        for r in conn.execute(
-            select(_S.c.id, _S.c.email, _S.c.status, _S.c.attributes).where(
-                _S.c.email.in_(list(by_email))
-            )
-        )  # fmt: skip
-    }
-    hashes = {email_hash(e): e for e in by_email if e not in known}
-    suppressed = set(conn.scalars(select(Suppression.email_hash)
-                                  .where(Suppression.email_hash.in_(list(hashes)))))  # fmt: skip
-    new = []
+    # SQLite cannot tell which rows of a many-row INSERT … ON CONFLICT DO NOTHING were
+    # skipped, so there the known ones are looked up first (cheap: no round trips).
+    upfront = session.get_bind().dialect.name != "postgresql"
+    known = _known(session, list(by_email)) if upfront else {}
+    fresh = [r for r in rows if r.email not in known and email_hash(r.email) not in suppressed]
+    ids = _insert_new(session, fresh, now, confirmed=confirmed, consent=consent, outcome=outcome)
+    if not upfront:
+        known = _known(session, [r.email for r in rows if r.email not in ids])
     for row in rows:
-        if row.email in known:
-            continue
-        if email_hash(row.email) in suppressed:
+        if row.email not in ids and row.email not in known:
             outcome.problems.append(f"{file}:{row.line}: {row.email} is suppressed "
                                     "(it bounced or asked to be forgotten)")  # fmt: skip
-            continue
-        new.append(row)
-    ids = _insert_new(session, new, now, confirmed=confirmed, consent=consent, outcome=outcome)
-    outcome.added += len(new)
+    outcome.added += len(ids)
     outcome.existing += len(known)
     _update_known(session, known, by_email)
 
@@ -192,7 +188,7 @@ def import_batch(
     held: dict[int, set[str]] = {}
     known_ids = [k.id for k in known.values()]
     for sid, name in conn.execute(select(Tag.subscriber_id, Tag.name)
-                                  .where(Tag.subscriber_id.in_(known_ids))):  # fmt: skip
+                                  .where(among(session, Tag.subscriber_id, known_ids))):  # fmt: skip
         held.setdefault(sid, set()).add(name)
     active = {k.id for k in known.values() if k.status == SubscriberStatus.ACTIVE}
     if confirmed:
@@ -216,6 +212,14 @@ def import_batch(
     enroll_many(session, pairs, now)
 
 
+def _known(session: Session, emails: list[str]) -> dict[str, Any]:
+    if not emails:
+        return {}
+    query = select(_S.c.id, _S.c.email, _S.c.status, _S.c.attributes)
+    return {r.email: r for r in session.connection().execute(
+        query.where(among(session, _S.c.email, emails)))}  # fmt: skip
+
+
 def _insert_new(
     session: Session, rows: list[Row], now: datetime, *, confirmed: bool,
     consent: ConsentInfo, outcome: Outcome,
@@ -233,8 +237,12 @@ def _insert_new(
         }
         for r in rows
     ]  # fmt: skip
-    ids = {email: sid for sid, email in bulk_insert(session, _S, values,
+    # ON CONFLICT only where the returned rows say which were new (see import_batch)
+    conflict = ["email"] if session.get_bind().dialect.name == "postgresql" else None
+    ids = {email: sid for sid, email in bulk_insert(session, _S, values, conflict=conflict,
                                                     returning=(_S.c.id, _S.c.email))}  # fmt: skip
+    if not ids:  # every address was known
+        return ids
     actions = ["requested", "confirmed"] if confirmed else ["requested"]
     consent_values = {"at": now, "source": consent.source, "ip": consent.ip,
                       "user_agent": consent.user_agent, "form": consent.form,
@@ -272,9 +280,11 @@ def import_rows(
 ) -> Outcome:  # fmt: skip
     """Write checked rows, one transaction per batch (committed batches stay written)."""
     outcome = Outcome()
+    with session_scope() as session:  # read once: a list's suppressions are few
+        suppressed = set(session.scalars(select(Suppression.email_hash)))
     for batch in batches(rows):
         with session_scope() as session:
             import_batch(session, catalog, batch, now, confirmed=confirmed, consent=consent,
-                         outcome=outcome, file=file)  # fmt: skip
+                         outcome=outcome, suppressed=suppressed, file=file)  # fmt: skip
         progress(len(batch))
     return outcome

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Insert, Table, Text, bindparam, cast, func, select
+from sqlalchemy import JSON, Insert, Table, Text, any_, bindparam, cast, column, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -21,36 +22,57 @@ def bulk_insert(
     session: Session, table: Table, rows: list[dict[str, Any]], *,
     conflict: list[str] | None = None, returning: tuple[Any, ...] = (),
 ) -> Any:  # fmt: skip
-    """INSERT many rows in one statement (a bulk import); the result has `returning`'s
-    columns in the rows' order.
+    """INSERT many rows in one statement (a bulk import); returns the result, with
+    `returning`'s columns of the rows inserted, in no particular order.
 
-    On PostgreSQL the rows travel as one array per column (`SELECT unnest(...)`): a short
-    statement whatever the batch, where a VALUES list of thousands of parameters costs
-    more to build and parse than to insert. Python-side column defaults are not applied
-    (each row would get the same one): a row names every column it needs.
+    On PostgreSQL the rows travel as one JSON document (`json_to_recordset`): a short
+    statement and one parameter whatever the batch, where a VALUES list of thousands of
+    parameters costs more to build and parse than to insert. A value every row shares
+    (a status, a time) is sent once. Python-side column defaults are not applied (each
+    row would get the same one): a row names every column it needs.
     """
     dialect = session.get_bind().dialect.name
     module = postgresql if dialect == "postgresql" else sqlite
     stmt = module.insert(table)
     if dialect == "postgresql":
-        names = list(rows[0])
-        stmt = stmt.from_select(names, select(*(_column(table.c[n], [r[n] for r in rows])
-                                                for n in names)), include_defaults=False)  # fmt: skip
+        stmt = stmt.from_select(list(rows[0]), _recordset(table, rows), include_defaults=False)
     if conflict:
         stmt = stmt.on_conflict_do_nothing(index_elements=conflict)
     if returning:
-        stmt = stmt.returning(*returning, sort_by_parameter_order=dialect != "postgresql")
+        stmt = stmt.returning(*returning)
     conn = session.connection()
     return conn.execute(stmt) if dialect == "postgresql" else conn.execute(stmt, rows)
 
 
-def _column(column: Any, values: list[Any]) -> Any:
-    """One array to unnest, or one value when every row has the same (a status, a time)."""
-    first = values[0]
-    if all(v == first for v in values):
-        value = bindparam(None, first, type_=column.type)
-        return cast(value, column.type) if first is None or isinstance(column.type, JSON) else value
-    if isinstance(column.type, JSON):  # as text, made JSON again by the server
-        texts = [None if v is None else json.dumps(v) for v in values]
-        return cast(func.unnest(bindparam(None, texts, type_=postgresql.ARRAY(Text))), column.type)
-    return func.unnest(bindparam(None, values, type_=postgresql.ARRAY(column.type)))
+def _recordset(table: Table, rows: list[dict[str, Any]]) -> Any:
+    names = list(rows[0])
+    shared = {n for n in names if all(r[n] == rows[0][n] for r in rows)}
+    varying = [n for n in names if n not in shared]
+    if not varying:
+        return select(*(_value(table.c[n], rows[0][n]) for n in names))
+    doc = json.dumps([{n: r[n] for n in varying} for r in rows], default=_jsonable)
+    records = (
+        func.json_to_recordset(cast(bindparam(None, doc, type_=Text), JSON))
+        .table_valued(*(column(n, table.c[n].type) for n in varying))
+        .render_derived(name="r", with_types=True)
+    )
+    return select(*(_value(table.c[n], rows[0][n]) if n in shared else records.c[n]
+                    for n in names)).select_from(records)  # fmt: skip
+
+
+def _value(col: Any, value: Any) -> Any:
+    bound = bindparam(None, value, type_=col.type)
+    return cast(bound, col.type) if value is None or isinstance(col.type, JSON) else bound
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def among(session: Session, col: Any, values: list[Any]) -> Any:
+    """`col IN (values)`; on PostgreSQL `col = ANY(array)`, one parameter however many."""
+    if session.get_bind().dialect.name != "postgresql":
+        return col.in_(values)
+    return col == any_(bindparam(None, values, type_=postgresql.ARRAY(col.type)))
