@@ -239,8 +239,12 @@ def _insert_new(
     ]  # fmt: skip
     # ON CONFLICT only where the returned rows say which were new (see import_batch)
     conflict = ["email"] if session.get_bind().dialect.name == "postgresql" else None
-    ids = {email: sid for sid, email in bulk_insert(session, _S, values, conflict=conflict,
-                                                    returning=(_S.c.id, _S.c.email))}  # fmt: skip
+    if conflict:
+        ids = {email: sid for sid, email in bulk_insert(session, _S, values, conflict=conflict,
+                                                        returning=(_S.c.id, _S.c.email))}  # fmt: skip
+    else:  # SQLite: none of these was known (looked up first); read the new ids back
+        bulk_insert(session, _S, values)
+        ids = {email: k.id for email, k in _known(session, [r.email for r in rows]).items()}
     if not ids:  # every address was known
         return ids
     actions = ["requested", "confirmed"] if confirmed else ["requested"]

@@ -216,8 +216,8 @@ def request_signup(
 
     `address` is normalised (subscribers.normalize_email), `timezone` checked and
     `sequence` known, `attributes` are checked `signup_fields`: the form's parser did
-    that. They are written for a new subscriber only, like the first name. The caller answers the same whatever
-    this returns, and enqueues one message either way.
+    that. They are written for a new subscriber only, like the first name. The caller
+    answers the same whatever this returns, and enqueues one message either way.
     """
     names = sorted({t.strip().lower() for t in tags or [] if t.strip()})
     params = {

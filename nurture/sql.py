@@ -32,6 +32,8 @@ def bulk_insert(
     row would get the same one): a row names every column it needs.
     """
     dialect = session.get_bind().dialect.name
+    if dialect != "postgresql" and not returning:
+        return _driver_executemany(session, table, rows, conflict)
     module = postgresql if dialect == "postgresql" else sqlite
     stmt = module.insert(table)
     if dialect == "postgresql":
@@ -42,6 +44,42 @@ def bulk_insert(
         stmt = stmt.returning(*returning)
     conn = session.connection()
     return conn.execute(stmt) if dialect == "postgresql" else conn.execute(stmt, rows)
+
+
+def _driver_executemany(
+    session: Session, table: Table, rows: list[dict[str, Any]], conflict: list[str] | None
+) -> Any:
+    """SQLite: the driver's executemany, each column's values converted once per distinct
+    value (a batch shares its times and statuses), where SQLAlchemy would convert every
+    parameter of every row."""
+    dialect = session.get_bind().dialect
+    names = list(rows[0])
+    stmt = sqlite.insert(table).values({n: bindparam(n) for n in names})
+    if conflict:
+        stmt = stmt.on_conflict_do_nothing(index_elements=conflict)
+    compiled = stmt.compile(dialect=dialect)
+    order = compiled.positiontup or names
+    convert = [_converter(table.c[n].type.dialect_impl(dialect).bind_processor(dialect))
+               for n in order]  # fmt: skip
+    params = [tuple(f(r[n]) for f, n in zip(convert, order, strict=True)) for r in rows]
+    return session.connection().exec_driver_sql(str(compiled), params)
+
+
+def _converter(process: Any) -> Any:
+    if process is None:
+        return lambda v: v
+    seen: dict[Any, Any] = {}
+
+    def convert(value: Any) -> Any:
+        try:
+            return seen[value]
+        except KeyError:
+            seen[value] = done = process(value)
+            return done
+        except TypeError:  # unhashable (a JSON object): converted each time
+            return process(value)
+
+    return convert
 
 
 def _recordset(table: Table, rows: list[dict[str, Any]]) -> Any:
