@@ -167,9 +167,10 @@ def _load(path: Path) -> Fields:
         raise ConfigError(f'{path}: [fields] must be a table of name = "text" and the like')
     types: dict[str, str] = {}
     for name, kind in table.items():
-        if not NAME.match(name) or name in BUILTIN:
+        if not NAME.match(name) or name in BUILTIN or hasattr(dict, name):
             raise ConfigError(f"{path}: [fields] {name!r} is not a field name: use a-z, 0-9 "
-                              "and _, starting with a letter, not email/first_name/timezone/tags")  # fmt: skip
+                              "and _, starting with a letter, not email/first_name/timezone/tags "
+                              "nor a name templates already use (items, keys, values, get…)")  # fmt: skip
         if kind not in TYPES:
             raise ConfigError(f"{path}: [fields] {name} = {kind!r}: a type is one of "
                               f"{', '.join(TYPES)}")  # fmt: skip

@@ -196,13 +196,13 @@ def import_batch(
     tag_rows: list[dict[str, Any]] = []
     pairs: list[tuple[int, Sequence]] = []
     for row in rows:
-        sid = known[row.email].id if row.email in known else ids.get(row.email)
-        if sid is None:
+        who: int | None = known[row.email].id if row.email in known else ids.get(row.email)
+        if who is None:
             continue
-        fresh = [t for t in row.tags if t not in held.get(sid, ())]
-        tag_rows += [{"subscriber_id": sid, "name": t} for t in fresh]
-        if sid in active:
-            pairs += [(sid, seq) for t in fresh for seq in catalog.triggered_by(f"tag:{t}")]
+        added = [t for t in row.tags if t not in held.get(who, ())]
+        tag_rows += [{"subscriber_id": who, "name": t} for t in added]
+        if who in active:
+            pairs += [(who, seq) for t in added for seq in catalog.triggered_by(f"tag:{t}")]
     if tag_rows:
         bulk_insert(session, cast(Table, Tag.__table__), tag_rows,
                     conflict=["subscriber_id", "name"])  # fmt: skip

@@ -185,3 +185,19 @@ def test_an_international_domain_is_stored_in_ascii_on_every_path(
     assert api.status_code == 201 and api.json["email"] == "ana@xn--bcher-kva.example"
     shown = invoke(runner, env, "subscribers", "show", "ana@bücher.example")
     assert shown.exit_code == 0 and "ana@xn--bcher-kva.example" in shown.output
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('[fields]\nplan = "string"\n', "[fields] plan = 'string': a type is one of text, number"),
+        ('[fields]\nitems = "text"\n', "[fields] 'items' is not a field name"),
+        ('signup_fields = ["plan"]\n[fields]\ncity = "text"\n',
+         "signup_fields names 'plan', which [fields] does not declare (declared: city)"),
+    ],
+)  # fmt: skip
+def test_a_wrong_fields_table_is_one_clear_error(runner, env, workspace, toml, message):
+    (workspace / "nurture.toml").write_text(toml)
+    result = invoke(runner, env, "subscribers", "add", "ana@example.com", "--attr", "city=Leeds")
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert "Traceback" not in result.output
