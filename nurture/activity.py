@@ -16,10 +16,9 @@ from sqlalchemy.orm import Session
 from nurture.engagement import check, goal_reached, load_facts
 from nurture.handoff import mark_ready
 from nurture.models import Enrollment, EnrollmentStatus, Subscriber
-from nurture.scheduling import enroll_triggered
 from nurture.sequences import catalog_for
 from nurture.settings import Settings
-from nurture.subscribers import stop_sending
+from nurture.subscribers import enroll_tagged, stop_sending
 
 
 def on_activity(
@@ -64,9 +63,7 @@ def on_tag(
     session: Session, settings: Settings, subscriber_id: int, tags: list[str], now: datetime
 ) -> list[int]:
     """A tag was added: start `trigger: tag:<name>` sequences, then react as to any activity."""
-    catalog = catalog_for(settings.sequences_dir)
     sub = session.get(Subscriber, subscriber_id)
-    if sub is not None and sub.status == "active":
-        for tag in tags:
-            enroll_triggered(session, subscriber_id, catalog, f"tag:{tag}", now)
+    if sub is not None:
+        enroll_tagged(session, catalog_for(settings.sequences_dir), sub, tags, now)
     return on_activity(session, settings, subscriber_id, now)

@@ -32,6 +32,18 @@ CONTEXT_NAMES = frozenset({"subscriber", "sequence", "step", "unsubscribe_url", 
 _HREF = re.compile(r'href="(https?://[^"]+)"')
 
 
+class Attributes(dict[str, Any]):
+    """A subscriber's fields as an email sees them: one the subscriber lacks is empty,
+    never a send-time error (`validate` refuses a name nurture.toml does not declare)."""
+
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+class DeclaredAttributes(dict[str, Any]):
+    """`validate`'s sample fields: only the declared ones exist, so a typo is an error."""
+
+
 @dataclass(frozen=True)
 class SubscriberView:
     """What templates may see of a subscriber: no ids, no internal state."""
@@ -39,10 +51,14 @@ class SubscriberView:
     email: str
     first_name: str | None = None
     timezone: str | None = None
-    attributes: dict[str, Any] = field(default_factory=dict)
+    attributes: dict[str, Any] = field(default_factory=Attributes)
     tags: tuple[str, ...] = ()
     #: Signed into this person's confirm and unsubscribe links (tokens.Claim).
     link_key: str = field(default="", repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.attributes, (Attributes, DeclaredAttributes)):
+            object.__setattr__(self, "attributes", Attributes(self.attributes))
 
 
 @dataclass(frozen=True)
@@ -64,8 +80,12 @@ def _inliner() -> css_inline.CSSInliner:
 
 
 class Renderer:
+    #: Declared fields (name → type) that `validate` lets templates read.
+    fields: dict[str, str]
+
     def __init__(self, templates_dir: Path):
         self.templates_dir = templates_dir
+        self.fields = {}
         fallback = example_root() / "templates" / "email"
         self.env = BoundedEnvironment(
             loader=jinja2.FileSystemLoader([str(templates_dir), str(fallback)]),
@@ -230,8 +250,9 @@ class Renderer:
             return problems
         try:
             self.env.from_string(source).render(
-                {**sample_context(), "content": "", "subject": "", "brand": "", "preheader": ""}
-            )
+                {**sample_context(self.fields), "content": "", "subject": "", "brand": "",
+                 "preheader": ""}
+            )  # fmt: skip
         except jinja2.UndefinedError as e:
             return [SequenceError(shown, _template_line(e), f"undefined: {_undefined_hint(e)}")]
         except jinja2.TemplateError as e:
@@ -245,6 +266,11 @@ def _undefined_hint(e: jinja2.UndefinedError) -> str:
     """Jinja's message with our own names, and a did-you-mean for subscriber fields."""
     message = str(e.message).replace(f"'{SubscriberView.__module__}.SubscriberView object'",
                                      "subscriber")  # fmt: skip
+    declared = f"'{__name__}.DeclaredAttributes object'"
+    if declared in message:
+        return message.replace(declared, "subscriber.attributes") + (
+            ": declare it in nurture.toml under [fields]"
+        )
     match = re.search(r"subscriber has no attribute '(\w+)'", message)
     if match:
         close = difflib.get_close_matches(match.group(1), SubscriberView.__dataclass_fields__, 1)
@@ -261,10 +287,16 @@ def _template_line(exc: BaseException) -> int | None:
     return lines[-1] if lines else None
 
 
-def sample_context() -> dict[str, Any]:
-    """A plausible subscriber for validation and previews."""
+_SAMPLE = {"text": "Sample", "number": 1, "date": "2026-01-31", "bool": "true"}
+
+
+def sample_context(fields: dict[str, str] | None = None) -> dict[str, Any]:
+    """A plausible subscriber for validation and previews, with each declared field."""
+    attributes = DeclaredAttributes({name: _SAMPLE[kind] for name, kind in (fields or {}).items()})
     return {
-        "subscriber": SubscriberView(email="sam@example.com", first_name="Sam", timezone="UTC"),
+        "subscriber": SubscriberView(
+            email="sam@example.com", first_name="Sam", timezone="UTC", attributes=attributes
+        ),  # fmt: skip
         "sequence": {"name": "example"},
         "step": {"id": "example", "subject": "Example", "stage": "education"},
         "unsubscribe_url": "https://example.com/unsubscribe/TOKEN",

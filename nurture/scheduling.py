@@ -10,6 +10,7 @@ resend_after), so an operator, or a test, can shorten it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -41,7 +42,7 @@ from nurture.models import (
 )
 from nurture.sequences import Catalog, Sequence, Step
 from nurture.settings import Settings
-from nurture.sql import insert_ignoring_conflicts
+from nurture.sql import bulk_insert, insert_ignoring_conflicts
 
 #: Deliveries claimed per batch.
 BATCH = 2000
@@ -49,17 +50,26 @@ BATCH = 2000
 TAKEN_BACK = "taken back from a worker that stopped mid-send: sent again, maybe twice"
 
 
+#: An enrolment is unique per subscriber, sequence and round (`reentry: true`).
+ROUND_KEY = ["subscriber_id", "sequence", "round"]
+
+
+def _enrollment(subscriber_id: int, seq: Sequence, now: datetime) -> dict[str, Any]:
+    first = seq.steps[0]
+    return {
+        "subscriber_id": subscriber_id, "sequence": seq.name, "status": EnrollmentStatus.ACTIVE,
+        "next_step_id": first.id, "next_due_at": now + first.after, "enrolled_at": now,
+        "round": 1,
+    }  # fmt: skip
+
+
 def enroll(session: Session, subscriber_id: int, seq: Sequence, now: datetime) -> bool:
     """Start `seq` for a subscriber; False if they are in it, or were and the sequence
     has no `reentry: true`. With it, someone who finished or left starts a new round
     (a new enrolment row; the rows and deliveries of earlier rounds stay)."""
-    first = seq.steps[0]
-    values = {"subscriber_id": subscriber_id, "sequence": seq.name,
-              "status": EnrollmentStatus.ACTIVE, "next_step_id": first.id,
-              "next_due_at": now + first.after, "enrolled_at": now}  # fmt: skip
-    index = ["subscriber_id", "sequence", "round"]
+    values = _enrollment(subscriber_id, seq, now)
     # RETURNING, not rowcount: psycopg reports -1 for a row left out by ON CONFLICT.
-    stmt = insert_ignoring_conflicts(session, Enrollment, index).values(**values, round=1)
+    stmt = insert_ignoring_conflicts(session, Enrollment, ROUND_KEY).values(**values)
     if session.execute(stmt.returning(Enrollment.id)).first() is not None:
         return True
     if not seq.reentry:
@@ -75,10 +85,19 @@ def enroll(session: Session, subscriber_id: int, seq: Sequence, now: datetime) -
     if (latest.end_reason or "").startswith("unsubscribed"):
         return False  # they asked to leave this sequence: a tag does not overrule that
     # Two processes re-enrolling at once both ask for the same round: one row wins.
-    again = insert_ignoring_conflicts(session, Enrollment, index).values(
-        **values, round=latest.round + 1
+    again = insert_ignoring_conflicts(session, Enrollment, ROUND_KEY).values(
+        **values | {"round": latest.round + 1}
     )
     return session.execute(again.returning(Enrollment.id)).first() is not None
+
+
+def enroll_many(session: Session, pairs: Iterable[tuple[int, Sequence]], now: datetime) -> None:
+    """`enroll` for many (subscriber, sequence) pairs in one statement (a bulk import):
+    first rounds only; someone who already went through a sequence is not put back here."""
+    rows = [_enrollment(subscriber_id, seq, now) for subscriber_id, seq in pairs]
+    if rows:
+        table = cast(Table, Enrollment.__table__)
+        bulk_insert(session, table, rows, conflict=ROUND_KEY)
 
 
 def enroll_triggered(

@@ -214,21 +214,23 @@ def _statements(dialect: str) -> _Statements:
 def request_signup(
     engine: Engine, address: str, now: datetime, *, consent: ConsentInfo,
     first_name: str | None = None, timezone: str | None = None, tags: list[str] | None = None,
-    sequence: str | None = None,
+    sequence: str | None = None, attributes: dict[str, str] | None = None,
 ) -> int | None:  # fmt: skip
     """Sign `address` up from a public form, in a transaction of its own; returns the
     confirmation delivery to send, if one is due.
 
     `address` is normalised (subscribers.normalize_email), `timezone` checked and
-    `sequence` known: the form's parser did that. The caller answers the same whatever
-    this returns, and enqueues one message either way.
+    `sequence` known, `attributes` are checked `signup_fields`: the form's parser did
+    that. They are written for a new subscriber only, like the first name. The caller
+    answers the same whatever this returns, and enqueues one message either way.
     """
     names = sorted({t.strip().lower() for t in tags or [] if t.strip()})
     params = {
         "email": address, "hash": email_hash(address), "now": now,
         "resend_before": now - CONFIRMATION_RESEND_AFTER,
         "first_name": clean_first_name(first_name), "timezone": timezone,
-        "attributes": {SIGNUP_SEQUENCE: sequence} if sequence else {}, "sequence": sequence,
+        "attributes": {**(attributes or {}), **({SIGNUP_SEQUENCE: sequence} if sequence else {})},
+        "sequence": sequence,
         "source": consent.source, "ip": consent.ip,
         "user_agent": (consent.user_agent or None) and consent.user_agent[:400],
         "form": consent.form, "wording": consent.wording, "names": names,

@@ -4,8 +4,11 @@ a confirmation is a queued delivery like any other."""
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
@@ -13,6 +16,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from nurture.errors import SubscriberError
+from nurture.fields import clean_text
 from nurture.models import (
     Consent,
     Delivery,
@@ -32,6 +36,8 @@ from nurture.sql import insert_ignoring_conflicts
 #: What a person agrees to on the default form; stored with each consent.
 DEFAULT_WORDING = "Send me emails from this list. I can unsubscribe at any time."
 FIRST_NAME_MAX = 100
+#: What a tag may look like, on every path (a tag names a `trigger: tag:<name>`).
+TAG = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}$")
 #: However often an address is typed into a form, it gets at most one confirmation
 #: email per this long.
 CONFIRMATION_RESEND_AFTER = timedelta(hours=1)
@@ -40,12 +46,46 @@ SIGNUP_SEQUENCE = "signup_sequence"
 
 
 def normalize_email(raw: str) -> str:
-    """The canonical address, or SubscriberError saying why it is not one."""
+    """The canonical address, or SubscriberError saying why it is not one.
+
+    The one address policy, for every path (form, JSON, CLI, import, API): nurture sends
+    plain SMTP, so a local part (before the @) must be ASCII; an international domain is
+    kept in its ASCII (punycode) form, which every mail server accepts.
+    """
+    address = (raw or "").strip()
+    local, at, domain = address.rpartition("@")
+    if at and len(local) <= 64 and _PLAIN_LOCAL.match(local):
+        ascii_domain = _ascii_domain(domain)
+        if ascii_domain is not None and len(local) + 1 + len(ascii_domain) <= 254:
+            return f"{local}@{ascii_domain}".lower()
     try:
-        result = validate_email((raw or "").strip(), check_deliverability=False)
+        result = validate_email(address, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as e:
+        if local and not local.isascii():
+            raise SubscriberError(
+                f"{raw!r} cannot be mailed: letters outside ASCII before the @ need SMTPUTF8, "
+                "which nurture does not send; use an ASCII address"
+            ) from None
         raise SubscriberError(f"{raw!r} is not a valid email address: {e}") from None
-    return result.normalized.lower()
+    return (result.ascii_email or result.normalized).lower()
+
+
+#: A plain dot-atom local part (RFC 5322 atext), the shape nearly every address has:
+#: for it, only the domain needs email_validator, once per domain (a bulk import checks
+#: 100,000 addresses on a few thousand domains).
+_PLAIN_LOCAL = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*\Z"
+)
+
+
+@lru_cache(maxsize=8192)
+def _ascii_domain(domain: str) -> str | None:
+    """The domain's ASCII form when email_validator accepts it, else None."""
+    try:
+        result = validate_email(f"x@{domain}", check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError:
+        return None
+    return str(result.ascii_domain)
 
 
 def check_timezone(tz: str | None) -> str | None:
@@ -59,8 +99,20 @@ def check_timezone(tz: str | None) -> str | None:
 
 
 def clean_first_name(name: str | None) -> str | None:
-    name = " ".join((name or "").split())[:FIRST_NAME_MAX]
-    return name or None
+    """A first name as every path stores it: one line, no control characters."""
+    return clean_text(name or "", FIRST_NAME_MAX) or None
+
+
+def clean_tags(tags: Iterable[str]) -> list[str]:
+    """Tags as every path stores them: lower case, unique, each checked against TAG.
+    SubscriberError names the first bad one."""
+    names = sorted({t.strip().lower() for t in tags if t.strip()})
+    bad = [t for t in names if not TAG.match(t)]
+    if bad:
+        raise SubscriberError(
+            f"{clean_text(bad[0])[:70]!r} is not a tag: use letters, digits, '-', '_', '.' and ':'"
+        )
+    return names
 
 
 def email_hash(address: str) -> str:
@@ -99,10 +151,27 @@ def get(session: Session, address: str) -> Subscriber:
     return sub
 
 
-def add_tags(session: Session, subscriber_id: int, tags: list[str]) -> None:
-    for tag in {t.strip().lower() for t in tags if t.strip()}:
-        stmt = insert_ignoring_conflicts(session, Tag, ["subscriber_id", "name"])
-        session.execute(stmt.values(subscriber_id=subscriber_id, name=tag))
+def add_tags(session: Session, subscriber_id: int, tags: Iterable[str]) -> list[str]:
+    """Add tags (checked by clean_tags); returns the ones the subscriber did not have."""
+    names = clean_tags(tags)
+    stmt = insert_ignoring_conflicts(session, Tag, ["subscriber_id", "name"])
+    return [
+        name
+        for name in names
+        if session.execute(stmt.values(subscriber_id=subscriber_id, name=name)).rowcount
+    ]
+
+
+def enroll_tagged(
+    session: Session, catalog: Catalog, sub: Subscriber, tags: Iterable[str], now: datetime
+) -> list[str]:
+    """Start the `trigger: tag:<name>` sequences of these tags, for an active subscriber.
+    Every path a tag arrives by calls this, so each enrols the same way, once."""
+    if sub.status != SubscriberStatus.ACTIVE:
+        return []
+    return [
+        n for tag in tags for n in enroll_triggered(session, sub.id, catalog, f"tag:{tag}", now)
+    ]
 
 
 def tags_of(session: Session, subscriber_id: int) -> list[str]:
@@ -121,6 +190,7 @@ def add(
     tags: list[str] | None = None,
     confirmed: bool = False,
     consent: ConsentInfo | None = None,
+    attributes: dict[str, str | None] | None = None,
 ) -> tuple[Subscriber, bool]:
     """Add or find a subscriber; returns (subscriber, created).
 
@@ -128,14 +198,18 @@ def add(
     records that consent was given elsewhere: then it is `active` and enrolled at once.
     A suppressed address (bounced, forgotten) is refused without saying so to callers
     that must not reveal it: they get the subscriber back as if nothing happened.
+    `attributes` are checked values (fields.Fields.values); a known subscriber gets its
+    new tags (and their `tag:` sequences) and these attributes, nothing else.
     """
     address = normalize_email(address)
     timezone = check_timezone(timezone)
+    names = clean_tags(tags or [])
     consent = consent or ConsentInfo()
     existing = find(session, address)
     if existing is not None:
-        if tags:
-            add_tags(session, existing.id, tags)
+        if attributes:
+            set_attributes(existing, attributes)
+        enroll_tagged(session, catalog, existing, add_tags(session, existing.id, names), now)
         return existing, False
     if is_suppressed(session, address):
         raise SubscriberError(f"{address} is suppressed (it bounced or asked to be forgotten)")
@@ -143,20 +217,31 @@ def add(
         email=address,
         first_name=clean_first_name(first_name),
         timezone=timezone,
-        attributes={},
+        attributes={k: v for k, v in (attributes or {}).items() if v is not None},
         status=SubscriberStatus.PENDING,
         source=consent.source,
         created_at=now,
     )
     session.add(sub)
     session.flush()
-    add_tags(session, sub.id, tags or [])
+    add_tags(session, sub.id, names)
     _record_consent(session, sub.id, "requested", now, consent)
     if confirmed:
         confirm(session, catalog, sub, now, consent)
     else:
         queue_confirmation(session, sub, now)
     return sub, True
+
+
+def set_attributes(sub: Subscriber, values: dict[str, str | None]) -> None:
+    """Merge checked values into a subscriber's attributes; None removes one."""
+    merged = dict(sub.attributes or {})
+    for name, value in values.items():
+        if value is None:
+            merged.pop(name, None)
+        else:
+            merged[name] = value
+    sub.attributes = merged  # a new dict, so the JSON column is written
 
 
 def queue_confirmation(session: Session, sub: Subscriber, now: datetime) -> int:
@@ -181,7 +266,8 @@ def confirm(
     sub.status = SubscriberStatus.ACTIVE
     sub.confirmed_at = now
     _record_consent(session, sub.id, "confirmed", now, consent)
-    return enroll_triggered(session, sub.id, catalog, "signup", now)
+    names = enroll_triggered(session, sub.id, catalog, "signup", now)
+    return names + enroll_tagged(session, catalog, sub, tags_of(session, sub.id), now)
 
 
 def unsubscribe(

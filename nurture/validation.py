@@ -7,6 +7,7 @@ from typing import Any
 
 from nurture.compose import renderer_for
 from nurture.errors import SequenceError
+from nurture.fields import fields_for
 from nurture.sequences import load_catalog
 from nurture.settings import Settings
 from nurture.yamlmarks import line_for, load_with_lines
@@ -49,6 +50,7 @@ def validate_workspace(settings: Settings) -> list[SequenceError]:
     catalog = load_catalog(settings.sequences_dir)
     problems.extend(catalog.problems)
     renderer = renderer_for(settings.templates_dir)
+    renderer.fields = fields_for(settings.workspace).types  # templates may read these
     problems.extend(renderer.check_layout())
     for path, template, template_line, subject, subject_line in _steps(settings):
         if isinstance(template, str):

@@ -14,14 +14,22 @@ from nurture.activity import on_tag
 from nurture.cli import _settings, cli, command
 from nurture.db import session_scope
 from nurture.engagement import live_score
-from nurture.errors import NurtureError, SubscriberError
+from nurture.fields import fields_for, parse_pairs
+from nurture.importing import import_rows, read_rows
 from nurture.models import Consent, Delivery, Enrollment, Subscriber, Tag
 from nurture.sequences import catalog_for
-from nurture.subscribers import ConsentInfo, add, add_tags, forget, get, tags_of, unsubscribe
+from nurture.subscribers import (
+    ConsentInfo,
+    add,
+    add_tags,
+    clean_tags,
+    forget,
+    get,
+    set_attributes,
+    tags_of,
+    unsubscribe,
+)
 from nurture.tasks import dispatch
-
-#: Rows committed together during an import.
-IMPORT_BATCH = 500
 
 
 @cli.group("subscribers")
@@ -34,30 +42,37 @@ def subscribers() -> None:
 @click.option("--first-name", help="Used in greetings.")
 @click.option("--timezone", help="IANA zone, e.g. Europe/Paris.")
 @click.option("--tag", "tags", multiple=True, help="A tag; repeat for more.")
+@click.option("--attr", "attrs", multiple=True, metavar="NAME=VALUE",
+              help="A declared field (nurture.toml [fields]); repeat for more.")  # fmt: skip
 @click.option("--confirmed", is_flag=True,
               help="Consent was given elsewhere: activate and enrol now, no confirmation email.")  # fmt: skip
 @click.pass_context
 def subscribers_add(ctx: click.Context, email: str, first_name: str | None, timezone: str | None,
-                    tags: tuple[str, ...], confirmed: bool) -> None:  # fmt: skip
+                    tags: tuple[str, ...], attrs: tuple[str, ...], confirmed: bool) -> None:  # fmt: skip
     """Add a subscriber: pending and sent a confirmation email, unless --confirmed.
+
+    A tag starts its `trigger: tag:<name>` sequences once the subscriber is active.
 
     \b
     Example:
       nurture subscribers add ana@example.com --first-name Ana --tag bakery --confirmed
+      nurture subscribers add ana@example.com --attr company="Crumb & Co" --attr city=Leeds
     """
     settings = _settings(ctx)
     catalog = catalog_for(settings.sequences_dir)
+    attributes = fields_for(settings.workspace).values(parse_pairs(attrs))
     with session_scope(settings) as session:
         sub, created = add(session, catalog, email, clock.now(), first_name=first_name,
                            timezone=timezone, tags=list(tags), confirmed=confirmed,
-                           consent=ConsentInfo(source="cli"))  # fmt: skip
+                           consent=ConsentInfo(source="cli"), attributes=attributes)  # fmt: skip
         status = sub.status
         confirmation = session.scalars(
             select(Delivery.id).where(Delivery.subscriber_id == sub.id,
                                       Delivery.kind == "confirm", Delivery.status == "queued")
         ).all()  # fmt: skip
     if not created:
-        click.echo(f"{sub.email} is already a subscriber ({status}).")
+        click.echo(f"{sub.email} is already a subscriber ({status})"
+                   f"{'; tags and fields updated' if tags or attrs else ''}.")  # fmt: skip
         return
     dispatch(settings, confirmation)
     if confirmed:
@@ -107,6 +122,9 @@ def subscribers_show(ctx: click.Context, email: str) -> None:
         click.echo(f"{sub.email}  {sub.status}")
         click.echo(f"  first name: {sub.first_name or '-'}   time zone: {sub.timezone or '-'}")
         click.echo(f"  tags: {', '.join(tags_of(session, sub.id)) or '-'}")
+        shown = {k: v for k, v in (sub.attributes or {}).items() if k in fields_for(
+            _settings(ctx).workspace).types}  # fmt: skip
+        click.echo(f"  fields: {', '.join(f'{k}={v}' for k, v in sorted(shown.items())) or '-'}")
         ready = (
             f"sales-ready since {sub.ready_at:%Y-%m-%d %H:%M}" if sub.ready_at else "not yet ready"
         )
@@ -164,7 +182,7 @@ def subscribers_tag(ctx: click.Context, email: str, tags: tuple[str, ...]) -> No
     with session_scope(settings) as session:
         sub = get(session, email)
         add_tags(session, sub.id, list(tags))
-        on_tag(session, settings, sub.id, [t.strip().lower() for t in tags], clock.now())
+        on_tag(session, settings, sub.id, clean_tags(tags), clock.now())
         now_tags = tags_of(session, sub.id)
     click.echo(f"{email}: {', '.join(now_tags)}")
 
@@ -188,6 +206,27 @@ def subscribers_untag(ctx: click.Context, email: str, tags: tuple[str, ...]) -> 
     click.echo(f"{email}: {', '.join(now_tags) or 'no tags'}")
 
 
+@command(subscribers, "set")
+@click.argument("email")
+@click.argument("pairs", nargs=-1, required=True, metavar="NAME=VALUE...")
+@click.pass_context
+def subscribers_set(ctx: click.Context, email: str, pairs: tuple[str, ...]) -> None:
+    """Set declared fields (nurture.toml [fields]); NAME= with no value clears one.
+
+    \b
+    Example:
+      nurture subscribers set ana@example.com plan=pro city=Leeds
+    """
+    settings = _settings(ctx)
+    values = fields_for(settings.workspace).values(parse_pairs(pairs))
+    with session_scope(settings) as session:
+        sub = get(session, email)
+        set_attributes(sub, values)
+        now_set = dict(sub.attributes or {})
+    shown = ", ".join(f"{k}={now_set.get(k, '')}" for k in values)
+    click.echo(f"{sub.email}: {shown}")
+
+
 @command(subscribers, "export")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path), required=False)
 @click.pass_context
@@ -198,19 +237,23 @@ def subscribers_export(ctx: click.Context, file: Path | None) -> None:
     Example:
       nurture subscribers export everyone.csv
     """
+    settings = _settings(ctx)
+    names = sorted(fields_for(settings.workspace).types)
     out = file.open("w", newline="", encoding="utf-8") if file else sys.stdout
     try:
         writer = csv.writer(out)
         writer.writerow(["email", "first_name", "timezone", "tags", "status", "created_at",
-                         "confirmed_at"])  # fmt: skip
-        with session_scope(_settings(ctx)) as session:
+                         "confirmed_at", *names])  # fmt: skip
+        with session_scope(settings) as session:
             count = 0
             for s in session.scalars(select(Subscriber).order_by(Subscriber.id)
                                      .execution_options(yield_per=1000)):  # fmt: skip
+                attrs = s.attributes or {}
                 writer.writerow([s.email, s.first_name or "", s.timezone or "",
                                  " ".join(tags_of(session, s.id)), s.status,
                                  s.created_at.isoformat(),
-                                 s.confirmed_at.isoformat() if s.confirmed_at else ""])  # fmt: skip
+                                 s.confirmed_at.isoformat() if s.confirmed_at else "",
+                                 *(attrs.get(n, "") for n in names)])  # fmt: skip
                 count += 1
     finally:
         if file:
@@ -225,10 +268,12 @@ def subscribers_export(ctx: click.Context, file: Path | None) -> None:
               help="Consent was given elsewhere: activate and enrol (source 'import').")  # fmt: skip
 @click.pass_context
 def subscribers_import(ctx: click.Context, file: Path, confirmed: bool) -> None:
-    """Bulk import from CSV with columns email, first_name, timezone, tags.
+    """Bulk import from CSV with columns email, first_name, timezone, tags, and any
+    field declared in nurture.toml [fields] (one column each).
 
-    Bad rows are reported by line and skipped; good rows are kept. Without --confirmed
-    each new address is pending and sent a confirmation email.
+    Bad rows are reported by line and skipped; blank rows are skipped; good rows are
+    kept. Without --confirmed each new address is pending and sent a confirmation email.
+    A known address gets the file's new tags and fields, nothing else.
 
     \b
     Example:
@@ -236,46 +281,24 @@ def subscribers_import(ctx: click.Context, file: Path, confirmed: bool) -> None:
     """
     settings = _settings(ctx)
     catalog = catalog_for(settings.sequences_dir)
-    try:
-        text = file.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise NurtureError(f"{file} is not UTF-8 text; save it as CSV UTF-8") from None
-    reader = csv.DictReader(text.splitlines())
-    if not reader.fieldnames or "email" not in reader.fieldnames:
-        raise NurtureError(f"{file}: the first row must name the columns and include 'email'")
-    rows = list(reader)
-    added = existing = 0
-    problems: list[str] = []
-    confirmations: list[int] = []
+    parsed = read_rows(file, fields_for(settings.workspace))
     consent = ConsentInfo(source="import", form=file.name, wording=None)
-    with click.progressbar(length=len(rows), label="Importing", file=sys.stderr) as bar:
-        for start in range(0, len(rows), IMPORT_BATCH):
-            batch = rows[start : start + IMPORT_BATCH]
-            with session_scope(settings) as session:
-                for offset, row in enumerate(batch):
-                    line = start + offset + 2  # the header is line 1
-                    try:
-                        with session.begin_nested():
-                            sub, created = add(
-                                session, catalog, row.get("email") or "", clock.now(),
-                                first_name=row.get("first_name"), timezone=row.get("timezone"),
-                                tags=(row.get("tags") or "").replace(",", " ").split(),
-                                confirmed=confirmed, consent=consent,
-                            )  # fmt: skip
-                    except SubscriberError as e:
-                        problems.append(f"{file.name}:{line}: {e}")
-                        continue
-                    added += created
-                    existing += not created
-                confirmations += session.scalars(
-                    select(Delivery.id).where(Delivery.kind == "confirm",
-                                              Delivery.status == "queued")
-                ).all()  # fmt: skip
-            bar.update(len(batch))
+    with click.progressbar(length=len(parsed.rows), label="Importing", file=sys.stderr) as bar:
+        outcome = import_rows(lambda: session_scope(settings), catalog, parsed.rows, clock.now(),
+                              confirmed=confirmed, consent=consent, file=file.name,
+                              progress=bar.update)  # fmt: skip
+    problems = sorted(parsed.problems + outcome.problems, key=_line_of)
     for problem in problems:
         click.echo(problem, err=True)
-    dispatch(settings, sorted(set(confirmations)))
-    click.echo(f"Imported {added} new, {existing} already known, {len(problems)} bad rows.")
+    dispatch(settings, outcome.confirmations)
+    click.echo(f"Imported {outcome.added} new, {outcome.existing + parsed.repeats} already known, "
+               f"{len(problems)} bad rows.")  # fmt: skip
+
+
+def _line_of(problem: str) -> int:
+    """`file.csv:12: why` sorts by its line number."""
+    parts = problem.split(":", 2)
+    return int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else 0
 
 
 @command(subscribers, "forget")

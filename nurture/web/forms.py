@@ -6,20 +6,18 @@ input and a JSON caller gets a map of them; nothing is stored unless all is well
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from nurture.errors import SubscriberError
+from nurture.fields import Fields
 from nurture.sequences import Catalog
-from nurture.subscribers import check_timezone, clean_first_name, normalize_email
+from nurture.subscribers import TAG, check_timezone, clean_first_name, normalize_email
 
 FIELDS = ("email", "first_name", "timezone", "sequence", "tags")
 #: A field people never see; bots that fill every input fill this one too.
 HONEYPOT = "website"
-_TAG = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}$")
 MAX_TAGS = 20
 #: Longest value read from any field; longer input is refused, not silently cut.
 MAX_FIELD = 1000
@@ -32,15 +30,12 @@ class Signup:
     timezone: str | None = None
     sequence: str | None = None
     tags: list[str] = field(default_factory=list)
+    #: Values of the workspace's `signup_fields`, checked and converted.
+    attributes: dict[str, str] = field(default_factory=dict)
     #: What was typed, to show the form again with the errors.
     raw: dict[str, str] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     spam: bool = False
-
-
-def _printable(value: str) -> str:
-    """Free text without control characters (a NUL would upset PostgreSQL)."""
-    return "".join(c for c in value if unicodedata.category(c)[0] != "C" or c in "\t\n")
 
 
 def _text(data: Mapping[str, Any], name: str, signup: Signup) -> str:
@@ -71,7 +66,7 @@ def _tags(data: Mapping[str, Any], signup: Signup, allowed: frozenset[str]) -> l
         signup.errors["tags"] = "tags must be text or a list of text"
         return []
     tags = [t.strip().lower() for t in items if t.strip()]
-    bad = [t for t in tags if not _TAG.match(t)]
+    bad = [t for t in tags if not TAG.match(t)]
     if bad:
         signup.errors["tags"] = f"{bad[0][:70]!r} is not a tag: use letters, digits, '-' and '_'"
     elif len(tags) > MAX_TAGS:
@@ -89,18 +84,32 @@ def _refusal(tag: str, allowed: frozenset[str]) -> str:
 
 def parse_signup(
     data: Mapping[str, Any], catalog: Callable[[], Catalog],
-    allowed_tags: frozenset[str] = frozenset(),
+    allowed_tags: frozenset[str] = frozenset(), fields: Fields | None = None,
 ) -> Signup:  # fmt: skip
     """`catalog` is asked for the workspace's sequences only when the form names one: a
     look at the sequence files on every signup would cost more than checking the rest.
     Tags outside `allowed_tags` (NURTURE_SIGNUP_TAGS) are refused, not dropped: the
-    page that sends them is wrong and its author should hear so."""
+    page that sends them is wrong and its author should hear so. Of the declared
+    `fields`, a signup may set only `signup_fields`."""
     signup = Signup()
-    unknown = sorted(k for k in data if k not in FIELDS and k != HONEYPOT)
+    fields = fields or Fields()
+    takes = (*FIELDS, *fields.signup)
+    unknown = sorted(k for k in data if k not in takes and k != HONEYPOT)
     if unknown:
         signup.errors["form"] = (
-            f"unknown field {unknown[0][:40]!r}: a signup takes {', '.join(FIELDS)}"
+            f"unknown field {unknown[0][:40]!r}: a signup takes {', '.join(takes)}"
         )
+    for name in fields.signup:
+        value = data.get(name)
+        if isinstance(value, str):
+            signup.raw[name] = value[:MAX_FIELD]
+        try:
+            converted = fields.convert(name, value)
+        except SubscriberError as e:
+            signup.errors[name] = str(e)
+            continue
+        if converted is not None:
+            signup.attributes[name] = converted
     if _text(data, HONEYPOT, signup):
         signup.spam = True
 
@@ -114,7 +123,7 @@ def parse_signup(
             detail = str(e).split(": ", 1)[-1]  # without the address, which the form shows
             signup.errors["email"] = f"Enter a valid email address, like name@example.com. {detail}"
 
-    signup.first_name = clean_first_name(_printable(_text(data, "first_name", signup)))
+    signup.first_name = clean_first_name(_text(data, "first_name", signup))
 
     tz = _text(data, "timezone", signup)
     try:

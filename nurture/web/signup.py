@@ -15,6 +15,7 @@ from werkzeug.wrappers import Response
 
 from nurture import clock
 from nurture.db import get_engine, session_scope
+from nurture.fields import fields_for
 from nurture.models import SubscriberStatus
 from nurture.settings import DEFAULT_SIGNUP_SECONDS, DEFAULT_SUBSCRIBE_LIMIT
 from nurture.signups import request_signup
@@ -71,7 +72,7 @@ def subscribe() -> ResponseReturnValue:
         data = json_object('{"email": "ana@example.com"}') if as_json else request.form.to_dict()
     except BadBody as e:
         return error(400, "Bad request", str(e))
-    signup = parse_signup(data, catalog, settings().signup_tags)
+    signup = parse_signup(data, catalog, settings().signup_tags, fields_for(settings().workspace))
     if signup.errors:
         if as_json:
             message = "; ".join(f"{k}: {v}" for k, v in signup.errors.items())
@@ -85,7 +86,7 @@ def subscribe() -> ResponseReturnValue:
             get_engine(settings()), signup.email, clock.now(),
             consent=consent_info("api" if as_json else "form"),
             first_name=signup.first_name, timezone=signup.timezone, tags=signup.tags,
-            sequence=signup.sequence,
+            sequence=signup.sequence, attributes=signup.attributes,
         )  # fmt: skip
     _wait_out(started)  # an operator's floor, if NURTURE_SIGNUP_SECONDS sets one
     response = make_response(

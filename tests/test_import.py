@@ -1,0 +1,199 @@
+"""`subscribers import`: what lands in the database, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from nurture import clock
+from nurture.cli import cli
+from nurture.db import session_scope
+from nurture.models import Consent, Delivery, Enrollment, Subscriber, Tag
+from nurture.sequences import catalog_for
+from nurture.subscribers import ConsentInfo, confirm, get
+
+GEAR = """name: gear
+trigger: tag:gear
+steps:
+  - id: one
+    after: 0m
+    stage: education
+    subject: "Gear for {{ subscriber.attributes.company }}"
+    template: curious-to-customer/welcome
+"""
+FIELDS = 'signup_fields = ["company"]\n[fields]\ncompany = "text"\nemployees = "number"\n'
+
+
+def invoke(runner, env, *args):
+    return runner.invoke(cli, list(args), env=env)
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_bytes(text.encode("utf-8"))
+    return path
+
+
+def subscribers(settings) -> dict[str, Subscriber]:
+    with session_scope(settings) as session:
+        return {s.email: s for s in session.scalars(select(Subscriber))}
+
+
+def enrolments(settings) -> set[tuple[str, str]]:
+    with session_scope(settings) as session:
+        rows = session.execute(select(Subscriber.email, Enrollment.sequence)
+                               .join(Enrollment, Enrollment.subscriber_id == Subscriber.id))  # fmt: skip
+        return {(e, s) for e, s in rows}
+
+
+def test_a_line_separator_inside_a_quoted_cell_smuggles_no_one(runner, env, settings, tmp_path):
+    for sep in ("\u2028", "\u0085", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e"):
+        path = write(tmp_path / "people.csv",
+                     f'email,first_name\ncarol@example.com,"Carol{sep}smuggled@example.org"\n')  # fmt: skip
+        result = invoke(runner, env, "subscribers", "import", str(path), "--confirmed")
+        assert result.exit_code == 0, result.output
+    assert set(subscribers(settings)) == {"carol@example.com"}
+    assert "smuggled" in subscribers(settings)["carol@example.com"].first_name
+
+
+def test_control_characters_never_reach_the_database_or_subject(
+    runner, env, settings, tmp_path, sink
+):
+    path = write(tmp_path / "people.csv",
+                 "email,first_name\n"
+                 "ana@example.com,A\x1bn\x07a\x7f\n"
+                 "bo@exa\x00mple.com,Bo\n"
+                 "cy@example.com,C\x00y\n")  # fmt: skip
+    result = invoke(runner, env, "subscribers", "import", str(path), "--confirmed")
+    assert result.exit_code == 0, result.output
+    assert "people.csv:3: " in result.output and "Traceback" not in result.output
+    assert "Imported 2 new, 0 already known, 1 bad rows." in result.output
+    subs = subscribers(settings)
+    assert (subs["ana@example.com"].first_name, subs["cy@example.com"].first_name) == ("Ana", "Cy")
+    result = invoke(runner, env, "subscribers", "add", "di@example.com", "--confirmed",
+                    "--first-name", "D\x1b[2Ji\x00")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert invoke(runner, env, "send-due").exit_code == 0
+    subjects = [m.message["Subject"] for m in sink.messages]
+    assert "Welcome, Ana: marketing and sales are two jobs" in subjects
+    assert "Welcome, D[2Ji: marketing and sales are two jobs" in subjects
+    for raw in (m.data for m in sink.messages):
+        assert not any(c in raw for c in (b"\x00", b"\x07", b"\x1b", b"\x7f"))
+
+
+def test_blank_rows_are_skipped_and_a_semicolon_file_gets_a_hint(runner, env, settings, tmp_path):
+    path = write(
+        tmp_path / "people.csv", "email,first_name\r\n\r\nana@example.com,Ana\r\n,\r\n\r\n"
+    )
+    result = invoke(runner, env, "subscribers", "import", str(path))
+    assert result.exit_code == 0, result.output
+    assert "Imported 1 new, 0 already known, 0 bad rows." in result.output
+    path = write(tmp_path / "semi.csv", "email;first_name\nbo@example.com;Bo\n")
+    result = invoke(runner, env, "subscribers", "import", str(path))
+    assert result.exit_code == 1
+    assert "separated by ';'" in result.output and "Traceback" not in result.output
+    assert set(subscribers(settings)) == {"ana@example.com"}
+
+
+def test_import_keeps_fields_tags_and_enrols_like_add(runner, env, settings, workspace, tmp_path):
+    (workspace / "sequences" / "gear.yaml").write_text(GEAR)
+    (workspace / "nurture.toml").write_text((workspace / "nurture.toml").read_text() + FIELDS)
+    invoke(runner, env, "subscribers", "add", "old@example.com", "--confirmed")
+    path = write(tmp_path / "people.csv",
+                 "email,first_name,tags,company,employees\n"
+                 'ana@example.com,Ana,gear,"Crumb, Ltd",12\n'
+                 "bo@example.com,Bo,,,\n"
+                 "old@example.com,,gear,Old Co,\n"
+                 "cy@example.com,Cy,,,many\n"
+                 "\n"
+                 "di@example.com,Di,gear vip,,3.0\n")  # fmt: skip
+    result = invoke(runner, env, "subscribers", "import", str(path), "--confirmed")
+    assert result.exit_code == 0, result.output
+    assert "people.csv:5: employees: 'many' is not a number" in result.output
+    assert "Imported 3 new, 1 already known, 1 bad rows." in result.output
+    subs = subscribers(settings)
+    assert subs["ana@example.com"].attributes == {"company": "Crumb, Ltd", "employees": "12"}
+    assert subs["di@example.com"].attributes == {"employees": "3"}
+    assert subs["old@example.com"].attributes == {"company": "Old Co"}
+    assert subs["bo@example.com"].attributes == {}
+    signup = "from-curious-to-customer"
+    assert enrolments(settings) == {
+        ("old@example.com", signup), ("old@example.com", "gear"),
+        ("ana@example.com", signup), ("ana@example.com", "gear"),
+        ("bo@example.com", signup),
+        ("di@example.com", signup), ("di@example.com", "gear"),
+    }  # fmt: skip
+    with session_scope(settings) as session:
+        tags = set(session.execute(select(Subscriber.email, Tag.name).join(Tag)).all())
+        consents = session.scalar(select(func.count()).select_from(Consent)
+                                  .where(Consent.source == "import"))  # fmt: skip
+    assert ("di@example.com", "vip") in tags and ("old@example.com", "gear") in tags
+    assert consents == 6  # requested + confirmed for each of the three new ones
+    # importing again changes nothing and enrols no one twice
+    result = invoke(runner, env, "subscribers", "import", str(path), "--confirmed")
+    assert "Imported 0 new, 4 already known, 1 bad rows." in result.output
+    assert len(enrolments(settings)) == 7
+
+    out = tmp_path / "out.csv"
+    assert invoke(runner, env, "subscribers", "export", str(out)).exit_code == 0
+    header, *lines = out.read_text().splitlines()
+    assert header == ("email,first_name,timezone,tags,status,created_at,confirmed_at,"
+                      "company,employees")  # fmt: skip
+    assert any(line.startswith("ana@example.com,Ana,,gear,") and line.endswith(',"Crumb, Ltd",12')
+               for line in lines)  # fmt: skip
+    # an export imports back as it is
+    result = invoke(runner, env, "subscribers", "import", str(out))
+    assert "Imported 0 new, 4 already known, 0 bad rows." in result.output
+
+
+def test_an_undeclared_column_is_refused_with_the_declared_ones(runner, env, settings, tmp_path):
+    path = write(tmp_path / "people.csv", "email,plan\nana@example.com,pro\n")
+    result = invoke(runner, env, "subscribers", "import", str(path))
+    assert result.exit_code == 1
+    assert "column 'plan' is not a declared field: declared fields are none" in result.output
+    assert subscribers(settings) == {}
+
+
+def test_without_confirmed_each_new_address_is_pending_with_one_confirmation(
+    runner, env, settings, tmp_path, sink
+):
+    rows = "".join(f"p{i}@example.com,P{i}\n" for i in range(2500))
+    path = write(tmp_path / "people.csv", "email,first_name\n" + rows)
+    result = invoke(runner, env, "subscribers", "import", str(path))
+    assert "Imported 2500 new, 0 already known, 0 bad rows." in result.output
+    with session_scope(settings) as session:
+        statuses = set(session.scalars(select(Subscriber.status)))
+        confirms = session.scalar(select(func.count()).select_from(Delivery)
+                                  .where(Delivery.kind == "confirm"))  # fmt: skip
+    assert statuses == {"pending"} and confirms == 2500
+    assert len(sink.messages) == 2500
+    assert enrolments(settings) == set()
+
+
+def test_suppressed_addresses_are_reported_by_line(runner, env, settings, tmp_path):
+    invoke(runner, env, "subscribers", "add", "gone@example.com", "--confirmed")
+    invoke(runner, env, "subscribers", "forget", "gone@example.com", "--yes")
+    path = write(tmp_path / "people.csv", "email\nana@example.com\ngone@example.com\n")
+    result = invoke(runner, env, "subscribers", "import", str(path), "--confirmed")
+    assert "people.csv:3: gone@example.com is suppressed" in result.output
+    assert set(subscribers(settings)) == {"ana@example.com"}
+
+
+def test_add_with_a_tag_starts_the_tag_sequence_once(runner, env, settings, workspace, sink):
+    (workspace / "sequences" / "gear.yaml").write_text(GEAR)
+    result = invoke(runner, env, "subscribers", "add", "x@example.com", "--confirmed",
+                    "--tag", "gear")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert ("x@example.com", "gear") in enrolments(settings)
+    invoke(runner, env, "subscribers", "tag", "x@example.com", "gear")
+    invoke(runner, env, "subscribers", "add", "x@example.com", "--tag", "gear")
+    with session_scope(settings) as session:
+        assert session.scalar(select(func.count()).select_from(Enrollment)
+                              .where(Enrollment.sequence == "gear")) == 1  # fmt: skip
+    # a pending subscriber's tag starts its sequence when they confirm
+    invoke(runner, env, "subscribers", "add", "p@example.com", "--tag", "gear")
+    assert ("p@example.com", "gear") not in enrolments(settings)
+    with session_scope(settings) as session:
+        confirm(session, catalog_for(settings.sequences_dir), get(session, "p@example.com"),
+                clock.now(), ConsentInfo())  # fmt: skip
+    assert ("p@example.com", "gear") in enrolments(settings)
