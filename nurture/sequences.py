@@ -27,6 +27,7 @@ from pydantic import (
 
 from nurture.durations import parse_duration
 from nurture.errors import SequenceError
+from nurture.settings import sender_problem
 from nurture.yamlmarks import DuplicateKey, line_for, load_with_lines
 
 
@@ -174,6 +175,14 @@ class Sequence(_Strict):
     reentry: bool = False
     steps: tuple[Step, ...] = Field(min_length=1)
     path: str = Field(default="", exclude=True)
+
+    @field_validator("sender")
+    @classmethod
+    def _sender(cls, v: str | None) -> str | None:
+        problem = sender_problem(v) if v else None
+        if problem:
+            raise ValueError(problem)
+        return v
 
     @field_validator("trigger")
     @classmethod

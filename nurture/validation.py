@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from nurture.compose import renderer_for
 from nurture.errors import SequenceError
+from nurture.rendering import renderer_for
 from nurture.sequences import Catalog, load_catalog
 from nurture.settings import Settings
 from nurture.yamlmarks import load_with_lines
