@@ -71,8 +71,8 @@ class LazyGroup(click.Group):
 
 
 def _shorten(text: str, width: int) -> str:
-    """What click.Command.get_short_help_str makes of a docstring's first paragraph."""
-    return click.utils.make_default_short_help(text, width)
+    """What click makes of a command's help for the list: its first sentence, cut to fit."""
+    return click.Command(None, help=text).get_short_help_str(width)
 
 
 def _settings(ctx: click.Context) -> Settings:

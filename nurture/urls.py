@@ -16,9 +16,9 @@ from nurture.errors import ConfigError
 SMTP_PORTS = {"smtp": 25, "smtp+starttls": 587, "smtps": 465}
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 
-# scheme://userinfo@rest, userinfo up to the *last* "@": an unencoded "@" in a
-# password must not leave half of it in view.
-_USERINFO = re.compile(r"^(?P<scheme>[^:/?#\s]+://)(?P<userinfo>.*)@(?P<rest>[^@]*)$", re.S)
+# [scheme://]userinfo@rest, userinfo up to the *last* "@": an unencoded "@" in a
+# password must not leave half of it in view; a URL missing its scheme is still redacted.
+_USERINFO = re.compile(r"^(?P<scheme>[^:/?#\s]+://)?(?P<userinfo>.*)@(?P<rest>[^@]*)$", re.S)
 _PASSWORD_PARAM = re.compile(r"(?i)([?&](?:password|pass|pwd)=)[^&#]*")
 
 
@@ -27,7 +27,7 @@ def redact(url: str) -> str:
     match = _USERINFO.match(url)
     if match and ":" in match["userinfo"]:
         user = match["userinfo"].split(":", 1)[0]
-        url = f"{match['scheme']}{user}:***@{match['rest']}"
+        url = f"{match['scheme'] or ''}{user}:***@{match['rest']}"
     return _PASSWORD_PARAM.sub(r"\1***", url)
 
 
