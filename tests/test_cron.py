@@ -36,7 +36,9 @@ def cron_lines() -> dict[str, str]:
     return found
 
 
-def run_as_cron(line: str, *, workspace: Path, env_file: Path, home: Path) -> subprocess.CompletedProcess:
+def run_as_cron(
+    line: str, *, workspace: Path, env_file: Path, home: Path
+) -> subprocess.CompletedProcess:
     """Cron's way: /bin/sh -c with only PATH=/usr/bin:/bin and HOME, in HOME, no profile."""
     command = line.split(None, 5)[5]
     command = (command.replace("/srv/crumb/.venv/bin/nurture", str(SCRIPT))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 from nurture.cli import cli
@@ -61,3 +62,20 @@ def test_sigterm_stops_cleanly_and_hands_the_rest_back(dist_env, workers, timed_
     received = per_recipient(timed_sink)
     assert {r for r, _ in received} == set(emails)
     assert set(received.values()) == {1}
+
+
+def test_worker_logs_each_group_it_sent_and_no_alembic_chatter(dist_env, workers, timed_sink):
+    settings = settings_for(dist_env)
+    seed(settings, "single", 3)
+    worker = workers.start(threads=2)
+    assert send_due(dist_env) == "send-due: 3 due, 3 enqueued"
+    assert wait_for(lambda: statuses(settings) == {"sent": 3}, 60), statuses(settings)
+
+    def sent_logged() -> int:
+        lines = [x for x in workers.log(worker).splitlines() if "nurture.sending" in x]
+        return sum(int(n) for x in lines for n in re.findall(r"(\d+) sent", x))
+
+    assert wait_for(lambda: sent_logged() == 3, 30), workers.log(worker)
+    log = workers.log(worker)
+    assert re.search(r"\[nurture\.sending\] \[INFO\] \d+ deliveries: \d+ sent, 0 failed", log), log
+    assert "alembic" not in log.lower(), log
