@@ -1,6 +1,6 @@
-"""`make bench`: the send path, scheduling and signup, each against its baseline.
+"""`make bench`: the send path, scheduling, signup and start-up, each against its baseline.
 
-    python -m bench [--only send,schedule,signup] [--runs 3] [--quick]
+    python -m bench [--only send,schedule,signup,startup] [--runs 3] [--quick]
 
 Prints a table per benchmark and writes bench/results/latest.json. Everything it starts
 (databases, Redis databases, the SMTP sink, workers, servers) it stops again.
@@ -21,12 +21,13 @@ from bench.services import ROOT, Unavailable
 from bench.stats import table
 
 RESULTS = ROOT / "bench" / "results"
-BENCHMARKS = ("send", "schedule", "signup")
+BENCHMARKS = ("send", "schedule", "signup", "startup")
 #: Sizes for --quick: a check that the harness works, not a measurement.
 QUICK = {
     "send": {"n": 2_000},
     "schedule": {"total": 20_000, "due": 2_000, "sqlite_total": 10_000, "sqlite_due": 1_000},
     "signup": {"seconds": 3},
+    "startup": {"repeat": 3},
 }
 
 
@@ -78,6 +79,10 @@ def _run(name: str, runs: int, sizes: dict[str, Any]) -> dict[str, Any]:
         # The headline numbers are PostgreSQL's; SQLite's are beside them.
         pg = found["postgresql"]
         return {k: pg[k] for k in ("rows", "seconds", "rows_per_s", "rss_mb")} | found
+    if name == "startup":
+        from bench import startup
+
+        return startup.run(runs=runs, log=log, **sizes)
     from bench import signup
 
     return signup.run(runs=runs, log=log, **sizes)
@@ -154,7 +159,17 @@ def _signup_report(r: dict[str, Any]) -> str:
             + "\ntarget: >= 500 requests/s, p99 < 50 ms")  # fmt: skip
 
 
-REPORTS = {"send": _send_report, "schedule": _schedule_report, "signup": _signup_report}
+def _startup_report(r: dict[str, Any]) -> str:
+    rows = [[name, r[name]["wall_s"], r[name]["cpu_s"], r[name]["wall_ratio"],
+             r[name]["over_python_s"]]
+            for name in ("python -c pass", "nurture --help", "nurture validate")]  # fmt: skip
+    title = f"start-up: a fresh process each time (medians of {r['repeat']})"
+    return (table(title, ["", "wall s", "CPU s", "× python", "over python s"], rows)
+            + f"\ntarget: nurture --help and nurture validate < {r['target_seconds']} s")  # fmt: skip
+
+
+REPORTS = {"send": _send_report, "schedule": _schedule_report, "signup": _signup_report,
+           "startup": _startup_report}  # fmt: skip
 
 if __name__ == "__main__":
     sys.exit(main())
