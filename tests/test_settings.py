@@ -272,3 +272,22 @@ def test_the_sqlite_database_and_its_wal_are_private(runner, workspace):
     settings = load_settings(workspace, env={})
     with session_scope(settings) as session:
         assert session.scalar(select(func.count()).select_from(Subscriber)) == 1
+
+
+def test_a_database_failure_mid_command_is_one_line(runner, workspace):
+    """A damaged database (here a table gone) is the operator's to fix: one line, no
+    traceback and no SQLAlchemy statement dump or background link."""
+    import sqlite3
+
+    env = {"NURTURE_WORKSPACE": str(workspace)}
+    assert _run(runner, env, "subscribers", "add", "ana@example.com", "--confirmed").exit_code == 0
+    from nurture import db
+
+    db.dispose_all()
+    with sqlite3.connect(workspace / "nurture.db") as conn:
+        conn.execute("PRAGMA foreign_keys=OFF")
+        conn.execute("DROP TABLE tags")
+    result = _run(runner, env, "subscribers", "untag", "ana@example.com", "vip")
+    assert result.exit_code == 1
+    assert result.output == "Error: the database failed: no such table: tags\n"
+    assert "sqlalche.me" not in result.output and "[SQL" not in result.output
