@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from nurture import settings as settings_module
 from nurture.cli import cli
 from nurture.db import session_scope
+from nurture.errors import ConfigError
 from nurture.models import Delivery, Subscriber
 from nurture.settings import load_settings
 
@@ -291,3 +292,23 @@ def test_a_database_failure_mid_command_is_one_line(runner, workspace):
     assert result.exit_code == 1
     assert result.output == "Error: the database failed: no such table: tags\n"
     assert "sqlalche.me" not in result.output and "[SQL" not in result.output
+
+
+@pytest.mark.parametrize("rate", ["5 per minute; 30 per hour", "5/minute", "10 per 2 minutes",
+                                  "100/day, 5/second", "1 per 1 second | 2 per hour",
+                                  "lots", "5 per fortnight", "5 per minute;"])  # fmt: skip
+def test_the_signup_limit_is_checked_as_the_limiter_parses_it(workspace, rate):
+    """Settings check the rate without importing `limits`; both must agree."""
+    from limits import parse_many
+
+    try:
+        parse_many(rate)
+        valid = True
+    except ValueError:
+        valid = False
+    env = {"NURTURE_SUBSCRIBE_LIMIT": rate}
+    if valid:
+        assert load_settings(workspace, env=env).subscribe_limit == rate
+    else:
+        with pytest.raises(ConfigError, match="NURTURE_SUBSCRIBE_LIMIT must be a rate"):
+            load_settings(workspace, env=env)
