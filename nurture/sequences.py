@@ -27,7 +27,7 @@ from pydantic import (
 
 from nurture.durations import parse_duration
 from nurture.errors import SequenceError
-from nurture.settings import sender_problem
+from nurture.sender import sender_problem
 from nurture.yamlmarks import DuplicateKey, line_for, load_with_lines
 
 

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from nurture.envfile import read_env_file
 from nurture.errors import ConfigError
+from nurture.sender import sender_problem
 from nurture.urls import check_database_url, check_redis_url, check_smtp_url
 
 PREFIX = "NURTURE_"
@@ -151,29 +152,6 @@ def _rate_limit(src: _Source, name: str, default: str) -> str:
             f"got {value!r}"
         )
     return value
-
-
-# An address as a sender needs it: local@domain.tld, no spaces or brackets.
-_ADDRESS = re.compile(
-    r"[^@\s<>()\[\],;:\"]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+"
-)
-
-
-def sender_problem(value: str) -> str | None:
-    """Why `value` is not a usable From: (one address, optionally with a name), or None.
-
-    A From: that does not parse is sent anyway by smtplib and lands in spam or bounces,
-    so it is refused before anything is sent."""
-    from email.utils import getaddresses
-
-    parsed = getaddresses([value])
-    if len(parsed) == 1 and _ADDRESS.fullmatch(parsed[0][1]) and "@" not in parsed[0][0]:
-        return None
-    return (
-        "must be one address, optionally with a name, such as "
-        f"'Crumb & Co <hello@crumb.example>', got {value!r}"
-    )
 
 
 def _sender(src: _Source) -> str | None:
