@@ -7,7 +7,7 @@ from typing import Any
 
 from nurture.errors import SequenceError
 from nurture.rendering import renderer_for
-from nurture.sequences import Catalog, load_catalog
+from nurture.sequences import Catalog, catalog_for
 from nurture.settings import Settings
 from nurture.yamlmarks import load_with_lines
 
@@ -38,7 +38,7 @@ def validate_workspace(settings: Settings) -> list[SequenceError]:
     problems: list[SequenceError] = []
     if not settings.sequences_dir.is_dir():
         return [SequenceError("sequences", None, "no sequences/ folder in this workspace")]
-    catalog = load_catalog(settings.sequences_dir)
+    catalog = catalog_for(settings.sequences_dir)  # the command reuses it for its summary
     problems.extend(catalog.problems)
     renderer = renderer_for(settings.templates_dir)
     problems.extend(renderer.check_layout())
