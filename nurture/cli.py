@@ -104,7 +104,9 @@ def command(group: click.Group, *args: Any, **kwargs: Any) -> Callable[[F], F]:
                     raise
                 from nurture.db import describe
 
-                raise click.ClickException(f"the database failed: {describe(e)}") from None
+                loaded = (click.get_current_context().find_root().obj or {}).get("settings")
+                url = loaded.database_url if loaded else None
+                raise click.ClickException(f"the database failed: {describe(e, url)}") from None
 
         return group.command(*args, **kwargs)(wrapper)  # type: ignore[return-value]
 

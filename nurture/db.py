@@ -28,11 +28,21 @@ logging.getLogger("alembic").setLevel(logging.WARNING)
 _BACKGROUND = re.compile(r"\s*\(Background on this error at: [^)]*\)")
 
 
-def describe(error: BaseException) -> str:
+def describe(error: BaseException, url: str | None = None) -> str:
     """A database error as one line: the driver's own message, without SQLAlchemy's
-    statement dump and its "Background on this error at" link."""
+    statement dump and its "Background on this error at" link, and without the
+    password of `url` should the driver have echoed its connection string."""
     text = _BACKGROUND.sub("", str(getattr(error, "orig", None) or error)).strip()
-    return text.splitlines()[0].strip() if text else type(error).__name__
+    line = text.splitlines()[0].strip() if text else type(error).__name__
+    password = _password(url) if url else None
+    return line.replace(password, "***") if password else line
+
+
+def _password(url: str) -> str | None:
+    try:
+        return make_url(url).password  # type: ignore[return-value]
+    except Exception:  # noqa: BLE001 - a URL SQLAlchemy cannot parse names no password
+        return None
 
 
 def _private_sqlite_file(url: str) -> None:
@@ -84,7 +94,7 @@ def _engine(url: str) -> Engine:
             engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
     except Exception as e:  # a malformed URL or a missing driver
         raise ConfigError(
-            f"NURTURE_DATABASE_URL {redact(key)} is not usable: {describe(e)}"
+            f"NURTURE_DATABASE_URL {redact(key)} is not usable: {describe(e, key)}"
         ) from None
     _engines[key] = engine
     return engine
@@ -133,7 +143,9 @@ def get_engine(settings: Settings) -> Engine:
     try:
         revision = current_revision(engine)
     except Exception as e:
-        raise ConfigError(f"cannot reach NURTURE_DATABASE_URL: {describe(e)}") from None
+        raise ConfigError(
+            f"cannot reach NURTURE_DATABASE_URL: {describe(e, settings.database_url)}"
+        ) from None
     if revision != _head():
         if engine.dialect.name == "sqlite":
             upgrade(engine)

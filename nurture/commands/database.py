@@ -68,7 +68,9 @@ def db_upgrade(ctx: click.Context) -> None:
         upgrade(engine)
         after = current_revision(engine)
     except Exception as e:
-        raise NurtureError(f"cannot upgrade NURTURE_DATABASE_URL: {describe(e)}") from None
+        raise NurtureError(
+            f"cannot upgrade NURTURE_DATABASE_URL: {describe(e, settings.database_url)}"
+        ) from None
     if before == after:
         click.echo(f"Database already up to date (revision {after}).")
     else:
