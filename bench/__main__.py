@@ -1,6 +1,7 @@
-"""`make bench`: the send path, scheduling, signup and import, each against its baseline.
+"""`make bench`: the send path, scheduling, signup, import and start-up, each against its
+baseline.
 
-    python -m bench [--only send,schedule,signup,import] [--runs 3] [--quick]
+    python -m bench [--only send,schedule,signup,import,startup] [--runs 3] [--quick]
 
 Prints a table per benchmark and writes bench/results/latest.json. Everything it starts
 (databases, Redis databases, the SMTP sink, workers, servers) it stops again.
@@ -21,13 +22,14 @@ from bench.services import ROOT, Unavailable
 from bench.stats import table
 
 RESULTS = ROOT / "bench" / "results"
-BENCHMARKS = ("send", "schedule", "signup", "import")
+BENCHMARKS = ("send", "schedule", "signup", "import", "startup")
 #: Sizes for --quick: a check that the harness works, not a measurement.
 QUICK = {
     "send": {"n": 2_000},
     "schedule": {"total": 20_000, "due": 2_000, "sqlite_total": 10_000, "sqlite_due": 1_000},
     "signup": {"seconds": 3},
     "import": {"n": 5_000, "runs": 1},
+    "startup": {"repeat": 3},
 }
 
 
@@ -83,6 +85,10 @@ def _run(name: str, runs: int, sizes: dict[str, Any]) -> dict[str, Any]:
         from bench import importing
 
         return importing.run(**{"runs": runs, "log": log, **sizes})
+    if name == "startup":
+        from bench import startup
+
+        return startup.run(runs=runs, log=log, **sizes)
     from bench import signup
 
     return signup.run(runs=runs, log=log, **sizes)
@@ -172,8 +178,17 @@ def _import_report(r: dict[str, Any]) -> str:
     return f"{main}\ntarget: ratio >= 0.3; 100,000 rows in < 30 s on PostgreSQL"
 
 
+def _startup_report(r: dict[str, Any]) -> str:
+    rows = [[name, r[name]["wall_s"], r[name]["cpu_s"], r[name]["wall_ratio"],
+             r[name]["over_python_s"]]
+            for name in ("python -c pass", "nurture --help", "nurture validate")]  # fmt: skip
+    title = f"start-up: a fresh process each time (medians of {r['repeat']})"
+    return (table(title, ["", "wall s", "CPU s", "× python", "over python s"], rows)
+            + f"\ntarget: nurture --help and nurture validate < {r['target_seconds']} s")  # fmt: skip
+
+
 REPORTS = {"send": _send_report, "schedule": _schedule_report, "signup": _signup_report,
-           "import": _import_report}  # fmt: skip
+           "import": _import_report, "startup": _startup_report}  # fmt: skip
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 from nurture.errors import ConfigError
 from nurture.messages import Envelope, build_message
-from nurture.rendering import Rendered, Renderer, SubscriberView
+from nurture.rendering import Rendered, SubscriberView, renderer_for
 from nurture.sequences import Sequence, Step
 from nurture.settings import Settings
 from nurture.tokens import Purpose, link, subscriber_payload
@@ -17,11 +15,6 @@ from nurture.tracking import add_open_pixel, link_rewriter, open_url
 
 CONFIRM_TEMPLATE = "_system/confirm"
 CONFIRM_SUBJECT = "Please confirm your subscription"
-
-
-@cache
-def renderer_for(templates_dir: Path) -> Renderer:
-    return Renderer(templates_dir)
 
 
 @dataclass(frozen=True)

@@ -2,22 +2,59 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from nurture.errors import ConfigError
 from nurture.settings import Settings
+from nurture.urls import redact
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# Alembic announces its context at INFO on every schema check, in every worker process;
+# nurture says itself what it migrated.
+logging.getLogger("alembic").setLevel(logging.WARNING)
+_BACKGROUND = re.compile(r"\s*\(Background on this error at: [^)]*\)")
+
+
+def describe(error: BaseException, url: str | None = None) -> str:
+    """A database error as one line: the driver's own message, without SQLAlchemy's
+    statement dump and its "Background on this error at" link, and without the
+    password of `url` should the driver have echoed its connection string."""
+    text = _BACKGROUND.sub("", str(getattr(error, "orig", None) or error)).strip()
+    line = text.splitlines()[0].strip() if text else type(error).__name__
+    password = _password(url) if url else None
+    return line.replace(password, "***") if password else line
+
+
+def _password(url: str) -> str | None:
+    try:
+        return make_url(url).password  # type: ignore[return-value]
+    except Exception:  # noqa: BLE001 - a URL SQLAlchemy cannot parse names no password
+        return None
+
+
+def _private_sqlite_file(url: str) -> None:
+    """Create a new SQLite file as 0600: it holds every address and token nonce. SQLite
+    gives its -wal and -shm files the database file's permissions."""
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    if path.parent.is_dir() and not path.exists():
+        with contextlib.suppress(FileExistsError):  # another process made it first, alike
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _sqlite_pragmas(engine: Engine) -> None:
@@ -50,17 +87,22 @@ def _engine(url: str) -> Engine:
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     try:
         if url.startswith("sqlite"):
+            _private_sqlite_file(url)
             engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
             _sqlite_pragmas(engine)
         else:
             engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
     except Exception as e:  # a malformed URL or a missing driver
-        raise ConfigError(f"NURTURE_DATABASE_URL {url!r} is not usable: {e}") from e
+        raise ConfigError(
+            f"NURTURE_DATABASE_URL {redact(key)} is not usable: {describe(e, key)}"
+        ) from None
     _engines[key] = engine
     return engine
 
 
 def alembic_config(url: str) -> Config:
+    from alembic.config import Config  # imported here: a tenth of a second at start-up
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -68,10 +110,14 @@ def alembic_config(url: str) -> Config:
 
 
 def _head() -> str | None:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
 
 
 def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
@@ -84,6 +130,8 @@ def upgrade(engine: Engine, revision: str = "head", *, down: bool = False) -> No
     (ON DELETE CASCADE: an enrolment's deliveries). SQLite only lets the setting change
     outside a transaction, so it is set on the bare connection, before it begins, and
     the migrated data is checked with `PRAGMA foreign_key_check` before commit."""
+    from alembic import command
+
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.connect() as conn:
         sqlite = engine.dialect.name == "sqlite"
@@ -114,7 +162,9 @@ def get_engine(settings: Settings) -> Engine:
     try:
         revision = current_revision(engine)
     except Exception as e:
-        raise ConfigError(f"cannot reach NURTURE_DATABASE_URL: {e}") from e
+        raise ConfigError(
+            f"cannot reach NURTURE_DATABASE_URL: {describe(e, settings.database_url)}"
+        ) from None
     if revision != _head():
         if engine.dialect.name == "sqlite":
             upgrade(engine)

@@ -262,6 +262,12 @@ class Renderer:
         return []
 
 
+@cache
+def renderer_for(templates_dir: Path) -> Renderer:
+    """One renderer per templates folder and process: templates are parsed and inlined once."""
+    return Renderer(templates_dir)
+
+
 def _undefined_hint(e: jinja2.UndefinedError) -> str:
     """Jinja's message with our own names, and a did-you-mean for subscriber fields."""
     message = str(e.message).replace(f"'{SubscriberView.__module__}.SubscriberView object'",

@@ -243,6 +243,10 @@ def _send_group(settings: Settings, db: _Db, delivery_ids: list[int]) -> list[At
             break
     with session.begin():
         results += _record_others(session, settings, jobs)
+    counts = Counter(r.outcome.value for r in results)
+    log.info("%d deliveries: %d sent, %d failed, %d to retry, %d skipped, %d not ours",
+             len(delivery_ids), counts["sent"], counts["failed"], counts["retry"],
+             counts["skipped"], counts["not-mine"])  # fmt: skip
     return results
 
 

@@ -28,6 +28,7 @@ from pydantic import (
 
 from nurture.durations import parse_duration
 from nurture.errors import SequenceError
+from nurture.sender import sender_problem
 from nurture.stepchecks import check_steps
 from nurture.yamlmarks import DuplicateKey, line_for, load_with_lines
 
@@ -181,6 +182,14 @@ class Sequence(_Strict):
     path: str = Field(default="", exclude=True)
     #: (top-level key, line) as written, for problems found after loading.
     marks: tuple[tuple[str, int], ...] = Field(default=(), exclude=True)
+
+    @field_validator("sender")
+    @classmethod
+    def _sender(cls, v: str | None) -> str | None:
+        problem = sender_problem(v) if v else None
+        if problem:
+            raise ValueError(problem)
+        return v
 
     @field_validator("trigger")
     @classmethod

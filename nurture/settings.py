@@ -7,6 +7,7 @@ Every value is parsed once into a frozen `Settings`; a malformed value raises a
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import tomllib
 from dataclasses import dataclass, field
@@ -15,11 +16,18 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from nurture.envfile import read_env_file
 from nurture.errors import ConfigError
+from nurture.sender import sender_problem
+from nurture.urls import check_database_url, check_redis_url, check_smtp_url
 
 PREFIX = "NURTURE_"
 #: File inside the workspace that keeps the generated secret key (mode 0600).
 SECRET_FILE = ".nurture-secret"  # noqa: S105 - a file name, not a secret
+#: Shortest secret key accepted: anything shorter can be guessed or was cut off.
+MIN_SECRET_LENGTH = 32
+#: What makes a folder a workspace; commands refuse to run (and write) anywhere else.
+WORKSPACE_MARK = "sequences"
 #: Default SMTP connections at once across all workers.
 DEFAULT_SMTP_CONCURRENCY = 4
 #: Delivery timings (docs/distributed.md), each settable in seconds for tests and
@@ -145,49 +153,116 @@ class _Source:
         return default if value is None else timedelta(seconds=value)
 
 
+# The grammar of `limits.parse_many`, checked here without importing `limits` (a tenth
+# of a second that every command would pay); the web app parses it for real.
+_RATE = r"\s*[0-9]+\s*(?:/|\s*per\s*)\s*(?:[0-9]+)?\s*(?:second|minute|hour|day|month|year)s?\s*"
+_RATES = re.compile(rf"{_RATE}(?:[,;|]{_RATE})*", re.IGNORECASE)
+
+
 def _rate_limit(src: _Source, name: str, default: str) -> str:
     """A rate limit such as "5 per minute; 30 per hour", checked here so a typo
     is one clear error at start-up rather than a 500 on every signup."""
-    from limits import parse_many
-
     value = src.get(name) or default
-    try:
-        parse_many(value)
-    except ValueError:
+    if not _RATES.fullmatch(value):
         raise ConfigError(
             f"{PREFIX}{name.upper()} must be a rate such as '5 per minute; 30 per hour', "
             f"got {value!r}"
-        ) from None
+        )
     return value
 
 
-def _secret_key(workspace: Path) -> str:
-    """Generate a random key once and keep it in the workspace, readable by the owner only."""
-    path = workspace / SECRET_FILE
-    if path.exists():
-        return path.read_text().strip()
-    key = secrets.token_urlsafe(48)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(key + "\n")
+def _sender(src: _Source) -> str | None:
+    value = src.get("from")
+    problem = value and sender_problem(value)
+    if problem:
+        raise ConfigError(f"{PREFIX}FROM {problem}")
+    return value
+
+
+def _check_key(key: str, where: str, fix: str) -> str:
+    if len(key) < MIN_SECRET_LENGTH:
+        raise ConfigError(
+            f"{where} holds a secret key of {len(key)} characters, fewer than the "
+            f"{MIN_SECRET_LENGTH} needed to sign links safely: {fix}"
+        )
     return key
 
 
-def load_settings(
-    workspace: str | Path | None = None, env: dict[str, str] | None = None
-) -> Settings:
-    env = dict(os.environ if env is None else env)
-    ws = Path(workspace or env.get(PREFIX + "WORKSPACE") or ".").resolve()
+def _secret_key(workspace: Path) -> str:
+    """Generate a random key once and keep it in the workspace, readable by the owner only.
+
+    The key is written whole to a private temporary file, then linked into place:
+    `os.link` fails when the file exists, so of several first starts at once exactly one
+    key wins and every other process reads that one, complete."""
+    path = workspace / SECRET_FILE
+    if not path.exists():
+        key = secrets.token_urlsafe(48)
+        tmp = workspace / f"{SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(key + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process won: read its key below
+        finally:
+            tmp.unlink(missing_ok=True)
+    return _check_key(path.read_text().strip(), str(path),
+                      "delete it to have a new one generated, or set NURTURE_SECRET_KEY")  # fmt: skip
+
+
+def _workspace(workspace: str | Path | None, env: dict[str, str]) -> Path:
+    """The workspace folder, refused unless it holds sequences/: a cron job started in
+    the wrong folder must fail loudly, not run on a fresh database of its own."""
+    given = workspace or env.get(PREFIX + "WORKSPACE")
+    ws = Path(given or ".").resolve()
     if not ws.is_dir():
         raise ConfigError(f"workspace {ws} does not exist (set --workspace or NURTURE_WORKSPACE)")
+    if not (ws / WORKSPACE_MARK).is_dir():
+        where = f"in {ws}" if given else "here"
+        raise ConfigError(
+            f"no workspace {where} (no sequences/ folder): use --workspace or NURTURE_WORKSPACE"
+        )
+    return ws
+
+
+def _key(src: _Source, ws: Path) -> str:
+    given = src.get("secret_key")
+    if not given:
+        return _secret_key(ws)
+    return _check_key(given, f"{PREFIX}SECRET_KEY", f"use at least {MIN_SECRET_LENGTH} random "
+                      "characters, e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))'")  # fmt: skip
+
+
+def environment(env_file: str | Path | None = None, env: dict[str, str] | None = None
+                ) -> dict[str, str]:  # fmt: skip
+    """The process environment over the env file (--env-file or NURTURE_ENV_FILE):
+    what an operator sets by hand for one run wins over the file."""
+    env = dict(os.environ if env is None else env)
+    path = env_file or env.get(PREFIX + "ENV_FILE")
+    return {**read_env_file(path), **env} if path else env
+
+
+def load_settings(
+    workspace: str | Path | None = None,
+    env: dict[str, str] | None = None,
+    env_file: str | Path | None = None,
+) -> Settings:
+    """Settings by precedence: the environment (`env`, default os.environ), then the env
+    file, then nurture.toml, then the defaults. Every check runs here, before any work."""
+    env = environment(env_file, env)
+    ws = _workspace(workspace, env)
     src = _Source(env, _read_toml(ws))
 
-    database_url = src.get("database_url") or f"sqlite:///{ws / 'nurture.db'}"
+    database_url = check_database_url(src.get("database_url") or f"sqlite:///{ws / 'nurture.db'}")
     smtp_url = src.get("smtp_url")
-    if smtp_url and smtp_url.split("://")[0] not in ("smtp", "smtp+starttls", "smtps"):
-        raise ConfigError(
-            f"NURTURE_SMTP_URL must start with smtp://, smtp+starttls:// or smtps://, got {smtp_url!r}"
-        )
+    if smtp_url:
+        check_smtp_url(smtp_url)
+    redis_url = src.get("redis_url")
+    if redis_url:
+        check_redis_url(redis_url)
     tz = src.get("timezone") or "UTC"
     try:
         ZoneInfo(tz)
@@ -204,11 +279,10 @@ def load_settings(
     return Settings(
         workspace=ws,
         database_url=database_url,
-        redis_url=src.get("redis_url"),
+        redis_url=redis_url,
         smtp_url=smtp_url,
-        secret_key=src.get("secret_key") or _secret_key(ws),
         base_url=base_url,
-        sender=src.get("from"),
+        sender=_sender(src),
         postal_address=src.get("postal_address"),
         api_key=src.get("api_key"),
         timezone=tz,
@@ -226,4 +300,5 @@ def load_settings(
         subscribe_limit=_rate_limit(src, "subscribe_limit", DEFAULT_SUBSCRIBE_LIMIT),
         signup_seconds=src.number("signup_seconds", float, DEFAULT_SIGNUP_SECONDS),
         signup_tags=src.names("signup_tags"),
+        secret_key=_key(src, ws),  # last: nothing is written when another setting is wrong
     )

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Literal, Protocol
 from urllib.parse import unquote, urlsplit
 
-from nurture.errors import ConfigError, DeliveryError
+from nurture.errors import DeliveryError
 from nurture.messages import Envelope
+from nurture.urls import SMTP_PORTS, check_smtp_url
 
 #: Seconds smtplib may block on one socket operation; Dramatiq's TimeLimit cannot interrupt it.
 SMTP_TIMEOUT = 30.0
@@ -75,12 +76,10 @@ class SmtpTransport:
     """One reused SMTP connection; reconnects once if the server dropped an idle one."""
 
     def __init__(self, url: str, timeout: float = SMTP_TIMEOUT):
-        parts = urlsplit(url)
-        if parts.scheme not in ("smtp", "smtp+starttls", "smtps") or not parts.hostname:
-            raise ConfigError(f"NURTURE_SMTP_URL is not a valid SMTP URL: {url!r}")
+        parts = urlsplit(check_smtp_url(url))  # checked when settings load; again for callers
         self.scheme = parts.scheme
-        self.host = parts.hostname
-        self.port = parts.port or {"smtp": 25, "smtp+starttls": 587, "smtps": 465}[parts.scheme]
+        self.host = parts.hostname or ""
+        self.port = parts.port or SMTP_PORTS[parts.scheme]
         self.user = unquote(parts.username) if parts.username else None
         self.password = unquote(parts.password) if parts.password else None
         self.timeout = timeout

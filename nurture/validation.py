@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from nurture.compose import renderer_for
 from nurture.errors import SequenceError
 from nurture.fields import fields_for
-from nurture.sequences import load_catalog
+from nurture.rendering import renderer_for
+from nurture.sequences import catalog_for
 from nurture.settings import Settings
 from nurture.yamlmarks import line_for, load_with_lines
 
@@ -47,7 +47,7 @@ def validate_workspace(settings: Settings) -> list[SequenceError]:
     problems: list[SequenceError] = []
     if not settings.sequences_dir.is_dir():
         return [SequenceError("sequences", None, "no sequences/ folder in this workspace")]
-    catalog = load_catalog(settings.sequences_dir)
+    catalog = catalog_for(settings.sequences_dir)  # the command reuses it for its summary
     problems.extend(catalog.problems)
     renderer = renderer_for(settings.templates_dir)
     renderer.fields = fields_for(settings.workspace).types  # templates may read these

@@ -27,7 +27,9 @@ def invoke(runner, env, *args, input=None):
 
 
 def all_commands(group: click.Group, prefix=()):
-    for name, cmd in group.commands.items():
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        cmd = group.get_command(ctx, name)
         if isinstance(cmd, click.Group):
             yield from all_commands(cmd, (*prefix, name))
         else:

@@ -22,7 +22,10 @@ def test_stats_count_people_and_draw_the_funnel(runner, env, sink, settings, tmp
     client.get(url, headers={"User-Agent": "Barracuda link scanner"})
 
     report = tmp_path / "report.html"
-    result = runner.invoke(cli, ["stats", "--html", str(report)], env=env)
+    written = runner.invoke(cli, ["stats", "--html", str(report)], env=env)
+    assert written.exit_code == 0, written.output
+    assert written.output == f"Wrote the report to {report}.\n"  # not the text report too
+    result = runner.invoke(cli, ["stats"], env=env)
     assert result.exit_code == 0, result.output
     welcome = next(line for line in result.output.splitlines() if "welcome" in line).split()
     # step, stage, sent, pending, failed, skipped, cancelled, opened, clicked, unsub, bounced

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from nurture.cli import _settings, cli, command
-from nurture.compose import Composed, compose_step
-from nurture.db import session_scope
 from nurture.errors import NurtureError
-from nurture.rendering import SubscriberView
 from nurture.sequences import catalog_for
-from nurture.simulation import simulate as run_simulation
-from nurture.subscribers import check_timezone, get, tags_of
 from nurture.validation import summary, validate_workspace
+
+if TYPE_CHECKING:
+    from nurture.compose import Composed
+
+# preview and simulate import the database, the composer and the simulator when they
+# run: `validate`, often run from a git hook, starts without them.
 
 
 @command(cli, "validate")
@@ -52,6 +54,11 @@ def preview(ctx: click.Context, sequence: str, step: str, email: str | None, fmt
     Example:
       nurture preview from-curious-to-customer welcome --format html > welcome.html
     """
+    from nurture.compose import compose_step
+    from nurture.db import session_scope
+    from nurture.rendering import SubscriberView
+    from nurture.subscribers import get, tags_of
+
     settings = _settings(ctx)
     catalog = catalog_for(settings.sequences_dir)
     seq = catalog.get(sequence)
@@ -108,6 +115,9 @@ def simulate(
       nurture simulate from-curious-to-customer --days 30 --timezone Europe/London
       nurture simulate from-curious-to-customer --events "click:welcome@1d,event:pricing_viewed@3d"
     """
+    from nurture.simulation import simulate as run_simulation
+    from nurture.subscribers import check_timezone
+
     settings = _settings(ctx)
     check_timezone(timezone)
     rows = run_simulation(settings, sequence, days, timezone, events)

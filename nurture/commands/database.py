@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from nurture.cli import _settings, cli, command
-from nurture.db import _engine, current_revision, upgrade
+from nurture.db import _engine, current_revision, describe, upgrade
 from nurture.errors import NurtureError
 from nurture.rendering import example_root
 
@@ -68,7 +68,9 @@ def db_upgrade(ctx: click.Context) -> None:
         upgrade(engine)
         after = current_revision(engine)
     except Exception as e:
-        raise NurtureError(f"cannot upgrade NURTURE_DATABASE_URL: {e}") from e
+        raise NurtureError(
+            f"cannot upgrade NURTURE_DATABASE_URL: {describe(e, settings.database_url)}"
+        ) from None
     if before == after:
         click.echo(f"Database already up to date (revision {after}).")
     else:

@@ -26,9 +26,13 @@ def send_due(ctx: click.Context, limit: int | None) -> None:
     In embedded mode (no NURTURE_REDIS_URL) the emails are also sent before the command
     exits. Safe to run from cron on many hosts at once: no step is sent twice.
 
+    cron runs it with almost no environment and no shell profile: give the absolute path
+    of the command, the workspace, and a file with the settings (secrets included, mode
+    0600) that the command reads itself.
+
     \b
     Example (crontab):
-      * * * * *  cd /srv/crumb && nurture send-due
+      * * * * *  /srv/crumb/.venv/bin/nurture --workspace /srv/crumb --env-file /etc/nurture.env send-due
     """
     settings = _settings(ctx)
     sender_for(settings)  # fail before claiming anything if there is no sender
@@ -39,13 +43,13 @@ def send_due(ctx: click.Context, limit: int | None) -> None:
 @command(cli, "stats")
 @click.argument("sequence", required=False)
 @click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write a report with a funnel chart to this file.")  # fmt: skip
+              help="Write a report with a funnel chart to this file instead.")  # fmt: skip
 @click.pass_context
 def stats(ctx: click.Context, sequence: str | None, html_file: Path | None) -> None:
     """Per step: emails sent, pending, failed, skipped, cancelled, and the people who
     opened, clicked, unsubscribed or bounced; per sequence, the funnel from education
     to sales (entered, finished education, became ready, got sales prompts, reached
-    the goal) and the sales handoffs.
+    the goal) and the sales handoffs. With --html, the report goes to that file instead.
 
     Then the deliveries in transit: queued, sending, waiting to retry; `stuck` ones were
     left mid-send by a worker that stopped (the next send-due sends them again) and
@@ -65,6 +69,10 @@ def stats(ctx: click.Context, sequence: str | None, html_file: Path | None) -> N
         funnels = [funnel(session, catalog.sequences[n]) for n in names]
         live = [scores(session, catalog.sequences[n]) for n in names]
         handoffs = handoff_counts(session)
+    if html_file:
+        write_report(html_file, funnels, rows, handoffs, clock.now(), live)
+        click.echo(f"Wrote the report to {html_file}.")
+        return
     current = None
     for row in rows:
         if row.sequence != current:
@@ -83,9 +91,6 @@ def stats(ctx: click.Context, sequence: str | None, html_file: Path | None) -> N
         failing = handoffs.get("failed", 0) + handoffs.get("retry", 0)
         click.echo("sales handoffs: " + ", ".join(f"{n} {k}" for k, n in sorted(handoffs.items()))
                    + (f"  ({failing} failing: check NURTURE_SALES_WEBHOOK_URL)" if failing else ""))  # fmt: skip
-    if html_file:
-        write_report(html_file, funnels, rows, handoffs, clock.now(), live)
-        click.echo(f"Wrote {html_file}")
     with session_scope(settings) as session:
         health = delivery_health(session, clock.now(), settings.resend_after)
     click.echo(f"\n{health.line()}")

@@ -59,7 +59,12 @@ def worker(ctx: click.Context, processes: int, threads: int, queues: tuple[str, 
         client.close()
     get_engine(settings)  # the database answers and is up to date, or a clear error now
     dispose_all()  # worker processes are forked: each must open its own connections
+    # Dramatiq's processes load the settings again, from the environment: the same
+    # workspace and env file as this command's.
     os.environ["NURTURE_WORKSPACE"] = str(settings.workspace)
+    env_file = ctx.find_root().ensure_object(dict).get("env_file")
+    if env_file:
+        os.environ["NURTURE_ENV_FILE"] = str(env_file.resolve())
     args = ["nurture.tasks:setup_worker", "--processes", str(processes), "--threads", str(threads),
             "--worker-shutdown-timeout", str(SHUTDOWN_TIMEOUT * 1000),
             "--queues", *(queues or (QUEUE,))]  # fmt: skip

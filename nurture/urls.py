@@ -1,0 +1,85 @@
+"""Service URLs from the settings: checked when settings load, never shown with a password.
+
+A URL like `smtp://user:password@host:587` is a secret. Every message that shows one
+goes through `redact`, which works on malformed URLs too, since those are the ones
+that end up in error messages.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+from nurture.errors import ConfigError
+
+#: SMTP schemes and their default ports.
+SMTP_PORTS = {"smtp": 25, "smtp+starttls": 587, "smtps": 465}
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+# [scheme://]userinfo@rest, userinfo up to the *last* "@": an unencoded "@" in a
+# password must not leave half of it in view; a URL missing its scheme is still redacted.
+_USERINFO = re.compile(r"^(?P<scheme>[^:/?#\s]+://)?(?P<userinfo>.*)@(?P<rest>[^@]*)$", re.S)
+_PASSWORD_PARAM = re.compile(r"(?i)([?&](?:password|pass|pwd)=)[^&#]*")
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by `***`, fit for errors and logs."""
+    match = _USERINFO.match(url)
+    if match and ":" in match["userinfo"]:
+        user = match["userinfo"].split(":", 1)[0]
+        url = f"{match['scheme'] or ''}{user}:***@{match['rest']}"
+    return _PASSWORD_PARAM.sub(r"\1***", url)
+
+
+def _port(var: str, url: str) -> int | None:
+    try:
+        return urlsplit(url).port
+    except ValueError:
+        raise ConfigError(f"{var} has a port that is not a number: {redact(url)}") from None
+
+
+def check_smtp_url(url: str) -> str:
+    """smtp://, smtp+starttls:// or smtps://, with a host and a numeric port."""
+    var = "NURTURE_SMTP_URL"
+    parts = urlsplit(url)
+    if parts.scheme not in SMTP_PORTS:
+        raise ConfigError(
+            f"{var} must start with smtp://, smtp+starttls:// or smtps://, got {redact(url)}"
+        )
+    if not parts.hostname:
+        raise ConfigError(
+            f"{var} names no server, e.g. smtp://user:pass@host:587, got {redact(url)}"
+        )
+    _port(var, url)
+    return url
+
+
+def check_redis_url(url: str) -> str:
+    """redis://, rediss:// or unix://, with a host (or socket path) and a numeric port."""
+    var = "NURTURE_REDIS_URL"
+    parts = urlsplit(url)
+    if parts.scheme not in REDIS_SCHEMES:
+        raise ConfigError(
+            f"{var} must start with redis://, rediss:// or unix://, e.g. "
+            f"redis://localhost:6379/0, got {redact(url)}"
+        )
+    if not (parts.hostname or (parts.scheme == "unix" and parts.path)):
+        raise ConfigError(
+            f"{var} names no server, e.g. redis://localhost:6379/0, got {redact(url)}"
+        )
+    _port(var, url)
+    return url
+
+
+def check_database_url(url: str) -> str:
+    """A SQLAlchemy URL: dialect://…, with a numeric port when it has one. The driver
+    and the rest are SQLAlchemy's to judge when the engine is made."""
+    var = "NURTURE_DATABASE_URL"
+    if not re.match(r"^[A-Za-z][A-Za-z0-9+_.-]*://", url):
+        raise ConfigError(
+            f"{var} must be a URL such as sqlite:///nurture.db or "
+            f"postgresql://user@host/nurture, got {redact(url)}"
+        )
+    if not url.startswith("sqlite"):
+        _port(var, url)
+    return url
