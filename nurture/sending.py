@@ -291,6 +291,7 @@ def _send_each(
                 raise
             # The server has the email: record it on a fresh connection, however long
             # that takes (within reconnect.RETRY_FOR), and hand the rest back.
+            db.close()
             record = partial(_record_sent, db, settings, catalog, job, None, again=True)
             results.append(reconnecting(db, record, "recording a sent email")[0])
             _postpone(to_send[i + 1 :])
