@@ -3,6 +3,7 @@ send-due takes back and when, and which SMTP refusals suppress an address."""
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 import pytest
@@ -12,8 +13,8 @@ from sqlalchemy.orm import Session
 from nurture import clock
 from nurture.cli import cli
 from nurture.db import get_engine, session_scope
-from nurture.models import Delivery, DeliveryStatus, Enrollment
-from nurture.scheduling import TAKEN_BACK, requeue_stale
+from nurture.models import Delivery, DeliveryStatus, Enrollment, Subscriber
+from nurture.scheduling import TAKEN_BACK, claim_due, enroll, requeue_stale
 from nurture.sending import Outcome, attempt, send_batch, send_delivery
 from nurture.sequences import catalog_for
 from nurture.settings import load_settings
@@ -242,3 +243,51 @@ def test_send_due_waits_for_a_silent_server_once_not_once_per_email(runner, env,
     with session_scope(settings) as session:
         tries = list(session.scalars(select(Delivery.attempts)))
     assert sorted(tries) == [0] * 19 + [1]
+
+
+#: What must never reach a log line or a delivery's error: the message, its links and
+#: the tokens in them, the subscriber's address.
+NEVER_LOGGED = ("List-Unsubscribe", "Content-Type", "crumb.example/", "/unsubscribe/",
+                "/confirm/", "/c/", "/o/", "@example.com>")  # fmt: skip
+
+
+def logged(caplog) -> str:
+    """What nurture logged (the sink's own debug log shows the whole SMTP dialogue)."""
+    ours = [r for r in caplog.records if not r.name.startswith("mail.log")]
+    return "\n".join(f"{r.getMessage()}\n{r.exc_text or ''}" for r in ours)
+
+
+def test_a_4xx_retry_logs_the_delivery_domain_and_reply_never_the_message(settings, sink, caplog):
+    [delivery_id] = enqueue(settings, "ana@example.com")
+    sink.handler.refuse["*"] = (451, "4.3.0 Try again later")
+    with caplog.at_level(logging.DEBUG):
+        assert send_delivery(settings, delivery_id) == Outcome.RETRY
+    text = logged(caplog)
+    assert f"delivery {delivery_id} to @example.com retry: SMTP 451: 4.3.0 Try again later" in text
+    assert "ana@example.com" not in text
+    for leak in NEVER_LOGGED:
+        assert leak not in text
+
+
+def test_an_email_that_cannot_be_built_is_logged_without_its_body_or_tokens(settings, sink, caplog):
+    """An address the message builder cannot encode: the error is an internal one,
+    retried; neither the log nor the delivery's error carries the message, whose repr
+    the encoding error holds."""
+    catalog = catalog_for(settings.sequences_dir)
+    now = clock.now()
+    with session_scope(settings) as session:
+        sub = Subscriber(email="zoë@example.com", status="active", source="test",
+                         attributes={}, created_at=now, confirmed_at=now)  # fmt: skip
+        session.add(sub)
+        session.flush()
+        enroll(session, sub.id, catalog.sequences["from-curious-to-customer"], now)
+    with session_scope(settings) as session:
+        [delivery_id] = claim_due(session, catalog, now)
+    with caplog.at_level(logging.DEBUG):
+        send_delivery(settings, delivery_id)
+    with session_scope(settings) as session:
+        error = session.get(Delivery, delivery_id).error or ""
+    text = logged(caplog)
+    assert "zoë" not in text
+    for leak in NEVER_LOGGED:
+        assert leak not in text and leak not in error
