@@ -7,6 +7,7 @@ freezegun and a live Dramatiq worker do not mix."""
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import time
 from collections import Counter
@@ -184,7 +185,12 @@ def test_550_suppresses_that_address_and_the_rest_is_delivered(dist_env, workers
         assert is_suppressed(session, gone)
         failed = session.scalar(select(Delivery).where(Delivery.subscriber_id == sub.id))
         assert failed.status == "failed" and failed.attempts == 1 and "550" in failed.error
-    assert "Retrying message" not in workers.log(worker), "a hard bounce was retried"
+    log = workers.log(worker)
+    assert "Retrying message" not in log, "a hard bounce was retried"
+    # one INFO line per queue message (50 deliveries each) says what became of them
+    lines = re.findall(r"\[nurture.tasks\] \[INFO\] 50 deliveries: (\d+) sent, (\d+) failed", log)
+    assert len(lines) == 2, log
+    assert [sum(int(line[k]) for line in lines) for k in (0, 1)] == [99, 1]
     shown = CliRunner().invoke(cli, ["subscribers", "show", gone], env=dist_env)
     assert "bounced" in shown.output and "SMTP 550: 5.1.1 No such user" in shown.output
 
