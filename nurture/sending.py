@@ -265,7 +265,7 @@ def _send_each(
 ) -> tuple[list[Attempt], str | None]:
     """Send the group's composed emails in turn, each only once it is marked handed.
     Returns the sent ones' results, and why the rest was handed back, if it was."""
-    results = []
+    results: list[Attempt] = []
     for i, job in enumerate(to_send):
         if not job.handed:  # the one before was not sent: mark this one on its own
             try:
