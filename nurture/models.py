@@ -208,8 +208,14 @@ class Delivery(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    #: Last time `send-due` took this delivery back from a worker that stopped mid-send.
+    #: Last time `send-due` took this delivery back from a worker that lost it mid-send.
     recovered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: When the current claim handed it to SMTP (committed before the transaction
+    #: starts); None while claimed and not yet attempted.
+    handed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Taken back after it was handed to SMTP: the server may have accepted it, so the
+    #: email sent again may be a duplicate.
+    maybe_twice: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     message_id: Mapped[str | None] = mapped_column(String(200))

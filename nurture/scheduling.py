@@ -20,6 +20,7 @@ from sqlalchemy import (
     Insert,
     Table,
     bindparam,
+    case,
     false,
     func,
     literal,
@@ -46,8 +47,11 @@ from nurture.sql import bulk_insert, insert_ignoring_conflicts
 
 #: Deliveries claimed per batch.
 BATCH = 2000
-#: The note a delivery keeps once it was taken back from a worker that stopped.
-TAKEN_BACK = "taken back from a worker that stopped mid-send: sent again, maybe twice"
+#: The note a delivery keeps once it was taken back after its worker had handed it to
+#: SMTP (the server may have accepted it before the worker was lost).
+TAKEN_BACK = "taken back from a worker lost mid-send: sent again, maybe twice"
+#: The note while a delivery taken back before it was handed to SMTP waits to be sent.
+TAKEN_BACK_UNSENT = "taken back from a worker lost before sending it: never sent"
 
 
 #: An enrolment is unique per subscriber, sequence and round (`reentry: true`).
@@ -297,8 +301,12 @@ def advance(
 @dataclass(frozen=True)
 class Requeued:
     ids: list[int]
-    #: How many of `ids` were left `sending` by a worker that stopped mid-send.
+    #: How many of `ids` were left `sending` by a worker that was lost (stopped, or cut
+    #: off from the database for longer than it waits) ...
     taken_back: int = 0
+    #: ... and how many of those it had handed to SMTP: they may go out twice. The
+    #: others were never sent, and will be sent once.
+    maybe_sent: int = 0
 
 
 def requeue_stale(
@@ -311,9 +319,11 @@ def requeue_stale(
       the queue message was lost, by a crash between commit and enqueue or a flushed Redis;
     - `retry` whose `next_attempt_at` passed `retry_after` ago: with a broker the retried
       message comes first and this is the safety net; embedded, it is the only way back;
-    - `sending` claimed `resend_after` ago: the worker stopped mid-send. Whether the email
-      left is unknowable, so it is sent again (at-least-once); `recovered_at` records it
-      for `stats`, and `error` says so in `subscribers show`, also once it is sent.
+    - `sending` claimed `resend_after` ago: its worker was lost. If the worker had handed
+      it to SMTP (`handed_at`), whether the email left is unknowable, so it is sent again
+      (at-least-once) and marked `maybe_twice`; if not, the worker can no longer send it
+      (every send is fenced by its claim) and it is simply sent once. `recovered_at`
+      records either for `stats`, and `error` says which in `subscribers show`.
     """
     stale = [
         (Delivery.status == DeliveryStatus.RETRY) & (Delivery.next_attempt_at <= now - retry_after),
@@ -324,7 +334,7 @@ def requeue_stale(
             (Delivery.status == DeliveryStatus.QUEUED) & (Delivery.enqueued_at < now - queued_after)
         )
     rows = session.execute(
-        select(Delivery.id, Delivery.status)
+        select(Delivery.id, Delivery.status, Delivery.handed_at.is_not(None).label("handed"))
         .where(or_(*stale))
         .order_by(Delivery.id)
         .limit(limit)
@@ -332,6 +342,7 @@ def requeue_stale(
     ).all()
     ids = [r.id for r in rows]
     taken_back = [r.id for r in rows if r.status == DeliveryStatus.SENDING]
+    maybe_sent = sum(1 for r in rows if r.status == DeliveryStatus.SENDING and r.handed)
     if ids:
         session.execute(
             update(Delivery)
@@ -339,9 +350,11 @@ def requeue_stale(
             .values(status=DeliveryStatus.QUEUED, enqueued_at=now)
         )
     if taken_back:
+        twice = Delivery.maybe_twice | Delivery.handed_at.is_not(None)  # the row as locked
         session.execute(
             update(Delivery)
             .where(Delivery.id.in_(taken_back))
-            .values(recovered_at=now, error=TAKEN_BACK)
-        )
-    return Requeued(ids, len(taken_back))
+            .values(recovered_at=now, maybe_twice=twice, handed_at=None,
+                    error=case((twice, TAKEN_BACK), else_=TAKEN_BACK_UNSENT))
+        )  # fmt: skip
+    return Requeued(ids, len(taken_back), maybe_sent)

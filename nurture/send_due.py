@@ -131,6 +131,7 @@ def recover(settings: Settings, counts: Counter[str]) -> None:
             )  # fmt: skip
         counts["recovered"] += len(stale.ids)
         counts["taken back"] += stale.taken_back
+        counts["maybe sent"] += stale.maybe_sent
         counts.update(dispatch(settings, stale.ids))
         if len(stale.ids) < BATCH or counts["server-down"]:
             break
@@ -141,9 +142,11 @@ def summary(counts: Counter[str], embedded: bool) -> str:
     if counts["broadcast"]:
         parts.append(f"{counts['broadcast']} broadcast")
     if counts["recovered"]:
-        taken_back = counts["taken back"]
-        parts.append(f"{counts['recovered']} retried or recovered"
-                     + (f" ({taken_back} from a stopped worker)" if taken_back else ""))  # fmt: skip
+        # from a lost worker: never handed to SMTP (sent once), or handed (maybe twice)
+        lost = {"taken back unsent": counts["taken back"] - counts["maybe sent"],
+                "maybe sent twice": counts["maybe sent"]}  # fmt: skip
+        said = ", ".join(f"{n} {what}" for what, n in lost.items() if n)
+        parts.append(f"{counts['recovered']} retried or recovered" + (f" ({said})" if said else ""))
     if embedded:
         parts += [f"{counts[k]} {k}" for k in ("sent", "retry", "failed", "skipped") if counts[k]]
     else:

@@ -17,17 +17,18 @@ is in scheduling.requeue_stale.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import (
-    Connection,
     CursorResult,
     Table,
     Update,
@@ -42,8 +43,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from nurture.compose import Composed, compose_confirmation, compose_step
-from nurture.db import get_engine, session_scope
+from nurture.db import session_scope
 from nurture.errors import ConfigError, DeliveryError, TemplateError
+from nurture.logsafe import bug_summary, domain_of, frames
 from nurture.models import (
     Delivery,
     DeliveryStatus,
@@ -55,6 +57,7 @@ from nurture.models import (
     Tag,
     utcnow,
 )
+from nurture.reconnect import Db, connections, lost, reconnecting
 from nurture.rendering import SubscriberView
 from nurture.scheduling import TAKEN_BACK, advance
 from nurture.sequences import Catalog, catalog_for
@@ -118,7 +121,7 @@ def send_delivery(settings: Settings, delivery_id: int) -> Outcome:
 
 def attempt(settings: Settings, delivery_id: int) -> Attempt:
     """Claim, re-check, compose, send and record one delivery."""
-    with _connections(settings) as db:
+    with connections(settings) as db:
         [result] = _send_group(settings, db, [delivery_id])
     return result
 
@@ -131,33 +134,11 @@ def send_batch(settings: Settings, delivery_ids: list[int], gate: Gate | None = 
     the server fails as a whole the rest is postponed with the failed one rather than
     tried one by one against a dead server: send-due must never hang for minutes.
     """
-    with _connections(settings) as db:
+    with connections(settings) as db:
         return _send_all(settings, delivery_ids, gate, db)
 
 
-@dataclass
-class _Db:
-    """What a batch writes through: a session for transactions and, on PostgreSQL, an
-    autocommit connection on which one statement is a transaction in one round trip."""
-
-    session: Session
-    autocommit: Connection | None
-
-
-@contextmanager
-def _connections(settings: Settings) -> Iterator[_Db]:
-    # Held for the whole batch: a thread needs no more, and no checkout (and pre-ping)
-    # per transaction.
-    engine = get_engine(settings)
-    with engine.connect() as conn, Session(bind=conn) as session, ExitStack() as more:
-        autocommit = None
-        if engine.dialect.name == "postgresql":
-            autocommit = more.enter_context(engine.connect())
-            autocommit.execution_options(isolation_level="AUTOCOMMIT")
-        yield _Db(session, autocommit)
-
-
-def _send_all(settings: Settings, delivery_ids: list[int], gate: Gate | None, db: _Db) -> Batch:
+def _send_all(settings: Settings, delivery_ids: list[int], gate: Gate | None, db: Db) -> Batch:
     batch = Batch()
     ids = list(dict.fromkeys(delivery_ids))  # a message naming a delivery twice sends it once
     batch.counts[Outcome.NOT_MINE] += len(delivery_ids) - len(ids)
@@ -165,7 +146,8 @@ def _send_all(settings: Settings, delivery_ids: list[int], gate: Gate | None, db
     # send, not on a repeated message's.
     paced = gate is not None and gate.paced
     if paced:
-        still_open = _claimable(settings, ids, db.session)
+        still_open = reconnecting(db, lambda: _claimable(settings, ids, db.session),
+                                  "reading what is still to send")  # fmt: skip
         batch.counts[Outcome.NOT_MINE] += sum(1 for i in ids if i not in still_open)
         ids = [i for i in ids if i in still_open]
     size = 1 if paced else GROUP
@@ -182,9 +164,8 @@ def _send_all(settings: Settings, delivery_ids: list[int], gate: Gate | None, db
         down = next((r for r in results if r.server_down and r.retry_at is not None), None)
         if down is not None:
             assert down.retry_at is not None
-            rest = ids[done:]
-            batch.counts[Outcome.RETRY] += postpone(settings, rest, down.retry_at, down.error,
-                                                    db.session)  # fmt: skip
+            rest = partial(postpone, settings, ids[done:], down.retry_at, down.error, db.session)
+            batch.counts[Outcome.RETRY] += reconnecting(db, rest, "postponing the rest")
             batch.server_down = True
             break
         if granted < len(group):
@@ -214,40 +195,123 @@ class _Job:
     error: str | None = None
     bounced: bool = False
     server_down: bool = False
-    #: The server failed before this one's turn: handed back without counting an attempt.
+    #: Marked `handed_at` in the database (committed): its SMTP transaction may start.
+    handed: bool = False
+    #: Never attempted, and handed back without counting an attempt: the server failed
+    #: before its turn, or the database connection was lost.
     postponed: bool = False
+    #: The recipient's domain: all of the address that a log line names.
+    domain: str = "@?"
 
 
-def _send_group(settings: Settings, db: _Db, delivery_ids: list[int]) -> list[Attempt]:
+#: Why the rest of a group is handed back after the database connection was lost.
+DB_LOST = "the database connection was lost"
+
+
+def _send_group(settings: Settings, db: Db, delivery_ids: list[int]) -> list[Attempt]:
     """Claim and compose a group in one transaction; send each, recording each email
     as soon as the server took it.
 
-    The claim is committed before SMTP is touched; a crash after it leaves the rest of
-    the group `sending`, which `send-due` takes back after settings.resend_after. Only
-    the email on the wire at the crash can go out twice (at-least-once), because each
-    sent email is recorded before the next is sent."""
+    The claim is committed before SMTP is touched, and each email is marked `handed_at`
+    (committed, fenced by the claim) before its SMTP transaction starts: the first in
+    the claim, each next one in the record of the one before. A worker lost mid-group
+    leaves its claimed rows `sending`, which `send-due` takes back after
+    settings.resend_after; only the one marked handed can go out twice, and a row taken
+    back unmarked can no longer be sent by the lost worker. A lost database connection
+    is ridden out instead: the sent email is recorded on a fresh connection, and the
+    rest of the group is handed back at once (reconnect.py)."""
+    claimed_at, tries = utcnow(), itertools.count()
+    jobs, catalog = reconnecting(
+        db, lambda: _claim_group(settings, db, delivery_ids, claimed_at, next(tries) > 0),
+        "claiming deliveries",
+    )  # fmt: skip
+    results = [Attempt(Outcome.NOT_MINE)] * (len(delivery_ids) - len(jobs))
+    to_send = [j for j in jobs if j.outcome is None]
+    try:
+        sent, why_back = _send_each(settings, db, catalog, to_send)
+    except BaseException:
+        # A bug, or a stop mid-email: what was never handed to SMTP goes back now.
+        _postpone(j for j in to_send if j.outcome is None and not j.handed)
+        with suppress(Exception):
+            _finish(settings, db, jobs, "the worker failed mid-group")
+        raise
+    results += sent
+    results += reconnecting(db, lambda: _finish(settings, db, jobs, why_back),
+                            "recording outcomes")  # fmt: skip
+    return results
+
+
+def _claim_group(
+    settings: Settings, db: Db, delivery_ids: list[int], now: datetime, again: bool
+) -> tuple[list[_Job], Catalog]:
+    """Claim, re-check and compose in one transaction, marking the first to send handed.
+    `again`: an earlier try lost its connection, perhaps after its commit landed, so its
+    claim (known by its claim time) is released first and taken afresh."""
     session = db.session
     with session.begin():
-        jobs = _claim(session, delivery_ids, utcnow())
+        conn = session.connection()
+        if again:
+            conn.execute(_RELEASE, {"ids": delivery_ids, "now": now})
+        jobs = _claim(session, delivery_ids, now)
         catalog = _prepare(settings, session, jobs)
-    results = [Attempt(Outcome.NOT_MINE)] * (len(delivery_ids) - len(jobs))
-    for i, job in enumerate(jobs):
-        if job.outcome is not None:  # skipped or failed before sending
-            continue
+        first = next((j for j in jobs if j.outcome is None), None)
+        if first is not None:
+            first.handed = bool(conn.execute(_HAND, _handing(first, now)).rowcount)
+    return jobs, catalog
+
+
+def _send_each(
+    settings: Settings, db: Db, catalog: Catalog, to_send: list[_Job]
+) -> tuple[list[Attempt], str | None]:
+    """Send the group's composed emails in turn, each only once it is marked handed.
+    Returns the sent ones' results, and why the rest was handed back, if it was."""
+    results: list[Attempt] = []
+    for i, job in enumerate(to_send):
+        if not job.handed:  # the one before was not sent: mark this one on its own
+            try:
+                job.handed = _hand(db, job)
+            except SQLAlchemyError as e:
+                if not lost(e):
+                    raise
+                _postpone(to_send[i:])
+                return results, DB_LOST
+            if not job.handed:  # taken back meanwhile: the rest is no longer ours either
+                break
         _deliver(settings, job)
-        if job.outcome == Outcome.SENT:
-            results.append(_record_sent(db, settings, catalog, job))
         if job.server_down:
-            for later in jobs[i + 1 :]:
-                later.postponed = later.outcome is None
+            _postpone(to_send[i + 1 :])
             break
-    with session.begin():
-        results += _record_others(session, settings, jobs)
-    counts = Counter(r.outcome.value for r in results)
-    log.info("%d deliveries: %d sent, %d failed, %d to retry, %d skipped, %d not ours",
-             len(delivery_ids), counts["sent"], counts["failed"], counts["retry"],
-             counts["skipped"], counts["not-mine"])  # fmt: skip
-    return results
+        if job.outcome != Outcome.SENT:
+            continue
+        following = to_send[i + 1] if i + 1 < len(to_send) else None
+        try:
+            result, following_handed = _record_sent(db, settings, catalog, job, following)
+        except SQLAlchemyError as e:
+            if not lost(e):
+                raise
+            # The server has the email: record it on a fresh connection, however long
+            # that takes (within reconnect.RETRY_FOR), and hand the rest back.
+            db.close()
+            record = partial(_record_sent, db, settings, catalog, job, None, again=True)
+            results.append(reconnecting(db, record, "recording a sent email")[0])
+            _postpone(to_send[i + 1 :])
+            return results, DB_LOST
+        results.append(result)
+        if following is not None:
+            following.handed = following_handed
+            if not following_handed:  # taken back meanwhile (see above)
+                break
+    return results, None
+
+
+def _postpone(jobs: Iterable[_Job]) -> None:
+    for job in jobs:
+        job.postponed = True
+
+
+def _finish(settings: Settings, db: Db, jobs: list[_Job], why_back: str | None) -> list[Attempt]:
+    with db.session.begin():
+        return _record_others(db.session, settings, jobs, why_back)
 
 
 def _deliver(settings: Settings, job: _Job) -> None:
@@ -255,6 +319,9 @@ def _deliver(settings: Settings, job: _Job) -> None:
     assert job.composed is not None
     try:
         transport_for(settings.smtp_url, settings.outbox).send(job.composed.envelope)
+    except ConfigError as e:  # the operator can fix it; every email would fail alike
+        job.outcome, job.error = _temporary(job.delivery.attempts, str(e))
+        job.server_down = True
     except DeliveryError as e:
         # Only a recipient refused for good is a bounce; a refused message fails alone;
         # anything temporary, or the server as a whole, is tried again later.
@@ -328,8 +395,25 @@ _CLAIM = (
     update(_d)
     .where(_d.c.id.in_(_ids), _d.c.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.RETRY]))
     .values(status=DeliveryStatus.SENDING, claimed_at=bindparam("now"),
-            attempts=_d.c.attempts + 1)
+            attempts=_d.c.attempts + 1, handed_at=None)
     .returning(*_d.c)
+)  # fmt: skip
+#: Undoes a claim made at `now` whose commit may have landed after its connection was
+#: lost; the claim that follows in the same transaction takes the rows again.
+_RELEASE = (
+    update(_d)
+    .where(_d.c.id.in_(_ids), _d.c.status == DeliveryStatus.SENDING,
+           _d.c.claimed_at == bindparam("now"))
+    .values(status=DeliveryStatus.RETRY, next_attempt_at=bindparam("now"),
+            attempts=_d.c.attempts - 1, handed_at=None)
+)  # fmt: skip
+#: Marks a claimed delivery as handed to SMTP, if its claim (`htoken`) still holds:
+#: committed before its SMTP transaction starts, so `send-due` knows what may have left.
+_HAND = (
+    update(_d)
+    .where(_d.c.id == bindparam("hid"), _d.c.attempts == bindparam("htoken"),
+           _d.c.status == DeliveryStatus.SENDING)
+    .values(handed_at=bindparam("now"))
 )  # fmt: skip
 #: Each delivery's subscriber, and its enrolment's state.
 _READERS = (
@@ -356,7 +440,7 @@ _SENT = (
     .values(status=DeliveryStatus.SENT, sent_at=bindparam("now"), message_id=bindparam("mid"),
             subject=bindparam("subj"),
             # keeping the note that it may have gone out twice
-            error=case((_d.c.recovered_at.is_not(None), TAKEN_BACK), else_=None))
+            error=case((_d.c.maybe_twice, TAKEN_BACK), else_=None))
 )  # fmt: skip
 
 
@@ -374,13 +458,36 @@ def _move_on(enrollment_id: Any) -> Update:
 _MOVE_ON = _move_on(bindparam("eid"))
 
 
-#: Both in one statement (PostgreSQL runs data-modifying CTEs once, even unread).
+#: A sent email's record, the next one's mark (and its enrolment's move) in one
+#: statement: (sent, next handed) counts. PostgreSQL runs data-modifying CTEs once,
+#: even unread.
 _sent_cte = _SENT.returning(_d.c.enrollment_id).cte("sent")
-_SENT_AND_MOVED_ON = (
-    select(func.count())
-    .select_from(_sent_cte)
-    .add_cte(_move_on(_sent_cte.c.enrollment_id).cte("moved"))
+_SENT_AND_HANDED = select(
+    select(func.count()).select_from(_sent_cte).scalar_subquery(),
+    select(func.count()).select_from(_HAND.returning(_d.c.id).cte("handed")).scalar_subquery(),
 )
+_SENT_MOVED_AND_HANDED = _SENT_AND_HANDED.add_cte(_move_on(_sent_cte.c.enrollment_id).cte("moved"))
+_RECORDED = select(_d.c.id).where(
+    _d.c.id == bindparam("did"), _d.c.attempts == bindparam("token"),
+    _d.c.status == DeliveryStatus.SENT, _d.c.message_id == bindparam("mid"),
+)  # fmt: skip
+
+
+def _handing(job: _Job | None, now: datetime) -> dict[str, Any]:
+    """Parameters of _HAND for `job` (None: the statement marks nothing)."""
+    if job is None:
+        return {"hid": None, "htoken": None, "now": now}
+    return {"hid": job.delivery.id, "htoken": job.delivery.attempts, "now": now}
+
+
+def _hand(db: Db, job: _Job) -> bool:
+    """Mark `job` handed on its own (after an email that was not sent); False if its
+    claim no longer holds."""
+    params = _handing(job, utcnow())
+    if db.autocommit is not None:
+        return bool(db.autocommit.execute(_HAND, params).rowcount)
+    with db.session.begin():
+        return bool(db.session.connection().execute(_HAND, params).rowcount)
 
 
 def _claim(session: Session, delivery_ids: list[int], now: datetime) -> list[_Job]:
@@ -399,6 +506,8 @@ def _prepare(settings: Settings, session: Session, jobs: list[_Job]) -> Catalog:
         return catalog
     found = _Found.load(session, jobs)
     for job in jobs:
+        if (reader := found.readers.get(job.delivery.id)) is not None:
+            job.domain = domain_of(reader.email)
         reason = found.why_not(job.delivery)
         if reason is not None:
             job.outcome, job.error = Outcome.SKIPPED, reason
@@ -414,8 +523,11 @@ def _prepare(settings: Settings, session: Session, jobs: list[_Job]) -> Catalog:
         except SQLAlchemyError:
             raise
         except Exception as e:  # a bug: count the attempt, so it cannot loop forever
-            log.exception("delivery %s could not be composed", job.delivery.id)
-            job.outcome, job.error = _temporary(token, f"internal error: {e!r}")
+            # Never the exception's text or repr: a UnicodeEncodeError's carries the
+            # whole email, with its confirm and unsubscribe links.
+            job.outcome, job.error = _temporary(token, bug_summary(e))
+            log.error("delivery %s to %s could not be composed: %s\n%s", job.delivery.id,
+                      job.domain, job.error, frames(e))  # fmt: skip
     return catalog
 
 
@@ -483,9 +595,12 @@ def _compose(settings: Settings, session: Session, catalog: Catalog, delivery: A
     return compose_step(settings, seq, step, view, delivery.subscriber_id, delivery.id)
 
 
-def _record_others(session: Session, settings: Settings, jobs: list[_Job]) -> list[Attempt]:
+def _record_others(
+    session: Session, settings: Settings, jobs: list[_Job], why_back: str | None = None
+) -> list[Attempt]:
     """Write the outcomes other than sent (rare: one by one), then hand back the
-    deliveries never attempted at the failed one's retry time."""
+    deliveries never attempted: at the failed one's retry time when the server failed,
+    due now when `why_back` says the worker could not go on (a lost connection)."""
     results = []
     for job in jobs:
         if job.outcome is None or job.outcome == Outcome.SENT:
@@ -494,32 +609,46 @@ def _record_others(session: Session, settings: Settings, jobs: list[_Job]) -> li
         result = _record(session, settings, d.id, d.attempts, job.outcome, job.error,
                          bounced=job.bounced, composed=job.composed,
                          server_down=job.server_down)  # fmt: skip
-        log.warning("delivery %s %s: %s", d.id, result.outcome, job.error)
+        # The id, the domain and what the server said: never the address, the message
+        # or its links.
+        level = logging.INFO if result.outcome == Outcome.SKIPPED else logging.WARNING
+        log.log(level, "delivery %s to %s %s: %s", d.id, job.domain, result.outcome, job.error)
         results.append(result)
         if job.server_down and result.retry_at is not None:
             postponed = [j for j in jobs if j.postponed]
             results += _unclaim(session, postponed, result.retry_at, job.error)
+    if why_back is not None:
+        postponed = [j for j in jobs if j.postponed]
+        results += _unclaim(session, postponed, utcnow(), why_back)
     return results
 
 
-def _record_sent(db: _Db, settings: Settings, catalog: Catalog, job: _Job) -> Attempt:
-    """Mark one delivery sent if its claim still holds, and move its enrolment on if it
-    still waits for this very step (never twice, never one that ended while its email
-    was on the wire): on PostgreSQL one statement in one round trip. The last step of a
-    sequence goes through `scheduling.advance`, which also starts the sequences its
-    completion triggers."""
+def _record_sent(
+    db: Db, settings: Settings, catalog: Catalog, job: _Job, following: _Job | None,
+    *, again: bool = False,
+) -> tuple[Attempt, bool]:  # fmt: skip
+    """Mark one delivery sent if its claim still holds, mark the `following` one handed
+    (its SMTP transaction comes next), and move the enrolment on if it still waits for
+    this very step (never twice, never one that ended while its email was on the wire):
+    on PostgreSQL one statement in one round trip. The last step of a sequence goes
+    through `scheduling.advance`, which also starts the sequences its completion
+    triggers. Returns the result and whether `following` is now marked handed.
+
+    `again`: the first try lost its connection, maybe after its commit landed; a row
+    already recorded as sent by this claim is then this claim's own record."""
     d, composed, now = job.delivery, job.composed, utcnow()
     assert composed is not None
     sent = {"did": d.id, "token": d.attempts, "now": now, "mid": composed.envelope.message_id,
-            "subj": composed.rendered.subject[:300]}  # fmt: skip
+            "subj": composed.rendered.subject[:300]} | _handing(following, now)  # fmt: skip
     seq = catalog.get(d.sequence or "") if d.enrollment_id is not None else None
-    following = seq.after(d.step_id) if seq and d.step_id else None
-    move = following and {"eid": d.enrollment_id, "was": d.step_id, "next": following.id,
-                          "due": now + following.after}  # fmt: skip
-    if db.autocommit is not None and d.enrollment_id is None:
-        held = db.autocommit.execute(_SENT, sent).rowcount
-    elif db.autocommit is not None and move:
-        held = db.autocommit.execute(_SENT_AND_MOVED_ON, sent | move).scalar_one()
+    step = seq.after(d.step_id) if seq and d.step_id else None
+    move = step and {"eid": d.enrollment_id, "was": d.step_id, "next": step.id,
+                     "due": now + step.after}  # fmt: skip
+    autocommit = db.autocommit
+    if autocommit is not None and d.enrollment_id is None:
+        held, handed = autocommit.execute(_SENT_AND_HANDED, sent).one()
+    elif autocommit is not None and move:
+        held, handed = autocommit.execute(_SENT_MOVED_AND_HANDED, sent | move).one()
     else:
         with db.session.begin():
             conn = db.session.connection()
@@ -529,9 +658,13 @@ def _record_sent(db: _Db, settings: Settings, catalog: Catalog, job: _Job) -> At
             elif held and d.enrollment_id is not None:
                 _consequences(db.session, settings, d.subscriber_id, d.enrollment_id,
                               d.step_id, Outcome.SENT, None, False, now)  # fmt: skip
+            handed = following is not None and conn.execute(_HAND, sent).rowcount
+    if not held and again:
+        with db.session.begin():
+            held = db.session.connection().execute(_RECORDED, sent).first() is not None
     if not held:
         _overtaken(d.id, Outcome.SENT)
-    return Attempt(Outcome.SENT)
+    return Attempt(Outcome.SENT), bool(handed)
 
 
 def _unclaim(session: Session, jobs: list[_Job], until: datetime, why: str | None) -> list[Attempt]:
@@ -547,7 +680,7 @@ def _unclaim(session: Session, jobs: list[_Job], until: datetime, why: str | Non
             t.c.status == DeliveryStatus.SENDING,
         )
         .values(status=DeliveryStatus.RETRY, next_attempt_at=until, attempts=t.c.attempts - 1,
-                error=f"not attempted: {why}")
+                handed_at=None, error=f"not attempted: {why}")
     )  # fmt: skip
     return [Attempt(Outcome.RETRY, why, until) for _ in jobs]
 
@@ -572,7 +705,7 @@ def _record(
         values["subject"] = composed.rendered.subject[:300]
     retry_at = None
     if outcome == Outcome.SENT:  # keeping the note that it may have gone out twice
-        note = case((_DELIVERIES.c.recovered_at.is_not(None), TAKEN_BACK), else_=None)
+        note = case((_DELIVERIES.c.maybe_twice, TAKEN_BACK), else_=None)
         values.update(status=DeliveryStatus.SENT, sent_at=now, error=note)
     elif outcome == Outcome.RETRY:
         retry_at = now + backoff(token, settings.retry_backoff)

@@ -191,14 +191,17 @@ class DeliveryHealth:
     queued: int
     sending: int
     retry: int
-    #: `sending` for longer than resend_after: its worker stopped; send-due will resend it.
+    #: `sending` for longer than resend_after: its worker was lost; send-due takes it back.
     stuck: int
-    #: Ever taken back from a stopped worker and sent again (possibly a duplicate).
-    recovered: int
+    #: Ever taken back from a lost worker before it was handed to SMTP: sent once.
+    taken_back_unsent: int
+    #: Taken back after it was handed to SMTP, and sent again: possibly a duplicate.
+    maybe_twice: int
 
     def line(self) -> str:
         return (f"deliveries: {self.queued} queued, {self.sending} sending, {self.retry} to retry, "
-                f"{self.stuck} stuck, {self.recovered} recovered")  # fmt: skip
+                f"{self.stuck} stuck, {self.taken_back_unsent} taken back unsent, "
+                f"{self.maybe_twice} maybe sent twice")  # fmt: skip
 
 
 def delivery_health(session: Session, now: datetime, resend_after: timedelta) -> DeliveryHealth:
@@ -210,11 +213,18 @@ def delivery_health(session: Session, now: datetime, resend_after: timedelta) ->
             Delivery.status == DeliveryStatus.SENDING, Delivery.claimed_at < now - resend_after
         )
     )
-    recovered = session.scalar(select(func.count()).where(Delivery.recovered_at.is_not(None)))
+    taken_back = dict(
+        session.execute(
+            select(Delivery.maybe_twice, func.count())
+            .where(Delivery.recovered_at.is_not(None))
+            .group_by(Delivery.maybe_twice)
+        ).all()
+    )
     return DeliveryHealth(
         queued=by_status.get(DeliveryStatus.QUEUED, 0),
         sending=by_status.get(DeliveryStatus.SENDING, 0),
         retry=by_status.get(DeliveryStatus.RETRY, 0),
         stuck=stuck or 0,
-        recovered=recovered or 0,
+        taken_back_unsent=taken_back.get(False, 0),
+        maybe_twice=taken_back.get(True, 0),
     )

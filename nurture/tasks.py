@@ -30,7 +30,7 @@ from nurture import handoff
 from nurture.errors import NurtureError
 from nurture.models import utcnow
 from nurture.ratelimit import Gate, Throttle
-from nurture.sending import MAX_ATTEMPTS, send_batch
+from nurture.sending import MAX_ATTEMPTS, Batch, send_batch
 from nurture.settings import Settings, load_settings
 from nurture.transports import close_thread_transport
 
@@ -151,7 +151,7 @@ def send_deliveries(delivery_ids: list[int]) -> None:
     settings = current_settings()
     with _gate(time.monotonic() + BATCH_BUDGET) as gate:
         batch = send_batch(settings, list(delivery_ids), gate)
-    log.debug("%d deliveries: %s", len(delivery_ids), dict(batch.counts))
+    log.info(outcome_line(len(delivery_ids), batch))
     if batch.rest and _stopping.is_set():  # the rest was never claimed: hand it back
         with _handed_back_lock:
             _handed_back.append(batch.rest)
@@ -160,6 +160,14 @@ def send_deliveries(delivery_ids: list[int]) -> None:
     if batch.retry_at is not None:
         delay = max(0.0, (batch.retry_at - utcnow()).total_seconds())
         raise dramatiq.Retry(f"{batch.counts['retry']} to retry", delay=int(delay * 1000) + 1)
+
+
+def outcome_line(size: int, batch: Batch) -> str:
+    """What one message's deliveries became, for the worker's log (ids and counts only)."""
+    c = batch.counts
+    return (f"{size} deliveries: {c['sent']} sent, {c['failed']} failed, {c['retry']} to retry, "
+            f"{c['skipped']} skipped, {c['not-mine']} already taken, "
+            f"{len(batch.rest)} handed back")  # fmt: skip
 
 
 @dramatiq.actor(queue_name=QUEUE, max_retries=0, time_limit=TIME_LIMIT_MS)

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -88,13 +89,19 @@ def pg_url(pg_database: str) -> str:
 
 @dataclass
 class TimedHandler(SinkHandler):
-    """A sink handler that notes when each message arrived, can take `delay` seconds to
-    answer DATA (the message is kept first, as a real server may, so a sender killed
-    meanwhile never hears the 250), records the most DATA exchanges at once, and can
-    refuse our sender (`refuse_sender`) or every message's content (`refuse_data`)."""
+    """A sink handler that notes when each message arrived (`arrivals` on the monotonic
+    clock, `wall` on the clock the rate limiter's buckets follow), can take `delay`
+    seconds to answer DATA or hold every answer while `paused` is set (the message is
+    kept first, as a real server may, so a sender killed meanwhile never hears the 250),
+    records the most DATA exchanges at once, and can refuse our sender (`refuse_sender`)
+    or every message's content (`refuse_data`)."""
 
     delay: float = 0.0
     arrivals: list[float] = field(default_factory=list)
+    wall: list[float] = field(default_factory=list)
+    paused: threading.Event = field(default_factory=threading.Event)
+    #: Senders waiting for their answer while paused.
+    waiting: int = 0
     active: int = 0
     peak: int = 0
     refuse_sender: tuple[int, str] | None = None
@@ -115,8 +122,14 @@ class TimedHandler(SinkHandler):
         try:
             answer = await super().handle_DATA(server, session, envelope)
             self.arrivals.append(time.monotonic())
+            self.wall.append(time.time())
             if self.delay:
                 await asyncio.sleep(self.delay)
+            if self.paused.is_set():
+                self.waiting += 1
+                while self.paused.is_set():
+                    await asyncio.sleep(0.02)
+                self.waiting -= 1
             return answer
         finally:
             self.active -= 1

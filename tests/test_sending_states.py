@@ -3,6 +3,7 @@ send-due takes back and when, and which SMTP refusals suppress an address."""
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 import pytest
@@ -12,9 +13,9 @@ from sqlalchemy.orm import Session
 from nurture import clock
 from nurture.cli import cli
 from nurture.db import get_engine, session_scope
-from nurture.models import Delivery, DeliveryStatus, Enrollment
-from nurture.scheduling import TAKEN_BACK, requeue_stale
-from nurture.sending import Outcome, attempt, send_delivery
+from nurture.models import Delivery, DeliveryStatus, Enrollment, Subscriber
+from nurture.scheduling import TAKEN_BACK, claim_due, enroll, requeue_stale
+from nurture.sending import Outcome, attempt, send_batch, send_delivery
 from nurture.sequences import catalog_for
 from nurture.settings import load_settings
 from nurture.subscribers import add, get, is_suppressed, unsubscribe
@@ -75,6 +76,35 @@ def test_an_overtaken_claim_records_nothing_and_the_enrolment_moves_once(
     assert enrollment_of(settings, "ana@example.com").next_step_id == seq.steps[1].id
 
 
+def test_a_worker_overtaken_mid_group_sends_nothing_it_had_not_handed_to_smtp(
+    settings, sink, monkeypatch
+):
+    """A worker so slow that send-due takes its whole group back while its first email
+    is on the wire: that email may go out twice (it is marked so), but the second, never
+    handed to SMTP, is not sent by the slow worker once the recovery has it."""
+    first, second = enqueue(settings, "fi@example.com", "se@example.com")
+
+    def presumed_dead():
+        with session_scope(settings) as session:
+            later = clock.now() + settings.resend_after + timedelta(seconds=1)
+            stale = requeue_stale(session, later, queued_after=None, retry_after=timedelta(0),
+                                  resend_after=settings.resend_after)  # fmt: skip
+        assert (stale.ids, stale.taken_back, stale.maybe_sent) == ([first, second], 2, 1)
+        assert send_batch(settings, [first, second]).counts[Outcome.SENT] == 2
+
+    slow = Meddling(settings, presumed_dead)
+    monkeypatch.setattr("nurture.sending.transport_for", lambda *a: slow)
+    assert send_batch(settings, [first, second]).counts[Outcome.SENT] == 1
+
+    assert len(sink.to("fi@example.com")) == 2  # the documented at-least-once duplicate
+    assert len(sink.to("se@example.com")) == 1
+    with session_scope(settings) as session:
+        rows = {d.id: d for d in session.scalars(select(Delivery))}
+    assert rows[first].maybe_twice and rows[first].error == TAKEN_BACK
+    assert not rows[second].maybe_twice and rows[second].error is None
+    assert {d.status for d in rows.values()} == {"sent"}
+
+
 def test_unsubscribed_while_on_the_wire_ends_the_enrolment_for_good(settings, sink, monkeypatch):
     [delivery_id] = enqueue(settings, "bo@example.com")
 
@@ -129,25 +159,35 @@ def test_what_send_due_takes_back_and_when(settings):
     )  # fmt: skip
 
 
-def test_stats_shows_stuck_and_recovered_deliveries_and_the_mode(runner, env, settings, sink):
-    [delivery_id] = enqueue(settings, "di@example.com")
+def test_stats_and_send_due_tell_unsent_from_maybe_sent_twice(runner, env, settings, sink):
+    """Two deliveries left `sending` by a lost worker: one it had handed to SMTP (the
+    server may have it), one it never attempted. Both are sent again; only the first is
+    reported, and kept, as maybe sent twice."""
+    handed, unsent = enqueue(settings, "di@example.com", "ed@example.com")
+    an_hour_ago = clock.now() - timedelta(hours=1)
     with session_scope(settings) as session:
-        d = session.get(Delivery, delivery_id)
-        d.status, d.claimed_at = DeliveryStatus.SENDING, clock.now() - timedelta(hours=1)
+        for delivery_id in (handed, unsent):
+            d = session.get(Delivery, delivery_id)
+            d.status, d.claimed_at, d.attempts = DeliveryStatus.SENDING, an_hour_ago, 1
+        session.get(Delivery, handed).handed_at = an_hour_ago
 
     result = runner.invoke(cli, ["stats"], env=env)
-    assert "deliveries: 0 queued, 1 sending, 0 to retry, 1 stuck, 0 recovered" in result.output
+    assert ("deliveries: 0 queued, 2 sending, 0 to retry, 2 stuck, 0 taken back unsent, "
+            "0 maybe sent twice") in result.output  # fmt: skip
     assert "broker: embedded" in result.output
 
     result = runner.invoke(cli, ["send-due"], env=env)
     assert result.output.strip() == (
-        "send-due: 0 due, 1 retried or recovered (1 from a stopped worker), 1 sent"
+        "send-due: 0 due, 2 retried or recovered (1 taken back unsent, 1 maybe sent twice), 2 sent"
     )
     result = runner.invoke(cli, ["stats"], env=env)
-    assert "deliveries: 0 queued, 0 sending, 0 to retry, 0 stuck, 1 recovered" in result.output
-    shown = runner.invoke(cli, ["subscribers", "show", "di@example.com"], env=env)
-    assert TAKEN_BACK in shown.output
-    assert len(sink.to("di@example.com")) == 1
+    assert ("deliveries: 0 queued, 0 sending, 0 to retry, 0 stuck, 1 taken back unsent, "
+            "1 maybe sent twice") in result.output  # fmt: skip
+    twice = runner.invoke(cli, ["subscribers", "show", "di@example.com"], env=env)
+    assert TAKEN_BACK in twice.output
+    once = runner.invoke(cli, ["subscribers", "show", "ed@example.com"], env=env)
+    assert "maybe" not in once.output
+    assert len(sink.to("di@example.com")) == len(sink.to("ed@example.com")) == 1
 
 
 @pytest.fixture
@@ -203,3 +243,51 @@ def test_send_due_waits_for_a_silent_server_once_not_once_per_email(runner, env,
     with session_scope(settings) as session:
         tries = list(session.scalars(select(Delivery.attempts)))
     assert sorted(tries) == [0] * 19 + [1]
+
+
+#: What must never reach a log line or a delivery's error: the message, its links and
+#: the tokens in them, the subscriber's address.
+NEVER_LOGGED = ("List-Unsubscribe", "Content-Type", "crumb.example/", "/unsubscribe/",
+                "/confirm/", "/c/", "/o/", "@example.com>")  # fmt: skip
+
+
+def logged(caplog) -> str:
+    """What nurture logged (the sink's own debug log shows the whole SMTP dialogue)."""
+    ours = [r for r in caplog.records if not r.name.startswith("mail.log")]
+    return "\n".join(f"{r.getMessage()}\n{r.exc_text or ''}" for r in ours)
+
+
+def test_a_4xx_retry_logs_the_delivery_domain_and_reply_never_the_message(settings, sink, caplog):
+    [delivery_id] = enqueue(settings, "ana@example.com")
+    sink.handler.refuse["*"] = (451, "4.3.0 Try again later")
+    with caplog.at_level(logging.DEBUG):
+        assert send_delivery(settings, delivery_id) == Outcome.RETRY
+    text = logged(caplog)
+    assert f"delivery {delivery_id} to @example.com retry: SMTP 451: 4.3.0 Try again later" in text
+    assert "ana@example.com" not in text
+    for leak in NEVER_LOGGED:
+        assert leak not in text
+
+
+def test_an_email_that_cannot_be_built_is_logged_without_its_body_or_tokens(settings, sink, caplog):
+    """An address the message builder cannot encode: the error is an internal one,
+    retried; neither the log nor the delivery's error carries the message, whose repr
+    the encoding error holds."""
+    catalog = catalog_for(settings.sequences_dir)
+    now = clock.now()
+    with session_scope(settings) as session:
+        sub = Subscriber(email="zoë@example.com", status="active", source="test",
+                         attributes={}, created_at=now, confirmed_at=now)  # fmt: skip
+        session.add(sub)
+        session.flush()
+        enroll(session, sub.id, catalog.sequences["from-curious-to-customer"], now)
+    with session_scope(settings) as session:
+        [delivery_id] = claim_due(session, catalog, now)
+    with caplog.at_level(logging.DEBUG):
+        send_delivery(settings, delivery_id)
+    with session_scope(settings) as session:
+        error = session.get(Delivery, delivery_id).error or ""
+    text = logged(caplog)
+    assert "zoë" not in text
+    for leak in NEVER_LOGGED:
+        assert leak not in text and leak not in error

@@ -83,7 +83,7 @@ def test_worker_logs_each_group_it_sent_and_no_alembic_chatter(dist_env, workers
 
     assert wait_for(lambda: sent_logged() == 3, 30), workers.log(worker)
     log = workers.log(worker)
-    assert re.search(r"\[nurture\.sending\] \[INFO\] \d+ deliveries: \d+ sent, 0 failed", log), log
+    assert re.search(r"\[nurture\.tasks\] \[INFO\] \d+ deliveries: \d+ sent, 0 failed", log), log
     assert "alembic" not in log.lower(), log
 
 

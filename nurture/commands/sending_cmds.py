@@ -52,8 +52,9 @@ def stats(ctx: click.Context, sequence: str | None, html_file: Path | None) -> N
     the goal) and the sales handoffs. With --html, the report goes to that file instead.
 
     Then the deliveries in transit: queued, sending, waiting to retry; `stuck` ones were
-    left mid-send by a worker that stopped (the next send-due sends them again) and
-    `recovered` ones were sent again that way. Last, the broker and its queue depth.
+    left mid-send by a worker that was lost (the next send-due takes them back), and of
+    those ever taken back, how many were never sent and how many may have been sent
+    twice. Last, the broker and its queue depth.
 
     \b
     Example:

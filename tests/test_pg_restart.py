@@ -1,0 +1,158 @@
+"""The database going away mid-send: a worker that has handed an email to SMTP records it
+on a fresh connection, hands the rest of its group back at once, and nothing is lost or
+sent twice. First one connection cut (the session's PostgreSQL), then a whole server of
+the test's own restarted with `pg_ctl restart -m fast` under real workers."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import func, select
+
+from nurture import db as nurture_db
+from nurture.cli import cli
+from nurture.db import session_scope
+from nurture.models import Delivery
+from nurture.sending import DB_LOST, Outcome, send_batch
+from tests.pg_cluster import Cluster
+from tests.services import Sink
+from tests.test_distributed_fixtures import (
+    SINGLE,
+    Workers,
+    per_recipient,
+    seed,
+    send_due,
+    settings_for,
+    statuses,
+    wait_for,
+)
+from tests.test_sending_states import Meddling
+from tests.test_unsubscribe import enqueue_welcome as enqueue
+
+pytest_plugins = ["tests.test_distributed_fixtures"]
+
+
+def cut_connections(url: str) -> int:
+    """Terminate every other session on this database, as a server restart would."""
+    with psycopg.connect(url, autocommit=True) as admin:
+        return len(
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchall()
+        )
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_sent_email_is_recorded_after_the_connection_is_cut_and_the_rest_handed_back(
+    settings, sink, monkeypatch, runner, env
+):
+    ids = enqueue(settings, *(f"p{i}@example.com" for i in range(5)))
+    cut: list[int] = []
+    slow = Meddling(settings, lambda: cut.append(cut_connections(settings.database_url)))
+    slow.calls = -1  # the cut comes while the second email is on the wire
+    monkeypatch.setattr("nurture.sending.transport_for", lambda *a: slow)
+
+    batch = send_batch(settings, ids)
+
+    assert cut and cut[0] >= 2  # the worker's connections
+    assert batch.counts == Counter({Outcome.SENT: 2, Outcome.RETRY: 3})
+    with session_scope(settings) as session:
+        rows = {d.id: d for d in session.scalars(select(Delivery))}
+    rest = ids[2:]
+    assert [(rows[i].status, rows[i].attempts) for i in ids[:2]] == [("sent", 1)] * 2
+    # handed back at once: due now, the claim's attempt not counted, not left `sending`
+    assert {(rows[i].status, rows[i].attempts, rows[i].handed_at) for i in rest} == {
+        ("retry", 0, None)
+    }
+    assert {rows[i].error for i in rest} == {f"not attempted: {DB_LOST}"}
+    result = runner.invoke(cli, ["send-due"], env=env)
+    assert result.output.strip() == "send-due: 0 due, 3 retried or recovered, 3 sent"
+    assert Counter(r for m in sink.messages for r in m.recipients) == {
+        f"p{i}@example.com": 1 for i in range(5)
+    }
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[Cluster]:
+    cluster = Cluster()
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def restart_env(
+    workspace: Path, own_cluster: Cluster, redis_url: str, timed_sink: Sink
+) -> Iterator[dict[str, str]]:
+    (workspace / "sequences" / "single.yaml").write_text(SINGLE)
+    engine = nurture_db._engine(own_cluster.url)
+    nurture_db.upgrade(engine)
+    yield {
+        "NURTURE_WORKSPACE": str(workspace),
+        "NURTURE_DATABASE_URL": own_cluster.url,
+        "NURTURE_REDIS_URL": redis_url,
+        "NURTURE_SMTP_URL": timed_sink.url,
+        "NURTURE_BASE_URL": "https://crumb.example",
+        "NURTURE_SMTP_CONCURRENCY": "8",
+        # the defaults: a delivery that waited for the recovery timer would miss the deadline
+        "NURTURE_REQUEUE_AFTER": "300",
+        "NURTURE_RESEND_AFTER": "600",
+    }
+    nurture_db.dispose(own_cluster.url)  # before the server goes
+
+
+EMAILS = 1500
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_postgres_restarted_mid_send_loses_nothing_and_sends_nothing_twice(
+    restart_env, own_cluster, timed_sink, tmp_path
+):
+    settings = settings_for(restart_env)
+    emails = seed(settings, "single", EMAILS)
+    timed_sink.handler.delay = 0.02  # so the restart lands while the workers send
+    workers = Workers(restart_env, tmp_path)
+    try:
+        worker = workers.start(processes=2, threads=4)
+        assert send_due(restart_env) == f"send-due: {EMAILS} due, {EMAILS} enqueued"
+        assert wait_for(lambda: len(timed_sink.messages) >= 300, 60)
+        own_cluster.restart()
+        at_restart = len(timed_sink.messages)
+        assert at_restart < EMAILS, "the restart came after the sending, not in the middle"
+
+        # No send-due from here on: nothing may wait for NURTURE_RESEND_AFTER (600 s).
+        def all_sent() -> bool:
+            with contextlib.suppress(Exception):  # the server may still be starting
+                return statuses(settings) == {"sent": EMAILS}
+            return False
+
+        done = wait_for(all_sent, 180, every=0.5)
+        time.sleep(0.5)  # anything still on its way arrives now
+        log = workers.log(worker)
+    finally:
+        workers.close()
+    assert done, statuses(settings)
+    received = per_recipient(timed_sink)
+    message_ids = Counter(m.message["Message-ID"] for m in timed_sink.messages)
+    print(f"\npg_ctl restart -m fast after {at_restart} of {EMAILS} emails: "
+          f"{len(timed_sink.messages)} received, "
+          f"{log.count('database connection lost')} writes tried again on a fresh connection")  # fmt: skip
+    assert {r for r, _ in received} == set(emails), "an email was lost"
+    assert set(received.values()) == {1}, "an email was sent twice"
+    assert set(message_ids.values()) == {1} and len(message_ids) == EMAILS
+    assert "database connection lost" in log
+    with session_scope(settings) as session:
+        taken_back = session.scalar(select(func.count()).where(Delivery.recovered_at.is_not(None)))
+    assert taken_back == 0
+    stats = CliRunner().invoke(cli, ["stats", "single"], env=restart_env)
+    assert "0 stuck, 0 taken back unsent, 0 maybe sent twice" in stats.output, stats.output
