@@ -85,8 +85,8 @@ def measured_import(env: dict[str, str], path: Path) -> float:
 def _empty(url: str) -> None:
     from sqlalchemy import text
 
-    from nurture import db
-    from nurture.models import Base
+    from nurture.store import engine as db
+    from nurture.store.tables import Base
 
     engine = db._engine(url)
     with engine.begin() as conn:
@@ -102,8 +102,8 @@ def _check(url: str, n: int) -> None:
     """Every row arrived with its fields and its enrolment in the signup sequence."""
     from sqlalchemy import func, select
 
-    from nurture import db
-    from nurture.models import Enrollment, Subscriber
+    from nurture.store import engine as db
+    from nurture.store.tables import Enrollment, Subscriber
 
     with db._engine(url).connect() as conn:
         subs = conn.scalar(select(func.count()).select_from(Subscriber))
@@ -136,7 +136,7 @@ def _case(url: str, env: dict[str, str], path: Path, n: int, runs: int,
 
 
 def run(n: int = 100_000, runs: int = 3, log: Any = print) -> dict[str, Any]:
-    from nurture import db
+    from nurture.store import engine as db
 
     result: dict[str, Any] = {}
     with workspace() as ws, tempfile.TemporaryDirectory() as tmp:

@@ -1,7 +1,7 @@
 """Where a worker's CPU goes, stage by stage, counted inside the worker processes.
 
 `bench.worker` starts Dramatiq with `bench.probe:setup_worker` in place of
-`nurture.tasks:setup_worker`: the same broker, actors and settings, plus a thread-CPU
+`nurture.queue:setup_worker`: the same broker, actors and settings, plus a thread-CPU
 counter around each stage of the send path. Reading the thread's CPU clock costs about a
 microsecond, a few times per email. Each worker process writes its totals to
 `$NURTURE_BENCH_PROBE_DIR/<pid>.json` once it has stopped:
@@ -50,10 +50,10 @@ def _timed(stage: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 
 #: (module, attribute path, stage): the name each caller looks up at call time.
 POINTS = (
-    ("nurture.tasks", "send_batch", "batch"),
-    ("nurture.sending", "compose_step", "compose"),
-    ("nurture.compose", "build_message", "build"),
-    ("nurture.transports", "SmtpTransport.send", "smtp"),
+    ("nurture.queue", "send_batch", "batch"),
+    ("nurture.delivery.sending", "compose_step", "compose"),
+    ("nurture.delivery.compose", "build_message", "build"),
+    ("nurture.delivery.transports", "SmtpTransport.send", "smtp"),
 )
 
 
@@ -104,7 +104,7 @@ def _peak_rss_kb() -> int:
 
 
 def setup_worker() -> None:
-    from nurture import tasks
+    from nurture import queue as tasks
 
     tasks.setup_worker()
     install()

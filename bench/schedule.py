@@ -87,7 +87,7 @@ def measured_send_due(env: dict[str, str]) -> dict[str, Any]:
 def check_claimed(engine: Engine, redis_url: str, after: int, due: int) -> int:
     """That the run just made claimed exactly `due` steps: `due` deliveries written (ids
     above `after`), none left due, and how many queue messages carry them."""
-    from nurture.tasks import QUEUE
+    from nurture.queue import QUEUE
 
     with engine.connect() as conn:
         written = conn.execute(
@@ -146,9 +146,9 @@ def explain_claim(settings: Any) -> list[dict[str, Any]]:
     """EXPLAIN (SQLite: EXPLAIN QUERY PLAN) of every statement one batch of `claim_due`
     runs, captured as it runs (in a transaction rolled back afterwards): which index, or
     which sequential scan."""
-    from nurture import db
-    from nurture.scheduling import claim_due
-    from nurture.sequences import catalog_for
+    from nurture.content.sequences import catalog_for
+    from nurture.journeys.scheduling import claim_due
+    from nurture.store import engine as db
 
     engine = db.get_engine(settings)
     seen: list[tuple[str, Any]] = []
@@ -205,7 +205,7 @@ def _table_case(engine: Engine, env: dict[str, str], redis_url: str, runs: int, 
     """`runs` times: the baseline, then send-due, each from the same state (`reset_due`:
     the same `stop // due_every` enrolments due, nothing else written); both checked to
     have done the same work, the same rows written and as many messages enqueued."""
-    from nurture.tasks import CHUNK
+    from nurture.queue import CHUNK
 
     due = stop // due_every
     after = data.last_id(engine, "deliveries")
@@ -265,8 +265,8 @@ def _flush_queue(redis_url: str) -> None:
 
 def run(total: int = 1_000_000, due: int = 100_000, runs: int = 3, sqlite_total: int = 100_000,
         sqlite_due: int = 10_000, log: Any = print) -> dict[str, Any]:  # fmt: skip
-    from nurture import db
     from nurture.settings import load_settings
+    from nurture.store import engine as db
 
     result: dict[str, Any] = {}
     with workspace() as ws, redis_database() as redis_url:

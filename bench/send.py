@@ -100,9 +100,9 @@ def smtplib_baseline(
 
 def prebuilt_messages(settings: Any, count: int) -> list[bytes]:
     """Messages exactly as nurture sends them (tracked links, CSS inlined), as bytes."""
-    from nurture.compose import compose_step
-    from nurture.rendering import SubscriberView
-    from nurture.sequences import catalog_for
+    from nurture.content.rendering import SubscriberView
+    from nurture.content.sequences import catalog_for
+    from nurture.delivery.compose import compose_step
 
     seq = catalog_for(settings.sequences_dir).sequences[data.SEQUENCE]
     built = []
@@ -132,7 +132,8 @@ class Workers:
 def nurture_run(
     settings: Any, env: dict[str, str], n: int, processes: int, threads: int
 ) -> dict[str, Any]:
-    from nurture import db, tasks
+    from nurture import queue as tasks
+    from nurture.store import engine as db
 
     engine = db.get_engine(settings)
     ids = data.queue_steps(engine, n)
@@ -216,7 +217,7 @@ def run(n: int = 20_000, runs: int = 3, processes: int = 2, threads: int = 2,
         env = nurture_env(ws, pg_url, redis_url, NURTURE_SMTP_URL=f"smtp://127.0.0.1:{sink.port}",
                           NURTURE_SMTP_CONCURRENCY=str(connections))  # fmt: skip
         settings = load_settings(ws, env=env)
-        from nurture import db
+        from nurture.store import engine as db
 
         data.add_readers(db.get_engine(settings), 1, n, due_every=1, now=_now())
         messages = prebuilt_messages(settings, 200)

@@ -41,7 +41,7 @@ def pg_database(prefix: str = "nurture_bench") -> Iterator[str]:
     """A new PostgreSQL database at the latest migration, dropped afterwards."""
     import psycopg
 
-    from nurture import db
+    from nurture.store import engine as db
 
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     try:

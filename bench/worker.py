@@ -10,8 +10,8 @@ import sys
 
 from dramatiq import cli as dramatiq_cli
 
-from nurture.commands.worker import SHUTDOWN_TIMEOUT
-from nurture.tasks import QUEUE
+from nurture.cli.worker import SHUTDOWN_TIMEOUT
+from nurture.queue import QUEUE
 
 
 def main() -> None:

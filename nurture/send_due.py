@@ -10,12 +10,12 @@ from datetime import timedelta
 
 from nurture import clock
 from nurture.broadcast.fanout import fan_out_due_broadcasts
-from nurture.db import get_engine, session_scope
-from nurture.handoff import due_handoffs
-from nurture.scheduling import BATCH, claim_due, requeue_stale
-from nurture.sequences import Catalog, catalog_for
+from nurture.content.sequences import Catalog, catalog_for
+from nurture.journeys.scheduling import BATCH, claim_due, requeue_stale
+from nurture.people.handoff import due_handoffs
+from nurture.queue import CHUNK, backlog, dispatch, dispatch_handoffs
 from nurture.settings import Settings
-from nurture.tasks import CHUNK, backlog, dispatch, dispatch_handoffs
+from nurture.store.engine import get_engine, session_scope
 
 #: Claim loops that run side by side, on PostgreSQL with a broker: while one waits for
 #: the database (writing a batch is most of its time) another decides its batch. Each

@@ -43,7 +43,7 @@ DEFAULT_RETRY_BACKOFF = timedelta(minutes=2)
 #: in Redis when it is set). Raise it for a form behind a shared address (an office NAT).
 DEFAULT_SUBSCRIBE_LIMIT = "5 per minute; 30 per hour"
 #: Least seconds a signup takes to answer. A signup costs the same statements and the
-#: same enqueue whatever is known about the address (nurture.signups), so no
+#: same enqueue whatever is known about the address (nurture.people.signups), so no
 #: floor is needed to hide who is subscribed; an operator may still set one.
 DEFAULT_SIGNUP_SECONDS = 0.0
 

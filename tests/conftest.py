@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from nurture import db, sequences
-from nurture.compose import renderer_for
-from nurture.models import Base
+from nurture.content import sequences
+from nurture.delivery.compose import renderer_for
 from nurture.settings import Settings, load_settings
+from nurture.store import engine as db
+from nurture.store.tables import Base
 from tests.services import Sink, fresh_pg_database
 
 ROOT = Path(__file__).parent.parent
@@ -87,6 +88,6 @@ def _fresh_caches() -> Iterator[None]:
     yield
     sequences._cache.clear()
     renderer_for.cache_clear()
-    from nurture import transports
+    from nurture.delivery import transports
 
     transports.close_thread_transport()

@@ -46,7 +46,7 @@ def fresh_pg_database() -> Iterator[str]:
     try:
         yield f"{base}/{name}"
     finally:
-        from nurture.db import dispose_all
+        from nurture.store.engine import dispose_all
 
         dispose_all()
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:

@@ -12,11 +12,11 @@ from sqlalchemy import func, insert, select
 
 from nurture import clock
 from nurture.broadcast import fanout
-from nurture.broadcast.sameday import defer_for_broadcasts
 from nurture.cli import cli
-from nurture.db import session_scope
-from nurture.models import Broadcast, Delivery, Subscriber, Suppression, Tag
-from nurture.subscribers import email_hash
+from nurture.journeys.sameday import defer_for_broadcasts
+from nurture.people.subscribers import email_hash
+from nurture.store.engine import session_scope
+from nurture.store.tables import Broadcast, Delivery, Subscriber, Suppression, Tag
 from tests.conftest import POSTAL, ROOT
 
 ISSUE = ROOT / "newsletters" / "2026-12-monthly.md"

@@ -9,9 +9,9 @@ from zoneinfo import ZoneInfo
 from freezegun import freeze_time
 
 from nurture.cli import cli
-from nurture.db import session_scope
-from nurture.models import Broadcast
 from nurture.settings import load_settings
+from nurture.store.engine import session_scope
+from nurture.store.tables import Broadcast
 from tests.helpers.journeys import REAL_TIME_MODULES
 from tests.test_broadcast import ISSUE, add_people, invoke  # noqa: F401
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from nurture.db import session_scope
-from nurture.models import Broadcast, Delivery
-from nurture.sending import GROUP
+from nurture.delivery.sending import GROUP
 from nurture.settings import load_settings
+from nurture.store.engine import session_scope
+from nurture.store.tables import Broadcast, Delivery
 from tests.services import Sink, SinkHandler
 from tests.test_broadcast import ISSUE, add_people
 from tests.test_distributed_fixtures import Workers, pg_url, redis_url, send_due, wait_for  # noqa: F401

@@ -15,9 +15,9 @@ from sqlalchemy import select, update
 from werkzeug.serving import make_server
 
 from nurture import clock
-from nurture.db import session_scope
-from nurture.models import Delivery, Event, Subscriber
 from nurture.settings import load_settings
+from nurture.store.engine import session_scope
+from nurture.store.tables import Delivery, Event, Subscriber
 from nurture.web import create_app
 from tests.services import free_port, unavailable
 from tests.test_web import CHROME, subscriber

@@ -15,9 +15,9 @@ import pytest
 from sqlalchemy import func, select
 
 from nurture.cli import cli
-from nurture.db import session_scope
-from nurture.models import Delivery, Enrollment, Subscriber
 from nurture.settings import load_settings
+from nurture.store.engine import session_scope
+from nurture.store.tables import Delivery, Enrollment, Subscriber
 
 ROOT = Path(__file__).parent.parent
 

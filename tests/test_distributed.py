@@ -11,8 +11,8 @@ import time
 from sqlalchemy import func, select
 
 from nurture.cli import cli
-from nurture.db import session_scope
-from nurture.models import Enrollment
+from nurture.store.engine import session_scope
+from nurture.store.tables import Enrollment
 from tests.services import free_port
 from tests.test_distributed_fixtures import (
     per_recipient,

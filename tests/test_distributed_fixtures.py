@@ -21,10 +21,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, insert, select
 
-from nurture import clock, db
-from nurture.db import session_scope
-from nurture.models import Base, Delivery, Enrollment, Subscriber
+from nurture import clock
 from nurture.settings import Settings, load_settings
+from nurture.store import engine as db
+from nurture.store.engine import session_scope
+from nurture.store.tables import Base, Delivery, Enrollment, Subscriber
 from tests.services import (
     REDIS_URL,
     Sink,
@@ -171,7 +172,7 @@ def settings_for(env: dict[str, str]) -> Settings:
 
 def seed(settings: Settings, sequence: str, count: int, prefix: str = "reader") -> list[str]:
     """`count` active subscribers enrolled in `sequence`, its first step due now."""
-    from nurture.sequences import catalog_for
+    from nurture.content.sequences import catalog_for
 
     first = catalog_for(settings.sequences_dir).sequences[sequence].steps[0].id
     now = clock.now()
@@ -286,6 +287,6 @@ def send_due(env: dict[str, str]) -> str:
 
 
 def queue_depth_of(env: dict[str, str]) -> int | None:
-    from nurture.tasks import queue_depth
+    from nurture.queue import queue_depth
 
     return queue_depth(settings_for(env))

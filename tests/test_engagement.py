@@ -10,9 +10,9 @@ from freezegun import freeze_time
 from sqlalchemy import func, select
 
 from nurture.cli import cli
-from nurture.db import session_scope
-from nurture.models import Event, Handoff
 from nurture.settings import load_settings
+from nurture.store.engine import session_scope
+from nurture.store.tables import Event, Handoff
 from nurture.web import create_app
 from tests.helpers.journeys import BROWSER, REAL_TIME_MODULES, run_cron
 from tests.helpers.webhook import webhook_receiver

@@ -16,11 +16,11 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from nurture.cli import cli
-from nurture.db import session_scope
-from nurture.models import Delivery, Subscriber
-from nurture.ratelimit import Throttle, bucket_for
-from nurture.sending import MAX_ATTEMPTS
-from nurture.subscribers import is_suppressed
+from nurture.delivery.ratelimit import Throttle, bucket_for
+from nurture.delivery.sending import MAX_ATTEMPTS
+from nurture.people.subscribers import is_suppressed
+from nurture.store.engine import session_scope
+from nurture.store.tables import Delivery, Subscriber
 from tests.services import Sink, flush_keeping_claim
 from tests.test_distributed_fixtures import (
     per_recipient,

@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import select
 
 from nurture.cli import cli
-from nurture.db import session_scope
-from nurture.models import Subscriber
-from nurture.segments import audience_clause
+from nurture.people.segments import audience_clause
+from nurture.store.engine import session_scope
+from nurture.store.tables import Subscriber
 from nurture.web import create_app
 
 FIELDS = ('signup_fields = ["company"]\n[fields]\ncompany = "text"\nemployees = "number"\n'

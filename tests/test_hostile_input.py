@@ -92,7 +92,7 @@ def test_a_broken_sequence_file_leaves_the_web_side_working(
         assert confirmed.status_code == 200
     finally:
         app.extensions["nurture"].background.stop()
-    logged = [r.getMessage() for r in caplog.records if r.name == "nurture.sequences"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "nurture.content.sequences"]
     assert any(m.startswith("sequences/loop.yaml:2: YAML: anchors") for m in logged)
 
 

@@ -8,10 +8,10 @@ from sqlalchemy import func, select
 
 from nurture import clock
 from nurture.cli import cli
-from nurture.db import session_scope
-from nurture.models import Consent, Delivery, Enrollment, Subscriber, Tag
-from nurture.sequences import catalog_for
-from nurture.subscribers import ConsentInfo, confirm, get
+from nurture.content.sequences import catalog_for
+from nurture.people.subscribers import ConsentInfo, confirm, get
+from nurture.store.engine import session_scope
+from nurture.store.tables import Consent, Delivery, Enrollment, Subscriber, Tag
 
 GEAR = """name: gear
 trigger: tag:gear

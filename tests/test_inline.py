@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from nurture.inline import same_page
-from nurture.rendering import Renderer, SubscriberView, _inliner, sample_context
+from nurture.content.inline import same_page
+from nurture.content.rendering import Renderer, SubscriberView, _inliner, sample_context
 
 STEPS = sorted(
     p.stem

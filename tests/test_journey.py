@@ -9,9 +9,9 @@ from zoneinfo import ZoneInfo
 from freezegun import freeze_time
 
 from nurture.cli import cli
-from nurture.sequences import load_catalog
+from nurture.content.sequences import load_catalog
+from nurture.journeys.windows import next_opening
 from nurture.web import create_app
-from nurture.windows import next_opening
 from tests.helpers.journeys import BROWSER, REAL_TIME_MODULES, run_cron
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)

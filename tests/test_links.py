@@ -14,8 +14,8 @@ from sqlalchemy import select, update
 
 from nurture import clock
 from nurture.cli import cli
-from nurture.db import session_scope
-from nurture.models import Consent, Event, Subscriber
+from nurture.store.engine import session_scope
+from nurture.store.tables import Consent, Event, Subscriber
 from nurture.tokens import Purpose, make_token
 from nurture.web import create_app
 from tests.test_web import FORM, confirmed, count, drain, link_in, post_signup, subscriber
@@ -150,7 +150,7 @@ def test_unsubscribe_and_resubscribe_in_turn_send_one_confirmation_an_hour(
 
 def test_personal_links_are_limited_per_link_and_per_client(client, app, settings, sink):
     ana = confirmed(settings, "ana@example.com")
-    from nurture.compose import unsubscribe_url
+    from nurture.delivery.compose import unsubscribe_url
 
     unsub = unsubscribe_url(settings, ana.id, None, ana.link_key).removeprefix(settings.base_url)
     app.config["NURTURE_TOKEN_LIMIT"] = "3 per minute"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import email
 import email.policy
 
-from nurture.messages import build_message
+from nurture.delivery.mime import build_message
 
 TRICKY_TEXT = (
     "Hi Zoë,\n"

@@ -8,8 +8,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
 
-from nurture import db
-from nurture.models import Base
+from nurture.store import engine as db
+from nurture.store.tables import Base
 
 ROWS = """
 INSERT INTO subscribers (email, attributes, status, source, created_at, score)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from nurture import db
+from nurture.store import engine as db
 from tests.services import fresh_pg_database
 
 

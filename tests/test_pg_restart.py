@@ -16,11 +16,11 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
-from nurture import db as nurture_db
 from nurture.cli import cli
-from nurture.db import session_scope
-from nurture.models import Delivery
-from nurture.sending import DB_LOST, Outcome, send_batch
+from nurture.delivery.sending import DB_LOST, Outcome, send_batch
+from nurture.store import engine as nurture_db
+from nurture.store.engine import session_scope
+from nurture.store.tables import Delivery
 from tests.pg_cluster import Cluster
 from tests.services import Sink
 from tests.test_distributed_fixtures import (
@@ -58,7 +58,7 @@ def test_a_sent_email_is_recorded_after_the_connection_is_cut_and_the_rest_hande
     cut: list[int] = []
     slow = Meddling(settings, lambda: cut.append(cut_connections(settings.database_url)))
     slow.calls = -1  # the cut comes while the second email is on the wire
-    monkeypatch.setattr("nurture.sending.transport_for", lambda *a: slow)
+    monkeypatch.setattr("nurture.delivery.sending.transport_for", lambda *a: slow)
 
     batch = send_batch(settings, ids)
 

@@ -19,8 +19,8 @@ from freezegun import freeze_time
 from sqlalchemy import select
 
 from nurture.cli import cli
-from nurture.db import session_scope
-from nurture.models import Delivery, Handoff
+from nurture.store.engine import session_scope
+from nurture.store.tables import Delivery, Handoff
 from tests.helpers.journeys import REAL_TIME_MODULES, run_cron
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)  # a Monday
@@ -116,8 +116,8 @@ def test_goal_event_stops_everything_queued(runner, env, sink, settings):
         frozen.tick(timedelta(days=2))
         # the second email is claimed and queued (as a worker would find it) ...
         from nurture import clock
-        from nurture.scheduling import claim_due
-        from nurture.sequences import catalog_for
+        from nurture.content.sequences import catalog_for
+        from nurture.journeys.scheduling import claim_due
 
         with session_scope(settings) as session:
             [queued] = claim_due(session, catalog_for(settings.sequences_dir), clock.now())

@@ -12,8 +12,8 @@ from freezegun import freeze_time
 from sqlalchemy import select
 
 from nurture.cli import cli
-from nurture.db import session_scope
-from nurture.models import Delivery, Enrollment
+from nurture.store.engine import session_scope
+from nurture.store.tables import Delivery, Enrollment
 from nurture.web import create_app
 from tests.helpers.journeys import BROWSER, REAL_TIME_MODULES, run_cron
 

@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import insert, select
 
-from nurture.db import session_scope
-from nurture.models import Enrollment, Subscriber
-from nurture.segments import AllOf, AnyOf, Not, SegmentError, Term, audience_clause, parse
-from nurture.sequences import catalog_for
+from nurture.content.sequences import catalog_for
+from nurture.people.segments import AllOf, AnyOf, Not, SegmentError, Term, audience_clause, parse
+from nurture.store.engine import session_scope
+from nurture.store.tables import Enrollment, Subscriber
 from tests.test_broadcast import add_people
 
 

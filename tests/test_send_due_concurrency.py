@@ -10,10 +10,10 @@ from collections import Counter
 from sqlalchemy import func, select
 
 from nurture import clock
-from nurture.db import session_scope
-from nurture.models import Delivery
-from nurture.sequences import catalog_for
-from nurture.subscribers import add
+from nurture.content.sequences import catalog_for
+from nurture.people.subscribers import add
+from nurture.store.engine import session_scope
+from nurture.store.tables import Delivery
 
 SUBSCRIBERS = 1000
 

@@ -12,14 +12,14 @@ from sqlalchemy.orm import Session
 
 from nurture import clock
 from nurture.cli import cli
-from nurture.db import get_engine, session_scope
-from nurture.models import Delivery, DeliveryStatus, Enrollment, Subscriber
-from nurture.scheduling import TAKEN_BACK, claim_due, enroll, requeue_stale
-from nurture.sending import Outcome, attempt, send_batch, send_delivery
-from nurture.sequences import catalog_for
+from nurture.content.sequences import catalog_for
+from nurture.delivery.sending import Outcome, attempt, send_batch, send_delivery
+from nurture.delivery.transports import transport_for
+from nurture.journeys.scheduling import TAKEN_BACK, claim_due, enroll, requeue_stale
+from nurture.people.subscribers import add, get, is_suppressed, unsubscribe
 from nurture.settings import load_settings
-from nurture.subscribers import add, get, is_suppressed, unsubscribe
-from nurture.transports import transport_for
+from nurture.store.engine import get_engine, session_scope
+from nurture.store.tables import Delivery, DeliveryStatus, Enrollment, Subscriber
 from tests.test_unsubscribe import enqueue_welcome as enqueue
 
 pytest_plugins = ["tests.test_distributed_fixtures"]
@@ -64,7 +64,7 @@ def test_an_overtaken_claim_records_nothing_and_the_enrolment_moves_once(
         assert attempt(settings, delivery_id).outcome == Outcome.SENT
 
     slow = Meddling(settings, presumed_dead)
-    monkeypatch.setattr("nurture.sending.transport_for", lambda *a: slow)
+    monkeypatch.setattr("nurture.delivery.sending.transport_for", lambda *a: slow)
     assert send_delivery(settings, delivery_id) == Outcome.SENT
 
     assert len(sink.to("ana@example.com")) == 2  # the documented at-least-once duplicate
@@ -93,7 +93,7 @@ def test_a_worker_overtaken_mid_group_sends_nothing_it_had_not_handed_to_smtp(
         assert send_batch(settings, [first, second]).counts[Outcome.SENT] == 2
 
     slow = Meddling(settings, presumed_dead)
-    monkeypatch.setattr("nurture.sending.transport_for", lambda *a: slow)
+    monkeypatch.setattr("nurture.delivery.sending.transport_for", lambda *a: slow)
     assert send_batch(settings, [first, second]).counts[Outcome.SENT] == 1
 
     assert len(sink.to("fi@example.com")) == 2  # the documented at-least-once duplicate
@@ -113,7 +113,7 @@ def test_unsubscribed_while_on_the_wire_ends_the_enrolment_for_good(settings, si
             unsubscribe(session, get(session, "bo@example.com"), clock.now())
 
     slow = Meddling(settings, leaves)
-    monkeypatch.setattr("nurture.sending.transport_for", lambda *a: slow)
+    monkeypatch.setattr("nurture.delivery.sending.transport_for", lambda *a: slow)
     assert send_delivery(settings, delivery_id) == Outcome.SENT  # it was already leaving
     enrollment = enrollment_of(settings, "bo@example.com")
     assert enrollment.status == "exited" and enrollment.next_due_at is None
@@ -224,7 +224,7 @@ def test_send_due_waits_for_a_silent_server_once_not_once_per_email(runner, env,
     import socket
     import time
 
-    monkeypatch.setattr("nurture.transports.SMTP_TIMEOUT", 1.0)
+    monkeypatch.setattr("nurture.delivery.transports.SMTP_TIMEOUT", 1.0)
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(50)  # connections complete, no greeting ever comes

@@ -12,10 +12,10 @@ from sqlalchemy import func, select
 
 from nurture import settings as settings_module
 from nurture.cli import cli
-from nurture.db import session_scope
 from nurture.errors import ConfigError
-from nurture.models import Delivery, Subscriber
 from nurture.settings import load_settings
+from nurture.store.engine import session_scope
+from nurture.store.tables import Delivery, Subscriber
 
 SECRET = "s3cretPassw0rd"
 
@@ -282,7 +282,7 @@ def test_a_database_failure_mid_command_is_one_line(runner, workspace):
 
     env = {"NURTURE_WORKSPACE": str(workspace)}
     assert _run(runner, env, "subscribers", "add", "ana@example.com", "--confirmed").exit_code == 0
-    from nurture import db
+    from nurture.store import engine as db
 
     db.dispose_all()
     with sqlite3.connect(workspace / "nurture.db") as conn:

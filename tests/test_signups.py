@@ -10,12 +10,21 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import event, func, select, update
 
-from nurture import clock, db
-from nurture.db import session_scope
-from nurture.models import Consent, Delivery, Subscriber, SubscriberStatus, Tag
-from nurture.sequences import catalog_for
-from nurture.signups import request_signup
-from nurture.subscribers import SIGNUP_SEQUENCE, ConsentInfo, add, bounce, forget, get, unsubscribe
+from nurture import clock
+from nurture.content.sequences import catalog_for
+from nurture.people.signups import request_signup
+from nurture.people.subscribers import (
+    SIGNUP_SEQUENCE,
+    ConsentInfo,
+    add,
+    bounce,
+    forget,
+    get,
+    unsubscribe,
+)
+from nurture.store import engine as db
+from nurture.store.engine import session_scope
+from nurture.store.tables import Consent, Delivery, Subscriber, SubscriberStatus, Tag
 
 FORM = ConsentInfo(source="form", ip="127.0.0.1", user_agent="test", form="/subscribe")
 HOUR = timedelta(hours=1)

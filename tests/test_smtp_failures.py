@@ -9,9 +9,9 @@ from freezegun import freeze_time
 from sqlalchemy import select
 
 from nurture.cli import cli
-from nurture.db import session_scope
-from nurture.models import Delivery, Subscriber
-from nurture.subscribers import is_suppressed
+from nurture.people.subscribers import is_suppressed
+from nurture.store.engine import session_scope
+from nurture.store.tables import Delivery, Subscriber
 from tests.helpers.journeys import REAL_TIME_MODULES
 from tests.services import free_port
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 import pytest
 
-import nurture.commands
+import nurture.cli
 from nurture.cli import COMMANDS, cli
 
 HEAVY = ("dramatiq", "alembic", "flask", "werkzeug", "gunicorn", "sqlalchemy", "redis",
@@ -49,8 +49,8 @@ def test_validate_needs_no_database_queue_or_web_library(workspace):
 
 
 def _every_command_module() -> None:
-    for info in pkgutil.iter_modules(nurture.commands.__path__):
-        importlib.import_module(f"nurture.commands.{info.name}")
+    for info in pkgutil.iter_modules(nurture.cli.__path__):
+        importlib.import_module(f"nurture.cli.{info.name}")
 
 
 def test_the_lazy_map_names_every_command_with_its_own_short_help():
@@ -60,9 +60,7 @@ def test_the_lazy_map_names_every_command_with_its_own_short_help():
     assert sorted(cli.commands) == sorted(COMMANDS)
     for name, cmd in cli.commands.items():
         module, short = COMMANDS[name]
-        defined_in = (cmd.callback.__module__ if cmd.callback else "").removeprefix(
-            "nurture.commands."
-        )
+        defined_in = (cmd.callback.__module__ if cmd.callback else "").removeprefix("nurture.cli.")
         assert defined_in == module, name
         mapped = click.Command(None, help=short)
         for width in (30, 60, 200):

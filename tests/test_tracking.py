@@ -12,14 +12,14 @@ from freezegun import freeze_time
 from sqlalchemy import select
 
 from nurture import clock
-from nurture.compose import compose_step, unsubscribe_url
-from nurture.db import session_scope
-from nurture.models import Delivery, Event
-from nurture.rendering import SubscriberView
-from nurture.sequences import catalog_for
-from nurture.subscribers import forget, get
+from nurture.content.rendering import SubscriberView
+from nurture.content.sequences import catalog_for
+from nurture.delivery.compose import compose_step, unsubscribe_url
+from nurture.delivery.links import click_url, link_rewriter, open_url, read_click, read_open
+from nurture.people.subscribers import forget, get
+from nurture.store.engine import session_scope
+from nurture.store.tables import Delivery, Event
 from nurture.tokens import Purpose, make_token
-from nurture.tracking import click_url, link_rewriter, open_url, read_click, read_open
 from nurture.web import create_app
 from tests.test_web import CHROME, count, queued_welcome
 

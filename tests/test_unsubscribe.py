@@ -6,13 +6,13 @@ from sqlalchemy import select
 
 from nurture import clock
 from nurture.cli import cli
-from nurture.db import session_scope
-from nurture.models import Delivery, Enrollment
-from nurture.scheduling import claim_due
-from nurture.sending import Outcome, send_delivery
-from nurture.sequences import catalog_for
-from nurture.subscribers import add, get, suppress
-from nurture.tasks import dispatch
+from nurture.content.sequences import catalog_for
+from nurture.delivery.sending import Outcome, send_delivery
+from nurture.journeys.scheduling import claim_due
+from nurture.people.subscribers import add, get, suppress
+from nurture.queue import dispatch
+from nurture.store.engine import session_scope
+from nurture.store.tables import Delivery, Enrollment
 
 
 def enqueue_welcome(settings, *emails: str) -> list[int]:

@@ -14,14 +14,14 @@ from freezegun import freeze_time
 from sqlalchemy import event, func, select, update
 
 from nurture import clock
-from nurture.compose import unsubscribe_url
-from nurture.db import get_engine, session_scope
+from nurture.content.sequences import catalog_for
+from nurture.delivery.compose import unsubscribe_url
 from nurture.errors import ConfigError
-from nurture.models import Consent, Delivery, Enrollment, Event, Subscriber, Tag
-from nurture.scheduling import claim_due
-from nurture.sequences import catalog_for
+from nurture.journeys.scheduling import claim_due
+from nurture.people.subscribers import DEFAULT_WORDING, add, get
 from nurture.settings import load_settings
-from nurture.subscribers import DEFAULT_WORDING, add, get
+from nurture.store.engine import get_engine, session_scope
+from nurture.store.tables import Consent, Delivery, Enrollment, Event, Subscriber, Tag
 from nurture.tokens import Purpose, make_token
 from nurture.web import create_app
 from nurture.web.throttle import PREFIX, Throttle

@@ -5,8 +5,8 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from nurture.cli import cli
-from nurture.db import session_scope
-from nurture.models import Event
+from nurture.store.engine import session_scope
+from nurture.store.tables import Event
 from nurture.web.forms import HONEYPOT
 from tests.test_web import confirmed
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from nurture.models import Event, Subscriber
+from nurture.store.tables import Event, Subscriber
 from nurture.web import create_app
 from tests.test_web import confirmed, count
 
@@ -72,7 +72,7 @@ def test_good_json_still_works(keyed, settings):
 
 # -- tags a public form may set ------------------------------------------------------
 def test_a_form_sets_only_the_tags_the_settings_allow(settings, sink):
-    from nurture.models import Tag
+    from nurture.store.tables import Tag
 
     closed = create_app(settings).test_client()
     for body in ({"email": "ana@example.com", "tags": ["vip"]}, "email=ana@example.com&tags=vip"):

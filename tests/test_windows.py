@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from nurture.sequences import SendWindow
-from nurture.windows import next_opening
+from nurture.content.sequences import SendWindow
+from nurture.journeys.windows import next_opening
 
 NY = ZoneInfo("America/New_York")
 WEEKDAYS = SendWindow(days=("mon", "tue", "wed", "thu", "fri"), hours="09:00-17:00")

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from sqlalchemy import ColumnElement, Row, func, select
 from sqlalchemy.orm import Session
 
-from nurture.models import Subscriber, Suppression
-from nurture.subscribers import email_hash
+from nurture.people.subscribers import email_hash
+from nurture.store.tables import Subscriber, Suppression
 
 #: Subscribers read per query when counting.
 COUNT_BATCH = 5000

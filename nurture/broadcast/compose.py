@@ -19,13 +19,13 @@ from sqlalchemy.orm import Session
 
 from nurture.broadcast.core import web_url
 from nurture.broadcast.source import SourceError
-from nurture.compose import Composed, _brand, sender_for, unsubscribe_url
+from nurture.content.rendering import Renderer, SubscriberView, sample_context
+from nurture.delivery.compose import Composed, _brand, sender_for, unsubscribe_url
+from nurture.delivery.links import add_open_pixel, link_rewriter, open_url
+from nurture.delivery.mime import build_message
 from nurture.errors import TemplateError
-from nurture.messages import build_message
-from nurture.models import Broadcast, Delivery
-from nurture.rendering import Renderer, SubscriberView, sample_context
 from nurture.settings import Settings
-from nurture.tracking import add_open_pixel, link_rewriter, open_url
+from nurture.store.tables import Broadcast, Delivery
 
 #: Every broadcast email is one mailing list, whatever its issue.
 LIST_ID = "newsletter"

@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 
 from nurture.broadcast.source import Issue
 from nurture.errors import NurtureError
-from nurture.models import Broadcast, BroadcastState, Delivery, DeliveryStatus
 from nurture.settings import Settings
+from nurture.store.tables import Broadcast, BroadcastState, Delivery, DeliveryStatus
 
 #: The first wall clock to reach a given time is UTC+14 (Kiribati): a `--local-time`
 #: broadcast starts its fan-out then, and each email waits for its own zone's turn.

@@ -27,11 +27,11 @@ from sqlalchemy.orm import Session
 from nurture import clock
 from nurture.broadcast.audience import next_batch
 from nurture.broadcast.core import due_at
-from nurture.db import session_scope
-from nurture.models import Broadcast, BroadcastState, Delivery, DeliveryStatus
-from nurture.segments import audience_clause
+from nurture.people.segments import audience_clause
+from nurture.queue import dispatch
 from nurture.settings import Settings
-from nurture.tasks import dispatch
+from nurture.store.engine import session_scope
+from nurture.store.tables import Broadcast, BroadcastState, Delivery, DeliveryStatus
 
 #: Recipients per fan-out transaction.
 BATCH = 500

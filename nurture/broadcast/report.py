@@ -9,7 +9,14 @@ from datetime import datetime
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from nurture.models import Broadcast, BroadcastState, Delivery, DeliveryStatus, Event, Subscriber
+from nurture.store.tables import (
+    Broadcast,
+    BroadcastState,
+    Delivery,
+    DeliveryStatus,
+    Event,
+    Subscriber,
+)
 
 #: Delivery states in the order `broadcast status` shows them.
 COLUMNS = ("scheduled", "queued", "sending", "retry", "sent", "failed", "skipped", "cancelled")

@@ -20,9 +20,9 @@ import jinja2
 import yaml
 from markdown_it import MarkdownIt
 
+from nurture.content.yamlmarks import DuplicateKey, RefusedYAML, load_with_lines
 from nurture.errors import NurtureError
 from nurture.settings import Settings
-from nurture.yamlmarks import DuplicateKey, RefusedYAML, load_with_lines
 
 #: Front matter keys, with the type each must have.
 FRONT_MATTER: dict[str, tuple[type, ...]] = {
@@ -137,7 +137,7 @@ def _markdown_file(settings: Settings, source: str) -> Path | None:
 
 
 def _template(settings: Settings, source: str) -> Issue:
-    from nurture.compose import renderer_for
+    from nurture.delivery.compose import renderer_for
 
     env = renderer_for(settings.templates_dir).env
     name = source.removesuffix(".html")

@@ -15,8 +15,8 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response
 
-from nurture.counters import DatabaseCounts
 from nurture.settings import Settings, load_settings
+from nurture.store.counters import DatabaseCounts
 from nurture.web import api, archive, leave, signup, track
 from nurture.web.background import Background
 from nurture.web.common import Nurture, brand, error

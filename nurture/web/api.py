@@ -10,11 +10,11 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import text
 
 from nurture import clock
-from nurture.db import session_scope
+from nurture.delivery.links import check_event_name, record_custom
 from nurture.errors import SubscriberError
-from nurture.subscribers import normalize_email
-from nurture.tasks import queue_depth
-from nurture.tracking import check_event_name, record_custom
+from nurture.people.subscribers import normalize_email
+from nurture.queue import queue_depth
+from nurture.store.engine import session_scope
 from nurture.web.body import BadBody, json_object
 from nurture.web.common import error, settings
 

@@ -17,8 +17,8 @@ from flask.typing import ResponseReturnValue
 from nurture.broadcast.compose import render_web
 from nurture.broadcast.core import web_url
 from nurture.broadcast.report import archived, published
-from nurture.db import session_scope
-from nurture.models import Broadcast
+from nurture.store.engine import session_scope
+from nurture.store.tables import Broadcast
 from nurture.web.common import brand, settings
 
 bp = Blueprint("archive", __name__)

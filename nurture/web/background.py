@@ -19,10 +19,10 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 import redis
 
-from nurture import tasks
+from nurture import queue as tasks
+from nurture.queue import dispatch
 from nurture.send_due import run_send_due, summary
 from nurture.settings import Settings
-from nurture.tasks import dispatch
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class Background:
 
     def send_signup(self, delivery_id: int | None) -> None:
         """Hand on a signup's confirmation, or nothing, in one queue message either way:
-        a known address must not answer sooner than a new one (nurture.signups)."""
+        a known address must not answer sooner than a new one (nurture.people.signups)."""
         ids = [] if delivery_id is None else [delivery_id]
         if self.settings.embedded:
             self._submit(ids)

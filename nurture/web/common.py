@@ -14,11 +14,11 @@ from flask import current_app, jsonify, make_response, render_template, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy.orm import Session
 
+from nurture.content.sequences import Catalog, catalog_for
 from nurture.errors import TokenError
-from nurture.models import Subscriber
-from nurture.sequences import Catalog, catalog_for
+from nurture.people.subscribers import DEFAULT_WORDING, ConsentInfo
 from nurture.settings import Settings
-from nurture.subscribers import DEFAULT_WORDING, ConsentInfo
+from nurture.store.tables import Subscriber
 from nurture.tokens import Claim, Purpose, read_claim
 from nurture.web.background import Background
 from nurture.web.throttle import Throttle

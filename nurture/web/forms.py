@@ -10,10 +10,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from nurture.content.sequences import Catalog
 from nurture.errors import SubscriberError
-from nurture.fields import Fields
-from nurture.sequences import Catalog
-from nurture.subscribers import TAG, check_timezone, clean_first_name, normalize_email
+from nurture.people.fields import Fields
+from nurture.people.subscribers import TAG, check_timezone, clean_first_name, normalize_email
 
 FIELDS = ("email", "first_name", "timezone", "sequence", "tags")
 #: A field people never see; bots that fill every input fill this one too.

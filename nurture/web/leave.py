@@ -11,11 +11,11 @@ from flask import Blueprint, request
 from flask.typing import ResponseReturnValue
 
 from nurture import clock
-from nurture.db import session_scope
-from nurture.models import SubscriberStatus
-from nurture.subscribers import resubscribe, unsubscribe
+from nurture.delivery.links import last_sent_delivery, record
+from nurture.people.subscribers import resubscribe, unsubscribe
+from nurture.store.engine import session_scope
+from nurture.store.tables import SubscriberStatus
 from nurture.tokens import Claim, Purpose
-from nurture.tracking import last_sent_delivery, record
 from nurture.web.common import (
     consent_info,
     error,

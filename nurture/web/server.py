@@ -16,8 +16,8 @@ from flask import Flask
 from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
-from nurture import db
 from nurture.settings import Settings
+from nurture.store import engine as db
 from nurture.web import create_app
 
 log = logging.getLogger(__name__)

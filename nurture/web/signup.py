@@ -14,12 +14,12 @@ from flask.typing import ResponseReturnValue
 from werkzeug.wrappers import Response
 
 from nurture import clock
-from nurture.db import get_engine, session_scope
-from nurture.fields import fields_for
-from nurture.models import SubscriberStatus
+from nurture.people.fields import fields_for
+from nurture.people.signups import request_signup
+from nurture.people.subscribers import DEFAULT_WORDING, confirm_signup
 from nurture.settings import DEFAULT_SIGNUP_SECONDS, DEFAULT_SUBSCRIBE_LIMIT
-from nurture.signups import request_signup
-from nurture.subscribers import DEFAULT_WORDING, confirm_signup
+from nurture.store.engine import get_engine, session_scope
+from nurture.store.tables import SubscriberStatus
 from nurture.tokens import Claim, Purpose
 from nurture.web.body import BadBody, json_object
 from nurture.web.common import (
@@ -42,7 +42,7 @@ from nurture.web.forms import parse_signup
 SUBSCRIBE_LIMIT = DEFAULT_SUBSCRIBE_LIMIT
 #: Least seconds a signup takes to answer: the NURTURE_SIGNUP_SECONDS setting, in the app
 #: config as `NURTURE_SIGNUP_SECONDS`. Nothing to hide by default: a signup costs the same
-#: statements and the same enqueue for every address (nurture.signups); an operator who
+#: statements and the same enqueue for every address (nurture.people.signups); an operator who
 #: wants a margin on top may set one.
 SIGNUP_SECONDS = DEFAULT_SIGNUP_SECONDS
 DONE = "Almost there: check your inbox for a link to confirm your subscription."
@@ -81,7 +81,7 @@ def subscribe() -> ResponseReturnValue:
                     wording=DEFAULT_WORDING)  # fmt: skip
     delivery_id = None
     if not signup.spam:  # a bot filled the hidden field: answer as usual, keep nothing
-        # The same statements whatever the address is (nurture.signups)...
+        # The same statements whatever the address is (nurture.people.signups)...
         delivery_id = request_signup(
             get_engine(settings()), signup.email, clock.now(),
             consent=consent_info("api" if as_json else "form"),

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import jinja2
 
+from nurture.content.sequences import Catalog
 from nurture.errors import NurtureError
-from nurture.sequences import Catalog
+from nurture.people.subscribers import DEFAULT_WORDING
 from nurture.settings import Settings
-from nurture.subscribers import DEFAULT_WORDING
 from nurture.web.common import brand
 from nurture.web.forms import parse_signup
 

@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
-from nurture import db
 from nurture.cli import cli
-from nurture.models import (
+from nurture.store import engine as db
+from nurture.store.tables import (
     Broadcast,
     BroadcastState,
     Delivery,

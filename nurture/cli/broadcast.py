@@ -1,0 +1,269 @@
+"""Newsletter commands: broadcast send / preview / list / status / cancel."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import click
+
+from nurture import clock
+from nurture.broadcast import audience, core, fanout, report
+from nurture.broadcast.compose import check_issue, compose_issue
+from nurture.broadcast.source import Issue, load_issue
+from nurture.cli import _settings, cli, command
+from nurture.cli.content import echo_composed
+from nurture.content.rendering import sample_context
+from nurture.delivery.compose import sender_for
+from nurture.delivery.sending import send_delivery
+from nurture.errors import NurtureError, SubscriberError
+from nurture.people.segments import TERMS, audience_clause
+from nurture.people.subscribers import get as get_subscriber
+from nurture.settings import Settings
+from nurture.store.engine import session_scope
+from nurture.store.tables import Delivery, DeliveryStatus
+
+_SEGMENT_HELP = "\n".join(f"  {line}" for line in TERMS.values())
+
+
+@cli.group("broadcast")
+def broadcast() -> None:
+    """Newsletters: write an issue in Markdown, test it, send or schedule it to a segment."""
+
+
+def _when(settings: Settings, send_at: datetime | None, local_at: str | None) -> str:
+    if local_at:
+        return f"{datetime.fromisoformat(local_at):%a %Y-%m-%d %H:%M} in each reader's zone"
+    if send_at is None:
+        return "-"
+    return (
+        f"{send_at.astimezone(ZoneInfo(settings.timezone)):%a %Y-%m-%d %H:%M} {settings.timezone}"
+    )
+
+
+def _load(settings: Settings, source: str, **overrides: object) -> Issue:
+    issue = load_issue(settings, source, **overrides)
+    audience_clause(settings, issue.segment)  # a segment error before anything else
+    sender_for(settings)
+    check_issue(settings, issue, source, issue.line_offset)
+    return issue
+
+
+@command(
+    broadcast,
+    "send",
+    epilog=f"\b\nSegment terms (join with and, or, not, parentheses):\n{_SEGMENT_HELP}",
+)
+@click.argument("source")
+@click.option("--subject", help="Subject line (a Jinja string); wins over the front matter.")
+@click.option(
+    "--segment", metavar="EXPR", help="Who gets it, e.g. 'tag:customers and not tag:churned'."
+)
+@click.option(
+    "--at", "at", metavar="WHEN", help="'YYYY-MM-DD HH:MM' in NURTURE_TIMEZONE, or 'now'."
+)
+@click.option(
+    "--local-time/--no-local-time",
+    default=None,
+    help="Send at WHEN's wall-clock time in each subscriber's own zone "
+    "(default: front matter, else no).",
+)
+@click.option(
+    "--archive/--no-archive",
+    default=None,
+    help="List the issue on the public /archive page (default: front matter, else no).",
+)
+@click.option(
+    "--test-to",
+    metavar="EMAIL",
+    help="Send one copy to this subscriber, subject marked [TEST]; not counted.",
+)
+@click.option("--dry-run", is_flag=True, help="Print the audience and a sample; send nothing.")
+@click.pass_context
+def send(ctx: click.Context, source: str, subject: str | None, segment: str | None,
+         at: str | None, local_time: bool | None, archive: bool | None, test_to: str | None,
+         dry_run: bool) -> None:  # fmt: skip
+    """Send SOURCE (a Markdown file with front matter, or a template name) to every
+    active subscriber in the segment, now or at a time.
+
+    Each subscriber gets it once, even if this command or a worker is stopped halfway:
+    `nurture send-due` resumes the fan-out. A scheduled issue goes out at the first
+    `send-due` after its time.
+
+    \b
+    Example:
+      nurture broadcast send newsletters/2026-12-monthly.md --dry-run
+      nurture broadcast send newsletters/2026-12-monthly.md --test-to me@crumb.example
+      nurture broadcast send newsletters/2026-12-monthly.md --at '2026-12-08 09:00' --local-time
+    """
+    settings = _settings(ctx)
+    issue = _load(settings, source, subject=subject, segment=segment, send_at=at,
+                  local_time=local_time, archive=archive)  # fmt: skip
+    if dry_run:
+        _dry_run(settings, issue)
+    elif test_to:
+        _test(settings, issue, test_to)
+    else:
+        _schedule(settings, issue)
+
+
+def _dry_run(settings: Settings, issue: Issue) -> None:
+    send_at, local_at = core.schedule_times(settings, issue.send_at, issue.local_time, clock.now())
+    with session_scope(settings) as session:
+        clause = audience_clause(settings, issue.segment)
+        size = audience.count(session, clause)
+        picked = audience.sample(session, clause)
+    click.echo(f"Subject:  {issue.subject}")
+    click.echo(f"Segment:  {issue.segment or 'all active subscribers'}")
+    click.echo(f"Send at:  {_when(settings, send_at, local_at)}")
+    click.echo(f"Audience: {size:,} subscribers (active, not suppressed)")
+    if picked:
+        click.echo(f"Sample:   {', '.join(picked)}")
+    click.echo("Dry run: nothing was saved or sent.")
+
+
+def _test(settings: Settings, issue: Issue, address: str) -> None:
+    now = clock.now()
+    with session_scope(settings) as session:
+        try:
+            sub = get_subscriber(session, address)
+        except SubscriberError:
+            raise NurtureError(
+                f"{address} is not a subscriber: a test copy is personalised for one. Add "
+                f"yourself first: nurture subscribers add {address} --confirmed"
+            ) from None
+        row = core.save(session, settings, issue, now, schedule=False)
+        delivery = Delivery(subscriber_id=sub.id, broadcast_id=row.id, kind="broadcast",
+                            is_test=True, status=DeliveryStatus.QUEUED, created_at=now,
+                            enqueued_at=now)  # fmt: skip
+        session.add(delivery)
+        session.flush()
+        delivery_id, broadcast_id = delivery.id, row.id
+    outcome = send_delivery(settings, delivery_id)  # here and now, even with workers
+    if outcome != "sent":
+        with session_scope(settings) as session:
+            error = session.get(Delivery, delivery_id).error  # type: ignore[union-attr]
+        raise NurtureError(f"the test copy was not sent ({outcome}): {error}")
+    click.echo(f"Test copy of draft #{broadcast_id} sent to {sub.email} "
+               "(subject marked [TEST]; not counted in the results).")  # fmt: skip
+
+
+def _schedule(settings: Settings, issue: Issue) -> None:
+    with session_scope(settings) as session:
+        row = core.save(session, settings, issue, clock.now(), schedule=True)
+        broadcast_id, when = row.id, _when(settings, row.send_at, row.local_at)
+        due = row.send_at is not None and row.send_at <= clock.now()
+        clause = audience_clause(settings, row.segment)
+        size = audience.count(session, clause)
+    if not due:
+        click.echo(f"Broadcast #{broadcast_id} scheduled for {when}, to {size:,} subscribers "
+                   "as of now; `nurture send-due` sends it then.")  # fmt: skip
+        return
+    fanout.start_due(settings, clock.now(), broadcast_id)
+    with click.progressbar(length=size, label=f"Broadcast #{broadcast_id}",
+                           file=sys.stderr, show_pos=True) as bar:  # fmt: skip
+        counts = fanout.fan_out(settings, broadcast_id, on_batch=bar.update)
+    counts.update(fanout.release_scheduled(settings, clock.now()))
+    fanout.finish(settings, clock.now())
+    done = (f"{counts['sent']:,} sent" if settings.embedded
+            else f"{counts['enqueued']:,} handed to the workers")  # fmt: skip
+    later = f" ({when})" if issue.local_time else ""
+    click.echo(f"Broadcast #{broadcast_id}: {counts['broadcast']:,} emails, {done}{later}. "
+               f"Progress: nurture broadcast status {broadcast_id}")  # fmt: skip
+
+
+@command(broadcast, "preview")
+@click.argument("source")
+@click.option("--subject", help="Subject line, for a template without front matter.")
+@click.option("--format", "fmt", type=click.Choice(["html", "text", "eml"]), default="text",
+              show_default=True, help="Which part to print; eml is the whole message.")  # fmt: skip
+@click.pass_context
+def preview(ctx: click.Context, source: str, subject: str | None, fmt: str) -> None:
+    """Render an issue for a sample subscriber, exactly as it would be sent.
+
+    \b
+    Example:
+      nurture broadcast preview newsletters/2026-12-monthly.md --format html > issue.html
+    """
+    settings = _settings(ctx)
+    issue = _load(settings, source, subject=subject)
+    web = f"{settings.base_url}/archive/{issue.slug}"
+    composed = compose_issue(settings, issue, sample_context()["subscriber"], 0, web)
+    echo_composed(composed, fmt)
+
+
+@command(broadcast, "list")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.pass_context
+def list_(ctx: click.Context, limit: int) -> None:
+    """The latest broadcasts, newest first, with how many emails went out.
+
+    \b
+    Example:
+      $ nurture broadcast list
+        id  state      send at                     sent/total  subject
+         2  sending    Tue 2026-12-08 09:00 UTC    1,204/2,914  Marketing or sales?
+    """
+    settings = _settings(ctx)
+    with session_scope(settings) as session:
+        rows = report.listing(session, limit)
+        if not rows:
+            click.echo("No broadcasts yet. Start with: nurture broadcast send FILE.md --dry-run")
+            return
+        click.echo(f"{'id':>4}  {'state':<10} {'send at':<40} {'sent/total':>11}  subject")
+        for row, sent, total in rows:
+            click.echo(f"{row.id:>4}  {row.state:<10} {_when(settings, row.send_at, row.local_at):<40} "
+                       f"{f'{sent:,}/{total:,}':>11}  {row.subject}")  # fmt: skip
+
+
+@command(broadcast, "status")
+@click.argument("broadcast_id", metavar="ID", type=int)
+@click.pass_context
+def status(ctx: click.Context, broadcast_id: int) -> None:
+    """Where one broadcast stands: its emails by state, opens, clicks and test copies.
+
+    \b
+    Example:
+      nurture broadcast status 2
+    """
+    settings = _settings(ctx)
+    with session_scope(settings) as session:
+        found = report.status(session, core.get(session, broadcast_id))
+        row = found.broadcast
+        click.echo(f"Broadcast #{row.id}: {row.subject}")
+        click.echo(f"  state:    {row.state}")
+        click.echo(f"  send at:  {_when(settings, row.send_at, row.local_at)}")
+        click.echo(f"  segment:  {row.segment or 'all active subscribers'}")
+        click.echo(f"  web:      {core.web_url(settings, row)}"
+                   + ("  (listed in the archive)" if row.archive else "  (not listed)"))  # fmt: skip
+        if row.started_at is not None:
+            progress = "done" if row.fanned_out_at else f"up to subscriber #{row.checkpoint}"
+            click.echo(f"  fan-out:  {progress}")
+        shown = [f"{found.counts[c]:,} {c}" for c in report.COLUMNS if found.counts.get(c)]
+        click.echo(f"  emails:   {', '.join(shown)} ({found.total:,} in all)" if shown
+                   else "  emails:   none yet")  # fmt: skip
+        sent = found.counts.get(DeliveryStatus.SENT, 0)
+        if sent:
+            click.echo(f"  opened:   {found.opened:,} people ({found.opened / sent:.0%}); "
+                       f"clicked: {found.clicked:,} ({found.clicked / sent:.0%})")  # fmt: skip
+        for address, at, state in found.tests:
+            when = f"{at:%Y-%m-%d %H:%M} UTC" if isinstance(at, datetime) else "-"
+            click.echo(f"  test copy to {address}: {state} {when} (not counted)")
+
+
+@command(broadcast, "cancel")
+@click.argument("broadcast_id", metavar="ID", type=int)
+@click.pass_context
+def cancel(ctx: click.Context, broadcast_id: int) -> None:
+    """Stop a broadcast: nothing more is sent; what already went out stays sent.
+
+    \b
+    Example:
+      nurture broadcast cancel 2
+    """
+    with session_scope(_settings(ctx)) as session:
+        stopped = core.cancel(session, broadcast_id, clock.now())
+        sent = report.status(session, core.get(session, broadcast_id)).counts.get("sent", 0)
+    click.echo(f"Broadcast #{broadcast_id} cancelled: {stopped:,} emails stopped, "
+               f"{sent:,} already sent.")  # fmt: skip

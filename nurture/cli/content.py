@@ -1,0 +1,138 @@
+"""Commands for marketers' content: validate, preview, simulate."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+import click
+
+from nurture.cli import _settings, cli, command
+from nurture.content.sequences import catalog_for
+from nurture.content.validation import summary, validate_workspace
+from nurture.errors import NurtureError
+
+if TYPE_CHECKING:
+    from nurture.delivery.compose import Composed
+
+# preview and simulate import the database, the composer and the simulator when they
+# run: `validate`, often run from a git hook, starts without them.
+
+
+@command(cli, "validate")
+@click.pass_context
+def validate(ctx: click.Context) -> None:
+    """Check every sequence and template; print each problem as path:line: message.
+
+    Exits 1 when there is any error (warnings alone exit 0), so it fits a git hook or CI.
+
+    \b
+    Example:
+      $ nurture validate
+      sequences/welcome.yaml:12: unknown key 'subjet' (did you mean 'subject'?)
+    """
+    settings = _settings(ctx)
+    problems = validate_workspace(settings)
+    for problem in problems:
+        click.echo(str(problem), err=not problem.warning)
+    click.echo(summary(settings, problems))
+    if any(not p.warning for p in problems):
+        sys.exit(1)
+
+
+@command(cli, "preview")
+@click.argument("sequence")
+@click.argument("step")
+@click.option("--subscriber", "email", help="Render for this subscriber instead of a sample one.")
+@click.option("--format", "fmt", type=click.Choice(["html", "text", "eml"]), default="text",
+              show_default=True, help="Which part to print; eml is the whole message.")  # fmt: skip
+@click.pass_context
+def preview(ctx: click.Context, sequence: str, step: str, email: str | None, fmt: str) -> None:
+    """Render one email exactly as it would be sent.
+
+    \b
+    Example:
+      nurture preview from-curious-to-customer welcome --format html > welcome.html
+    """
+    from nurture.content.rendering import SubscriberView
+    from nurture.delivery.compose import compose_step
+    from nurture.people.subscribers import get, tags_of
+    from nurture.store.engine import session_scope
+
+    settings = _settings(ctx)
+    catalog = catalog_for(settings.sequences_dir)
+    seq = catalog.get(sequence)
+    if seq is None:
+        raise NurtureError(
+            f"no sequence named {sequence!r} (known: {', '.join(catalog.sequences)})"
+        )
+    found = seq.step(step)
+    if found is None:
+        raise NurtureError(f"{sequence} has no step {step!r} (steps: "
+                           f"{', '.join(s.id for s in seq.steps)})")  # fmt: skip
+    view, sub_id = SubscriberView(email="sam@example.com", first_name="Sam"), 0
+    if email:
+        with session_scope(settings) as session:
+            sub = get(session, email)
+            view = SubscriberView(email=sub.email, first_name=sub.first_name,
+                                  timezone=sub.timezone, attributes=dict(sub.attributes or {}),
+                                  tags=tuple(tags_of(session, sub.id)),
+                                  link_key=sub.link_key)  # fmt: skip
+            sub_id = sub.id
+    composed = compose_step(settings, seq, found, view, sub_id)
+    echo_composed(composed, fmt)
+
+
+def echo_composed(composed: Composed, fmt: str) -> None:
+    """Print a rendered email as `preview` shows it: text, html or the whole .eml."""
+    if fmt == "eml":
+        click.echo(composed.envelope.data.decode("utf-8", "replace"))
+    elif fmt == "html":
+        click.echo(composed.rendered.html)
+    else:
+        click.echo(f"Subject: {composed.rendered.subject}\n\n{composed.rendered.text}")
+
+
+@command(cli, "simulate")
+@click.argument("sequence")
+@click.option("--days", type=click.IntRange(1, 3650), default=60, show_default=True,
+              help="How far ahead to look.")  # fmt: skip
+@click.option("--timezone", help="The subscriber's IANA time zone (default NURTURE_TIMEZONE).")
+@click.option("--events", help="Activity to play, as KIND:NAME@WHEN after signup, comma-separated: "
+              "click:STEP, open:STEP, event:NAME, tag:NAME (e.g. click:welcome@1d).")  # fmt: skip
+@click.pass_context
+def simulate(
+    ctx: click.Context, sequence: str, days: int, timezone: str | None, events: str | None
+) -> None:
+    """Dry run: the dated timeline one new subscriber would receive. Touches no data.
+
+    It runs the real scheduling and rendering code against a throw-away database.
+
+    Each row shows the local and UTC time; a gate's decision and why appear in brackets.
+
+    \b
+    Examples:
+      nurture simulate from-curious-to-customer --days 30 --timezone Europe/London
+      nurture simulate from-curious-to-customer --events "click:welcome@1d,event:pricing_viewed@3d"
+    """
+    from nurture.journeys.simulation import simulate as run_simulation
+    from nurture.people.subscribers import check_timezone
+
+    settings = _settings(ctx)
+    check_timezone(timezone)
+    rows = run_simulation(settings, sequence, days, timezone, events)
+    if not rows:
+        click.echo(f"Nothing would be sent within {days} days.")
+        return
+    start = rows[0].at
+    zone = rows[0].local.tzname()
+    click.echo(f"{'day':>4}  {'local time (' + str(zone) + ')':<22} {'UTC':<17} {'stage':<9} "
+               f"{'step':<24} subject")  # fmt: skip
+    for row in rows:
+        day = (row.at - start).days
+        if row.status == "event":
+            status = f"  [{row.note}]" if row.note else ""
+        else:
+            status = "" if row.status == "sent" else f"  [{row.status}: {row.note}]"
+        click.echo(f"{day:>4}  {row.local:%a %Y-%m-%d %H:%M}   {row.at:%Y-%m-%d %H:%M} "
+                   f"{row.stage:<9} {row.step_id:<24} {row.subject}{status}")  # fmt: skip

@@ -1,0 +1,77 @@
+"""`nurture init` and `nurture db`."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import click
+
+from nurture.cli import _settings, cli, command
+from nurture.content.rendering import example_root
+from nurture.errors import NurtureError
+from nurture.store.engine import _engine, current_revision, describe, upgrade
+
+NURTURE_TOML = """\
+# nurture settings. Environment variables (NURTURE_<NAME>) win over these.
+# Keep secrets (smtp_url with a password, secret_key, api_key) in the environment.
+
+from = "Maya at Crumb & Co <hello@crumb.example>"
+postal_address = "Crumb & Co, 12 Mill Lane, Bristol BS1 4XY, United Kingdom"
+base_url = "http://localhost:8000"
+timezone = "UTC"
+# database_url = "postgresql://nurture@localhost/nurture"
+# redis_url = "redis://localhost:6379/0"
+# smtp_url = "smtp+starttls://user@smtp.example.com:587"
+"""
+
+
+@command(cli, "init")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default=".")
+def init(directory: Path) -> None:
+    """Write a new workspace with the example sequence, templates, a newsletter issue
+    and a nurture.toml.
+
+    \b
+    Example:
+      nurture init crumb && cd crumb && nurture validate
+    """
+    if (directory / "sequences").exists() or (directory / "nurture.toml").exists():
+        raise NurtureError(f"{directory} already holds a workspace; pick an empty folder")
+    source = example_root()
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in ("sequences", "templates", "newsletters"):
+        shutil.copytree(source / name, directory / name)
+    (directory / "nurture.toml").write_text(NURTURE_TOML)
+    (directory / ".gitignore").write_text("nurture.db*\noutbox/\n.nurture-secret\n")
+    click.echo(f"Wrote a workspace to {directory}. Next: cd {directory} && nurture validate")
+
+
+@cli.group("db")
+def db() -> None:
+    """Database schema management."""
+
+
+@command(db, "upgrade")
+@click.pass_context
+def db_upgrade(ctx: click.Context) -> None:
+    """Apply database migrations (safe to run again; does nothing when up to date).
+
+    \b
+    Example:
+      NURTURE_DATABASE_URL=postgresql://nurture@db/nurture nurture db upgrade
+    """
+    settings = _settings(ctx)
+    engine = _engine(settings.database_url)
+    try:
+        before = current_revision(engine)
+        upgrade(engine)
+        after = current_revision(engine)
+    except Exception as e:
+        raise NurtureError(
+            f"cannot upgrade NURTURE_DATABASE_URL: {describe(e, settings.database_url)}"
+        ) from None
+    if before == after:
+        click.echo(f"Database already up to date (revision {after}).")
+    else:
+        click.echo(f"Database upgraded from {before or 'empty'} to {after}.")

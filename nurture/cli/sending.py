@@ -1,0 +1,105 @@
+"""Commands that send or report on sending: send-due, stats."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from nurture import clock
+from nurture.cli import _settings, cli, command
+from nurture.content.sequences import catalog_for
+from nurture.delivery.compose import sender_for
+from nurture.queue import broker_status
+from nurture.reports.html import write_report
+from nurture.reports.stats import (
+    COLUMNS,
+    delivery_health,
+    funnel,
+    handoff_counts,
+    scores,
+    step_stats,
+)
+from nurture.send_due import run_send_due, summary
+from nurture.store.engine import session_scope
+
+
+@command(cli, "send-due")
+@click.option("--limit", type=click.IntRange(min=1), help="Claim at most this many steps.")
+@click.pass_context
+def send_due(ctx: click.Context, limit: int | None) -> None:
+    """Claim every step due now, write its delivery and enqueue it.
+
+    In embedded mode (no NURTURE_REDIS_URL) the emails are also sent before the command
+    exits. Safe to run from cron on many hosts at once: no step is sent twice.
+
+    cron runs it with almost no environment and no shell profile: give the absolute path
+    of the command, the workspace, and a file with the settings (secrets included, mode
+    0600) that the command reads itself.
+
+    \b
+    Example (crontab):
+      * * * * *  /srv/crumb/.venv/bin/nurture --workspace /srv/crumb --env-file /etc/nurture.env send-due
+    """
+    settings = _settings(ctx)
+    sender_for(settings)  # fail before claiming anything if there is no sender
+    counts = run_send_due(settings, limit)
+    click.echo(summary(counts, settings.embedded))
+
+
+@command(cli, "stats")
+@click.argument("sequence", required=False)
+@click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write a report with a funnel chart to this file instead.")  # fmt: skip
+@click.pass_context
+def stats(ctx: click.Context, sequence: str | None, html_file: Path | None) -> None:
+    """Per step: emails sent, pending, failed, skipped, cancelled, and the people who
+    opened, clicked, unsubscribed or bounced; per sequence, the funnel from education
+    to sales (entered, finished education, became ready, got sales prompts, reached
+    the goal) and the sales handoffs. With --html, the report goes to that file instead.
+
+    Then the deliveries in transit: queued, sending, waiting to retry; `stuck` ones were
+    left mid-send by a worker that was lost (the next send-due takes them back), and of
+    those ever taken back, how many were never sent and how many may have been sent
+    twice. Last, the broker and its queue depth.
+
+    \b
+    Example:
+      nurture stats from-curious-to-customer --html report.html
+    """
+    settings = _settings(ctx)
+    catalog = catalog_for(settings.sequences_dir)
+    if sequence and catalog.get(sequence) is None:
+        raise click.ClickException(f"no sequence named {sequence!r}")
+    with session_scope(settings) as session:
+        rows = step_stats(session, catalog, sequence)
+        names = [sequence] if sequence else sorted(catalog.sequences)
+        funnels = [funnel(session, catalog.sequences[n]) for n in names]
+        live = [scores(session, catalog.sequences[n]) for n in names]
+        handoffs = handoff_counts(session)
+    if html_file:
+        write_report(html_file, funnels, rows, handoffs, clock.now(), live)
+        click.echo(f"Wrote the report to {html_file}.")
+        return
+    current = None
+    for row in rows:
+        if row.sequence != current:
+            current = row.sequence
+            click.echo(f"\n{current}")
+            click.echo(f"  {'step':<26} {'stage':<10}" + "".join(f"{c:>13}" for c in COLUMNS))
+        click.echo(f"  {row.step_id:<26} {row.stage:<10}"
+                   + "".join(f"{row.counts.get(c, 0):>13}" for c in COLUMNS))  # fmt: skip
+    for f, score in zip(funnels, live, strict=True):
+        click.echo(
+            f"\n{f.sequence} funnel: " + " -> ".join(f"{label} {n}" for label, n in f.stages())
+        )
+        if score is not None:
+            click.echo(score.line())
+    if handoffs:
+        failing = handoffs.get("failed", 0) + handoffs.get("retry", 0)
+        click.echo("sales handoffs: " + ", ".join(f"{n} {k}" for k, n in sorted(handoffs.items()))
+                   + (f"  ({failing} failing: check NURTURE_SALES_WEBHOOK_URL)" if failing else ""))  # fmt: skip
+    with session_scope(settings) as session:
+        health = delivery_health(session, clock.now(), settings.resend_after)
+    click.echo(f"\n{health.line()}")
+    click.echo(f"broker: {broker_status(settings)}")

@@ -1,1 +1,0 @@
-"""`nurture` subcommands, grouped by what they touch."""

@@ -1,0 +1,69 @@
+"""`nurture validate`: every problem of a workspace at once, sorted, with file and line."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from nurture.content.rendering import renderer_for
+from nurture.content.sequences import catalog_for
+from nurture.content.yamlmarks import line_for, load_with_lines
+from nurture.errors import SequenceError
+from nurture.people.fields import fields_for
+from nurture.settings import Settings
+
+
+def _steps(settings: Settings) -> Iterator[tuple[str, Any, int, Any, int]]:
+    """(path, template, its line, subject, its line) of every step of every file, also of
+    files that failed to load, so a marketer sees template and YAML problems in one run."""
+    root = settings.sequences_dir.parent
+    for file in sorted(settings.sequences_dir.glob("*.y*ml")):
+        shown = str(file.relative_to(root))
+        try:
+            data, lines = load_with_lines(file.read_text(encoding="utf-8"))
+        except Exception:  # noqa: BLE001, S112 - already reported by the catalog
+            continue
+        steps = data.get("steps") if isinstance(data, dict) else None
+        for i, step in enumerate(steps if isinstance(steps, list) else []):
+            if isinstance(step, dict):
+                yield (shown, step.get("template"), line_for(lines, ("steps", i, "template")) or 0,
+                       step.get("subject"), line_for(lines, ("steps", i, "subject")) or 0)  # fmt: skip
+
+
+def summary(settings: Settings, problems: list[SequenceError]) -> str:
+    """'3 sequences (1 with errors), 12 steps: 4 errors, 1 warnings', counting every file."""
+    files = sorted(settings.sequences_dir.glob("*.y*ml")) if settings.sequences_dir.is_dir() else []
+    root = settings.sequences_dir.parent
+    shown = {str(f.relative_to(root)) for f in files}
+    broken = len(shown & {p.path for p in problems if not p.warning})
+    steps = sum(1 for _ in _steps(settings)) if files else 0
+    errors = sum(not p.warning for p in problems)
+    with_errors = f" ({broken} with errors)" if broken else ""
+    return (f"{len(files)} sequences{with_errors}, {steps} steps: "
+            f"{errors} errors, {len(problems) - errors} warnings")  # fmt: skip
+
+
+def validate_workspace(settings: Settings) -> list[SequenceError]:
+    problems: list[SequenceError] = []
+    if not settings.sequences_dir.is_dir():
+        return [SequenceError("sequences", None, "no sequences/ folder in this workspace")]
+    catalog = catalog_for(settings.sequences_dir)  # the command reuses it for its summary
+    problems.extend(catalog.problems)
+    renderer = renderer_for(settings.templates_dir)
+    renderer.fields = fields_for(settings.workspace).types  # templates may read these
+    problems.extend(renderer.check_layout())
+    for path, template, template_line, subject, subject_line in _steps(settings):
+        if isinstance(template, str):
+            problems.extend(renderer.check(template, SequenceError(path, template_line, "")))
+        if isinstance(subject, str):
+            problems.extend(renderer.check_string(subject, path, subject_line))
+    if not settings.sender:
+        problems.append(SequenceError("nurture.toml", None,
+            "NURTURE_FROM is not set: no email can be sent without a sender "
+            "(e.g. from = \"Crumb & Co <hello@crumb.example>\")"))  # fmt: skip
+    if not settings.postal_address:
+        problems.append(SequenceError("nurture.toml", None,
+            "NURTURE_POSTAL_ADDRESS is not set: bulk email law (CAN-SPAM) wants a postal "
+            "address in every email", warning=True))  # fmt: skip
+    unique = {str(p): p for p in problems}
+    return sorted(unique.values(), key=lambda p: (p.warning, p.path, p.line or 0, p.message))

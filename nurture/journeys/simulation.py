@@ -1,0 +1,209 @@
+"""`nurture simulate`: the dated timeline one new subscriber would receive.
+
+The subscriber is enrolled as its trigger would enrol them: in every sequence with the
+same trigger, so the daily cap (NURTURE_MAX_PER_DAY) is shared as it is for real, and
+the other sequences' emails appear as `sequence/step`.
+
+It runs the real code path (enrol, claim, gates, render, send) against a throw-away
+SQLite database and outbox with a moving clock, so what it shows is what would
+happen, and no data of the workspace is touched. `--events` plays the subscriber's
+activity (`click:welcome@1d`, `open:get-known@5d`, `event:pricing_viewed@3d`,
+`tag:vip@2d`) at those offsets from signup, through the same code as real events.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from nurture import clock
+from nurture.content.durations import parse_duration
+from nurture.content.sequences import Catalog, Sequence, catalog_for
+from nurture.errors import NurtureError
+from nurture.journeys.scheduling import enroll, enroll_triggered
+from nurture.people.activity import on_activity, on_tag
+from nurture.people.engagement import live_score
+from nurture.people.subscribers import add_tags
+from nurture.send_due import run_send_due
+from nurture.settings import Settings
+from nurture.store.engine import dispose, session_scope
+from nurture.store.tables import (
+    Delivery,
+    Enrollment,
+    EnrollmentStatus,
+    Event,
+    Subscriber,
+    SubscriberStatus,
+)
+
+_EVENT = re.compile(r"^(click|open|event|tag):([\w.:-]+)@(.+)$")
+
+
+@dataclass(frozen=True)
+class TimelineRow:
+    at: datetime
+    local: datetime
+    step_id: str
+    stage: str
+    subject: str
+    status: str
+    note: str
+
+
+@dataclass(frozen=True)
+class PlannedEvent:
+    kind: str  # click | open | event | tag
+    name: str
+    offset: timedelta
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+
+def parse_events(text: str | None) -> list[PlannedEvent]:
+    """`click:welcome@1d,event:pricing_viewed@3d` -> planned events, or a clear error."""
+    planned = []
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        match = _EVENT.match(part)
+        if not match:
+            raise NurtureError(f"--events: {part!r} is not KIND:NAME@WHEN "
+                               "(like click:welcome@1d or event:pricing_viewed@3d)")  # fmt: skip
+        try:
+            offset = parse_duration(match.group(3))
+        except ValueError as e:
+            raise NurtureError(f"--events: {part!r}: {e}") from None
+        planned.append(PlannedEvent(match.group(1), match.group(2), offset))
+    return sorted(planned, key=lambda e: e.offset)
+
+
+def simulate(
+    settings: Settings, name: str, days: int, timezone: str | None, events: str | None = None
+) -> list[TimelineRow]:
+    catalog = catalog_for(settings.sequences_dir)
+    seq = catalog.get(name)
+    if seq is None:
+        known = ", ".join(sorted(catalog.sequences)) or "none"
+        raise NurtureError(f"no sequence named {name!r} (known: {known})")
+    planned = parse_events(events)
+    for event in planned:
+        if event.kind in ("click", "open") and seq.step(event.name) is None:
+            raise NurtureError(f"--events: {seq.name} has no step {event.name!r}")
+    zone = ZoneInfo(timezone or settings.timezone)
+    with tempfile.TemporaryDirectory(prefix="nurture-simulate-") as tmp:
+        sim = replace(
+            settings, database_url=f"sqlite:///{tmp}/simulate.db", redis_url=None,
+            smtp_url=None, outbox_dir=Path(tmp) / "outbox",
+            sender=settings.sender or "Preview <preview@example.com>",
+            sales_webhook_url=None, sales_email=None,  # nothing leaves a simulation
+        )  # fmt: skip
+        try:
+            return _run(sim, seq.name, days, zone, planned)
+        finally:
+            dispose(sim.database_url)
+
+
+def _run(
+    sim: Settings, name: str, days: int, zone: ZoneInfo, planned: list[PlannedEvent]
+) -> list[TimelineRow]:
+    start = clock.now().replace(second=0, microsecond=0)
+    end = start + timedelta(days=days)
+    catalog = catalog_for(sim.sequences_dir)
+    seq = catalog.sequences[name]
+    notes: list[TimelineRow] = []
+    pending = list(planned)
+    with clock.frozen_at(start):
+        with session_scope(sim) as session:
+            sub = Subscriber(email="new.subscriber@example.com", first_name="Sam",
+                             timezone=zone.key, status=SubscriberStatus.ACTIVE, attributes={})  # fmt: skip
+            session.add(sub)
+            session.flush()
+            sub_id = sub.id
+            _enroll_alongside(session, sub_id, catalog, seq, start)
+        while True:
+            with session_scope(sim) as session:
+                due = session.scalar(
+                    select(func.min(Enrollment.next_due_at)).where(
+                        Enrollment.status == EnrollmentStatus.ACTIVE
+                    )
+                )
+            next_event = start + pending[0].offset if pending else None
+            if next_event is not None and next_event <= end and (due is None or next_event < due):
+                clock.set_frozen(max(next_event, clock.now()))
+                notes.append(_play(sim, sub_id, seq.name, pending.pop(0), zone))
+                continue
+            if due is None or due > end:
+                break
+            clock.set_frozen(max(due, clock.now()))
+            run_send_due(sim)
+        with session_scope(sim) as session:
+            deliveries = session.scalars(select(Delivery).order_by(Delivery.id)).all()
+    rows = []
+    for d in deliveries:
+        other = catalog.get(d.sequence or "")
+        step = other.step(d.step_id or "") if other else None
+        # the sequence asked about by step id alone; the others it shares the cap with
+        label = d.step_id if d.sequence == seq.name else f"{d.sequence}/{d.step_id}"
+        at = d.sent_at or d.created_at
+        rows.append(
+            TimelineRow(
+                at=at, local=at.astimezone(zone), step_id=label or "",
+                stage=str(step.stage) if step else "", subject=d.subject or "",
+                status=str(d.status), note=d.error or "",
+            )
+        )  # fmt: skip
+    return sorted(rows + notes, key=lambda r: r.at)
+
+
+def _enroll_alongside(
+    session: Session, sub_id: int, catalog: Catalog, seq: Sequence, now: datetime
+) -> None:
+    """Enrol the simulated subscriber as its trigger would: in `seq` and every other
+    sequence with the same `signup` or `tag:` trigger, so they share the daily cap as
+    a real subscriber's do. (`manual` and `completed:` sequences start alone.)"""
+    if seq.trigger == "signup" or seq.trigger.startswith("tag:"):
+        enroll_triggered(session, sub_id, catalog, seq.trigger, now)
+    enroll(session, sub_id, seq, now)
+
+
+def _play(
+    sim: Settings, sub_id: int, name: str, event: PlannedEvent, zone: ZoneInfo
+) -> TimelineRow:
+    """Record one planned event as the web or API would, and react to it."""
+    now = clock.now()
+    note = ""
+    with session_scope(sim) as session:
+        if event.kind == "tag":
+            add_tags(session, sub_id, [event.name])
+            on_tag(session, sim, sub_id, [event.name], now)
+        else:
+            delivery_id = None
+            if event.kind in ("click", "open"):
+                delivery_id = session.scalar(
+                    select(Delivery.id).where(
+                        Delivery.sequence == name,
+                        Delivery.step_id == event.name,
+                        Delivery.status == "sent",
+                    )  # fmt: skip
+                )
+                if delivery_id is None:
+                    note = f"ignored: step {event.name} was not sent by then"
+            if not note:
+                kind = event.kind if event.kind != "event" else event.name
+                session.add(Event(subscriber_id=sub_id, delivery_id=delivery_id, kind=kind,
+                                  at=now, bot=False, data={}))  # fmt: skip
+                session.flush()
+                on_activity(session, sim, sub_id, now)
+        ready = session.get(Subscriber, sub_id)
+        if not note and ready is not None and ready.ready_at == now:
+            score = live_score(session, sub_id, catalog_for(sim.sequences_dir))
+            note = f"became sales-ready (score {score})"
+    return TimelineRow(at=now, local=now.astimezone(zone), step_id=event.label,
+                       stage="activity", subject="", status="event", note=note)  # fmt: skip

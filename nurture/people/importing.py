@@ -1,0 +1,296 @@
+"""Bulk import from CSV: every row checked first, then written a thousand at a time.
+
+Why in bulk: the one-row `subscribers.add` costs ~7 statements per row (5,000 rows took
+minutes). Here a batch of BATCH rows costs a fixed handful of statements (look up known
+addresses, their tags and suppressions; insert subscribers, consents, tags,
+confirmations; one enrolment pass), and the rules stay those of `add`: the same
+checks (`normalize_email`, `clean_first_name`, `check_timezone`, `clean_tags`, declared
+fields), `--confirmed` enrols in `trigger: signup` sequences, and a tag a subscriber did
+not have starts its `trigger: tag:<name>` sequences for an active subscriber.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, cast
+
+from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy.orm import Session
+
+from nurture.content.sequences import Catalog, Sequence
+from nurture.errors import NurtureError, SubscriberError
+from nurture.journeys.scheduling import enroll_many
+from nurture.people.fields import BUILTIN, Fields
+from nurture.people.subscribers import (
+    ConsentInfo,
+    check_timezone,
+    clean_first_name,
+    clean_tags,
+    email_hash,
+    normalize_email,
+)
+from nurture.store.sql import among, bulk_insert
+from nurture.store.tables import (
+    Consent,
+    Delivery,
+    DeliveryStatus,
+    Subscriber,
+    SubscriberStatus,
+    Suppression,
+    Tag,
+    new_link_key,
+)
+
+#: Rows written per transaction.
+BATCH = 1000
+#: Columns `subscribers export` writes that an import reads past (re-importing an export
+#: works; status and dates are not taken from a file).
+EXPORT_ONLY = frozenset({"status", "created_at", "confirmed_at"})
+_S = cast(Table, Subscriber.__table__)
+
+
+@dataclass
+class Row:
+    line: int
+    email: str
+    first_name: str | None = None
+    timezone: str | None = None
+    tags: list[str] = field(default_factory=list)
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    added: int = 0
+    existing: int = 0
+    problems: list[str] = field(default_factory=list)
+    confirmations: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Parsed:
+    rows: list[Row]
+    #: Each bad row as `file:line: why`.
+    problems: list[str]
+    #: Rows naming an address an earlier row named (merged into that one).
+    repeats: int = 0
+
+
+def read_rows(path: Path, fields: Fields) -> Parsed:
+    """Every good row, and each bad one by line. A blank row is skipped silently.
+
+    The file is parsed by the csv module over a file opened with newline="": a line
+    break inside a quoted cell (or a U+2028 anywhere) stays inside its cell.
+    """
+    parsed = Parsed(rows=[], problems=[])
+    seen: dict[str, Row] = {}
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f)
+            columns = _columns(path, next(reader, []), fields)
+            end = reader.line_num
+            for cells in reader:
+                line, end = end + 1, reader.line_num  # a quoted cell may span lines
+                if not any(c.strip() for c in cells):
+                    continue
+                try:
+                    row = _row(line, columns, cells, fields)
+                except SubscriberError as e:
+                    parsed.problems.append(f"{path.name}:{line}: {e}")
+                    continue
+                first = seen.get(row.email)
+                if first is None:
+                    seen[row.email] = row
+                    parsed.rows.append(row)
+                else:  # the same address twice: one subscriber with both rows' data
+                    parsed.repeats += 1
+                    first.tags = sorted(set(first.tags) | set(row.tags))
+                    first.attributes.update(row.attributes)
+    except UnicodeDecodeError:
+        raise NurtureError(f"{path} is not UTF-8 text; save it as CSV UTF-8") from None
+    except csv.Error as e:
+        raise NurtureError(f"{path}:{reader.line_num}: not a CSV file ({e})") from None
+    return parsed
+
+
+def _columns(path: Path, header: list[str], fields: Fields) -> list[str]:
+    columns = [c.strip().lower() for c in header]
+    if "email" not in columns:
+        if len(columns) == 1 and ";" in columns[0] and "email" in columns[0]:
+            raise NurtureError(f"{path.name}: the columns are separated by ';': save the file "
+                               "as comma-separated CSV (in Excel: CSV UTF-8)")  # fmt: skip
+        raise NurtureError(f"{path.name}:1: the first row must name the columns and include "
+                           "'email'")  # fmt: skip
+    for name in columns:
+        if columns.count(name) > 1:
+            raise NurtureError(f"{path.name}:1: the column {name!r} appears twice")
+        if name not in BUILTIN and name not in EXPORT_ONLY and name not in fields.types:
+            raise NurtureError(f"{path.name}:1: column {name[:40]!r} is not a declared field: "
+                               f"declared fields are {fields.declared()} (declare it in "
+                               "nurture.toml under [fields])")  # fmt: skip
+    return columns
+
+
+def _row(line: int, columns: list[str], cells: list[str], fields: Fields) -> Row:
+    if len(cells) > len(columns):
+        raise SubscriberError(f"{len(cells)} cells, but the first row names {len(columns)} "
+                              "columns (a comma inside a cell needs \"quotes\")")  # fmt: skip
+    values = dict(zip(columns, cells, strict=False))
+    row = Row(line=line, email=normalize_email(values.get("email", "")))
+    row.first_name = clean_first_name(values.get("first_name"))
+    row.timezone = check_timezone((values.get("timezone") or "").strip() or None)
+    row.tags = clean_tags((values.get("tags") or "").replace(",", " ").split())
+    for name, raw in values.items():
+        if name in fields.types:
+            value = fields.convert(name, raw)
+            if value is not None:  # an empty cell sets nothing
+                row.attributes[name] = value
+    return row
+
+
+def batches(rows: list[Row], size: int = BATCH) -> Iterator[list[Row]]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+def import_batch(
+    session: Session, catalog: Catalog, rows: list[Row], now: datetime, *,
+    confirmed: bool, consent: ConsentInfo, outcome: Outcome, suppressed: set[str],
+    file: str = "",
+) -> None:  # fmt: skip
+    """Write one batch in the session's transaction; counts go to `outcome`.
+
+    On PostgreSQL new addresses are inserted first (ON CONFLICT DO NOTHING): in a fresh
+    list that is nearly all, and the known ones are looked up among the rows it skipped.
+    """
+    conn = session.connection()
+    by_email = {row.email: row for row in rows}
+    # SQLite cannot tell which rows of a many-row INSERT … ON CONFLICT DO NOTHING were
+    # skipped, so there the known ones are looked up first (cheap: no round trips).
+    upfront = session.get_bind().dialect.name != "postgresql"
+    known = _known(session, list(by_email)) if upfront else {}
+    fresh = [r for r in rows if r.email not in known and email_hash(r.email) not in suppressed]
+    ids = _insert_new(session, fresh, now, confirmed=confirmed, consent=consent, outcome=outcome)
+    if not upfront:
+        known = _known(session, [r.email for r in rows if r.email not in ids])
+    for row in rows:
+        if row.email not in ids and row.email not in known:
+            outcome.problems.append(f"{file}:{row.line}: {row.email} is suppressed "
+                                    "(it bounced or asked to be forgotten)")  # fmt: skip
+    outcome.added += len(ids)
+    outcome.existing += len(known)
+    _update_known(session, known, by_email)
+
+    # Tags: the new ones of each subscriber start their `tag:` sequences (if active).
+    held: dict[int, set[str]] = {}
+    known_ids = [k.id for k in known.values()]
+    for sid, name in conn.execute(select(Tag.subscriber_id, Tag.name)
+                                  .where(among(session, Tag.subscriber_id, known_ids))):  # fmt: skip
+        held.setdefault(sid, set()).add(name)
+    active = {k.id for k in known.values() if k.status == SubscriberStatus.ACTIVE}
+    if confirmed:
+        active.update(ids.values())
+    tag_rows: list[dict[str, Any]] = []
+    pairs: list[tuple[int, Sequence]] = []
+    for row in rows:
+        who: int | None = known[row.email].id if row.email in known else ids.get(row.email)
+        if who is None:
+            continue
+        added = [t for t in row.tags if t not in held.get(who, ())]
+        tag_rows += [{"subscriber_id": who, "name": t} for t in added]
+        if who in active:
+            pairs += [(who, seq) for t in added for seq in catalog.triggered_by(f"tag:{t}")]
+    if tag_rows:
+        bulk_insert(session, cast(Table, Tag.__table__), tag_rows,
+                    conflict=["subscriber_id", "name"])  # fmt: skip
+    if confirmed:
+        signup = catalog.triggered_by("signup")
+        pairs += [(sid, seq) for sid in ids.values() for seq in signup]
+    enroll_many(session, pairs, now)
+
+
+def _known(session: Session, emails: list[str]) -> dict[str, Any]:
+    if not emails:
+        return {}
+    query = select(_S.c.id, _S.c.email, _S.c.status, _S.c.attributes)
+    return {r.email: r for r in session.connection().execute(
+        query.where(among(session, _S.c.email, emails)))}  # fmt: skip
+
+
+def _insert_new(
+    session: Session, rows: list[Row], now: datetime, *, confirmed: bool,
+    consent: ConsentInfo, outcome: Outcome,
+) -> dict[str, int]:  # fmt: skip
+    """New subscribers, their consent and (without `confirmed`) their confirmation."""
+    if not rows:
+        return {}
+    status = SubscriberStatus.ACTIVE if confirmed else SubscriberStatus.PENDING
+    values = [
+        {
+            "email": r.email, "first_name": r.first_name, "timezone": r.timezone,
+            "attributes": r.attributes, "status": status, "source": consent.source,
+            "created_at": now, "confirmed_at": now if confirmed else None,
+            "confirmation_sent_at": None if confirmed else now, "score": 0,
+            "link_key": new_link_key(),
+        }
+        for r in rows
+    ]  # fmt: skip
+    # ON CONFLICT only where the returned rows say which were new (see import_batch)
+    conflict = ["email"] if session.get_bind().dialect.name == "postgresql" else None
+    if conflict:
+        ids = {email: sid for sid, email in bulk_insert(session, _S, values, conflict=conflict,
+                                                        returning=(_S.c.id, _S.c.email))}  # fmt: skip
+    else:  # SQLite: none of these was known (looked up first); read the new ids back
+        bulk_insert(session, _S, values)
+        ids = {email: k.id for email, k in _known(session, [r.email for r in rows]).items()}
+    if not ids:  # every address was known
+        return ids
+    actions = ["requested", "confirmed"] if confirmed else ["requested"]
+    consent_values = {"at": now, "source": consent.source, "ip": consent.ip,
+                      "user_agent": consent.user_agent, "form": consent.form,
+                      "wording": consent.wording}  # fmt: skip
+    bulk_insert(session, cast(Table, Consent.__table__),
+                [{"subscriber_id": sid, "action": a, **consent_values} for sid in ids.values()
+                 for a in actions])  # fmt: skip
+    if not confirmed:
+        deliveries = cast(Table, Delivery.__table__)
+        outcome.confirmations += bulk_insert(session, deliveries, [
+            {"subscriber_id": sid, "kind": "confirm", "status": DeliveryStatus.QUEUED,
+             "attempts": 0, "is_test": False, "created_at": now, "enqueued_at": now}
+            for sid in ids.values()
+        ], returning=(deliveries.c.id,)).scalars().all()  # fmt: skip
+    return ids
+
+
+def _update_known(session: Session, known: dict[str, Any], by_email: dict[str, Row]) -> None:
+    """A known subscriber gets the file's fields merged into theirs; nothing else changes."""
+    changed = []
+    for email, k in known.items():
+        attrs = by_email[email].attributes
+        merged = {**(k.attributes or {}), **attrs}
+        if attrs and merged != k.attributes:
+            changed.append({"sid": k.id, "attrs": merged})
+    if changed:
+        stmt = update(_S).where(_S.c.id == bindparam("sid")).values(attributes=bindparam("attrs"))
+        session.execute(stmt, changed)
+
+
+def import_rows(
+    session_scope: Callable[[], Any], catalog: Catalog, rows: list[Row], now: datetime, *,
+    confirmed: bool, consent: ConsentInfo, file: str = "",
+    progress: Callable[[int], None] = lambda n: None,
+) -> Outcome:  # fmt: skip
+    """Write checked rows, one transaction per batch (committed batches stay written)."""
+    outcome = Outcome()
+    with session_scope() as session:  # read once: a list's suppressions are few
+        suppressed = set(session.scalars(select(Suppression.email_hash)))
+    for batch in batches(rows):
+        with session_scope() as session:
+            import_batch(session, catalog, batch, now, confirmed=confirmed, consent=consent,
+                         outcome=outcome, suppressed=suppressed, file=file)  # fmt: skip
+        progress(len(batch))
+    return outcome

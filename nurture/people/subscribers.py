@@ -1,0 +1,360 @@
+"""Subscriber state changes: add, confirm, unsubscribe, forget. Nothing here sends email;
+a confirmation is a queued delivery like any other."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from nurture.content.sequences import Catalog
+from nurture.errors import SubscriberError
+from nurture.journeys.scheduling import enroll, enroll_triggered
+from nurture.people.fields import clean_text
+from nurture.store.sql import insert_ignoring_conflicts
+from nurture.store.tables import (
+    Consent,
+    Delivery,
+    DeliveryStatus,
+    Enrollment,
+    EnrollmentStatus,
+    Subscriber,
+    SubscriberStatus,
+    Suppression,
+    Tag,
+    new_link_key,
+)
+
+#: What a person agrees to on the default form; stored with each consent.
+DEFAULT_WORDING = "Send me emails from this list. I can unsubscribe at any time."
+FIRST_NAME_MAX = 100
+#: What a tag may look like, on every path (a tag names a `trigger: tag:<name>`).
+TAG = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}$")
+#: However often an address is typed into a form, it gets at most one confirmation
+#: email per this long.
+CONFIRMATION_RESEND_AFTER = timedelta(hours=1)
+#: Attribute that remembers which sequence a signup form asked for, until confirmation.
+SIGNUP_SEQUENCE = "signup_sequence"
+
+
+def normalize_email(raw: str) -> str:
+    """The canonical address, or SubscriberError saying why it is not one.
+
+    The one address policy, for every path (form, JSON, CLI, import, API): nurture sends
+    plain SMTP, so a local part (before the @) must be ASCII; an international domain is
+    kept in its ASCII (punycode) form, which every mail server accepts.
+    """
+    address = (raw or "").strip()
+    local, at, domain = address.rpartition("@")
+    if at and len(local) <= 64 and _PLAIN_LOCAL.match(local):
+        ascii_domain = _ascii_domain(domain)
+        if ascii_domain is not None and len(local) + 1 + len(ascii_domain) <= 254:
+            return f"{local}@{ascii_domain}".lower()
+    try:
+        result = validate_email(address, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as e:
+        if local and not local.isascii():
+            raise SubscriberError(
+                f"{raw!r} cannot be mailed: letters outside ASCII before the @ need SMTPUTF8, "
+                "which nurture does not send; use an ASCII address"
+            ) from None
+        raise SubscriberError(f"{raw!r} is not a valid email address: {e}") from None
+    return (result.ascii_email or result.normalized).lower()
+
+
+#: A plain dot-atom local part (RFC 5322 atext), the shape nearly every address has:
+#: for it, only the domain needs email_validator, once per domain (a bulk import checks
+#: 100,000 addresses on a few thousand domains).
+_PLAIN_LOCAL = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*\Z"
+)
+
+
+@lru_cache(maxsize=8192)
+def _ascii_domain(domain: str) -> str | None:
+    """The domain's ASCII form when email_validator accepts it, else None."""
+    try:
+        result = validate_email(f"x@{domain}", check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError:
+        return None
+    return str(result.ascii_domain)
+
+
+def check_timezone(tz: str | None) -> str | None:
+    if not tz:
+        return None
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long
+        raise SubscriberError(f"{tz!r} is not an IANA time zone (like Europe/Paris)") from None
+    return tz
+
+
+def clean_first_name(name: str | None) -> str | None:
+    """A first name as every path stores it: one line, no control characters."""
+    return clean_text(name or "", FIRST_NAME_MAX) or None
+
+
+def clean_tags(tags: Iterable[str]) -> list[str]:
+    """Tags as every path stores them: lower case, unique, each checked against TAG.
+    SubscriberError names the first bad one."""
+    names = sorted({t.strip().lower() for t in tags if t.strip()})
+    bad = [t for t in names if not TAG.match(t)]
+    if bad:
+        raise SubscriberError(
+            f"{clean_text(bad[0])[:70]!r} is not a tag: use letters, digits, '-', '_', '.' and ':'"
+        )
+    return names
+
+
+def email_hash(address: str) -> str:
+    return hashlib.sha256(address.lower().encode()).hexdigest()
+
+
+def is_suppressed(session: Session, address: str) -> bool:
+    return (
+        session.scalar(select(Suppression.id).where(Suppression.email_hash == email_hash(address)))
+        is not None
+    )
+
+
+def suppress(session: Session, address: str, reason: str, now: datetime) -> None:
+    stmt = insert_ignoring_conflicts(session, Suppression, ["email_hash"])
+    session.execute(stmt.values(email_hash=email_hash(address), reason=reason, at=now))
+
+
+@dataclass(frozen=True)
+class ConsentInfo:
+    source: str = "cli"
+    ip: str | None = None
+    user_agent: str | None = None
+    form: str | None = None
+    wording: str | None = DEFAULT_WORDING
+
+
+def find(session: Session, address: str) -> Subscriber | None:
+    return session.scalar(select(Subscriber).where(Subscriber.email == address.lower()))
+
+
+def get(session: Session, address: str) -> Subscriber:
+    sub = find(session, normalize_email(address))
+    if sub is None:
+        raise SubscriberError(f"no subscriber {address}")
+    return sub
+
+
+def add_tags(session: Session, subscriber_id: int, tags: Iterable[str]) -> list[str]:
+    """Add tags (checked by clean_tags); returns the ones the subscriber did not have."""
+    names = clean_tags(tags)
+    stmt = insert_ignoring_conflicts(session, Tag, ["subscriber_id", "name"])
+    return [
+        name
+        for name in names
+        if session.execute(stmt.values(subscriber_id=subscriber_id, name=name)).rowcount
+    ]
+
+
+def enroll_tagged(
+    session: Session, catalog: Catalog, sub: Subscriber, tags: Iterable[str], now: datetime
+) -> list[str]:
+    """Start the `trigger: tag:<name>` sequences of these tags, for an active subscriber.
+    Every path a tag arrives by calls this, so each enrols the same way, once."""
+    if sub.status != SubscriberStatus.ACTIVE:
+        return []
+    return [
+        n for tag in tags for n in enroll_triggered(session, sub.id, catalog, f"tag:{tag}", now)
+    ]
+
+
+def tags_of(session: Session, subscriber_id: int) -> list[str]:
+    return list(session.scalars(select(Tag.name).where(Tag.subscriber_id == subscriber_id)
+                                .order_by(Tag.name)))  # fmt: skip
+
+
+def add(
+    session: Session,
+    catalog: Catalog,
+    address: str,
+    now: datetime,
+    *,
+    first_name: str | None = None,
+    timezone: str | None = None,
+    tags: list[str] | None = None,
+    confirmed: bool = False,
+    consent: ConsentInfo | None = None,
+    attributes: dict[str, str | None] | None = None,
+) -> tuple[Subscriber, bool]:
+    """Add or find a subscriber; returns (subscriber, created).
+
+    A new address is `pending` and gets a confirmation delivery, unless `confirmed`
+    records that consent was given elsewhere: then it is `active` and enrolled at once.
+    A suppressed address (bounced, forgotten) is refused without saying so to callers
+    that must not reveal it: they get the subscriber back as if nothing happened.
+    `attributes` are checked values (fields.Fields.values); a known subscriber gets its
+    new tags (and their `tag:` sequences) and these attributes, nothing else.
+    """
+    address = normalize_email(address)
+    timezone = check_timezone(timezone)
+    names = clean_tags(tags or [])
+    consent = consent or ConsentInfo()
+    existing = find(session, address)
+    if existing is not None:
+        if attributes:
+            set_attributes(existing, attributes)
+        enroll_tagged(session, catalog, existing, add_tags(session, existing.id, names), now)
+        return existing, False
+    if is_suppressed(session, address):
+        raise SubscriberError(f"{address} is suppressed (it bounced or asked to be forgotten)")
+    sub = Subscriber(
+        email=address,
+        first_name=clean_first_name(first_name),
+        timezone=timezone,
+        attributes={k: v for k, v in (attributes or {}).items() if v is not None},
+        status=SubscriberStatus.PENDING,
+        source=consent.source,
+        created_at=now,
+    )
+    session.add(sub)
+    session.flush()
+    add_tags(session, sub.id, names)
+    _record_consent(session, sub.id, "requested", now, consent)
+    if confirmed:
+        confirm(session, catalog, sub, now, consent)
+    else:
+        queue_confirmation(session, sub, now)
+    return sub, True
+
+
+def set_attributes(sub: Subscriber, values: dict[str, str | None]) -> None:
+    """Merge checked values into a subscriber's attributes; None removes one."""
+    merged = dict(sub.attributes or {})
+    for name, value in values.items():
+        if value is None:
+            merged.pop(name, None)
+        else:
+            merged[name] = value
+    sub.attributes = merged  # a new dict, so the JSON column is written
+
+
+def queue_confirmation(session: Session, sub: Subscriber, now: datetime) -> int:
+    sub.confirmation_sent_at = now
+    delivery = Delivery(
+        subscriber_id=sub.id, kind="confirm", status=DeliveryStatus.QUEUED,
+        created_at=now, enqueued_at=now,
+    )  # fmt: skip
+    session.add(delivery)
+    session.flush()
+    return delivery.id
+
+
+def confirm(
+    session: Session, catalog: Catalog, sub: Subscriber, now: datetime, consent: ConsentInfo
+) -> list[str]:
+    """Make a pending subscriber active and enrol them; idempotent for active ones."""
+    if sub.status == SubscriberStatus.ACTIVE:
+        return []
+    if sub.status != SubscriberStatus.PENDING:
+        raise SubscriberError(f"{sub.email} is {sub.status} and cannot be confirmed")
+    sub.status = SubscriberStatus.ACTIVE
+    sub.confirmed_at = now
+    _record_consent(session, sub.id, "confirmed", now, consent)
+    names = enroll_triggered(session, sub.id, catalog, "signup", now)
+    return names + enroll_tagged(session, catalog, sub, tags_of(session, sub.id), now)
+
+
+def unsubscribe(
+    session: Session, sub: Subscriber, now: datetime, *, sequence: str | None = None,
+    consent: ConsentInfo | None = None,
+) -> None:  # fmt: skip
+    """Stop one sequence, or everything; queued deliveries die here, not at send time only."""
+    reason = f"unsubscribed from {sequence}" if sequence else "unsubscribed"
+    stop_sending(session, sub, now, reason, sequence)
+    if sequence is None and sub.status != SubscriberStatus.UNSUBSCRIBED:
+        sub.status = SubscriberStatus.UNSUBSCRIBED
+        sub.unsubscribed_at = now
+        _record_consent(session, sub.id, "withdrawn", now, consent or ConsentInfo())
+
+
+def confirmation_allowed(
+    sub: Subscriber, now: datetime, after: timedelta = CONFIRMATION_RESEND_AFTER
+) -> bool:
+    sent = sub.confirmation_sent_at
+    return sent is None or now - sent >= after
+
+
+def resubscribe(
+    session: Session, sub: Subscriber, now: datetime, consent: ConsentInfo, *,
+    resend_after: timedelta = CONFIRMATION_RESEND_AFTER,
+) -> int | None:  # fmt: skip
+    """A fresh double opt-in for someone who left; returns the confirmation to send, if any."""
+    if sub.status != SubscriberStatus.UNSUBSCRIBED:
+        return None
+    sub.status = SubscriberStatus.PENDING
+    _record_consent(session, sub.id, "requested", now, consent)
+    if not confirmation_allowed(sub, now, resend_after):
+        return None  # the confirmation sent within the hour, and its key, still stand
+    sub.link_key = new_link_key()  # links from before they left act no more
+    return queue_confirmation(session, sub, now)
+
+
+def confirm_signup(
+    session: Session, catalog: Catalog, sub: Subscriber, now: datetime, consent: ConsentInfo
+) -> list[str]:
+    """Confirm, and also enrol in the sequence the signup form asked for, if any."""
+    was_pending = sub.status == SubscriberStatus.PENDING
+    names = confirm(session, catalog, sub, now, consent)
+    wanted = catalog.get(str((sub.attributes or {}).get(SIGNUP_SEQUENCE) or ""))
+    if was_pending and wanted is not None and enroll(session, sub.id, wanted, now):
+        names.append(wanted.name)
+    return names
+
+
+def bounce(session: Session, sub: Subscriber, now: datetime, reason: str) -> None:
+    """A permanent failure: never mail this address again."""
+    stop_sending(session, sub, now, f"address bounced ({reason})")
+    sub.status = SubscriberStatus.BOUNCED
+    suppress(session, sub.email, reason, now)
+
+
+def stop_sending(
+    session: Session, sub: Subscriber, now: datetime, reason: str, sequence: str | None = None
+) -> None:
+    ended = update(Enrollment).where(
+        Enrollment.subscriber_id == sub.id, Enrollment.status == EnrollmentStatus.ACTIVE
+    )
+    cancelled = update(Delivery).where(
+        Delivery.subscriber_id == sub.id,
+        Delivery.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.RETRY]),
+    )
+    if sequence is not None:
+        ended = ended.where(Enrollment.sequence == sequence)
+        cancelled = cancelled.where(Delivery.sequence == sequence)
+    session.execute(ended.values(status=EnrollmentStatus.EXITED, next_due_at=None,
+                                 ended_at=now, end_reason=reason))  # fmt: skip
+    session.execute(cancelled.values(status=DeliveryStatus.CANCELLED, error=reason))
+
+
+def forget(session: Session, sub: Subscriber, now: datetime) -> None:
+    """Erase everything about a person (GDPR), keeping only a hash that suppresses the address."""
+    suppress(session, sub.email, "forgotten on request", now)
+    session.execute(delete(Subscriber).where(Subscriber.id == sub.id))
+
+
+def _record_consent(
+    session: Session, subscriber_id: int, action: str, now: datetime, info: ConsentInfo
+) -> None:
+    session.add(
+        Consent(
+            subscriber_id=subscriber_id, action=action, at=now, source=info.source,
+            ip=info.ip, user_agent=(info.user_agent or None) and info.user_agent[:400],
+            form=info.form, wording=info.wording,
+        )
+    )  # fmt: skip
