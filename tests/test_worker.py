@@ -78,7 +78,7 @@ def test_worker_logs_each_group_it_sent_and_no_alembic_chatter(dist_env, workers
     assert wait_for(lambda: statuses(settings) == {"sent": 3}, 60), statuses(settings)
 
     def sent_logged() -> int:
-        lines = [x for x in workers.log(worker).splitlines() if "nurture.sending" in x]
+        lines = [x for x in workers.log(worker).splitlines() if "nurture.tasks" in x]
         return sum(int(n) for x in lines for n in re.findall(r"(\d+) sent", x))
 
     assert wait_for(lambda: sent_logged() == 3, 30), workers.log(worker)
