@@ -69,3 +69,16 @@ def test_the_models_agree_with_the_migrations(database_url):
     with engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         assert compare_metadata(context, Base.metadata) == []
+
+
+def test_at_head_sqlite_still_never_reuses_ids_and_keeps_partial_indexes(tmp_path):
+    """Later migrations must not rebuild these tables without AUTOINCREMENT (a batch
+    rebuild on SQLite drops it, and the WHERE of partial indexes)."""
+    url = f"sqlite:///{tmp_path / 'head.db'}"
+    db.upgrade(db._engine(url))
+    with db._engine(url).connect() as conn:
+        tables = dict(conn.exec_driver_sql("SELECT name, sql FROM sqlite_master").all())
+    for table in ("subscribers", "deliveries"):
+        assert "AUTOINCREMENT" in tables[table], table
+    assert "WHERE is_test = 0" in tables["uq_deliveries_broadcast_subscriber"]
+    assert "WHERE broadcast_id IS NOT NULL" in tables["ix_deliveries_broadcast_recent"]

@@ -81,7 +81,7 @@ def test_worker_logs_each_group_it_sent_and_no_alembic_chatter(dist_env, workers
         lines = [x for x in workers.log(worker).splitlines() if "nurture.queue" in x]
         return sum(int(n) for x in lines for n in re.findall(r"(\d+) sent", x))
 
-    assert wait_for(lambda: sent_logged() == 3, 30), workers.log(worker)
+    assert wait_for(lambda: sent_logged() == 3, 90), workers.log(worker)
     log = workers.log(worker)
     assert re.search(r"\[nurture\.queue\] \[INFO\] \d+ deliveries: \d+ sent, 0 failed", log), log
     assert "alembic" not in log.lower(), log

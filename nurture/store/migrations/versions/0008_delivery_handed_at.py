@@ -20,14 +20,17 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("deliveries", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("handed_at", sa.DateTime(timezone=True), nullable=True))
-        batch_op.add_column(
-            sa.Column("maybe_twice", sa.Boolean(), nullable=False, server_default=sa.false())
-        )
+    # Plain ADD COLUMN on both databases: a batch rebuild on SQLite would drop the
+    # table's AUTOINCREMENT (ids must never be reused: links name them) and the WHERE
+    # of its partial indexes.
+    op.add_column("deliveries", sa.Column("handed_at", sa.DateTime(timezone=True), nullable=True))
+    op.add_column(
+        "deliveries",
+        sa.Column("maybe_twice", sa.Boolean(), nullable=False, server_default=sa.false()),
+    )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("deliveries", schema=None) as batch_op:
-        batch_op.drop_column("maybe_twice")
-        batch_op.drop_column("handed_at")
+    # SQLite 3.35+ drops a column in place, keeping AUTOINCREMENT and partial indexes.
+    op.drop_column("deliveries", "maybe_twice")
+    op.drop_column("deliveries", "handed_at")
