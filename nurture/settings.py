@@ -46,6 +46,10 @@ DEFAULT_SUBSCRIBE_LIMIT = "5 per minute; 30 per hour"
 #: same enqueue whatever is known about the address (nurture.people.signups), so no
 #: floor is needed to hide who is subscribed; an operator may still set one.
 DEFAULT_SIGNUP_SECONDS = 0.0
+#: Requests to confirm, unsubscribe and resubscribe links one client address may make.
+DEFAULT_LINK_LIMIT = "60 per minute; 600 per hour"
+#: Requests one personal link may get, from anywhere: a person needs a handful.
+DEFAULT_TOKEN_LIMIT = "10 per minute; 40 per hour"  # noqa: S105 - a limit, not a secret
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,9 @@ class Settings:
     retry_backoff: timedelta = DEFAULT_RETRY_BACKOFF
     subscribe_limit: str = DEFAULT_SUBSCRIBE_LIMIT
     signup_seconds: float = DEFAULT_SIGNUP_SECONDS
+    #: Not read from the environment: fixed for every deployment, lowered by tests.
+    link_limit: str = DEFAULT_LINK_LIMIT
+    token_limit: str = DEFAULT_TOKEN_LIMIT
     #: Tags a public signup (form or JSON) may set; none unless listed, so that a
     #: visitor cannot put themselves in `tag:vip`.
     signup_tags: frozenset[str] = frozenset()

@@ -35,8 +35,7 @@ def declared(workspace):
 
 @pytest.fixture
 def app(settings, declared):
-    app = create_app(replace(settings, api_key="k" * 32))
-    app.config["NURTURE_SUBSCRIBE_LIMIT"] = "1000 per minute"
+    app = create_app(replace(settings, api_key="k" * 32, subscribe_limit="1000 per minute"))
     yield app
     app.extensions["nurture"].background.stop()
 

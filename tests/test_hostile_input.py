@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import textwrap
 import tracemalloc
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -75,9 +76,7 @@ def test_a_broken_sequence_file_leaves_the_web_side_working(
     write(workspace / "sequences" / "bread-course.yaml",
           "trigger: manual\nsteps:\n  - id: one\n    subject: Bread\n"
           "    template: curious-to-customer/welcome\n")  # fmt: skip
-    app = create_app(settings)
-    app.config["NURTURE_SUBSCRIBE_LIMIT"] = "1000 per minute"
-    app.config["NURTURE_SIGNUP_SECONDS"] = 0
+    app = create_app(replace(settings, subscribe_limit="1000 per minute", signup_seconds=0))
     client = app.test_client()
     try:
         assert client.get("/subscribe").status_code == 200

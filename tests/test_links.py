@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import re
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -18,13 +19,13 @@ from nurture.store.engine import session_scope
 from nurture.store.tables import Consent, Event, Subscriber
 from nurture.tokens import Purpose, make_token
 from nurture.web import create_app
+from nurture.web.common import SETTINGS
 from tests.test_web import FORM, confirmed, count, drain, link_in, post_signup, subscriber
 
 
 @pytest.fixture
 def app(settings):
-    app = create_app(settings)
-    app.config["NURTURE_SUBSCRIBE_LIMIT"] = "1000 per minute"
+    app = create_app(replace(settings, subscribe_limit="1000 per minute"))
     yield app
     app.extensions["nurture"].background.stop()
 
@@ -127,7 +128,8 @@ def test_links_signed_before_link_keys_still_work_for_their_own_person(client, s
 def test_unsubscribe_and_resubscribe_in_turn_send_one_confirmation_an_hour(
     client, app, settings, sink
 ):
-    app.config["NURTURE_TOKEN_LIMIT"] = "1000 per minute"  # the address's own limit alone
+    # the address's own limit alone
+    app.config[SETTINGS] = replace(app.config[SETTINGS], token_limit="1000 per minute")
     post_signup(client, app, email="ana@example.com")
     confirm, unsub = links_of(sink, "ana@example.com")
     client.post(confirm)
@@ -153,14 +155,15 @@ def test_personal_links_are_limited_per_link_and_per_client(client, app, setting
     from nurture.delivery.compose import unsubscribe_url
 
     unsub = unsubscribe_url(settings, ana.id, None, ana.link_key).removeprefix(settings.base_url)
-    app.config["NURTURE_TOKEN_LIMIT"] = "3 per minute"
+    app.config[SETTINGS] = replace(app.config[SETTINGS], token_limit="3 per minute")
     answers = [client.get(unsub).status_code for _ in range(5)]
     assert answers == [200, 200, 200, 429, 429]
     too_many = client.get(unsub)
     assert too_many.headers["Retry-After"].isdigit()
 
-    app.config["NURTURE_TOKEN_LIMIT"] = "1000 per minute"
-    app.config["NURTURE_LINK_LIMIT"] = "2 per minute"
+    app.config[SETTINGS] = replace(
+        app.config[SETTINGS], token_limit="1000 per minute", link_limit="2 per minute"
+    )
     others = [f"/confirm/not-a-token-{i}" for i in range(4)]
     assert [client.get(p).status_code for p in others] == [400, 400, 429, 429]
     # A mail provider's one-click posts come from its few addresses for all its users.

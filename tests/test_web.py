@@ -24,6 +24,7 @@ from nurture.store.engine import get_engine, session_scope
 from nurture.store.tables import Consent, Delivery, Enrollment, Event, Subscriber, Tag
 from nurture.tokens import Purpose, make_token
 from nurture.web import create_app
+from nurture.web.common import SETTINGS
 from nurture.web.throttle import PREFIX, Throttle
 from tests.services import REDIS_URL, own_redis_database, unavailable
 
@@ -33,9 +34,8 @@ FORM = "application/x-www-form-urlencoded"
 
 @pytest.fixture
 def app(settings):
-    app = create_app(settings)
-    app.config["NURTURE_SUBSCRIBE_LIMIT"] = "1000 per minute"  # one test checks the real one
-    app.config["NURTURE_SIGNUP_SECONDS"] = 0  # and one the time floor
+    # one test checks the real limit, and one the time floor
+    app = create_app(replace(settings, subscribe_limit="1000 per minute", signup_seconds=0))
     yield app
     app.extensions["nurture"].background.stop()
 
@@ -231,7 +231,7 @@ def test_a_signup_answers_with_the_same_work_for_a_new_and_a_known_address(
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_an_operators_floor_makes_every_signup_wait_it_out(client, app, settings):
-    app.config["NURTURE_SIGNUP_SECONDS"] = 0.3
+    app.config[SETTINGS] = replace(app.config[SETTINGS], signup_seconds=0.3)
     confirmed(settings, "known@example.com")
 
     def seconds(email: str) -> float:
@@ -292,7 +292,7 @@ def test_honeypot_answers_as_usual_and_keeps_nothing(client, app, settings, sink
 
 
 def test_signups_are_rate_limited_per_client(client, app, settings):
-    app.config["NURTURE_SUBSCRIBE_LIMIT"] = "3 per minute"
+    app.config[SETTINGS] = replace(app.config[SETTINGS], subscribe_limit="3 per minute")
     answers = [post_signup(client, app, email=f"p{i}@example.com").status_code for i in range(3)]
     assert answers == [200, 200, 200]
     page = post_signup(client, app, email="p4@example.com")
@@ -310,8 +310,8 @@ def test_signups_are_rate_limited_per_client(client, app, settings):
 def test_signup_limit_and_floor_are_settings(workspace):
     env = {"NURTURE_SUBSCRIBE_LIMIT": "100 per minute", "NURTURE_SIGNUP_SECONDS": "0.1"}
     app = create_app(load_settings(workspace, env=env))
-    assert app.config["NURTURE_SUBSCRIBE_LIMIT"] == "100 per minute"
-    assert app.config["NURTURE_SIGNUP_SECONDS"] == 0.1
+    assert app.config[SETTINGS].subscribe_limit == "100 per minute"
+    assert app.config[SETTINGS].signup_seconds == 0.1
     defaults = load_settings(workspace, env={})
     assert (defaults.subscribe_limit, defaults.signup_seconds) == ("5 per minute; 30 per hour", 0)
     with pytest.raises(ConfigError, match="NURTURE_SUBSCRIBE_LIMIT must be a rate"):

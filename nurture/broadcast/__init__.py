@@ -6,6 +6,7 @@
 - `fanout`: deliveries written in batches from a checkpoint, handed to the same queue as
   sequence emails; `fan_out_due_broadcasts` is what `send-due` runs;
 - `compose`: the email (through the one message builder) and the web version;
+- `archive`: the public archive's issues, as their web versions show them;
 - `sameday`: the rule for a sequence step that falls on a broadcast's day.
 
 See docs/broadcasts.md.

@@ -36,6 +36,13 @@ def unsubscribe_url(settings: Settings, subscriber_id: int, sequence: str | None
                 subscriber_payload(subscriber_id, key, sequence))  # fmt: skip
 
 
+def confirm_url(settings: Settings, subscriber_id: int, key: str) -> str:
+    """The double opt-in link: it expires (tokens.MAX_AGE), and holds only for the
+    subscriber's current link key."""
+    return link(settings.base_url, settings.secret_key, Purpose.CONFIRM,
+                subscriber_payload(subscriber_id, key))  # fmt: skip
+
+
 def _brand(sender: str) -> str:
     name = sender.split("<")[0].strip().strip('"')
     return name or sender
@@ -75,13 +82,13 @@ def compose_step(
 
 
 def compose_confirmation(
-    settings: Settings, subscriber: SubscriberView, subscriber_id: int, confirm_token: str
+    settings: Settings, subscriber: SubscriberView, subscriber_id: int
 ) -> Composed:
     sender = sender_for(settings)
     unsub = unsubscribe_url(settings, subscriber_id, None, subscriber.link_key)
     context: dict[str, Any] = {
         "subscriber": subscriber,
-        "confirm_url": f"{settings.base_url}/confirm/{confirm_token}",
+        "confirm_url": confirm_url(settings, subscriber_id, subscriber.link_key),
         "unsubscribe_url": unsub,
         "postal_address": settings.postal_address or "",
     }

@@ -64,7 +64,6 @@ from nurture.store.tables import (
     Tag,
     utcnow,
 )
-from nurture.tokens import Purpose, make_token, subscriber_payload
 
 if TYPE_CHECKING:
     from nurture.delivery.ratelimit import Gate
@@ -581,9 +580,7 @@ class _Found:
 def _compose(settings: Settings, session: Session, catalog: Catalog, delivery: Any,
              view: SubscriberView) -> Composed:  # fmt: skip
     if delivery.kind == "confirm":
-        payload = subscriber_payload(delivery.subscriber_id, view.link_key)
-        token = make_token(settings.secret_key, Purpose.CONFIRM, payload)
-        return compose_confirmation(settings, view, delivery.subscriber_id, token)
+        return compose_confirmation(settings, view, delivery.subscriber_id)
     if delivery.kind == "broadcast":
         from nurture.broadcast.compose import compose_broadcast
 

@@ -65,6 +65,9 @@ from nurture.people.subscribers import (
     clean_first_name,
     email_hash,
 )
+from nurture.settings import Settings
+from nurture.store.counters import DatabaseCounts
+from nurture.store.engine import get_engine
 from nurture.store.tables import (
     Consent,
     Delivery,
@@ -248,3 +251,23 @@ def request_signup(
         if names:  # the input's, never the address's
             conn.execute(sql.tags, [{**params, "name": name} for name in names])
         return delivery_id
+
+
+def sign_up(
+    settings: Settings, address: str, now: datetime, *, consent: ConsentInfo,
+    first_name: str | None = None, timezone: str | None = None, tags: list[str] | None = None,
+    sequence: str | None = None, attributes: dict[str, str] | None = None,
+) -> int | None:  # fmt: skip
+    """`request_signup` on the settings' database: what the signup form calls."""
+    return request_signup(
+        get_engine(settings), address, now, consent=consent, first_name=first_name,
+        timezone=timezone, tags=tags, sequence=sequence, attributes=attributes,
+    )  # fmt: skip
+
+
+def request_counts(settings: Settings) -> DatabaseCounts | None:
+    """Where web processes count requests for their limits (signups per client, uses of
+    a link) when they share no Redis: the database, which every gunicorn worker shares
+    (counted in each worker's memory, 5 a minute let 10 through with 2). None with
+    Redis, which counts them itself."""
+    return DatabaseCounts(settings) if settings.embedded else None

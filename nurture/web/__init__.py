@@ -15,20 +15,17 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response
 
+from nurture.people.signups import request_counts
 from nurture.settings import Settings, load_settings
-from nurture.store.counters import DatabaseCounts
 from nurture.web import api, archive, leave, signup, track
 from nurture.web.background import Background
-from nurture.web.common import Nurture, brand, error
+from nurture.web.common import CSP, SETTINGS, Nurture, brand, error
 from nurture.web.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
 #: Largest request body read; a signup needs a few hundred bytes.
 MAX_BODY = 64 * 1024
-#: Pages may load only our own stylesheet and script, and be framed by nobody.
-CSP = ("default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; "
-       "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")  # fmt: skip
 _MESSAGES = {
     400: "The request could not be understood.",
     404: "There is nothing at this address.",
@@ -49,14 +46,9 @@ def create_app(settings: Settings | None = None, *, proxies: int = 0) -> Flask:
     app = Flask(__name__)
     if proxies:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
-    app.config.update(
-        MAX_CONTENT_LENGTH=MAX_BODY,
-        NURTURE_SUBSCRIBE_LIMIT=settings.subscribe_limit,
-        NURTURE_SIGNUP_SECONDS=settings.signup_seconds,
-    )
-    shared = DatabaseCounts(settings) if settings.embedded else None
+    app.config.update({"MAX_CONTENT_LENGTH": MAX_BODY, SETTINGS: settings})
     app.extensions["nurture"] = Nurture(
-        settings, Background(settings), Throttle(settings.redis_url, shared)
+        Background(settings), Throttle(settings.redis_url, request_counts(settings))
     )
     for bp in (signup.bp, leave.bp, track.bp, api.bp, archive.bp):
         app.register_blueprint(bp)

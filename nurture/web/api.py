@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import hmac
-import logging
 
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
-from sqlalchemy import text
 
 from nurture import clock
-from nurture.delivery.links import check_event_name, record_custom
 from nurture.errors import SubscriberError
+from nurture.health import health
+from nurture.people import events
 from nurture.people.subscribers import normalize_email
-from nurture.queue import queue_depth
-from nurture.store.engine import session_scope
 from nurture.web.body import BadBody, json_object
 from nurture.web.common import error, settings
 
-log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
 EVENT_FIELDS = ("email", "event", "data")
 
@@ -56,38 +52,20 @@ def add_event() -> ResponseReturnValue:
     if not isinstance(extra, dict):
         return error(400, "Bad request", "data must be a JSON object")
     try:
-        email, name = normalize_email(email), check_event_name(name)
+        email, name = normalize_email(email), events.check_event_name(name)
     except SubscriberError as e:
         return error(400, "Bad request", str(e))
     try:
-        with session_scope(settings()) as session:
-            event = record_custom(session, email, name, clock.now(), extra, settings=settings())
-            event_id = event.id
+        event = events.add_event(settings(), email, name, clock.now(), extra)
     except SubscriberError as e:  # the one left: no such subscriber
         return error(404, "Not found", str(e))
-    return jsonify(status="recorded", id=event_id, email=email, event=name), 201
+    return jsonify(status="recorded", id=event.id, email=email, event=name), 201
 
 
 @bp.get("/healthz")
 def healthz() -> ResponseReturnValue:
     """200 when the database (and Redis, when set) answers; 503 naming what does not."""
-    s = settings()
-    body: dict[str, object] = {
-        "status": "ok", "database": "ok",
-        "broker": "embedded" if s.embedded else "ok", "queue_depth": None,
-    }  # fmt: skip
-    try:
-        with session_scope(s) as session:
-            session.execute(text("SELECT 1"))
-    except Exception as e:
-        log.warning("health check: database unreachable: %s", e)
-        body["database"] = body["status"] = "unreachable"
-    if not s.embedded:
-        try:
-            body["queue_depth"] = queue_depth(s)
-        except Exception as e:
-            log.warning("health check: Redis unreachable: %s", e)
-            body["broker"] = body["status"] = "unreachable"
+    body = health(settings())
     response = jsonify(body)
     response.headers["Cache-Control"] = "no-store"
     return response, 200 if body["status"] == "ok" else 503

@@ -1,4 +1,9 @@
-"""What every blueprint needs: the app's settings, who is asking, and clear error answers."""
+"""What every blueprint needs: the app's settings, who is asking, and clear error answers.
+
+The app's one source of settings is the `Settings` object in `app.config[SETTINGS]`:
+every limit and time a view applies is read from it on each request, so a test that
+puts changed settings there changes the app.
+"""
 
 from __future__ import annotations
 
@@ -12,23 +17,26 @@ from urllib.parse import urlsplit
 
 from flask import current_app, jsonify, make_response, render_template, request
 from flask.typing import ResponseReturnValue
-from sqlalchemy.orm import Session
 
 from nurture.content.sequences import Catalog, catalog_for
 from nurture.errors import TokenError
 from nurture.people.subscribers import DEFAULT_WORDING, ConsentInfo
 from nurture.settings import Settings
-from nurture.store.tables import Subscriber
 from nurture.tokens import Claim, Purpose, read_claim
 from nurture.web.background import Background
 from nurture.web.throttle import Throttle
 
+#: The key of the app's `Settings` in `app.config`.
+SETTINGS = "NURTURE_SETTINGS"
+#: Pages may load only our own stylesheet and script, and be framed by nobody.
+CSP = ("default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; "
+       "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")  # fmt: skip
+
 
 @dataclass(frozen=True)
 class Nurture:
-    """What `create_app` keeps in `app.extensions["nurture"]`."""
+    """What `create_app` keeps in `app.extensions["nurture"]`: the app's workers."""
 
-    settings: Settings
     background: Background
     throttle: Throttle
 
@@ -38,7 +46,7 @@ def state() -> Nurture:
 
 
 def settings() -> Settings:
-    return state().settings
+    return current_app.config[SETTINGS]  # type: ignore[no-any-return]
 
 
 def catalog() -> Catalog:
@@ -64,11 +72,6 @@ def consent_info(
     )
 
 
-#: Requests to confirm, unsubscribe and resubscribe links one client address may make;
-#: kept in the app config as `NURTURE_LINK_LIMIT` (tests change it there).
-LINK_LIMIT = "60 per minute; 600 per hour"
-#: Requests one link may get, from anywhere: a person needs a handful.
-TOKEN_LIMIT = "10 per minute; 40 per hour"  # noqa: S105 - a limit, not a secret
 #: Pages reached by a personal link must not be kept by a browser or a proxy.
 NO_STORE = "no-store, no-cache, must-revalidate, private"
 TOO_MANY = "Too many requests from your address. Please wait a minute and try again."
@@ -87,23 +90,13 @@ def throttle_link(token: str) -> int:
     except a mail provider's RFC 8058 one-click unsubscribe, which comes from its own
     few addresses for all its users and must never be refused for their number.
     """
-    limits = current_app.config
-    throttle = state().throttle
+    limits, throttle = settings(), state().throttle
     digest = hashlib.sha256(token.encode()).hexdigest()[:32]
-    wait = throttle.hit(str(limits.get("NURTURE_TOKEN_LIMIT", TOKEN_LIMIT)), "token", digest)
+    wait = throttle.hit(limits.token_limit, "token", digest)
     one_click = request.method == "POST" and request.form.get("List-Unsubscribe") == "One-Click"
     if wait or one_click:
         return wait
-    return throttle.hit(str(limits.get("NURTURE_LINK_LIMIT", LINK_LIMIT)),
-                        request.remote_addr or "", "link")  # fmt: skip
-
-
-def holder(session: Session, claim: Claim) -> Subscriber | None:
-    """The subscriber a confirm or unsubscribe link was sent to, or None when that
-    person is gone, or subscribed again since (a new link key), or the id is someone
-    else's now: an old link must act on nobody."""
-    sub = session.get(Subscriber, claim.subscriber_id)
-    return sub if sub is not None and claim.holds_for(sub) else None
+    return throttle.hit(limits.link_limit, request.remote_addr or "", "link")
 
 
 def wants_json() -> bool:
@@ -147,8 +140,8 @@ TokenView = Callable[[str, Claim], ResponseReturnValue]
 
 def signed_link(purpose: Purpose) -> Callable[[TokenView], Callable[[str], ResponseReturnValue]]:
     """For views of a signed link: they get (token, claim), after the link's own limits
-    (per client and per token, LINK_LIMIT) and its signature were checked; a tampered,
-    foreign-purpose or expired token gets a 400 page before they run."""
+    (Settings.link_limit per client, token_limit per token) and its signature were
+    checked; a tampered, foreign-purpose or expired token gets a 400 page first."""
 
     def decorate(view: TokenView) -> Callable[[str], ResponseReturnValue]:
         @wraps(view)

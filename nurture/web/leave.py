@@ -11,38 +11,23 @@ from flask import Blueprint, request
 from flask.typing import ResponseReturnValue
 
 from nurture import clock
-from nurture.delivery.links import last_sent_delivery, record
-from nurture.people.subscribers import resubscribe, unsubscribe
-from nurture.store.engine import session_scope
-from nurture.store.tables import SubscriberStatus
+from nurture.people.links import link_holder, resubscribe_by_link, unsubscribe_by_link
 from nurture.tokens import Claim, Purpose
-from nurture.web.common import (
-    consent_info,
-    error,
-    gone,
-    holder,
-    page,
-    settings,
-    signed_link,
-    state,
-)
+from nurture.web.common import consent_info, error, gone, page, settings, signed_link, state
 
 bp = Blueprint("leave", __name__)
-_GONE = {SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED}
 
 
 @bp.get("/unsubscribe/<token>")
 @signed_link(Purpose.UNSUBSCRIBE)
 def unsubscribe_page(token: str, claim: Claim) -> ResponseReturnValue:
-    with session_scope(settings()) as session:
-        sub = holder(session, claim)
-        if sub is None:
-            return gone()
-        email, status, sequence = sub.email, sub.status, claim.sequence
-    if status in _GONE:
-        return page("unsubscribed.html", email=email, token=token, sequence=None,
-                    can_resubscribe=status == SubscriberStatus.UNSUBSCRIBED, already=True)  # fmt: skip
-    return page("unsubscribe.html", email=email, token=token, sequence=sequence)
+    person = link_holder(settings(), claim)
+    if person is None:
+        return gone()
+    if person.gone:
+        return page("unsubscribed.html", email=person.email, token=token, sequence=None,
+                    can_resubscribe=person.unsubscribed, already=True)  # fmt: skip
+    return page("unsubscribe.html", email=person.email, token=token, sequence=claim.sequence)
 
 
 @bp.post("/unsubscribe/<token>")
@@ -51,23 +36,15 @@ def unsubscribe_now(token: str, claim: Claim) -> ResponseReturnValue:
     one_click = request.form.get("List-Unsubscribe") == "One-Click"
     # One-click, and any post that does not ask for less, leaves everything: a person who
     # presses "unsubscribe" in their mail app expects to hear nothing more from us.
-    sequence = claim.sequence
-    only = sequence if request.form.get("scope") == "sequence" and not one_click else None
-    now = clock.now()
-    with session_scope(settings()) as session:
-        sub = holder(session, claim)
-        if sub is None:
-            return gone()
-        email, status = sub.email, sub.status
-        if status not in _GONE:
-            unsubscribe(session, sub, now, sequence=only, consent=consent_info(
-                "web", form="one-click" if one_click else "unsubscribe page", wording=None))  # fmt: skip
-            record(session, sub.id, "unsubscribe", now,
-                   delivery_id=last_sent_delivery(session, sub.id, sequence),
-                   data={"sequence": only, "one_click": one_click})  # fmt: skip
-            status = sub.status
-    return page("unsubscribed.html", email=email, token=token, sequence=only, already=False,
-                can_resubscribe=status == SubscriberStatus.UNSUBSCRIBED)  # fmt: skip
+    only = claim.sequence if request.form.get("scope") == "sequence" and not one_click else None
+    consent = consent_info("web", form="one-click" if one_click else "unsubscribe page",
+                           wording=None)  # fmt: skip
+    person = unsubscribe_by_link(settings(), claim, clock.now(), consent, only=only,
+                                 one_click=one_click)  # fmt: skip
+    if person is None:
+        return gone()
+    return page("unsubscribed.html", email=person.email, token=token, sequence=only,
+                already=False, can_resubscribe=person.unsubscribed)  # fmt: skip
 
 
 @bp.post("/resubscribe/<token>")
@@ -76,17 +53,16 @@ def resubscribe_now(token: str, claim: Claim) -> ResponseReturnValue:
     """Coming back starts a fresh double opt-in: a new confirmation email, at most one
     an hour per address like every other path (a forwarded email must not be able to
     flood its owner by unsubscribing and resubscribing in turn)."""
-    with session_scope(settings()) as session:
-        sub = holder(session, claim)
-        if sub is None:
-            return gone()
-        email, status, first_name = sub.email, sub.status, sub.first_name
-        delivery_id = resubscribe(session, sub, clock.now(),
-                                  consent_info("web", form="resubscribe button"))  # fmt: skip
-    if status == SubscriberStatus.ACTIVE:
-        return page("confirmed.html", email=email, first_name=first_name, already=True)
-    if status == SubscriberStatus.BOUNCED:
+    consent = consent_info("web", form="resubscribe button")
+    found = resubscribe_by_link(settings(), claim, clock.now(), consent)
+    if found is None:
+        return gone()
+    person, delivery_id = found
+    if person.active:
+        return page("confirmed.html", email=person.email, first_name=person.first_name,
+                    already=True)  # fmt: skip
+    if person.bounced:
         return error(409, "We can't resubscribe this address",
                      "Sorry, emails to this address could not be delivered.")  # fmt: skip
     state().background.send([delivery_id])
-    return page("check_inbox.html", email=email)
+    return page("check_inbox.html", email=person.email)

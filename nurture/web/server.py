@@ -16,8 +16,8 @@ from flask import Flask
 from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
+from nurture.health import check_database
 from nurture.settings import Settings
-from nurture.store import engine as db
 from nurture.web import create_app
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,5 @@ class Server(BaseApplication):  # type: ignore[misc]
     def run(self) -> None:
         # Check the database here, once, so a wrong URL is one clear error instead of
         # every worker failing to boot; then close it, so no worker inherits a socket.
-        db.get_engine(self.settings)
-        db.dispose_all()
+        check_database(self.settings)
         super().run()

@@ -9,17 +9,15 @@ from __future__ import annotations
 import time
 from functools import partial
 
-from flask import Blueprint, current_app, jsonify, make_response, request
+from flask import Blueprint, jsonify, make_response, request
 from flask.typing import ResponseReturnValue
 from werkzeug.wrappers import Response
 
 from nurture import clock
 from nurture.people.fields import fields_for
-from nurture.people.signups import request_signup
-from nurture.people.subscribers import DEFAULT_WORDING, confirm_signup
-from nurture.settings import DEFAULT_SIGNUP_SECONDS, DEFAULT_SUBSCRIBE_LIMIT
-from nurture.store.engine import get_engine, session_scope
-from nurture.store.tables import SubscriberStatus
+from nurture.people.links import confirm_by_link, link_holder
+from nurture.people.signups import sign_up
+from nurture.people.subscribers import DEFAULT_WORDING
 from nurture.tokens import Claim, Purpose
 from nurture.web.body import BadBody, json_object
 from nurture.web.common import (
@@ -28,7 +26,6 @@ from nurture.web.common import (
     consent_info,
     error,
     gone,
-    holder,
     page,
     settings,
     signed_link,
@@ -37,14 +34,6 @@ from nurture.web.common import (
 )
 from nurture.web.forms import parse_signup
 
-#: Signups one client address may post: the NURTURE_SUBSCRIBE_LIMIT setting, kept in
-#: the app config as `NURTURE_SUBSCRIBE_LIMIT` (tests change it there).
-SUBSCRIBE_LIMIT = DEFAULT_SUBSCRIBE_LIMIT
-#: Least seconds a signup takes to answer: the NURTURE_SIGNUP_SECONDS setting, in the app
-#: config as `NURTURE_SIGNUP_SECONDS`. Nothing to hide by default: a signup costs the same
-#: statements and the same enqueue for every address (nurture.people.signups); an operator who
-#: wants a margin on top may set one.
-SIGNUP_SECONDS = DEFAULT_SIGNUP_SECONDS
 DONE = "Almost there: check your inbox for a link to confirm your subscription."
 
 bp = Blueprint("signup", __name__)
@@ -62,9 +51,8 @@ def form() -> ResponseReturnValue:
 
 @bp.post("/subscribe")
 def subscribe() -> ResponseReturnValue:
-    started = time.monotonic()
-    limit = str(current_app.config.get("NURTURE_SUBSCRIBE_LIMIT", SUBSCRIBE_LIMIT))
-    wait = state().throttle.hit(limit, request.remote_addr or "", "subscribe")
+    started, s = time.monotonic(), settings()
+    wait = state().throttle.hit(s.subscribe_limit, request.remote_addr or "", "subscribe")
     if wait:
         return too_many(wait)
     as_json = request.is_json
@@ -72,7 +60,7 @@ def subscribe() -> ResponseReturnValue:
         data = json_object('{"email": "ana@example.com"}') if as_json else request.form.to_dict()
     except BadBody as e:
         return error(400, "Bad request", str(e))
-    signup = parse_signup(data, catalog, settings().signup_tags, fields_for(settings().workspace))
+    signup = parse_signup(data, catalog, s.signup_tags, fields_for(s.workspace))
     if signup.errors:
         if as_json:
             message = "; ".join(f"{k}: {v}" for k, v in signup.errors.items())
@@ -82,13 +70,13 @@ def subscribe() -> ResponseReturnValue:
     delivery_id = None
     if not signup.spam:  # a bot filled the hidden field: answer as usual, keep nothing
         # The same statements whatever the address is (nurture.people.signups)...
-        delivery_id = request_signup(
-            get_engine(settings()), signup.email, clock.now(),
+        delivery_id = sign_up(
+            s, signup.email, clock.now(),
             consent=consent_info("api" if as_json else "form"),
             first_name=signup.first_name, timezone=signup.timezone, tags=signup.tags,
             sequence=signup.sequence, attributes=signup.attributes,
         )  # fmt: skip
-    _wait_out(started)  # an operator's floor, if NURTURE_SIGNUP_SECONDS sets one
+    _wait_out(started, s.signup_seconds)  # an operator's floor (NURTURE_SIGNUP_SECONDS)
     response = make_response(
         jsonify(status="ok", message=DONE) if as_json
         else page("check_inbox.html", email=signup.email)
@@ -129,30 +117,33 @@ def confirm(token: str, claim: Claim) -> ResponseReturnValue:
     return _confirm(token, claim, do_it=True)
 
 
-def _wait_out(started: float) -> None:
-    floor = float(current_app.config.get("NURTURE_SIGNUP_SECONDS", SIGNUP_SECONDS))
+def _wait_out(started: float, floor: float) -> None:
+    """Nothing to hide by default: a signup costs the same statements and the same
+    enqueue for every address (nurture.people.signups); an operator who wants a margin
+    on top may set one."""
     remaining = floor - (time.monotonic() - started)
     if remaining > 0:
         time.sleep(remaining)
 
 
 def _confirm(token: str, claim: Claim, *, do_it: bool) -> ResponseReturnValue:
-    with session_scope(settings()) as session:
-        sub = holder(session, claim)
-        if sub is None:
-            return gone()
-        email, first_name, status = sub.email, sub.first_name, sub.status
-        if status == SubscriberStatus.PENDING and do_it:
-            confirm_signup(session, catalog(), sub, clock.now(),
-                           consent_info("form", form="confirmation page"))  # fmt: skip
-    if status == SubscriberStatus.ACTIVE:
-        return page("confirmed.html", email=email, first_name=first_name, already=True)
-    if status != SubscriberStatus.PENDING:
+    if do_it:
+        consent = consent_info("form", form="confirmation page")
+        person = confirm_by_link(settings(), claim, clock.now(), consent)
+    else:
+        person = link_holder(settings(), claim)
+    if person is None:
+        return gone()
+    if person.active:
+        return page("confirmed.html", email=person.email, first_name=person.first_name,
+                    already=True)  # fmt: skip
+    if not person.pending:
         why = ("you unsubscribed after this link was sent. To get our emails again, sign up "
-               "again" if status == SubscriberStatus.UNSUBSCRIBED
+               "again" if person.unsubscribed
                else "emails to this address could not be delivered")  # fmt: skip
         return error(409, "This subscription can't be confirmed", f"Sorry, {why}.")
     if not do_it:
-        return page("confirm.html", email=email, token=token, wording=DEFAULT_WORDING)
+        return page("confirm.html", email=person.email, token=token, wording=DEFAULT_WORDING)
     state().background.wake()  # the first email is due now: no need to wait for the loop
-    return page("confirmed.html", email=email, first_name=first_name, already=False)
+    return page("confirmed.html", email=person.email, first_name=person.first_name,
+                already=False)  # fmt: skip

@@ -1,7 +1,8 @@
 """Request limits (signups per client address, uses of a personal link): fixed windows
 ("5 per minute; 30 per hour") counted in Redis, shared by every web process, or in
 embedded mode in the database, which every gunicorn worker shares too
-(nurture.store.counters): counted in each worker's memory, 5 a minute let 10 through with 2.
+(nurture.people.signups.request_counts): counted in each worker's memory, 5 a minute
+let 10 through with 2.
 
 Why not flask-limiter: one route is limited, and its hooks around every request
 (headers, exemptions, a round trip per window, two more for the headers) cost a signup

@@ -14,27 +14,21 @@ from flask import Blueprint, Response, redirect, request
 from flask.typing import ResponseReturnValue
 
 from nurture import clock
-from nurture.delivery.links import is_bot, read_click, read_open, record_for_delivery
+from nurture.delivery.links import is_bot, read_click, read_open
 from nurture.errors import TokenError
-from nurture.store.engine import session_scope
-from nurture.web.common import bad_token, settings
+from nurture.people.events import track
+from nurture.web.common import NO_STORE, bad_token, settings
 
 log = logging.getLogger(__name__)
 bp = Blueprint("track", __name__)
 #: A transparent 1x1 GIF.
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
-NO_STORE = "no-store, no-cache, must-revalidate, private"
 
 
 def _record(delivery_id: int, kind: str, data: dict[str, str]) -> None:
-    s = settings()
-    if not s.tracking:
-        return
     bot = is_bot(request.user_agent.string, request.method)
     try:
-        with session_scope(s) as session:
-            record_for_delivery(session, delivery_id, kind, clock.now(), bot=bot, data=data,
-                                settings=s)  # fmt: skip
+        track(settings(), delivery_id, kind, clock.now(), bot=bot, data=data)
     except Exception:  # the person still gets their page or image
         log.exception("could not record %s of delivery %s", kind, delivery_id)
 
