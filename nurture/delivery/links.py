@@ -18,10 +18,12 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from nurture import clock
 from nurture.errors import SubscriberError, TokenError
 from nurture.people.activity import on_activity
 from nurture.people.subscribers import get as get_subscriber
 from nurture.settings import Settings
+from nurture.store.engine import session_scope
 from nurture.store.tables import Delivery, Event
 from nurture.tokens import Purpose, link, read_token
 
@@ -163,3 +165,12 @@ def last_sent_delivery(session: Session, subscriber_id: int, sequence: str | Non
     if sequence is not None:
         query = query.where(Delivery.sequence == sequence)
     return session.scalar(query.order_by(Delivery.sent_at.desc(), Delivery.id.desc()).limit(1))
+
+
+def record_custom_event(
+    settings: Settings, address: str, name: str, data: dict[str, Any] | None = None
+) -> Event:
+    """`record_custom` in a transaction of its own, now; the event comes back committed.
+    SubscriberError for a bad name or an unknown address."""
+    with session_scope(settings) as session:
+        return record_custom(session, address, name, clock.now(), data, settings=settings)
