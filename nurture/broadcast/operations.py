@@ -10,9 +10,10 @@ from typing import Any
 
 from nurture import clock
 from nurture.broadcast import audience, core, report
-from nurture.broadcast.compose import check_issue
+from nurture.broadcast.compose import check_issue, compose_issue
 from nurture.broadcast.source import Issue, load_issue
-from nurture.delivery.compose import sender_for
+from nurture.content.rendering import sample_context
+from nurture.delivery.compose import Composed, sender_for
 from nurture.delivery.sending import send_delivery
 from nurture.errors import NurtureError, SubscriberError
 from nurture.people.segments import audience_clause
@@ -30,6 +31,13 @@ def load_checked(settings: Settings, source: str, **overrides: Any) -> Issue:
     sender_for(settings)
     check_issue(settings, issue, source, issue.line_offset)
     return issue
+
+
+def preview(settings: Settings, source: str, subject: str | None = None) -> Composed:
+    """The issue rendered for a sample subscriber, exactly as it would be sent."""
+    issue = load_checked(settings, source, subject=subject)
+    web = f"{settings.base_url}/archive/{issue.slug}"
+    return compose_issue(settings, issue, sample_context()["subscriber"], 0, web)
 
 
 @dataclass(frozen=True)

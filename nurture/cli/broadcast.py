@@ -9,12 +9,10 @@ from zoneinfo import ZoneInfo
 import click
 
 from nurture.broadcast import core, fanout, operations
-from nurture.broadcast.compose import compose_issue
 from nurture.broadcast.report import COLUMNS
 from nurture.broadcast.source import Issue
 from nurture.cli import _settings, cli, command
 from nurture.cli.content import echo_composed
-from nurture.content.rendering import sample_context
 from nurture.people.segments import TERMS
 from nurture.settings import Settings
 
@@ -141,11 +139,7 @@ def preview(ctx: click.Context, source: str, subject: str | None, fmt: str) -> N
     Example:
       nurture broadcast preview newsletters/2026-12-monthly.md --format html > issue.html
     """
-    settings = _settings(ctx)
-    issue = operations.load_checked(settings, source, subject=subject)
-    web = f"{settings.base_url}/archive/{issue.slug}"
-    composed = compose_issue(settings, issue, sample_context()["subscriber"], 0, web)
-    echo_composed(composed, fmt)
+    echo_composed(operations.preview(_settings(ctx), source, subject), fmt)
 
 
 @command(broadcast, "list")

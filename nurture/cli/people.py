@@ -9,8 +9,7 @@ from pathlib import Path
 import click
 
 from nurture.cli import _settings, cli, command
-from nurture.people.directory import export_columns, export_rows, list_subscribers, show_subscriber
-from nurture.people.operations import (
+from nurture.journeys.membership import (
     add_subscriber,
     forget_subscriber,
     import_parsed,
@@ -21,6 +20,7 @@ from nurture.people.operations import (
     untag_subscriber,
 )
 from nurture.queue import dispatch
+from nurture.reports.directory import export_columns, export_rows, list_subscribers, show_subscriber
 
 
 @cli.group("subscribers")

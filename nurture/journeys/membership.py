@@ -1,6 +1,8 @@
-"""Subscriber changes as the command line asks for them: each takes the settings, opens
-its own transaction and returns what there is to say. Sending is the caller's: what
-comes back names the confirmation emails to hand to the queue."""
+"""Joining and leaving, as the command line asks for it: add, tag, untag, set fields,
+import, forget, unsubscribe. A tag or a confirmation can start sequences, an
+unsubscribe ends them, hence here, above people/. Each takes the settings, opens its
+own transaction and returns what there is to say. Sending is the caller's: what comes
+back names the confirmation emails to hand to the queue."""
 
 from __future__ import annotations
 
