@@ -16,9 +16,10 @@ from nurture.people.fields import fields_for
 from nurture.people.subscribers import get, tags_of
 from nurture.settings import Settings
 from nurture.store.engine import session_scope
-from nurture.store.tables import Consent, Delivery, Enrollment, Subscriber
+from nurture.store.sql import among
+from nurture.store.tables import Consent, Delivery, Enrollment, Subscriber, Tag
 
-#: Subscribers read per round trip while exporting.
+#: Subscribers (and their tags) read per round trip while exporting.
 EXPORT_CHUNK = 1000
 
 
@@ -144,14 +145,29 @@ def export_columns(settings: Settings) -> list[str]:
 
 
 def export_rows(settings: Settings) -> Iterator[list[str]]:
-    """Every subscriber as a CSV row in `export_columns` order, oldest first, read in
-    chunks in one transaction (a list of a million never sits in memory)."""
+    """Every subscriber as a CSV row in `export_columns` order, oldest first, read a
+    chunk at a time with the chunk's tags in one query (a list of a million neither
+    sits in memory nor costs a query per person)."""
     names = sorted(fields_for(settings.workspace).types)
+    after = 0
     with session_scope(settings) as session:
-        for s in session.scalars(select(Subscriber).order_by(Subscriber.id)
-                                 .execution_options(yield_per=EXPORT_CHUNK)):  # fmt: skip
-            attrs = s.attributes or {}
-            yield [s.email, s.first_name or "", s.timezone or "",
-                   " ".join(tags_of(session, s.id)), s.status, s.created_at.isoformat(),
-                   s.confirmed_at.isoformat() if s.confirmed_at else "",
-                   *(attrs.get(n, "") for n in names)]  # fmt: skip
+        while True:
+            chunk = session.scalars(select(Subscriber).where(Subscriber.id > after)
+                                    .order_by(Subscriber.id).limit(EXPORT_CHUNK)).all()  # fmt: skip
+            if not chunk:
+                return
+            tags: dict[int, list[str]] = {}
+            for sid, name in session.execute(
+                select(Tag.subscriber_id, Tag.name)
+                .where(among(session, Tag.subscriber_id, [s.id for s in chunk]))
+                .order_by(Tag.name)
+            ):  # fmt: skip
+                tags.setdefault(sid, []).append(name)
+            for s in chunk:
+                attrs = s.attributes or {}
+                yield [s.email, s.first_name or "", s.timezone or "",
+                       " ".join(tags.get(s.id, [])), s.status, s.created_at.isoformat(),
+                       s.confirmed_at.isoformat() if s.confirmed_at else "",
+                       *(attrs.get(n, "") for n in names)]  # fmt: skip
+            after = chunk[-1].id
+            session.expunge_all()  # the chunk is written: let it go
