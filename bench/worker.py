@@ -10,14 +10,13 @@ import sys
 
 from dramatiq import cli as dramatiq_cli
 
-from nurture.cli.worker import SHUTDOWN_TIMEOUT
-from nurture.queue import QUEUE
+from nurture.queue import QUEUE, WORKER_SHUTDOWN_TIMEOUT
 
 
 def main() -> None:
     processes, threads = sys.argv[1], sys.argv[2]
     args = ["bench.probe:setup_worker", "--processes", processes, "--threads", threads,
-            "--worker-shutdown-timeout", str(SHUTDOWN_TIMEOUT * 1000), "--queues", QUEUE]  # fmt: skip
+            "--worker-shutdown-timeout", str(WORKER_SHUTDOWN_TIMEOUT * 1000), "--queues", QUEUE]  # fmt: skip
     sys.exit(dramatiq_cli.main(dramatiq_cli.make_argument_parser().parse_args(args)))
 
 

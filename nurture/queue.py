@@ -16,10 +16,12 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import dramatiq
 import redis
+from dramatiq import cli as dramatiq_cli
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import current_millis
@@ -29,9 +31,10 @@ from dramatiq.rate_limits.backends import RedisBackend, StubBackend
 from nurture.delivery.ratelimit import Gate, Throttle
 from nurture.delivery.sending import MAX_ATTEMPTS, Batch, send_batch
 from nurture.delivery.transports import close_thread_transport
-from nurture.errors import NurtureError
+from nurture.errors import ConfigError, NurtureError
 from nurture.people import handoff
 from nurture.settings import Settings, load_settings
+from nurture.store.engine import dispose_all, get_engine
 from nurture.store.tables import utcnow
 
 log = logging.getLogger(__name__)
@@ -47,6 +50,9 @@ TIME_LIMIT_MS = 10 * 60 * 1000
 #: Retries of one message: more than the database allows a delivery, so the database
 #: decides when to give up (sending.MAX_ATTEMPTS) and Dramatiq never decides first.
 MAX_RETRIES = MAX_ATTEMPTS + 2
+#: Seconds a stopping worker waits for the sends in progress (each hands the rest of its
+#: message back after its current email, so this is rarely reached).
+WORKER_SHUTDOWN_TIMEOUT = 60
 
 
 class BrokerUnavailable(NurtureError):
@@ -267,9 +273,9 @@ def _enqueue_pipelined(broker: RedisBroker, messages: list[dramatiq.Message[Any]
         broker.emit_after("enqueue", message, None)
 
 
-def _client(settings: Settings) -> redis.Redis:
+def _client(settings: Settings, timeout: float = 2) -> redis.Redis:
     return redis.Redis.from_url(
-        settings.redis_url or "", socket_timeout=2, socket_connect_timeout=2
+        settings.redis_url or "", socket_timeout=timeout, socket_connect_timeout=timeout
     )
 
 
@@ -306,3 +312,35 @@ def broker_status(settings: Settings) -> str:
     except redis.RedisError as e:
         return f"UNREACHABLE: {e}"
     return f"reachable, {depth} messages waiting"
+
+
+def run_workers(
+    settings: Settings, processes: int, threads: int, queues: tuple[str, ...],
+    env_file: Path | None = None,
+) -> int:  # fmt: skip
+    """Check Redis and the database, then run Dramatiq's worker processes until they
+    stop; returns their exit status. ConfigError, before anything starts, when Redis is
+    not set or not reachable; the database's own clear error when it is not ready."""
+    if not settings.redis_url:
+        raise ConfigError(
+            "NURTURE_REDIS_URL is not set: `nurture worker` needs Redis, e.g. "
+            "NURTURE_REDIS_URL=redis://localhost:6379/0 (without it, send-due sends by itself)"
+        )
+    client = _client(settings, timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as e:
+        raise ConfigError(f"cannot reach NURTURE_REDIS_URL: {e}") from None
+    finally:
+        client.close()
+    get_engine(settings)  # the database answers and is up to date, or a clear error now
+    dispose_all()  # worker processes are forked: each must open its own connections
+    # Dramatiq's processes load the settings again, from the environment: the same
+    # workspace and env file as this command's.
+    os.environ["NURTURE_WORKSPACE"] = str(settings.workspace)
+    if env_file:
+        os.environ["NURTURE_ENV_FILE"] = str(env_file.resolve())
+    args = ["nurture.queue:setup_worker", "--processes", str(processes), "--threads", str(threads),
+            "--worker-shutdown-timeout", str(WORKER_SHUTDOWN_TIMEOUT * 1000),
+            "--queues", *(queues or (QUEUE,))]  # fmt: skip
+    return int(dramatiq_cli.main(dramatiq_cli.make_argument_parser().parse_args(args)))

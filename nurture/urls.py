@@ -20,6 +20,7 @@ REDIS_SCHEMES = ("redis", "rediss", "unix")
 # password must not leave half of it in view; a URL missing its scheme is still redacted.
 _USERINFO = re.compile(r"^(?P<scheme>[^:/?#\s]+://)?(?P<userinfo>.*)@(?P<rest>[^@]*)$", re.S)
 _PASSWORD_PARAM = re.compile(r"(?i)([?&](?:password|pass|pwd)=)[^&#]*")
+_BACKGROUND = re.compile(r"\s*\(Background on this error at: [^)]*\)")
 
 
 def redact(url: str) -> str:
@@ -83,3 +84,25 @@ def check_database_url(url: str) -> str:
     if not url.startswith("sqlite"):
         _port(var, url)
     return url
+
+
+def describe(error: BaseException, url: str | None = None) -> str:
+    """A database error as one line: the driver's own message, without SQLAlchemy's
+    statement dump and its "Background on this error at" link, and without the
+    password of `url` should the driver have echoed its connection string."""
+    text = _BACKGROUND.sub("", str(getattr(error, "orig", None) or error)).strip()
+    line = text.splitlines()[0].strip() if text else type(error).__name__
+    password = _database_password(url) if url else None
+    return line.replace(password, "***") if password else line
+
+
+def _database_password(url: str) -> str | None:
+    """The password as SQLAlchemy reads it from a database URL (decoded). SQLAlchemy
+    is imported here, not at the top: only a database error, which means SQLAlchemy is
+    loaded already, needs it, and `nurture --help` must start without it."""
+    from sqlalchemy import make_url
+
+    try:
+        return make_url(url).password  # type: ignore[return-value]
+    except Exception:  # noqa: BLE001 - a URL SQLAlchemy cannot parse names no password
+        return None

@@ -247,3 +247,19 @@ def test_every_command_is_in_the_readme():
     readme = (ROOT / "README.md").read_text()
     missing = [" ".join(p) for p, _ in all_commands(cli) if f"nurture {' '.join(p)}" not in readme]
     assert missing == []
+
+
+def test_export_reads_in_chunks_and_keeps_each_persons_tags(runner, env, tmp_path, monkeypatch):
+    """Chunk boundaries lose no one and mix no one's tags with another's."""
+    monkeypatch.setattr("nurture.reports.directory.EXPORT_CHUNK", 2)
+    for n in range(5):
+        tags = [f"t{n}", "all"] if n % 2 == 0 else []
+        args = ["subscribers", "add", f"p{n}@example.com", "--confirmed"]
+        assert invoke(runner, env, *args, *(x for t in tags for x in ("--tag", t))).exit_code == 0
+    out = tmp_path / "out.csv"
+    result = invoke(runner, env, "subscribers", "export", str(out))
+    assert result.exit_code == 0 and "Exported 5 subscribers" in result.output
+    rows = [(r["email"], r["tags"]) for r in csv.DictReader(out.open())]
+    assert rows == [("p0@example.com", "all t0"), ("p1@example.com", ""),
+                    ("p2@example.com", "all t2"), ("p3@example.com", ""),
+                    ("p4@example.com", "all t4")]  # fmt: skip

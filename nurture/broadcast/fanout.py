@@ -162,22 +162,31 @@ def finish(settings: Settings, now: datetime) -> None:
         )  # fmt: skip
 
 
-def fan_out_due_broadcasts(settings: Settings) -> Counter[str]:
+def fan_out_due_broadcasts(
+    settings: Settings, broadcast_id: int | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> Counter[str]:  # fmt: skip
     """What `send-due` does for broadcasts: start the due ones, resume any fan-out a
     stopped process left, queue `--local-time` emails whose time came, mark finished
-    ones sent. `counts["broadcast"]` is the number of emails handed to the queue."""
+    ones sent. `counts["broadcast"]` is the number of emails handed to the queue.
+
+    With `broadcast_id` (`broadcast send` of an issue due now) only that one is started
+    and fanned out; `on_batch` hears of each batch written."""
     now = clock.now()
-    start_due(settings, now)
-    with session_scope(settings) as session:
-        unfinished = list(
-            session.scalars(
-                select(Broadcast.id).where(Broadcast.state == BroadcastState.SENDING,
-                                           Broadcast.fanned_out_at.is_(None))
-            )
-        )  # fmt: skip
+    start_due(settings, now, broadcast_id)
+    if broadcast_id is not None:
+        unfinished = [broadcast_id]
+    else:
+        with session_scope(settings) as session:
+            unfinished = list(
+                session.scalars(
+                    select(Broadcast.id).where(Broadcast.state == BroadcastState.SENDING,
+                                               Broadcast.fanned_out_at.is_(None))
+                )
+            )  # fmt: skip
     counts: Counter[str] = Counter()
-    for broadcast_id in unfinished:
-        counts.update(fan_out(settings, broadcast_id))
+    for unfinished_id in unfinished:
+        counts.update(fan_out(settings, unfinished_id, on_batch))
     counts.update(release_scheduled(settings, clock.now()))
     finish(settings, clock.now())
     return counts

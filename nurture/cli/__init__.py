@@ -17,6 +17,7 @@ import click
 
 from nurture.errors import NurtureError
 from nurture.settings import Settings, load_settings
+from nurture.urls import describe
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -102,8 +103,6 @@ def command(group: click.Group, *args: Any, **kwargs: Any) -> Callable[[F], F]:
             except Exception as e:
                 if not _database_error(e):
                     raise
-                from nurture.store.engine import describe
-
                 loaded = (click.get_current_context().find_root().obj or {}).get("settings")
                 url = loaded.database_url if loaded else None
                 raise click.ClickException(f"the database failed: {describe(e, url)}") from None

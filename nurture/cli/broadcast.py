@@ -8,21 +8,13 @@ from zoneinfo import ZoneInfo
 
 import click
 
-from nurture import clock
-from nurture.broadcast import audience, core, fanout, report
-from nurture.broadcast.compose import check_issue, compose_issue
-from nurture.broadcast.source import Issue, load_issue
+from nurture.broadcast import core, fanout, operations
+from nurture.broadcast.report import COLUMNS
+from nurture.broadcast.source import Issue
 from nurture.cli import _settings, cli, command
 from nurture.cli.content import echo_composed
-from nurture.content.rendering import sample_context
-from nurture.delivery.compose import sender_for
-from nurture.delivery.sending import send_delivery
-from nurture.errors import NurtureError, SubscriberError
-from nurture.people.segments import TERMS, audience_clause
-from nurture.people.subscribers import get as get_subscriber
+from nurture.people.segments import TERMS
 from nurture.settings import Settings
-from nurture.store.engine import session_scope
-from nurture.store.tables import Delivery, DeliveryStatus
 
 _SEGMENT_HELP = "\n".join(f"  {line}" for line in TERMS.values())
 
@@ -40,14 +32,6 @@ def _when(settings: Settings, send_at: datetime | None, local_at: str | None) ->
     return (
         f"{send_at.astimezone(ZoneInfo(settings.timezone)):%a %Y-%m-%d %H:%M} {settings.timezone}"
     )
-
-
-def _load(settings: Settings, source: str, **overrides: object) -> Issue:
-    issue = load_issue(settings, source, **overrides)
-    audience_clause(settings, issue.segment)  # a segment error before anything else
-    sender_for(settings)
-    check_issue(settings, issue, source, issue.line_offset)
-    return issue
 
 
 @command(
@@ -98,8 +82,8 @@ def send(ctx: click.Context, source: str, subject: str | None, segment: str | No
       nurture broadcast send newsletters/2026-12-monthly.md --at '2026-12-08 09:00' --local-time
     """
     settings = _settings(ctx)
-    issue = _load(settings, source, subject=subject, segment=segment, send_at=at,
-                  local_time=local_time, archive=archive)  # fmt: skip
+    issue = operations.load_checked(settings, source, subject=subject, segment=segment,
+                                    send_at=at, local_time=local_time, archive=archive)  # fmt: skip
     if dry_run:
         _dry_run(settings, issue)
     elif test_to:
@@ -109,63 +93,32 @@ def send(ctx: click.Context, source: str, subject: str | None, segment: str | No
 
 
 def _dry_run(settings: Settings, issue: Issue) -> None:
-    send_at, local_at = core.schedule_times(settings, issue.send_at, issue.local_time, clock.now())
-    with session_scope(settings) as session:
-        clause = audience_clause(settings, issue.segment)
-        size = audience.count(session, clause)
-        picked = audience.sample(session, clause)
+    found = operations.dry_run(settings, issue)
     click.echo(f"Subject:  {issue.subject}")
     click.echo(f"Segment:  {issue.segment or 'all active subscribers'}")
-    click.echo(f"Send at:  {_when(settings, send_at, local_at)}")
-    click.echo(f"Audience: {size:,} subscribers (active, not suppressed)")
-    if picked:
-        click.echo(f"Sample:   {', '.join(picked)}")
+    click.echo(f"Send at:  {_when(settings, found.send_at, found.local_at)}")
+    click.echo(f"Audience: {found.size:,} subscribers (active, not suppressed)")
+    if found.sample:
+        click.echo(f"Sample:   {', '.join(found.sample)}")
     click.echo("Dry run: nothing was saved or sent.")
 
 
 def _test(settings: Settings, issue: Issue, address: str) -> None:
-    now = clock.now()
-    with session_scope(settings) as session:
-        try:
-            sub = get_subscriber(session, address)
-        except SubscriberError:
-            raise NurtureError(
-                f"{address} is not a subscriber: a test copy is personalised for one. Add "
-                f"yourself first: nurture subscribers add {address} --confirmed"
-            ) from None
-        row = core.save(session, settings, issue, now, schedule=False)
-        delivery = Delivery(subscriber_id=sub.id, broadcast_id=row.id, kind="broadcast",
-                            is_test=True, status=DeliveryStatus.QUEUED, created_at=now,
-                            enqueued_at=now)  # fmt: skip
-        session.add(delivery)
-        session.flush()
-        delivery_id, broadcast_id = delivery.id, row.id
-    outcome = send_delivery(settings, delivery_id)  # here and now, even with workers
-    if outcome != "sent":
-        with session_scope(settings) as session:
-            error = session.get(Delivery, delivery_id).error  # type: ignore[union-attr]
-        raise NurtureError(f"the test copy was not sent ({outcome}): {error}")
-    click.echo(f"Test copy of draft #{broadcast_id} sent to {sub.email} "
+    broadcast_id, email = operations.send_test_copy(settings, issue, address)
+    click.echo(f"Test copy of draft #{broadcast_id} sent to {email} "
                "(subject marked [TEST]; not counted in the results).")  # fmt: skip
 
 
 def _schedule(settings: Settings, issue: Issue) -> None:
-    with session_scope(settings) as session:
-        row = core.save(session, settings, issue, clock.now(), schedule=True)
-        broadcast_id, when = row.id, _when(settings, row.send_at, row.local_at)
-        due = row.send_at is not None and row.send_at <= clock.now()
-        clause = audience_clause(settings, row.segment)
-        size = audience.count(session, clause)
-    if not due:
-        click.echo(f"Broadcast #{broadcast_id} scheduled for {when}, to {size:,} subscribers "
+    row = operations.schedule(settings, issue)
+    broadcast_id, when = row.broadcast_id, _when(settings, row.send_at, row.local_at)
+    if not row.due:
+        click.echo(f"Broadcast #{broadcast_id} scheduled for {when}, to {row.size:,} subscribers "
                    "as of now; `nurture send-due` sends it then.")  # fmt: skip
         return
-    fanout.start_due(settings, clock.now(), broadcast_id)
-    with click.progressbar(length=size, label=f"Broadcast #{broadcast_id}",
+    with click.progressbar(length=row.size, label=f"Broadcast #{broadcast_id}",
                            file=sys.stderr, show_pos=True) as bar:  # fmt: skip
-        counts = fanout.fan_out(settings, broadcast_id, on_batch=bar.update)
-    counts.update(fanout.release_scheduled(settings, clock.now()))
-    fanout.finish(settings, clock.now())
+        counts = fanout.fan_out_due_broadcasts(settings, broadcast_id, on_batch=bar.update)
     done = (f"{counts['sent']:,} sent" if settings.embedded
             else f"{counts['enqueued']:,} handed to the workers")  # fmt: skip
     later = f" ({when})" if issue.local_time else ""
@@ -186,11 +139,7 @@ def preview(ctx: click.Context, source: str, subject: str | None, fmt: str) -> N
     Example:
       nurture broadcast preview newsletters/2026-12-monthly.md --format html > issue.html
     """
-    settings = _settings(ctx)
-    issue = _load(settings, source, subject=subject)
-    web = f"{settings.base_url}/archive/{issue.slug}"
-    composed = compose_issue(settings, issue, sample_context()["subscriber"], 0, web)
-    echo_composed(composed, fmt)
+    echo_composed(operations.preview(_settings(ctx), source, subject), fmt)
 
 
 @command(broadcast, "list")
@@ -206,15 +155,14 @@ def list_(ctx: click.Context, limit: int) -> None:
          2  sending    Tue 2026-12-08 09:00 UTC    1,204/2,914  Marketing or sales?
     """
     settings = _settings(ctx)
-    with session_scope(settings) as session:
-        rows = report.listing(session, limit)
-        if not rows:
-            click.echo("No broadcasts yet. Start with: nurture broadcast send FILE.md --dry-run")
-            return
-        click.echo(f"{'id':>4}  {'state':<10} {'send at':<40} {'sent/total':>11}  subject")
-        for row, sent, total in rows:
-            click.echo(f"{row.id:>4}  {row.state:<10} {_when(settings, row.send_at, row.local_at):<40} "
-                       f"{f'{sent:,}/{total:,}':>11}  {row.subject}")  # fmt: skip
+    rows = operations.latest(settings, limit)
+    if not rows:
+        click.echo("No broadcasts yet. Start with: nurture broadcast send FILE.md --dry-run")
+        return
+    click.echo(f"{'id':>4}  {'state':<10} {'send at':<40} {'sent/total':>11}  subject")
+    for row, sent, total in rows:
+        click.echo(f"{row.id:>4}  {row.state:<10} {_when(settings, row.send_at, row.local_at):<40} "
+                   f"{f'{sent:,}/{total:,}':>11}  {row.subject}")  # fmt: skip
 
 
 @command(broadcast, "status")
@@ -228,28 +176,27 @@ def status(ctx: click.Context, broadcast_id: int) -> None:
       nurture broadcast status 2
     """
     settings = _settings(ctx)
-    with session_scope(settings) as session:
-        found = report.status(session, core.get(session, broadcast_id))
-        row = found.broadcast
-        click.echo(f"Broadcast #{row.id}: {row.subject}")
-        click.echo(f"  state:    {row.state}")
-        click.echo(f"  send at:  {_when(settings, row.send_at, row.local_at)}")
-        click.echo(f"  segment:  {row.segment or 'all active subscribers'}")
-        click.echo(f"  web:      {core.web_url(settings, row)}"
-                   + ("  (listed in the archive)" if row.archive else "  (not listed)"))  # fmt: skip
-        if row.started_at is not None:
-            progress = "done" if row.fanned_out_at else f"up to subscriber #{row.checkpoint}"
-            click.echo(f"  fan-out:  {progress}")
-        shown = [f"{found.counts[c]:,} {c}" for c in report.COLUMNS if found.counts.get(c)]
-        click.echo(f"  emails:   {', '.join(shown)} ({found.total:,} in all)" if shown
-                   else "  emails:   none yet")  # fmt: skip
-        sent = found.counts.get(DeliveryStatus.SENT, 0)
-        if sent:
-            click.echo(f"  opened:   {found.opened:,} people ({found.opened / sent:.0%}); "
-                       f"clicked: {found.clicked:,} ({found.clicked / sent:.0%})")  # fmt: skip
-        for address, at, state in found.tests:
-            when = f"{at:%Y-%m-%d %H:%M} UTC" if isinstance(at, datetime) else "-"
-            click.echo(f"  test copy to {address}: {state} {when} (not counted)")
+    found = operations.status(settings, broadcast_id)
+    row = found.broadcast
+    click.echo(f"Broadcast #{row.id}: {row.subject}")
+    click.echo(f"  state:    {row.state}")
+    click.echo(f"  send at:  {_when(settings, row.send_at, row.local_at)}")
+    click.echo(f"  segment:  {row.segment or 'all active subscribers'}")
+    click.echo(f"  web:      {core.web_url(settings, row)}"
+               + ("  (listed in the archive)" if row.archive else "  (not listed)"))  # fmt: skip
+    if row.started_at is not None:
+        progress = "done" if row.fanned_out_at else f"up to subscriber #{row.checkpoint}"
+        click.echo(f"  fan-out:  {progress}")
+    shown = [f"{found.counts[c]:,} {c}" for c in COLUMNS if found.counts.get(c)]
+    click.echo(f"  emails:   {', '.join(shown)} ({found.total:,} in all)" if shown
+               else "  emails:   none yet")  # fmt: skip
+    sent = found.counts.get("sent", 0)
+    if sent:
+        click.echo(f"  opened:   {found.opened:,} people ({found.opened / sent:.0%}); "
+                   f"clicked: {found.clicked:,} ({found.clicked / sent:.0%})")  # fmt: skip
+    for address, at, state in found.tests:
+        when = f"{at:%Y-%m-%d %H:%M} UTC" if isinstance(at, datetime) else "-"
+        click.echo(f"  test copy to {address}: {state} {when} (not counted)")
 
 
 @command(broadcast, "cancel")
@@ -262,8 +209,6 @@ def cancel(ctx: click.Context, broadcast_id: int) -> None:
     Example:
       nurture broadcast cancel 2
     """
-    with session_scope(_settings(ctx)) as session:
-        stopped = core.cancel(session, broadcast_id, clock.now())
-        sent = report.status(session, core.get(session, broadcast_id)).counts.get("sent", 0)
+    stopped, sent = operations.cancel(_settings(ctx), broadcast_id)
     click.echo(f"Broadcast #{broadcast_id} cancelled: {stopped:,} emails stopped, "
                f"{sent:,} already sent.")  # fmt: skip

@@ -8,9 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from nurture.cli import _settings, cli, command
-from nurture.content.sequences import catalog_for
 from nurture.content.validation import summary, validate_workspace
-from nurture.errors import NurtureError
 
 if TYPE_CHECKING:
     from nurture.delivery.compose import Composed
@@ -54,33 +52,9 @@ def preview(ctx: click.Context, sequence: str, step: str, email: str | None, fmt
     Example:
       nurture preview from-curious-to-customer welcome --format html > welcome.html
     """
-    from nurture.content.rendering import SubscriberView
-    from nurture.delivery.compose import compose_step
-    from nurture.people.subscribers import get, tags_of
-    from nurture.store.engine import session_scope
+    from nurture.delivery.preview import preview_step
 
-    settings = _settings(ctx)
-    catalog = catalog_for(settings.sequences_dir)
-    seq = catalog.get(sequence)
-    if seq is None:
-        raise NurtureError(
-            f"no sequence named {sequence!r} (known: {', '.join(catalog.sequences)})"
-        )
-    found = seq.step(step)
-    if found is None:
-        raise NurtureError(f"{sequence} has no step {step!r} (steps: "
-                           f"{', '.join(s.id for s in seq.steps)})")  # fmt: skip
-    view, sub_id = SubscriberView(email="sam@example.com", first_name="Sam"), 0
-    if email:
-        with session_scope(settings) as session:
-            sub = get(session, email)
-            view = SubscriberView(email=sub.email, first_name=sub.first_name,
-                                  timezone=sub.timezone, attributes=dict(sub.attributes or {}),
-                                  tags=tuple(tags_of(session, sub.id)),
-                                  link_key=sub.link_key)  # fmt: skip
-            sub_id = sub.id
-    composed = compose_step(settings, seq, found, view, sub_id)
-    echo_composed(composed, fmt)
+    echo_composed(preview_step(_settings(ctx), sequence, step, email), fmt)
 
 
 def echo_composed(composed: Composed, fmt: str) -> None:

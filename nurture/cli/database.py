@@ -10,7 +10,7 @@ import click
 from nurture.cli import _settings, cli, command
 from nurture.content.rendering import example_root
 from nurture.errors import NurtureError
-from nurture.store.engine import _engine, current_revision, describe, upgrade
+from nurture.store.engine import upgrade_database
 
 NURTURE_TOML = """\
 # nurture settings. Environment variables (NURTURE_<NAME>) win over these.
@@ -61,16 +61,7 @@ def db_upgrade(ctx: click.Context) -> None:
     Example:
       NURTURE_DATABASE_URL=postgresql://nurture@db/nurture nurture db upgrade
     """
-    settings = _settings(ctx)
-    engine = _engine(settings.database_url)
-    try:
-        before = current_revision(engine)
-        upgrade(engine)
-        after = current_revision(engine)
-    except Exception as e:
-        raise NurtureError(
-            f"cannot upgrade NURTURE_DATABASE_URL: {describe(e, settings.database_url)}"
-        ) from None
+    before, after = upgrade_database(_settings(ctx))
     if before == after:
         click.echo(f"Database already up to date (revision {after}).")
     else:

@@ -7,29 +7,20 @@ import sys
 from pathlib import Path
 
 import click
-from sqlalchemy import delete, func, select
 
-from nurture import clock
 from nurture.cli import _settings, cli, command
-from nurture.content.sequences import catalog_for
-from nurture.people.activity import on_tag
-from nurture.people.engagement import live_score
-from nurture.people.fields import fields_for, parse_pairs
-from nurture.people.importing import import_rows, read_rows
-from nurture.people.subscribers import (
-    ConsentInfo,
-    add,
-    add_tags,
-    clean_tags,
-    forget,
-    get,
-    set_attributes,
-    tags_of,
-    unsubscribe,
+from nurture.journeys.membership import (
+    add_subscriber,
+    forget_subscriber,
+    import_parsed,
+    read_import,
+    set_fields,
+    tag_subscriber,
+    unsubscribe_subscriber,
+    untag_subscriber,
 )
 from nurture.queue import dispatch
-from nurture.store.engine import session_scope
-from nurture.store.tables import Consent, Delivery, Enrollment, Subscriber, Tag
+from nurture.reports.directory import export_columns, export_rows, list_subscribers, show_subscriber
 
 
 @cli.group("subscribers")
@@ -59,26 +50,17 @@ def subscribers_add(ctx: click.Context, email: str, first_name: str | None, time
       nurture subscribers add ana@example.com --attr company="Crumb & Co" --attr city=Leeds
     """
     settings = _settings(ctx)
-    catalog = catalog_for(settings.sequences_dir)
-    attributes = fields_for(settings.workspace).values(parse_pairs(attrs))
-    with session_scope(settings) as session:
-        sub, created = add(session, catalog, email, clock.now(), first_name=first_name,
-                           timezone=timezone, tags=list(tags), confirmed=confirmed,
-                           consent=ConsentInfo(source="cli"), attributes=attributes)  # fmt: skip
-        status = sub.status
-        confirmation = session.scalars(
-            select(Delivery.id).where(Delivery.subscriber_id == sub.id,
-                                      Delivery.kind == "confirm", Delivery.status == "queued")
-        ).all()  # fmt: skip
-    if not created:
-        click.echo(f"{sub.email} is already a subscriber ({status})"
+    added = add_subscriber(settings, email, first_name=first_name, timezone=timezone,
+                           tags=tags, attrs=attrs, confirmed=confirmed)  # fmt: skip
+    if not added.created:
+        click.echo(f"{added.email} is already a subscriber ({added.status})"
                    f"{'; tags and fields updated' if tags or attrs else ''}.")  # fmt: skip
         return
-    dispatch(settings, confirmation)
+    dispatch(settings, added.confirmations)
     if confirmed:
-        click.echo(f"Added {sub.email} (active). Run `nurture send-due` to send what is due.")
+        click.echo(f"Added {added.email} (active). Run `nurture send-due` to send what is due.")
     else:
-        click.echo(f"Added {sub.email} (pending); a confirmation email is on its way.")
+        click.echo(f"Added {added.email} (pending); a confirmation email is on its way.")
 
 
 @command(subscribers, "list")
@@ -92,17 +74,12 @@ def subscribers_list(ctx: click.Context, status: str | None, limit: int) -> None
     Example:
       nurture subscribers list --status active
     """
-    with session_scope(_settings(ctx)) as session:
-        query = select(Subscriber).order_by(Subscriber.created_at.desc(), Subscriber.id.desc())
-        if status:
-            query = query.where(Subscriber.status == status)
-        total = session.scalar(select(func.count()).select_from(query.subquery()))
-        subs = session.scalars(query.limit(limit)).all()
-        click.echo(f"{'email':<36} {'status':<13} {'first name':<16} signed up")
-        for s in subs:
-            click.echo(f"{s.email:<36} {s.status:<13} {s.first_name or '':<16} "
-                       f"{s.created_at:%Y-%m-%d %H:%M}")  # fmt: skip
-        click.echo(f"{len(subs)} of {total} shown")
+    page = list_subscribers(_settings(ctx), status, limit)
+    click.echo(f"{'email':<36} {'status':<13} {'first name':<16} signed up")
+    for s in page.rows:
+        click.echo(f"{s.email:<36} {s.status:<13} {s.first_name or '':<16} "
+                   f"{s.created_at:%Y-%m-%d %H:%M}")  # fmt: skip
+    click.echo(f"{len(page.rows)} of {page.total} shown")
 
 
 @command(subscribers, "show")
@@ -115,56 +92,31 @@ def subscribers_show(ctx: click.Context, email: str) -> None:
     Example:
       nurture subscribers show ana@example.com
     """
-    settings = _settings(ctx)
-    with session_scope(settings) as session:
-        sub = get(session, email)
-        score = live_score(session, sub.id, catalog_for(settings.sequences_dir))
-        click.echo(f"{sub.email}  {sub.status}")
-        click.echo(f"  first name: {sub.first_name or '-'}   time zone: {sub.timezone or '-'}")
-        click.echo(f"  tags: {', '.join(tags_of(session, sub.id)) or '-'}")
-        shown = {k: v for k, v in (sub.attributes or {}).items() if k in fields_for(
-            _settings(ctx).workspace).types}  # fmt: skip
-        click.echo(f"  fields: {', '.join(f'{k}={v}' for k, v in sorted(shown.items())) or '-'}")
-        ready = (
-            f"sales-ready since {sub.ready_at:%Y-%m-%d %H:%M}" if sub.ready_at else "not yet ready"
-        )
-        click.echo(f"  score: {score} ({ready})")
-        click.echo(f"  signed up {sub.created_at:%Y-%m-%d %H:%M} UTC via {sub.source}")
-        click.echo("consent:")
-        for c in session.scalars(select(Consent).where(Consent.subscriber_id == sub.id)
-                                 .order_by(Consent.at, Consent.id)):  # fmt: skip
-            where = ", ".join(x for x in (c.ip, c.form, c.user_agent) if x)
-            click.echo(f"  {c.at:%Y-%m-%d %H:%M}  {c.action:<10} via {c.source}"
-                       f"{'  (' + where + ')' if where else ''}")  # fmt: skip
-            if c.wording and c.action == "requested":
-                click.echo(f"      wording: {c.wording}")
-        click.echo("enrolments:")
-        enrollments = session.scalars(
-            select(Enrollment).where(Enrollment.subscriber_id == sub.id)
-            .order_by(Enrollment.enrolled_at, Enrollment.id)
-        ).all()  # fmt: skip
-        rounds = {e.sequence for e in enrollments if e.round > 1}
-        for e in enrollments:
-            name = f"{e.sequence} (round {e.round})" if e.sequence in rounds else e.sequence
-            click.echo(f"  {name:<28} {e.status:<10} {_whereabouts(e)}")
-        click.echo("emails:")
-        for d in session.scalars(select(Delivery).where(Delivery.subscriber_id == sub.id)
-                                 .order_by(Delivery.id)):  # fmt: skip
-            when = d.sent_at or d.created_at
-            what = f"{d.sequence}/{d.step_id}" if d.kind == "sequence" else d.kind
-            extra = f"  ({d.error})" if d.error else ""
-            click.echo(f"  {when:%Y-%m-%d %H:%M}  {d.status:<9} {what}  "
-                       f"{d.subject or ''}{extra}")  # fmt: skip
-
-
-def _whereabouts(e: Enrollment) -> str:
-    """Where an enrolment stands, and why its next step waits when something holds it."""
-    if e.ended_at:
-        return f"ended {e.ended_at:%Y-%m-%d %H:%M}: {e.end_reason}"
-    if e.next_due_at is None:
-        return f"next: {e.next_step_id} (being sent)"
-    why = f" ({e.waiting_for})" if e.waiting_for else ""
-    return f"next: {e.next_step_id} at {e.next_due_at:%Y-%m-%d %H:%M}{why}"
+    card = show_subscriber(_settings(ctx), email)
+    click.echo(f"{card.email}  {card.status}")
+    click.echo(f"  first name: {card.first_name or '-'}   time zone: {card.timezone or '-'}")
+    click.echo(f"  tags: {', '.join(card.tags) or '-'}")
+    click.echo(f"  fields: {', '.join(f'{k}={v}' for k, v in sorted(card.fields.items())) or '-'}")
+    ready = (
+        f"sales-ready since {card.ready_at:%Y-%m-%d %H:%M}" if card.ready_at else "not yet ready"
+    )
+    click.echo(f"  score: {card.score} ({ready})")
+    click.echo(f"  signed up {card.created_at:%Y-%m-%d %H:%M} UTC via {card.source}")
+    click.echo("consent:")
+    for c in card.consents:
+        click.echo(f"  {c.at:%Y-%m-%d %H:%M}  {c.action:<10} via {c.source}"
+                   f"{'  (' + c.where + ')' if c.where else ''}")  # fmt: skip
+        if c.wording and c.action == "requested":
+            click.echo(f"      wording: {c.wording}")
+    click.echo("enrolments:")
+    rounds = {e.sequence for e in card.enrollments if e.round > 1}
+    for e in card.enrollments:
+        name = f"{e.sequence} (round {e.round})" if e.sequence in rounds else e.sequence
+        click.echo(f"  {name:<28} {e.status:<10} {e.whereabouts()}")
+    click.echo("emails:")
+    for d in card.emails:
+        extra = f"  ({d.error})" if d.error else ""
+        click.echo(f"  {d.at:%Y-%m-%d %H:%M}  {d.status:<9} {d.what}  {d.subject or ''}{extra}")
 
 
 @command(subscribers, "tag")
@@ -178,12 +130,7 @@ def subscribers_tag(ctx: click.Context, email: str, tags: tuple[str, ...]) -> No
     Example:
       nurture subscribers tag ana@example.com customer vip
     """
-    settings = _settings(ctx)
-    with session_scope(settings) as session:
-        sub = get(session, email)
-        add_tags(session, sub.id, list(tags))
-        on_tag(session, settings, sub.id, clean_tags(tags), clock.now())
-        now_tags = tags_of(session, sub.id)
+    now_tags = tag_subscriber(_settings(ctx), email, tags)
     click.echo(f"{email}: {', '.join(now_tags)}")
 
 
@@ -198,11 +145,7 @@ def subscribers_untag(ctx: click.Context, email: str, tags: tuple[str, ...]) -> 
     Example:
       nurture subscribers untag ana@example.com vip
     """
-    with session_scope(_settings(ctx)) as session:
-        sub = get(session, email)
-        session.execute(delete(Tag).where(Tag.subscriber_id == sub.id,
-                                          Tag.name.in_([t.strip().lower() for t in tags])))  # fmt: skip
-        now_tags = tags_of(session, sub.id)
+    now_tags = untag_subscriber(_settings(ctx), email, tags)
     click.echo(f"{email}: {', '.join(now_tags) or 'no tags'}")
 
 
@@ -217,14 +160,8 @@ def subscribers_set(ctx: click.Context, email: str, pairs: tuple[str, ...]) -> N
     Example:
       nurture subscribers set ana@example.com plan=pro city=Leeds
     """
-    settings = _settings(ctx)
-    values = fields_for(settings.workspace).values(parse_pairs(pairs))
-    with session_scope(settings) as session:
-        sub = get(session, email)
-        set_attributes(sub, values)
-        now_set = dict(sub.attributes or {})
-    shown = ", ".join(f"{k}={now_set.get(k, '')}" for k in values)
-    click.echo(f"{sub.email}: {shown}")
+    address, now_set = set_fields(_settings(ctx), email, pairs)
+    click.echo(f"{address}: {', '.join(f'{k}={v}' for k, v in now_set.items())}")
 
 
 @command(subscribers, "export")
@@ -238,23 +175,14 @@ def subscribers_export(ctx: click.Context, file: Path | None) -> None:
       nurture subscribers export everyone.csv
     """
     settings = _settings(ctx)
-    names = sorted(fields_for(settings.workspace).types)
+    count = 0
     out = file.open("w", newline="", encoding="utf-8") if file else sys.stdout
     try:
         writer = csv.writer(out)
-        writer.writerow(["email", "first_name", "timezone", "tags", "status", "created_at",
-                         "confirmed_at", *names])  # fmt: skip
-        with session_scope(settings) as session:
-            count = 0
-            for s in session.scalars(select(Subscriber).order_by(Subscriber.id)
-                                     .execution_options(yield_per=1000)):  # fmt: skip
-                attrs = s.attributes or {}
-                writer.writerow([s.email, s.first_name or "", s.timezone or "",
-                                 " ".join(tags_of(session, s.id)), s.status,
-                                 s.created_at.isoformat(),
-                                 s.confirmed_at.isoformat() if s.confirmed_at else "",
-                                 *(attrs.get(n, "") for n in names)])  # fmt: skip
-                count += 1
+        writer.writerow(export_columns(settings))
+        for row in export_rows(settings):
+            writer.writerow(row)
+            count += 1
     finally:
         if file:
             out.close()
@@ -280,25 +208,14 @@ def subscribers_import(ctx: click.Context, file: Path, confirmed: bool) -> None:
       nurture subscribers import customers.csv --confirmed
     """
     settings = _settings(ctx)
-    catalog = catalog_for(settings.sequences_dir)
-    parsed = read_rows(file, fields_for(settings.workspace))
-    consent = ConsentInfo(source="import", form=file.name, wording=None)
+    parsed = read_import(settings, file)
     with click.progressbar(length=len(parsed.rows), label="Importing", file=sys.stderr) as bar:
-        outcome = import_rows(lambda: session_scope(settings), catalog, parsed.rows, clock.now(),
-                              confirmed=confirmed, consent=consent, file=file.name,
-                              progress=bar.update)  # fmt: skip
-    problems = sorted(parsed.problems + outcome.problems, key=_line_of)
-    for problem in problems:
+        outcome = import_parsed(settings, file, parsed, confirmed=confirmed, progress=bar.update)
+    for problem in outcome.problems:
         click.echo(problem, err=True)
     dispatch(settings, outcome.confirmations)
-    click.echo(f"Imported {outcome.added} new, {outcome.existing + parsed.repeats} already known, "
-               f"{len(problems)} bad rows.")  # fmt: skip
-
-
-def _line_of(problem: str) -> int:
-    """`file.csv:12: why` sorts by its line number."""
-    parts = problem.split(":", 2)
-    return int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else 0
+    click.echo(f"Imported {outcome.added} new, {outcome.known} already known, "
+               f"{len(outcome.problems)} bad rows.")  # fmt: skip
 
 
 @command(subscribers, "forget")
@@ -314,8 +231,7 @@ def subscribers_forget(ctx: click.Context, email: str, yes: bool) -> None:
     """
     if not yes:
         click.confirm(f"Erase everything about {email}?", abort=True)
-    with session_scope(_settings(ctx)) as session:
-        forget(session, get(session, email), clock.now())
+    forget_subscriber(_settings(ctx), email)
     click.echo(f"Forgot {email}; the address is suppressed and will never be mailed again.")
 
 
@@ -330,7 +246,5 @@ def unsubscribe_cmd(ctx: click.Context, email: str, sequence: str | None) -> Non
     Example:
       nurture unsubscribe ana@example.com
     """
-    with session_scope(_settings(ctx)) as session:
-        unsubscribe(session, get(session, email), clock.now(), sequence=sequence,
-                    consent=ConsentInfo(source="cli", wording=None))  # fmt: skip
+    unsubscribe_subscriber(_settings(ctx), email, sequence)
     click.echo(f"Unsubscribed {email}{' from ' + sequence if sequence else ''}.")

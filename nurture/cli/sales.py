@@ -8,14 +8,10 @@ import sys
 from datetime import UTC, datetime
 
 import click
-from sqlalchemy import select
 
 from nurture.cli import _settings, cli, command
-from nurture.content.sequences import catalog_for
 from nurture.errors import NurtureError
-from nurture.people.engagement import live_scores
-from nurture.store.engine import session_scope
-from nurture.store.tables import Handoff, Subscriber
+from nurture.reports.leads import sales_ready
 
 
 @command(cli, "leads")
@@ -31,35 +27,13 @@ def leads(ctx: click.Context, since: str | None, fmt: str) -> None:
       nurture leads --since 2026-03-01
       nurture leads --format csv > leads.csv
     """
-    query = (
-        select(Subscriber, Handoff)
-        .outerjoin(Handoff, Handoff.subscriber_id == Subscriber.id)
-        .where(Subscriber.ready_at.is_not(None))
-        .order_by(Subscriber.ready_at.desc())
-    )
+    start = None
     if since:
         try:
             start = datetime.fromisoformat(since).replace(tzinfo=UTC)
         except ValueError:
             raise NurtureError(f"--since {since!r} is not a date like 2026-03-01") from None
-        query = query.where(Subscriber.ready_at >= start)
-    rows = []
-    settings = _settings(ctx)
-    catalog = catalog_for(settings.sequences_dir)
-    with session_scope(settings) as session:
-        found = session.execute(query).all()
-        scores = live_scores(session, [sub.id for sub, _ in found],
-                             list(catalog.sequences.values()))  # fmt: skip
-        for sub, handoff in found:
-            evidence = handoff.evidence if handoff else {}
-            rows.append({
-                "email": sub.email, "first_name": sub.first_name or "", "score": scores[sub.id],
-                "ready_at": sub.ready_at.isoformat() if sub.ready_at else "",
-                "sequence": handoff.sequence if handoff else "",
-                "opened": evidence.get("opened", []), "clicked": evidence.get("clicked", []),
-                "events": evidence.get("events", []),
-                "handoff": handoff.status if handoff else "",
-            })  # fmt: skip
+    rows = sales_ready(_settings(ctx), start)
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
         return

@@ -8,20 +8,12 @@ import click
 
 from nurture import clock
 from nurture.cli import _settings, cli, command
-from nurture.content.sequences import catalog_for
 from nurture.delivery.compose import sender_for
 from nurture.queue import broker_status
 from nurture.reports.html import write_report
-from nurture.reports.stats import (
-    COLUMNS,
-    delivery_health,
-    funnel,
-    handoff_counts,
-    scores,
-    step_stats,
-)
+from nurture.reports.overview import overview
+from nurture.reports.stats import COLUMNS
 from nurture.send_due import run_send_due, summary
-from nurture.store.engine import session_scope
 
 
 @command(cli, "send-due")
@@ -68,38 +60,30 @@ def stats(ctx: click.Context, sequence: str | None, html_file: Path | None) -> N
       nurture stats from-curious-to-customer --html report.html
     """
     settings = _settings(ctx)
-    catalog = catalog_for(settings.sequences_dir)
-    if sequence and catalog.get(sequence) is None:
-        raise click.ClickException(f"no sequence named {sequence!r}")
-    with session_scope(settings) as session:
-        rows = step_stats(session, catalog, sequence)
-        names = [sequence] if sequence else sorted(catalog.sequences)
-        funnels = [funnel(session, catalog.sequences[n]) for n in names]
-        live = [scores(session, catalog.sequences[n]) for n in names]
-        handoffs = handoff_counts(session)
+    found = overview(settings, sequence)
     if html_file:
-        write_report(html_file, funnels, rows, handoffs, clock.now(), live)
+        write_report(html_file, found.funnels, found.steps, found.handoffs, clock.now(),
+                     found.scores)  # fmt: skip
         click.echo(f"Wrote the report to {html_file}.")
         return
     current = None
-    for row in rows:
+    for row in found.steps:
         if row.sequence != current:
             current = row.sequence
             click.echo(f"\n{current}")
             click.echo(f"  {'step':<26} {'stage':<10}" + "".join(f"{c:>13}" for c in COLUMNS))
         click.echo(f"  {row.step_id:<26} {row.stage:<10}"
                    + "".join(f"{row.counts.get(c, 0):>13}" for c in COLUMNS))  # fmt: skip
-    for f, score in zip(funnels, live, strict=True):
+    for f, score in zip(found.funnels, found.scores, strict=True):
         click.echo(
             f"\n{f.sequence} funnel: " + " -> ".join(f"{label} {n}" for label, n in f.stages())
         )
         if score is not None:
             click.echo(score.line())
-    if handoffs:
-        failing = handoffs.get("failed", 0) + handoffs.get("retry", 0)
-        click.echo("sales handoffs: " + ", ".join(f"{n} {k}" for k, n in sorted(handoffs.items()))
+    if found.handoffs:
+        failing = found.handoffs.get("failed", 0) + found.handoffs.get("retry", 0)
+        click.echo("sales handoffs: "
+                   + ", ".join(f"{n} {k}" for k, n in sorted(found.handoffs.items()))
                    + (f"  ({failing} failing: check NURTURE_SALES_WEBHOOK_URL)" if failing else ""))  # fmt: skip
-    with session_scope(settings) as session:
-        health = delivery_health(session, clock.now(), settings.resend_after)
-    click.echo(f"\n{health.line()}")
+    click.echo(f"\n{found.health.line()}")
     click.echo(f"broker: {broker_status(settings)}")

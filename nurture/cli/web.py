@@ -7,12 +7,11 @@ import logging
 
 import click
 
-from nurture import clock
 from nurture.cli import _settings, cli, command
 from nurture.content.sequences import catalog_for
+from nurture import clock
 from nurture.errors import NurtureError
-from nurture.people.events import record_custom
-from nurture.store.engine import session_scope
+from nurture.people.events import add_event
 
 
 @command(cli, "serve")
@@ -107,8 +106,5 @@ def events_add(ctx: click.Context, email: str, event: str, data: str | None) -> 
         raise NurtureError(f"--data is not JSON: {e}") from None
     if not isinstance(details, dict):
         raise NurtureError('--data must be a JSON object, like {"plan": "pro"}')
-    settings = _settings(ctx)
-    with session_scope(settings) as session:
-        recorded = record_custom(session, email, event, clock.now(), details, settings=settings)
-        name = recorded.kind
-    click.echo(f"Recorded {name} for {email}.")
+    recorded = add_event(_settings(ctx), email, event, clock.now(), details)
+    click.echo(f"Recorded {recorded.name} for {email}.")

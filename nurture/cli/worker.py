@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 import click
-import redis
-from dramatiq import cli as dramatiq_cli
 
 from nurture.cli import _settings, cli, command
-from nurture.errors import ConfigError
-from nurture.queue import QUEUE
-from nurture.store.engine import dispose_all, get_engine
+from nurture.queue import QUEUE, run_workers
 
 #: Threads per process: each holds a database connection while it works through a
-#: message, and the pool has 15 (db.py: 5, plus 10 overflow).
+#: message, and the pool has 15 (store/engine.py: 5, plus 10 overflow).
 MAX_THREADS = 15
-#: Seconds a stopping worker waits for the sends in progress (each hands the rest of its
-#: message back after its current email, so this is rarely reached).
-SHUTDOWN_TIMEOUT = 60
 
 
 @command(cli, "worker")
@@ -44,28 +36,5 @@ def worker(ctx: click.Context, processes: int, threads: int, queues: tuple[str, 
       export NURTURE_REDIS_URL=redis://cache.internal:6379/0
       nurture worker --processes 2 --threads 8
     """
-    settings = _settings(ctx)
-    if not settings.redis_url:
-        raise ConfigError(
-            "NURTURE_REDIS_URL is not set: `nurture worker` needs Redis, e.g. "
-            "NURTURE_REDIS_URL=redis://localhost:6379/0 (without it, send-due sends by itself)"
-        )
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=3)
-    try:
-        client.ping()
-    except redis.RedisError as e:
-        raise ConfigError(f"cannot reach NURTURE_REDIS_URL: {e}") from None
-    finally:
-        client.close()
-    get_engine(settings)  # the database answers and is up to date, or a clear error now
-    dispose_all()  # worker processes are forked: each must open its own connections
-    # Dramatiq's processes load the settings again, from the environment: the same
-    # workspace and env file as this command's.
-    os.environ["NURTURE_WORKSPACE"] = str(settings.workspace)
     env_file = ctx.find_root().ensure_object(dict).get("env_file")
-    if env_file:
-        os.environ["NURTURE_ENV_FILE"] = str(env_file.resolve())
-    args = ["nurture.queue:setup_worker", "--processes", str(processes), "--threads", str(threads),
-            "--worker-shutdown-timeout", str(SHUTDOWN_TIMEOUT * 1000),
-            "--queues", *(queues or (QUEUE,))]  # fmt: skip
-    sys.exit(dramatiq_cli.main(dramatiq_cli.make_argument_parser().parse_args(args)))
+    sys.exit(run_workers(_settings(ctx), processes, threads, queues, env_file))

@@ -358,3 +358,18 @@ def _record_consent(
             form=info.form, wording=info.wording,
         )
     )  # fmt: skip
+
+
+def remove_tags(session: Session, subscriber_id: int, tags: Iterable[str]) -> None:
+    """Remove tags, named in any case; a tag the subscriber does not have is ignored."""
+    names = [t.strip().lower() for t in tags]
+    session.execute(delete(Tag).where(Tag.subscriber_id == subscriber_id, Tag.name.in_(names)))
+
+
+def queued_confirmations(session: Session, subscriber_id: int) -> list[int]:
+    """The confirmation emails of one subscriber still waiting to be sent."""
+    return list(session.scalars(
+        select(Delivery.id).where(Delivery.subscriber_id == subscriber_id,
+                                  Delivery.kind == "confirm",
+                                  Delivery.status == DeliveryStatus.QUEUED)
+    ))  # fmt: skip

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from nurture.errors import ConfigError
 from nurture.settings import Settings
-from nurture.urls import redact
+from nurture.urls import describe, redact
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -25,24 +24,6 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 # Alembic announces its context at INFO on every schema check, in every worker process;
 # nurture says itself what it migrated.
 logging.getLogger("alembic").setLevel(logging.WARNING)
-_BACKGROUND = re.compile(r"\s*\(Background on this error at: [^)]*\)")
-
-
-def describe(error: BaseException, url: str | None = None) -> str:
-    """A database error as one line: the driver's own message, without SQLAlchemy's
-    statement dump and its "Background on this error at" link, and without the
-    password of `url` should the driver have echoed its connection string."""
-    text = _BACKGROUND.sub("", str(getattr(error, "orig", None) or error)).strip()
-    line = text.splitlines()[0].strip() if text else type(error).__name__
-    password = _password(url) if url else None
-    return line.replace(password, "***") if password else line
-
-
-def _password(url: str) -> str | None:
-    try:
-        return make_url(url).password  # type: ignore[return-value]
-    except Exception:  # noqa: BLE001 - a URL SQLAlchemy cannot parse names no password
-        return None
 
 
 def _private_sqlite_file(url: str) -> None:
@@ -202,3 +183,19 @@ def dispose_all() -> None:
     _engines.clear()
     _ready.clear()
     _factories.clear()
+
+
+def upgrade_database(settings: Settings) -> tuple[str | None, str | None]:
+    """`nurture db upgrade`: apply every migration; returns the revision before (None
+    for an empty database) and after. ConfigError with the driver's own message when
+    the database cannot be upgraded."""
+    engine = _engine(settings.database_url)
+    try:
+        before = current_revision(engine)
+        upgrade(engine)
+        after = current_revision(engine)
+    except Exception as e:
+        raise ConfigError(
+            f"cannot upgrade NURTURE_DATABASE_URL: {describe(e, settings.database_url)}"
+        ) from None
+    return before, after

@@ -1,0 +1,134 @@
+"""Joining and leaving, as the command line asks for it: add, tag, untag, set fields,
+import, forget, unsubscribe. A tag or a confirmation can start sequences, an
+unsubscribe ends them, hence here, above people/. Each takes the settings, opens its
+own transaction and returns what there is to say. Sending is the caller's: what comes
+back names the confirmation emails to hand to the queue."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nurture import clock
+from nurture.content.sequences import catalog_for
+from nurture.people.activity import on_tag
+from nurture.people.fields import fields_for, parse_pairs
+from nurture.people.importing import Parsed, import_rows, read_rows
+from nurture.people.subscribers import (
+    ConsentInfo,
+    add,
+    add_tags,
+    clean_tags,
+    forget,
+    get,
+    queued_confirmations,
+    remove_tags,
+    set_attributes,
+    tags_of,
+    unsubscribe,
+)
+from nurture.settings import Settings
+from nurture.store.engine import session_scope
+
+
+@dataclass(frozen=True)
+class Added:
+    email: str
+    status: str
+    created: bool
+    #: Confirmation emails to send (a new, unconfirmed subscriber has one).
+    confirmations: list[int] = field(default_factory=list)
+
+
+def add_subscriber(
+    settings: Settings, address: str, *, first_name: str | None, timezone: str | None,
+    tags: tuple[str, ...], attrs: tuple[str, ...], confirmed: bool,
+) -> Added:  # fmt: skip
+    """Add one subscriber (or update a known one's tags and fields), consent from the CLI."""
+    catalog = catalog_for(settings.sequences_dir)
+    attributes = fields_for(settings.workspace).values(parse_pairs(attrs))
+    with session_scope(settings) as session:
+        sub, created = add(session, catalog, address, clock.now(), first_name=first_name,
+                           timezone=timezone, tags=list(tags), confirmed=confirmed,
+                           consent=ConsentInfo(source="cli"), attributes=attributes)  # fmt: skip
+        waiting = queued_confirmations(session, sub.id) if created and not confirmed else []
+        return Added(sub.email, sub.status, created, waiting)
+
+
+def tag_subscriber(settings: Settings, address: str, tags: tuple[str, ...]) -> list[str]:
+    """Add tags, starting their `tag:` sequences and reacting as to any activity;
+    returns the subscriber's tags now."""
+    with session_scope(settings) as session:
+        sub = get(session, address)
+        add_tags(session, sub.id, list(tags))
+        on_tag(session, settings, sub.id, clean_tags(tags), clock.now())
+        return tags_of(session, sub.id)
+
+
+def untag_subscriber(settings: Settings, address: str, tags: tuple[str, ...]) -> list[str]:
+    """Remove tags; returns the subscriber's tags now."""
+    with session_scope(settings) as session:
+        sub = get(session, address)
+        remove_tags(session, sub.id, tags)
+        return tags_of(session, sub.id)
+
+
+def set_fields(
+    settings: Settings, address: str, pairs: tuple[str, ...]
+) -> tuple[str, dict[str, str]]:
+    """Set declared fields from NAME=VALUE pairs (NAME= clears one); returns the address
+    and each named field's value now ("" when cleared)."""
+    values = fields_for(settings.workspace).values(parse_pairs(pairs))
+    with session_scope(settings) as session:
+        sub = get(session, address)
+        set_attributes(sub, values)
+        now_set = dict(sub.attributes or {})
+        return sub.email, {k: str(now_set.get(k, "")) for k in values}
+
+
+def forget_subscriber(settings: Settings, address: str) -> None:
+    """Erase a subscriber and their history; the address stays suppressed."""
+    with session_scope(settings) as session:
+        forget(session, get(session, address), clock.now())
+
+
+def unsubscribe_subscriber(settings: Settings, address: str, sequence: str | None) -> None:
+    """Leave one sequence, or everything; what is queued is cancelled too."""
+    with session_scope(settings) as session:
+        unsubscribe(session, get(session, address), clock.now(), sequence=sequence,
+                    consent=ConsentInfo(source="cli", wording=None))  # fmt: skip
+
+
+def read_import(settings: Settings, file: Path) -> Parsed:
+    """Every row of a CSV file checked against the declared fields; nothing written yet."""
+    return read_rows(file, fields_for(settings.workspace))
+
+
+@dataclass(frozen=True)
+class Imported:
+    added: int
+    known: int
+    #: Every bad row as `file:line: why`, in line order.
+    problems: list[str]
+    confirmations: list[int]
+
+
+def import_parsed(
+    settings: Settings, file: Path, parsed: Parsed, *, confirmed: bool,
+    progress: Callable[[int], None] = lambda n: None,
+) -> Imported:  # fmt: skip
+    """Write the checked rows of `file`, a batch per transaction (consent source 'import')."""
+    consent = ConsentInfo(source="import", form=file.name, wording=None)
+    outcome = import_rows(lambda: session_scope(settings), catalog_for(settings.sequences_dir),
+                          parsed.rows, clock.now(), confirmed=confirmed, consent=consent,
+                          file=file.name, progress=progress)  # fmt: skip
+    problems = sorted(parsed.problems + outcome.problems, key=_line_of)
+    return Imported(outcome.added, outcome.existing + parsed.repeats, problems,
+                    outcome.confirmations)  # fmt: skip
+
+
+def _line_of(problem: str) -> int:
+    """`file.csv:12: why` sorts by its line number."""
+    parts = problem.split(":", 2)
+    return int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else 0
