@@ -11,6 +11,7 @@ from nurture.cli import _settings, cli, command
 from nurture.content.sequences import catalog_for
 from nurture.content.validation import summary, validate_workspace
 from nurture.errors import NurtureError
+from nurture.people.fields import fields_for
 
 if TYPE_CHECKING:
     from nurture.delivery.compose import Composed
@@ -32,7 +33,7 @@ def validate(ctx: click.Context) -> None:
       sequences/welcome.yaml:12: unknown key 'subjet' (did you mean 'subject'?)
     """
     settings = _settings(ctx)
-    problems = validate_workspace(settings)
+    problems = validate_workspace(settings, fields_for(settings.workspace).types)
     for problem in problems:
         click.echo(str(problem), err=not problem.warning)
     click.echo(summary(settings, problems))
