@@ -6,7 +6,7 @@
 - `fanout`: deliveries written in batches from a checkpoint, handed to the same queue as
   sequence emails; `fan_out_due_broadcasts` is what `send-due` runs;
 - `compose`: the email (through the one message builder) and the web version;
-- `sameday`: the rule for a sequence step that falls on a broadcast's day.
+- `report`: read-only numbers for `broadcast list` and `broadcast status`.
 
-See docs/broadcasts.md.
+Imports delivery, people, content and store. See docs/broadcasts.md.
 """
