@@ -58,3 +58,25 @@ def test_no_test_module_imports_another():
         if _imported(path) & test_modules
     }
     assert offenders == {}
+
+
+#: Longest module and longest function, in lines (migrations aside): past these a module
+#: holds more than one idea, and a function more than one step.
+MODULE_LINES, FUNCTION_LINES = 400, 60
+
+
+def test_modules_and_functions_stay_small():
+    too_long: list[str] = []
+    for path in sorted((ROOT / "nurture").rglob("*.py")):
+        if "migrations" in path.parts:
+            continue
+        source = path.read_text(encoding="utf-8")
+        shown = str(path.relative_to(ROOT))
+        if len(source.splitlines()) >= MODULE_LINES:
+            too_long.append(f"{shown}: {len(source.splitlines())} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > FUNCTION_LINES:
+                    too_long.append(f"{shown}:{node.lineno}: {node.name}() is {lines} lines")
+    assert too_long == []
