@@ -1,4 +1,4 @@
-# Everyday commands. `make test` is the one CI runs.
+# Everyday commands. CI runs `make lint`, then `make test`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q --disable-pip-version-check
@@ -31,7 +31,10 @@ bench: $(PY)
 
 lint: $(PY)
 	$(PIP) -e '.[dev]'
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy nurture
+	$(VENV)/bin/lint-imports
 
 fmt: $(PY)
 	$(PIP) -e '.[dev]'

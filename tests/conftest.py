@@ -1,7 +1,10 @@
-"""Fixtures: a copied workspace, settings on SQLite and PostgreSQL, a real SMTP sink."""
+"""Fixtures: a copied workspace, settings on SQLite and PostgreSQL, a real SMTP sink;
+for the distributed tests a Redis database of their own, a timing sink and real workers;
+headless Chromium for the browser tests. Plain helpers live in tests/helpers/."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +17,9 @@ from nurture.delivery.compose import renderer_for
 from nurture.settings import Settings, load_settings
 from nurture.store import engine as db
 from nurture.store.tables import Base
-from tests.services import Sink, fresh_pg_database
+from tests.helpers.browser import ARGS, CHROMIUM
+from tests.helpers.distributed import BURST, SHORT, SINGLE, TimedHandler, Workers
+from tests.services import REDIS_URL, Sink, fresh_pg_database, own_redis_database, unavailable
 
 ROOT = Path(__file__).parent.parent
 SENDER = "Maya at Crumb & Co <hello@crumb.example>"
@@ -91,3 +96,85 @@ def _fresh_caches() -> Iterator[None]:
     from nurture.delivery import transports
 
     transports.close_thread_transport()
+
+
+# -- distributed: PostgreSQL, Redis and real worker processes -------------------------
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """An empty Redis database (1-15) of this test's own, flushed afterwards."""
+    import redis
+
+    taken = contextlib.ExitStack()
+    try:
+        url = taken.enter_context(own_redis_database(REDIS_URL))
+    except redis.RedisError as e:
+        unavailable("Redis", e)
+    except LookupError as e:
+        pytest.fail(f"{e} for this test run")
+    with taken:
+        yield url
+
+
+@pytest.fixture
+def pg_url(pg_database: str) -> str:
+    """The session's PostgreSQL database, emptied."""
+    engine = db._engine(pg_database)
+    with engine.begin() as conn:
+        tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+        conn.exec_driver_sql(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+    return pg_database
+
+
+@pytest.fixture
+def timed_sink() -> Iterator[Sink]:
+    sink = Sink()
+    sink.handler = TimedHandler()
+    sink.controller.handler = sink.handler
+    sink.start()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture
+def dist_env(workspace: Path, pg_url: str, redis_url: str, timed_sink: Sink) -> dict[str, str]:
+    """A workspace with the `burst`, `single` and `short` sequences, on PostgreSQL and Redis."""
+    (workspace / "sequences" / "burst.yaml").write_text(BURST)
+    (workspace / "sequences" / "single.yaml").write_text(SINGLE)
+    (workspace / "sequences" / "short.yaml").write_text(SHORT)
+    notes = workspace / "templates" / "email" / "test"
+    notes.mkdir()
+    (notes / "note.html").write_text("<p>A short note for {{ subscriber.email }}.</p>\n")
+    (notes / "note.txt").write_text("A short note for {{ subscriber.email }}.\n")
+    return {
+        "NURTURE_WORKSPACE": str(workspace),
+        "NURTURE_DATABASE_URL": pg_url,
+        "NURTURE_REDIS_URL": redis_url,
+        "NURTURE_SMTP_URL": timed_sink.url,
+        "NURTURE_BASE_URL": "https://crumb.example",
+        "NURTURE_MAX_PER_DAY": "100",
+    }
+
+
+@pytest.fixture
+def workers(dist_env: dict[str, str], tmp_path: Path) -> Iterator[Workers]:
+    pool = Workers(dist_env, tmp_path)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+# -- browser ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    try:
+        from playwright.sync_api import Error, sync_playwright
+    except ImportError as e:
+        unavailable("Playwright", e)
+    with sync_playwright() as p:
+        try:
+            chromium = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        except Error as e:
+            unavailable("Chromium", e)
+        yield chromium
+        chromium.close()

@@ -11,7 +11,7 @@ from html.parser import HTMLParser
 import pytest
 
 from nurture.web import create_app
-from tests.test_broadcast import ISSUE, add_people, invoke, issue_file  # noqa: F401
+from tests.helpers.broadcast import ISSUE, add_people, invoke, issue_file
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 VOID = {"meta", "link", "br", "img", "hr", "input", "col", "source", "wbr", "area", "base"}

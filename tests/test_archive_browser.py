@@ -11,10 +11,10 @@ from werkzeug.serving import make_server
 
 from nurture.settings import load_settings
 from nurture.web import create_app
+from tests.helpers.broadcast import ISSUE, add_people, invoke
+from tests.helpers.browser import ARTIFACTS, html_of
+from tests.helpers.web import CHROME
 from tests.services import free_port
-from tests.test_broadcast import ISSUE, add_people, invoke  # noqa: F401
-from tests.test_browser import ARTIFACTS, browser, html_of  # noqa: F401
-from tests.test_web import CHROME
 
 pytestmark = [
     pytest.mark.browser,

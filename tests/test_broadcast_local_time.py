@@ -12,8 +12,8 @@ from nurture.cli import cli
 from nurture.settings import load_settings
 from nurture.store.engine import session_scope
 from nurture.store.tables import Broadcast
+from tests.helpers.broadcast import ISSUE, add_people, invoke
 from tests.helpers.journeys import REAL_TIME_MODULES
-from tests.test_broadcast import ISSUE, add_people, invoke  # noqa: F401
 
 START = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)  # the day before, at noon UTC
 TICK = timedelta(minutes=15)  # cron

@@ -22,9 +22,9 @@ from nurture.delivery.sending import GROUP
 from nurture.settings import load_settings
 from nurture.store.engine import session_scope
 from nurture.store.tables import Broadcast, Delivery
+from tests.helpers.broadcast import ISSUE, add_people
+from tests.helpers.distributed import Workers, send_due, wait_for
 from tests.services import Sink, SinkHandler
-from tests.test_broadcast import ISSUE, add_people
-from tests.test_distributed_fixtures import Workers, pg_url, redis_url, send_due, wait_for  # noqa: F401
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 SEGMENT = "tag:customers and not tag:churned"

@@ -8,7 +8,6 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
@@ -19,16 +18,14 @@ from nurture.settings import load_settings
 from nurture.store.engine import session_scope
 from nurture.store.tables import Delivery, Event, Subscriber
 from nurture.web import create_app
-from tests.services import free_port, unavailable
-from tests.test_web import CHROME, subscriber
+from tests.helpers.browser import ARTIFACTS, html_of
+from tests.helpers.web import CHROME, subscriber
+from tests.services import free_port
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.parametrize("database_url", ["sqlite"], indirect=True),
 ]
-ARTIFACTS = Path(__file__).parent / "artifacts"
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 BLOG = "https://crumb.example/blog/marketing-vs-sales"
 
 
@@ -46,25 +43,6 @@ def site(env, workspace) -> Iterator[tuple[str, object]]:
     yield base, app
     server.shutdown()
     app.extensions["nurture"].background.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    try:
-        from playwright.sync_api import Error, sync_playwright
-    except ImportError as e:
-        unavailable("Playwright", e)
-    with sync_playwright() as p:
-        try:
-            chromium = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        except Error as e:
-            unavailable("Chromium", e)
-        yield chromium
-        chromium.close()
-
-
-def html_of(received) -> str:
-    return received.message.get_body(("html",)).get_content()
 
 
 def wait_for(condition, timeout: float = 15.0):

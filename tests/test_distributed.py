@@ -13,8 +13,7 @@ from sqlalchemy import func, select
 from nurture.cli import cli
 from nurture.store.engine import session_scope
 from nurture.store.tables import Enrollment
-from tests.services import free_port
-from tests.test_distributed_fixtures import (
+from tests.helpers.distributed import (
     per_recipient,
     seed,
     send_due,
@@ -22,9 +21,9 @@ from tests.test_distributed_fixtures import (
     statuses,
     wait_for,
 )
+from tests.services import free_port
 
 # The fixtures: Redis and PostgreSQL of this test's own, `nurture worker` processes.
-pytest_plugins = ["tests.test_distributed_fixtures"]
 
 SUBSCRIBERS = 500
 STEPS = 3

@@ -21,8 +21,7 @@ from nurture.delivery.sending import MAX_ATTEMPTS
 from nurture.people.subscribers import is_suppressed
 from nurture.store.engine import session_scope
 from nurture.store.tables import Delivery, Subscriber
-from tests.services import Sink, flush_keeping_claim
-from tests.test_distributed_fixtures import (
+from tests.helpers.distributed import (
     per_recipient,
     queue_depth_of,
     seed,
@@ -31,9 +30,9 @@ from tests.test_distributed_fixtures import (
     statuses,
     wait_for,
 )
+from tests.services import Sink, flush_keeping_claim
 
 # The fixtures: Redis and PostgreSQL of this test's own, `nurture worker` processes.
-pytest_plugins = ["tests.test_distributed_fixtures"]
 
 
 def attempts(settings) -> list[int]:

@@ -13,7 +13,7 @@ import pytest
 
 from nurture.cli import cli
 from nurture.web import create_app
-from tests.test_web import link_in, post_signup
+from tests.helpers.web import link_in, post_signup
 
 #: Nine lists of nine copies of the one before, six times over: 531,441 strings once
 #: every alias is expanded, from a file of about 300 bytes.

@@ -20,7 +20,7 @@ from nurture.store.tables import Consent, Event, Subscriber
 from nurture.tokens import Purpose, make_token
 from nurture.web import create_app
 from nurture.web.common import SETTINGS
-from tests.test_web import FORM, confirmed, count, drain, link_in, post_signup, subscriber
+from tests.helpers.web import FORM, confirmed, count, drain, link_in, post_signup, subscriber
 
 
 @pytest.fixture
@@ -185,7 +185,7 @@ def test_a_forgotten_persons_open_and_click_links_count_for_nobody(
 ):
     """Open and click links name a delivery; its id must not come back for someone else."""
     from nurture.send_due import run_send_due
-    from tests.test_web import CHROME
+    from tests.helpers.web import CHROME
 
     def welcome_links(email: str) -> tuple[str, str]:
         post_signup(client, app, email=email)

@@ -21,9 +21,7 @@ from nurture.delivery.sending import DB_LOST, Outcome, send_batch
 from nurture.store import engine as nurture_db
 from nurture.store.engine import session_scope
 from nurture.store.tables import Delivery
-from tests.pg_cluster import Cluster
-from tests.services import Sink
-from tests.test_distributed_fixtures import (
+from tests.helpers.distributed import (
     SINGLE,
     Workers,
     per_recipient,
@@ -33,10 +31,10 @@ from tests.test_distributed_fixtures import (
     statuses,
     wait_for,
 )
-from tests.test_sending_states import Meddling
-from tests.test_unsubscribe import enqueue_welcome as enqueue
-
-pytest_plugins = ["tests.test_distributed_fixtures"]
+from tests.helpers.sending import Meddling
+from tests.helpers.sending import enqueue_welcome as enqueue
+from tests.pg_cluster import Cluster
+from tests.services import Sink
 
 
 def cut_connections(url: str) -> int:

@@ -12,7 +12,7 @@ from nurture.content.sequences import catalog_for
 from nurture.people.segments import AllOf, AnyOf, Not, SegmentError, Term, audience_clause, parse
 from nurture.store.engine import session_scope
 from nurture.store.tables import Enrollment, Subscriber
-from tests.test_broadcast import add_people
+from tests.helpers.broadcast import add_people
 
 
 @pytest.fixture

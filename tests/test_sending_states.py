@@ -14,38 +14,19 @@ from nurture import clock
 from nurture.cli import cli
 from nurture.content.sequences import catalog_for
 from nurture.delivery.sending import Outcome, attempt, send_batch, send_delivery
-from nurture.delivery.transports import transport_for
 from nurture.journeys.scheduling import TAKEN_BACK, claim_due, enroll, requeue_stale
 from nurture.people.subscribers import add, get, is_suppressed, unsubscribe
 from nurture.settings import load_settings
 from nurture.store.engine import get_engine, session_scope
 from nurture.store.tables import Delivery, DeliveryStatus, Enrollment, Subscriber
-from tests.test_unsubscribe import enqueue_welcome as enqueue
-
-pytest_plugins = ["tests.test_distributed_fixtures"]
+from tests.helpers.sending import Meddling
+from tests.helpers.sending import enqueue_welcome as enqueue
 
 
 def enrollment_of(settings, email: str) -> Enrollment:
     with session_scope(settings) as session:
         sub = get(session, email)
         return session.scalar(select(Enrollment).where(Enrollment.subscriber_id == sub.id))
-
-
-class Meddling:
-    """A transport that really sends, after `meddle` ran while the email is on the wire."""
-
-    def __init__(self, settings, meddle):
-        self.real = transport_for(settings.smtp_url, settings.outbox)
-        self.meddle, self.calls = meddle, 0
-
-    def send(self, envelope):
-        self.calls += 1
-        if self.calls == 1:
-            self.meddle()
-        self.real.send(envelope)
-
-    def close(self):
-        self.real.close()
 
 
 def test_an_overtaken_claim_records_nothing_and_the_enrolment_moves_once(

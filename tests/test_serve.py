@@ -8,41 +8,15 @@ import re
 import signal
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from email import message_from_bytes
 from email.policy import default
 from pathlib import Path
-from urllib.parse import urlencode
 
 from nurture.cli import cli
+from tests.helpers.serve import http, wait_for
 from tests.services import free_port
 
 ROOT = Path(__file__).parent.parent
-
-
-def http(url: str, form: dict[str, str] | None = None) -> tuple[int, str]:
-    data = urlencode(form).encode() if form is not None else None
-    request = urllib.request.Request(url, data=data)  # noqa: S310 - our own http:// server
-    try:
-        with urllib.request.urlopen(request, timeout=10) as r:  # noqa: S310
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
-def wait_for(condition, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            found = condition()
-        except OSError:  # not listening yet
-            found = None
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError("timed out waiting")
 
 
 def emails(outbox: Path) -> list:

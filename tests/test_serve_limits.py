@@ -11,8 +11,9 @@ from pathlib import Path
 
 from nurture.cli import cli
 from nurture.settings import DEFAULT_SUBSCRIBE_LIMIT
+from tests.conftest import ROOT
+from tests.helpers.serve import http, wait_for
 from tests.services import free_port
-from tests.test_serve import ROOT, http, wait_for
 
 TOKEN = "eyJzIjoxLCJrIjoiYWJjIn0.aw3S6w.secretpart"
 

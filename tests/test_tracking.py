@@ -21,7 +21,7 @@ from nurture.store.engine import session_scope
 from nurture.store.tables import Delivery, Event
 from nurture.tokens import Purpose, make_token
 from nurture.web import create_app
-from tests.test_web import CHROME, count, queued_welcome
+from tests.helpers.web import CHROME, count, queued_welcome
 
 BLOG = "https://crumb.example/blog/marketing-vs-sales"
 EVIL = "https://evil.example/login"
@@ -159,7 +159,7 @@ def test_links_of_a_forgotten_subscriber_still_redirect_and_record_nothing(clien
 def test_stats_count_the_people_who_opened_clicked_and_left(client, settings, env, runner):
     from nurture.cli import cli
     from nurture.send_due import run_send_due
-    from tests.test_web import confirmed
+    from tests.helpers.web import confirmed
 
     ana, bo = confirmed(settings, "ana@example.com"), confirmed(settings, "bo@example.com")
     run_send_due(settings)

@@ -6,22 +6,12 @@ from sqlalchemy import select
 
 from nurture import clock
 from nurture.cli import cli
-from nurture.content.sequences import catalog_for
 from nurture.delivery.sending import Outcome, send_delivery
-from nurture.journeys.scheduling import claim_due
-from nurture.people.subscribers import add, get, suppress
+from nurture.people.subscribers import get, suppress
 from nurture.queue import dispatch
 from nurture.store.engine import session_scope
 from nurture.store.tables import Delivery, Enrollment
-
-
-def enqueue_welcome(settings, *emails: str) -> list[int]:
-    catalog = catalog_for(settings.sequences_dir)
-    with session_scope(settings) as session:
-        for email in emails:
-            add(session, catalog, email, clock.now(), confirmed=True)
-    with session_scope(settings) as session:
-        return claim_due(session, catalog, clock.now())
+from tests.helpers.sending import enqueue_welcome
 
 
 def test_unsubscribed_after_enqueue_receives_nothing(settings, env, sink, runner):

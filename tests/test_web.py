@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import re
 import time
 from dataclasses import replace
 from datetime import timedelta
@@ -11,14 +10,12 @@ from datetime import timedelta
 import pytest
 import redis
 from freezegun import freeze_time
-from sqlalchemy import event, func, select, update
+from sqlalchemy import event, select, update
 
 from nurture import clock
-from nurture.content.sequences import catalog_for
 from nurture.delivery.compose import unsubscribe_url
 from nurture.errors import ConfigError
-from nurture.journeys.scheduling import claim_due
-from nurture.people.subscribers import DEFAULT_WORDING, add, get
+from nurture.people.subscribers import DEFAULT_WORDING, get
 from nurture.settings import load_settings
 from nurture.store.engine import get_engine, session_scope
 from nurture.store.tables import Consent, Delivery, Enrollment, Event, Subscriber, Tag
@@ -26,10 +23,18 @@ from nurture.tokens import Purpose, make_token
 from nurture.web import create_app
 from nurture.web.common import SETTINGS
 from nurture.web.throttle import PREFIX, Throttle
+from tests.helpers.web import (
+    CHROME,
+    FORM,
+    confirmed,
+    count,
+    drain,
+    link_in,
+    post_signup,
+    queued_welcome,
+    subscriber,
+)
 from tests.services import REDIS_URL, own_redis_database, unavailable
-
-CHROME = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
-FORM = "application/x-www-form-urlencoded"
 
 
 @pytest.fixture
@@ -43,43 +48,6 @@ def app(settings):
 @pytest.fixture
 def client(app):
     return app.test_client()
-
-
-def drain(app) -> None:
-    app.extensions["nurture"].background.drain()
-
-
-def post_signup(client, app, json=False, **fields):
-    data = {"email": "ana@example.com", **fields}
-    response = (
-        client.post("/subscribe", json=data) if json else client.post("/subscribe", data=data)
-    )
-    response.close()  # as a server does once the answer is sent: the email is handed on
-    drain(app)
-    return response
-
-
-def link_in(received, kind: str) -> str:
-    """The path of the first `/<kind>/` link in an email's text part."""
-    text = received.message.get_body(("plain",)).get_content()
-    return re.search(rf"https://crumb\.example(/{kind}/[\w.-]+)", text).group(1)
-
-
-def count(settings, model, *where) -> int:
-    with session_scope(settings) as session:
-        return session.scalar(select(func.count()).select_from(model).where(*where))
-
-
-def subscriber(settings, email="ana@example.com") -> Subscriber:
-    with session_scope(settings) as session:
-        return get(session, email)
-
-
-def confirmed(settings, email: str) -> Subscriber:
-    with session_scope(settings) as session:
-        sub, _ = add(session, catalog_for(settings.sequences_dir), email, clock.now(),
-                     confirmed=True)  # fmt: skip
-        return sub
 
 
 # -- the form ------------------------------------------------------------------------
@@ -373,12 +341,6 @@ def test_cors_only_for_listed_origins(settings):
 
 
 # -- unsubscribe ---------------------------------------------------------------------
-def queued_welcome(settings, email="ana@example.com") -> Subscriber:
-    """An active subscriber whose first email is queued (claimed, not yet sent)."""
-    sub = confirmed(settings, email)
-    with session_scope(settings) as session:
-        claim_due(session, catalog_for(settings.sequences_dir), clock.now())
-    return sub
 
 
 def unsub_path(settings, sub, sequence="from-curious-to-customer") -> str:

@@ -8,7 +8,7 @@ from nurture.cli import cli
 from nurture.store.engine import session_scope
 from nurture.store.tables import Event
 from nurture.web.forms import HONEYPOT
-from tests.test_web import confirmed
+from tests.helpers.web import confirmed
 
 
 def test_form_snippet_posts_to_the_public_url_with_a_honeypot(runner, env):

@@ -9,7 +9,7 @@ import pytest
 
 from nurture.store.tables import Event, Subscriber
 from nurture.web import create_app
-from tests.test_web import confirmed, count
+from tests.helpers.web import confirmed, count
 
 AUTH = {"Authorization": "Bearer s3cret-key", "Content-Type": "application/json"}
 JSON = {"Content-Type": "application/json"}

@@ -12,8 +12,7 @@ import time
 from pathlib import Path
 
 from nurture.cli import cli
-from tests.services import free_port
-from tests.test_distributed_fixtures import (
+from tests.helpers.distributed import (
     per_recipient,
     queue_depth_of,
     seed,
@@ -22,8 +21,7 @@ from tests.test_distributed_fixtures import (
     statuses,
     wait_for,
 )
-
-pytest_plugins = ["tests.test_distributed_fixtures"]
+from tests.services import free_port
 
 
 def test_worker_without_redis_says_what_to_set(runner, workspace):

@@ -7,7 +7,7 @@
   sequence emails; `fan_out_due_broadcasts` is what `send-due` runs;
 - `compose`: the email (through the one message builder) and the web version;
 - `archive`: the public archive's issues, as their web versions show them;
-- `sameday`: the rule for a sequence step that falls on a broadcast's day.
+- `report`: read-only numbers for `broadcast list` and `broadcast status`.
 
-See docs/broadcasts.md.
+Imports delivery, people, content and store. See docs/broadcasts.md.
 """

@@ -9,6 +9,7 @@ import click
 
 from nurture.cli import _settings, cli, command
 from nurture.content.validation import summary, validate_workspace
+from nurture.people.fields import fields_for
 
 if TYPE_CHECKING:
     from nurture.delivery.compose import Composed
@@ -30,7 +31,7 @@ def validate(ctx: click.Context) -> None:
       sequences/welcome.yaml:12: unknown key 'subjet' (did you mean 'subject'?)
     """
     settings = _settings(ctx)
-    problems = validate_workspace(settings)
+    problems = validate_workspace(settings, fields_for(settings.workspace).types)
     for problem in problems:
         click.echo(str(problem), err=not problem.warning)
     click.echo(summary(settings, problems))

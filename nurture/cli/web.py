@@ -7,9 +7,9 @@ import logging
 
 import click
 
+from nurture import clock
 from nurture.cli import _settings, cli, command
 from nurture.content.sequences import catalog_for
-from nurture import clock
 from nurture.errors import NurtureError
 from nurture.people.events import add_event
 

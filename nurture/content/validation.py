@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from nurture.content.rendering import renderer_for
 from nurture.content.sequences import catalog_for
 from nurture.content.yamlmarks import line_for, load_with_lines
 from nurture.errors import SequenceError
-from nurture.people.fields import fields_for
 from nurture.settings import Settings
 
 
@@ -43,14 +42,18 @@ def summary(settings: Settings, problems: list[SequenceError]) -> str:
             f"{errors} errors, {len(problems) - errors} warnings")  # fmt: skip
 
 
-def validate_workspace(settings: Settings) -> list[SequenceError]:
+def validate_workspace(
+    settings: Settings, fields: Mapping[str, str] | None = None
+) -> list[SequenceError]:
+    """Every problem at once. `fields` are the declared subscriber fields (name → type)
+    templates may read; the caller reads them, as content knows nothing of subscribers."""
     problems: list[SequenceError] = []
     if not settings.sequences_dir.is_dir():
         return [SequenceError("sequences", None, "no sequences/ folder in this workspace")]
     catalog = catalog_for(settings.sequences_dir)  # the command reuses it for its summary
     problems.extend(catalog.problems)
     renderer = renderer_for(settings.templates_dir)
-    renderer.fields = fields_for(settings.workspace).types  # templates may read these
+    renderer.fields = dict(fields or {})
     problems.extend(renderer.check_layout())
     for path, template, template_line, subject, subject_line in _steps(settings):
         if isinstance(template, str):

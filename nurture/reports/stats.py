@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
 from sqlalchemy import case, func, literal, select
 from sqlalchemy.orm import Session
@@ -46,7 +47,7 @@ def step_stats(session: Session, catalog: Catalog, sequence: str | None = None) 
     found: dict[tuple[str, str], dict[str, int]] = {}
     for seq_name, step_id, status, count in session.execute(query):
         column = "pending" if status in _PENDING else str(status)
-        bucket = found.setdefault((seq_name, step_id), dict.fromkeys(COLUMNS, 0))
+        bucket = found.setdefault(_step_key(seq_name, step_id), dict.fromkeys(COLUMNS, 0))
         bucket[column] = bucket.get(column, 0) + count
     _add_engagement(session, found, sequence)
     rows = []
@@ -59,6 +60,12 @@ def step_stats(session: Session, catalog: Catalog, sequence: str | None = None) 
     for (name, step_id), counts in sorted(found.items()):  # steps since removed from files
         rows.append(StepStats(name, step_id, "(removed)", counts))
     return rows
+
+
+def _step_key(sequence: str | None, step_id: str | None) -> tuple[str, str]:
+    """A sequence email's (sequence, step): both columns are only empty on other kinds of
+    email, which every query here leaves out (`kind == "sequence"`)."""
+    return cast("tuple[str, str]", (sequence, step_id))
 
 
 def _add_engagement(
@@ -80,8 +87,12 @@ def _add_engagement(
     if sequence:
         base = base.where(Delivery.sequence == sequence)
     opened = base.add_columns(literal("open"), emails).where(Event.kind.in_(["open", "click"]))
-    query = base.add_columns(kind, emails).where(Event.kind.in_(["click", "unsubscribe"]))
-    query = query.group_by(kind).union_all(opened)
+    events = (
+        base.add_columns(kind, emails)
+        .where(Event.kind.in_(["click", "unsubscribe"]))
+        .group_by(kind)
+        .union_all(opened)
+    )
     bounced = (
         select(Delivery.sequence, Delivery.step_id, func.count())
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
@@ -89,20 +100,14 @@ def _add_engagement(
                Subscriber.status == SubscriberStatus.BOUNCED)
         .group_by(Delivery.sequence, Delivery.step_id)
     )  # fmt: skip
-    if sequence:
-        opened = opened.where(Delivery.sequence == sequence)
-        query = (
-            base.add_columns(kind, emails)
-            .where(Event.kind.in_(["click", "unsubscribe"]), Delivery.sequence == sequence)
-            .group_by(kind)
-            .union_all(opened)
-        )
+    if sequence:  # `base`, and so the events, already keep to this sequence
         bounced = bounced.where(Delivery.sequence == sequence)
     column = {"open": "opened", "click": "clicked", "unsubscribe": "unsubscribed"}
-    for seq_name, step_id, kind, count in session.execute(query):
-        found.setdefault((seq_name, step_id), dict.fromkeys(COLUMNS, 0))[column[kind]] = count
+    for seq_name, step_id, kind, count in session.execute(events):
+        bucket = found.setdefault(_step_key(seq_name, step_id), dict.fromkeys(COLUMNS, 0))
+        bucket[column[kind]] = count
     for seq_name, step_id, count in session.execute(bounced):
-        found.setdefault((seq_name, step_id), dict.fromkeys(COLUMNS, 0))["bounced"] = count
+        found.setdefault(_step_key(seq_name, step_id), dict.fromkeys(COLUMNS, 0))["bounced"] = count
 
 
 @dataclass(frozen=True)

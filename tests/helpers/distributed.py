@@ -1,7 +1,6 @@
-"""What the distributed tests share: a Redis database of their own, PostgreSQL, real
-`nurture worker` processes, a sink that timestamps (and can slow down) what it receives,
-and fast seeding of due subscribers. No tests here; the test modules import the fixtures.
-"""
+"""What the distributed tests share: PostgreSQL, real `nurture worker` processes, a sink
+that timestamps (and can slow down) what it receives, and fast seeding of due
+subscribers. The fixtures built on these live in tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -14,25 +13,17 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
 from sqlalchemy import func, insert, select
 
 from nurture import clock
 from nurture.settings import Settings, load_settings
-from nurture.store import engine as db
 from nurture.store.engine import session_scope
-from nurture.store.tables import Base, Delivery, Enrollment, Subscriber
-from tests.services import (
-    REDIS_URL,
-    Sink,
-    SinkHandler,
-    own_redis_database,
-    unavailable,
-)
+from nurture.store.tables import Delivery, Enrollment, Subscriber
+from tests.services import Sink, SinkHandler
 
 #: A manual sequence of three steps due at once: each subscriber gets three emails in a row.
 BURST = """\
@@ -60,32 +51,6 @@ from: "Crumb & Co <hello@crumb.example>"
 steps:
   - {id: note, after: 0m, stage: education, subject: "A note", template: test/note}
 """
-
-
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    """An empty Redis database (1-15) of this test's own, flushed afterwards."""
-    import redis
-
-    taken = contextlib.ExitStack()
-    try:
-        url = taken.enter_context(own_redis_database(REDIS_URL))
-    except redis.RedisError as e:
-        unavailable("Redis", e)
-    except LookupError as e:
-        pytest.fail(f"{e} for this test run")
-    with taken:
-        yield url
-
-
-@pytest.fixture
-def pg_url(pg_database: str) -> str:
-    """The session's PostgreSQL database, emptied."""
-    engine = db._engine(pg_database)
-    with engine.begin() as conn:
-        tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
-        conn.exec_driver_sql(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
-    return pg_database
 
 
 @dataclass
@@ -134,36 +99,6 @@ class TimedHandler(SinkHandler):
             return answer
         finally:
             self.active -= 1
-
-
-@pytest.fixture
-def timed_sink() -> Iterator[Sink]:
-    sink = Sink()
-    sink.handler = TimedHandler()
-    sink.controller.handler = sink.handler
-    sink.start()
-    yield sink
-    sink.stop()
-
-
-@pytest.fixture
-def dist_env(workspace: Path, pg_url: str, redis_url: str, timed_sink: Sink) -> dict[str, str]:
-    """A workspace with the `burst`, `single` and `short` sequences, on PostgreSQL and Redis."""
-    (workspace / "sequences" / "burst.yaml").write_text(BURST)
-    (workspace / "sequences" / "single.yaml").write_text(SINGLE)
-    (workspace / "sequences" / "short.yaml").write_text(SHORT)
-    notes = workspace / "templates" / "email" / "test"
-    notes.mkdir()
-    (notes / "note.html").write_text("<p>A short note for {{ subscriber.email }}.</p>\n")
-    (notes / "note.txt").write_text("A short note for {{ subscriber.email }}.\n")
-    return {
-        "NURTURE_WORKSPACE": str(workspace),
-        "NURTURE_DATABASE_URL": pg_url,
-        "NURTURE_REDIS_URL": redis_url,
-        "NURTURE_SMTP_URL": timed_sink.url,
-        "NURTURE_BASE_URL": "https://crumb.example",
-        "NURTURE_MAX_PER_DAY": "100",
-    }
 
 
 def settings_for(env: dict[str, str]) -> Settings:
@@ -264,15 +199,6 @@ class Workers:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
-
-
-@pytest.fixture
-def workers(dist_env: dict[str, str], tmp_path: Path) -> Iterator[Workers]:
-    pool = Workers(dist_env, tmp_path)
-    try:
-        yield pool
-    finally:
-        pool.close()
 
 
 def send_due(env: dict[str, str]) -> str:
