@@ -1,4 +1,5 @@
-"""Broker set-up and thin actors; with ratelimit.py, the only modules that import dramatiq.
+"""Broker set-up, rate limiters and thin actors; with send_due.py, the only modules that
+import dramatiq.
 
 Without NURTURE_REDIS_URL (embedded mode) there is no broker to talk to: messages are
 processed in-process by the same code, so the behaviour is the same. The database is the
@@ -24,10 +25,12 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import current_millis
 from dramatiq.middleware import Middleware
+from dramatiq.rate_limits import BucketRateLimiter, ConcurrentRateLimiter, RateLimiterBackend
 from dramatiq.rate_limits.backends import RedisBackend, StubBackend
 
-from nurture.delivery.ratelimit import Gate, Throttle
-from nurture.delivery.sending import MAX_ATTEMPTS, Batch, send_batch
+from nurture.delivery.ratelimit import RATE_KEY, SLOT_KEY, SLOT_TTL_MS, Gate, Throttle, bucket_for
+from nurture.delivery.sending import Batch, send_batch
+from nurture.delivery.states import MAX_ATTEMPTS
 from nurture.delivery.transports import close_thread_transport
 from nurture.errors import NurtureError
 from nurture.people import handoff
@@ -89,14 +92,14 @@ def configure(settings: Settings) -> dramatiq.Broker:
         broker = RedisBroker(url=settings.redis_url)
         broker.add_middleware(_Stopping())
         # Every worker shares the limits through Redis; SMTP slots are always counted.
-        _throttle = Throttle(
+        _throttle = throttle_for(
             RedisBackend(url=settings.redis_url), settings.send_rate, settings.smtp_concurrency
         )
     else:
         broker = StubBroker()
         # One process, one thread: only a rate needs enforcing.
         _throttle = (
-            Throttle(StubBackend(), settings.send_rate, None) if settings.send_rate else None
+            throttle_for(StubBackend(), settings.send_rate, None) if settings.send_rate else None
         )
     dramatiq.set_broker(broker)
     for actor in (send_deliveries, deliver_handoffs):
@@ -104,6 +107,22 @@ def configure(settings: Settings) -> dramatiq.Broker:
         broker.declare_actor(actor)
     _settings = settings
     return broker
+
+
+def throttle_for(
+    backend: RateLimiterBackend, rate: float | None, concurrency: int | None
+) -> Throttle:
+    """The send limits on Dramatiq's rate limiters: shared through Redis by every worker
+    with RedisBackend, kept in this process with StubBackend."""
+    limiter, bucket_ms = None, 0
+    if rate:
+        limit, bucket_ms = bucket_for(rate)
+        limiter = BucketRateLimiter(backend, RATE_KEY, limit=limit, bucket=bucket_ms)
+    slots = [
+        ConcurrentRateLimiter(backend, f"{SLOT_KEY}:{i}", limit=1, ttl=SLOT_TTL_MS)
+        for i in range(concurrency or 0)
+    ]
+    return Throttle(limiter, bucket_ms, list(slots))
 
 
 def setup_worker() -> None:

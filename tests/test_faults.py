@@ -17,8 +17,9 @@ from sqlalchemy import select
 
 from nurture.cli import cli
 from nurture.delivery.ratelimit import Throttle, bucket_for
-from nurture.delivery.sending import MAX_ATTEMPTS
+from nurture.delivery.states import MAX_ATTEMPTS
 from nurture.people.subscribers import is_suppressed
+from nurture.queue import throttle_for
 from nurture.store.engine import session_scope
 from nurture.store.tables import Delivery, Subscriber
 from tests.services import Sink, flush_keeping_claim
@@ -295,7 +296,7 @@ def test_the_limiter_admits_no_more_than_a_bucket_holds(redis_url):
 
         return acquire
 
-    throttles = [Throttle(RedisBackend(url=redis_url), 50, None) for _ in range(2)]
+    throttles = [throttle_for(RedisBackend(url=redis_url), 50, None) for _ in range(2)]
     for throttle in throttles:
         throttle.rate.acquire = timed(throttle.rate.acquire)
 

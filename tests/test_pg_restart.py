@@ -17,7 +17,8 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from nurture.cli import cli
-from nurture.delivery.sending import DB_LOST, Outcome, send_batch
+from nurture.delivery.sending import DB_LOST, send_batch
+from nurture.delivery.states import Outcome
 from nurture.store import engine as nurture_db
 from nurture.store.engine import session_scope
 from nurture.store.tables import Delivery

@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session
 from nurture import clock
 from nurture.cli import cli
 from nurture.content.sequences import catalog_for
-from nurture.delivery.sending import Outcome, attempt, send_batch, send_delivery
+from nurture.delivery.sending import attempt, send_batch, send_delivery
+from nurture.delivery.states import Outcome
 from nurture.delivery.transports import transport_for
 from nurture.journeys.scheduling import TAKEN_BACK, claim_due, enroll, requeue_stale
 from nurture.people.subscribers import add, get, is_suppressed, unsubscribe

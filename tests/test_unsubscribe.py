@@ -7,7 +7,8 @@ from sqlalchemy import select
 from nurture import clock
 from nurture.cli import cli
 from nurture.content.sequences import catalog_for
-from nurture.delivery.sending import Outcome, send_delivery
+from nurture.delivery.sending import send_delivery
+from nurture.delivery.states import Outcome
 from nurture.journeys.scheduling import claim_due
 from nurture.people.subscribers import add, get, suppress
 from nurture.queue import dispatch

@@ -37,7 +37,9 @@ from nurture.journeys.sameday import broadcasts_near, defer_for_broadcasts
 from nurture.settings import Settings
 from nurture.store.sql import bulk_insert, insert_ignoring_conflicts
 from nurture.store.tables import (
+    TO_SEND,
     Delivery,
+    DeliveryKind,
     DeliveryStatus,
     Enrollment,
     EnrollmentStatus,
@@ -188,7 +190,7 @@ def claim_due(
         if decision.verdict == Verdict.SEND:
             send.append(row.id)
             continue
-        base = {"subscriber_id": row.subscriber_id, "enrollment_id": row.id, "kind": "sequence",
+        base = {"subscriber_id": row.subscriber_id, "enrollment_id": row.id, "kind": DeliveryKind.SEQUENCE,
                 "sequence": row.sequence, "step_id": step.id, "created_at": now}  # fmt: skip
         if decision.verdict in (Verdict.LATER, Verdict.WAIT):
             later.append({"enrollment_id": row.id, "at": decision.at,
@@ -229,7 +231,7 @@ def _queue(session: Session, enrollment_ids: list[int], now: datetime) -> Insert
     e = _ENROLLMENTS
     at = literal(now, UTCDateTime())
     rows = select(
-        e.c.subscriber_id, e.c.id, e.c.sequence, e.c.next_step_id, literal("sequence"),
+        e.c.subscriber_id, e.c.id, e.c.sequence, e.c.next_step_id, literal(DeliveryKind.SEQUENCE.value),
         literal(DeliveryStatus.QUEUED.value), false(), literal(0), at, at,
     ).where(among(session, e.c.id, enrollment_ids))  # fmt: skip
     columns = ["subscriber_id", "enrollment_id", "sequence", "step_id", "kind", "status",
@@ -259,7 +261,7 @@ def _cancel_queued(session: Session, enrollment_id: int, reason: str) -> None:
     session.execute(
         update(Delivery)
         .where(Delivery.enrollment_id == enrollment_id,
-               Delivery.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.RETRY]))
+               Delivery.status.in_(TO_SEND))
         .values(status=DeliveryStatus.CANCELLED, error=reason)
     )  # fmt: skip
 

@@ -37,6 +37,7 @@ from nurture.store.sql import among, bulk_insert
 from nurture.store.tables import (
     Consent,
     Delivery,
+    DeliveryKind,
     DeliveryStatus,
     Subscriber,
     SubscriberStatus,
@@ -259,7 +260,7 @@ def _insert_new(
     if not confirmed:
         deliveries = cast(Table, Delivery.__table__)
         outcome.confirmations += bulk_insert(session, deliveries, [
-            {"subscriber_id": sid, "kind": "confirm", "status": DeliveryStatus.QUEUED,
+            {"subscriber_id": sid, "kind": DeliveryKind.CONFIRM, "status": DeliveryStatus.QUEUED,
              "attempts": 0, "is_test": False, "created_at": now, "enqueued_at": now}
             for sid in ids.values()
         ], returning=(deliveries.c.id,)).scalars().all()  # fmt: skip

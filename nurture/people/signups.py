@@ -68,6 +68,7 @@ from nurture.people.subscribers import (
 from nurture.store.tables import (
     Consent,
     Delivery,
+    DeliveryKind,
     DeliveryStatus,
     Subscriber,
     SubscriberStatus,
@@ -160,7 +161,7 @@ def _delivery(row: FromClause) -> Any:
             columns,
             select(
                 row.c.id,
-                literal("confirm", String),
+                literal(DeliveryKind.CONFIRM, String),
                 literal(DeliveryStatus.QUEUED, String),
                 literal(0, Integer),
                 literal(False, Boolean),

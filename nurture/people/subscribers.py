@@ -21,8 +21,10 @@ from nurture.journeys.scheduling import enroll, enroll_triggered
 from nurture.people.fields import clean_text
 from nurture.store.sql import insert_ignoring_conflicts
 from nurture.store.tables import (
+    TO_SEND,
     Consent,
     Delivery,
+    DeliveryKind,
     DeliveryStatus,
     Enrollment,
     EnrollmentStatus,
@@ -247,7 +249,7 @@ def set_attributes(sub: Subscriber, values: dict[str, str | None]) -> None:
 def queue_confirmation(session: Session, sub: Subscriber, now: datetime) -> int:
     sub.confirmation_sent_at = now
     delivery = Delivery(
-        subscriber_id=sub.id, kind="confirm", status=DeliveryStatus.QUEUED,
+        subscriber_id=sub.id, kind=DeliveryKind.CONFIRM, status=DeliveryStatus.QUEUED,
         created_at=now, enqueued_at=now,
     )  # fmt: skip
     session.add(delivery)
@@ -332,7 +334,7 @@ def stop_sending(
     )
     cancelled = update(Delivery).where(
         Delivery.subscriber_id == sub.id,
-        Delivery.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.RETRY]),
+        Delivery.status.in_(TO_SEND),
     )
     if sequence is not None:
         ended = ended.where(Enrollment.sequence == sequence)
