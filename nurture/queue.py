@@ -28,12 +28,12 @@ from dramatiq.middleware import Middleware
 from dramatiq.rate_limits import BucketRateLimiter, ConcurrentRateLimiter, RateLimiterBackend
 from dramatiq.rate_limits.backends import RedisBackend, StubBackend
 
+from nurture.delivery import handoffs
 from nurture.delivery.ratelimit import RATE_KEY, SLOT_KEY, SLOT_TTL_MS, Gate, Throttle, bucket_for
 from nurture.delivery.sending import Batch, send_batch
 from nurture.delivery.states import MAX_ATTEMPTS
 from nurture.delivery.transports import close_thread_transport
 from nurture.errors import NurtureError
-from nurture.people import handoff
 from nurture.settings import Settings, load_settings
 from nurture.store.tables import utcnow
 
@@ -195,7 +195,7 @@ def deliver_handoffs(handoff_ids: list[int]) -> None:
     recorded with its backoff and `send-due` enqueues it again when that has passed."""
     settings = current_settings()
     for handoff_id in handoff_ids:
-        handoff.deliver(settings, handoff_id)
+        handoffs.deliver(settings, handoff_id)
 
 
 def dispatch_handoffs(settings: Settings, handoff_ids: list[int]) -> int:
@@ -206,7 +206,7 @@ def dispatch_handoffs(settings: Settings, handoff_ids: list[int]) -> int:
         configure(settings)
     if settings.embedded:
         for handoff_id in handoff_ids:
-            handoff.deliver(settings, handoff_id)
+            handoffs.deliver(settings, handoff_id)
     else:
         deliver_handoffs.send(list(handoff_ids))
     return len(handoff_ids)

@@ -137,6 +137,28 @@ def claim_due(
     still decided one batch after another.
     """
     conn = session.connection()  # Core from here: the ORM adds nothing to rows and ids
+    rows = _take_due(session, catalog, now, limit, part)
+    if not rows:
+        return []
+    steps = [_step(catalog, r) for r in rows]
+    planner = _planner(session, settings, now, rows, steps)
+    send, skipped, later = _decide(session, planner, rows, steps, now)
+    # One statement each, whatever the batch size: an executemany (pipelined by psycopg,
+    # multi-row VALUES by SQLAlchemy) and INSERT … SELECT.
+    if later:
+        conn.execute(_RESCHEDULE, later)
+    if skipped:
+        conn.execute(_insert_deliveries(session), skipped)
+    if not send:
+        return []
+    return list(conn.execute(_queue(session, send, now)).scalars())
+
+
+def _take_due(
+    session: Session, catalog: Catalog, now: datetime, limit: int, part: tuple[int, int] | None
+) -> list[Any]:
+    """Lock the due enrolments of this part and clear their `next_due_at`: claimed once."""
+    conn = session.connection()
     mine = Enrollment.subscriber_id % part[1] == part[0] if part else true()
     rows = conn.execute(
         select(
@@ -159,22 +181,37 @@ def claim_due(
         .limit(limit)
         .with_for_update(skip_locked=True, of=Enrollment)  # the enrolments, not the people
     ).all()
-    if not rows:
-        return []
-    conn.execute(
-        update(_ENROLLMENTS).where(among(session, _ENROLLMENTS.c.id, [r.id for r in rows]))
-        .values(next_due_at=None, waiting_for=None)
-    )  # fmt: skip
+    if rows:
+        conn.execute(
+            update(_ENROLLMENTS).where(among(session, _ENROLLMENTS.c.id, [r.id for r in rows]))
+            .values(next_due_at=None, waiting_for=None)
+        )  # fmt: skip
+    return list(rows)
+
+
+def _planner(
+    session: Session, settings: Settings | None, now: datetime, rows: list[Any],
+    steps: list[tuple[Sequence, Step | None]],
+) -> Planner:  # fmt: skip
+    """A planner loaded with the batch's people (and the facts of those a goal or gate needs)."""
     planner = Planner(session, settings.timezone if settings else "UTC",
                       settings.max_per_day if settings else 1, now)  # fmt: skip
     if settings is not None and broadcasts_near(session, now):
         planner.defer = partial(defer_for_broadcasts, session, settings)
-    steps = [_step(catalog, r) for r in rows]
     planner.load(
         {r.subscriber_id: r.timezone for r in rows},
         facts_for=[r.subscriber_id for r, (seq, step) in zip(rows, steps, strict=True)
                    if step is not None and (seq.exit_when is not None or step.when is not None)],
     )  # fmt: skip
+    return planner
+
+
+def _decide(
+    session: Session, planner: Planner, rows: list[Any], steps: list[tuple[Sequence, Step | None]],
+    now: datetime,
+) -> tuple[list[int], list[dict[str, object]], list[dict[str, object]]]:  # fmt: skip
+    """Put each due step to the planner: (enrolments to send now, skipped deliveries to
+    write, reschedules). The rare endings are written here, a statement each."""
     send: list[int] = []  # enrolments whose step goes out now
     skipped: list[dict[str, object]] = []
     later: list[dict[str, object]] = []
@@ -190,8 +227,9 @@ def claim_due(
         if decision.verdict == Verdict.SEND:
             send.append(row.id)
             continue
-        base = {"subscriber_id": row.subscriber_id, "enrollment_id": row.id, "kind": DeliveryKind.SEQUENCE,
-                "sequence": row.sequence, "step_id": step.id, "created_at": now}  # fmt: skip
+        base = {"subscriber_id": row.subscriber_id, "enrollment_id": row.id,
+                "kind": DeliveryKind.SEQUENCE, "sequence": row.sequence, "step_id": step.id,
+                "created_at": now}  # fmt: skip
         if decision.verdict in (Verdict.LATER, Verdict.WAIT):
             later.append({"enrollment_id": row.id, "at": decision.at,
                           "why": decision.reason[:200]})  # fmt: skip
@@ -204,15 +242,7 @@ def claim_due(
             skipped.append({**base, "status": DeliveryStatus.SKIPPED, "error": decision.reason})
             target = seq.step(decision.target) if decision.target else seq.after(step.id)
             _move(session, row.id, target, now)
-    # One statement each, whatever the batch size: an executemany (pipelined by psycopg,
-    # multi-row VALUES by SQLAlchemy) and INSERT … SELECT.
-    if later:
-        conn.execute(_RESCHEDULE, later)
-    if skipped:
-        conn.execute(_insert_deliveries(session), skipped)
-    if not send:
-        return []
-    return list(conn.execute(_queue(session, send, now)).scalars())
+    return send, skipped, later
 
 
 _ENROLLMENTS = cast(Table, Enrollment.__table__)
