@@ -34,6 +34,7 @@ from nurture.delivery.sending import Batch, send_batch
 from nurture.delivery.states import MAX_ATTEMPTS
 from nurture.delivery.transports import close_thread_transport
 from nurture.errors import NurtureError
+from nurture.redisconn import redis_client
 from nurture.settings import Settings, load_settings
 from nurture.store.tables import utcnow
 
@@ -286,17 +287,11 @@ def _enqueue_pipelined(broker: RedisBroker, messages: list[dramatiq.Message[Any]
         broker.emit_after("enqueue", message, None)
 
 
-def _client(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(
-        settings.redis_url or "", socket_timeout=2, socket_connect_timeout=2
-    )
-
-
 def queue_depth(settings: Settings) -> int | None:
     """Messages waiting in the Redis queue (None in embedded mode); raises if unreachable."""
     if settings.embedded:
         return None
-    client = _client(settings)
+    client = redis_client(settings.redis_url or "")
     try:
         return int(client.llen(f"dramatiq:{QUEUE}")) + int(client.llen(f"dramatiq:{QUEUE}.DQ"))
     finally:
@@ -307,7 +302,7 @@ def backlog(settings: Settings) -> int | None:
     """Messages waiting to be fetched by a worker (not counting delayed retries)."""
     if settings.embedded:
         return None
-    client = _client(settings)
+    client = redis_client(settings.redis_url or "")
     try:
         return int(client.llen(f"dramatiq:{QUEUE}"))
     except redis.RedisError as e:

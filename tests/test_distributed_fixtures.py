@@ -81,7 +81,7 @@ def redis_url() -> Iterator[str]:
 @pytest.fixture
 def pg_url(pg_database: str) -> str:
     """The session's PostgreSQL database, emptied."""
-    engine = db._engine(pg_database)
+    engine = db.engine_for(pg_database)
     with engine.begin() as conn:
         tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
         conn.exec_driver_sql(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")

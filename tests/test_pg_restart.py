@@ -95,7 +95,7 @@ def restart_env(
     workspace: Path, own_cluster: Cluster, redis_url: str, timed_sink: Sink
 ) -> Iterator[dict[str, str]]:
     (workspace / "sequences" / "single.yaml").write_text(SINGLE)
-    engine = nurture_db._engine(own_cluster.url)
+    engine = nurture_db.engine_for(own_cluster.url)
     nurture_db.upgrade(engine)
     yield {
         "NURTURE_WORKSPACE": str(workspace),

@@ -10,7 +10,7 @@ import click
 from nurture.cli import _settings, cli, command
 from nurture.content.rendering import example_root
 from nurture.errors import NurtureError
-from nurture.store.engine import _engine, current_revision, describe, upgrade
+from nurture.store.engine import current_revision, describe, engine_for, upgrade
 
 NURTURE_TOML = """\
 # nurture settings. Environment variables (NURTURE_<NAME>) win over these.
@@ -62,7 +62,7 @@ def db_upgrade(ctx: click.Context) -> None:
       NURTURE_DATABASE_URL=postgresql://nurture@db/nurture nurture db upgrade
     """
     settings = _settings(ctx)
-    engine = _engine(settings.database_url)
+    engine = engine_for(settings.database_url)
     try:
         before = current_revision(engine)
         upgrade(engine)

@@ -20,13 +20,13 @@ from nurture.people.subscribers import (
     ConsentInfo,
     add,
     add_tags,
-    clean_tags,
     forget,
     get,
     set_attributes,
     tags_of,
     unsubscribe,
 )
+from nurture.people.tags import clean_tags
 from nurture.queue import dispatch
 from nurture.store.engine import session_scope
 from nurture.store.tables import Consent, Delivery, Enrollment, Subscriber, Tag

@@ -12,6 +12,7 @@ from dramatiq import cli as dramatiq_cli
 from nurture.cli import _settings, cli, command
 from nurture.errors import ConfigError
 from nurture.queue import QUEUE
+from nurture.redisconn import redis_client
 from nurture.store.engine import dispose_all, get_engine
 
 #: Threads per process: each holds a database connection while it works through a
@@ -50,7 +51,7 @@ def worker(ctx: click.Context, processes: int, threads: int, queues: tuple[str, 
             "NURTURE_REDIS_URL is not set: `nurture worker` needs Redis, e.g. "
             "NURTURE_REDIS_URL=redis://localhost:6379/0 (without it, send-due sends by itself)"
         )
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=3)
+    client = redis_client(settings.redis_url, 3)
     try:
         client.ping()
     except redis.RedisError as e:

@@ -29,10 +29,10 @@ from nurture.people.subscribers import (
     ConsentInfo,
     check_timezone,
     clean_first_name,
-    clean_tags,
     email_hash,
     normalize_email,
 )
+from nurture.people.tags import clean_tags
 from nurture.store.sql import among, bulk_insert
 from nurture.store.tables import (
     Consent,

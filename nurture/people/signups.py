@@ -65,6 +65,7 @@ from nurture.people.subscribers import (
     clean_first_name,
     email_hash,
 )
+from nurture.people.tags import tag_names
 from nurture.store.tables import (
     Consent,
     Delivery,
@@ -225,7 +226,7 @@ def request_signup(
     that. They are written for a new subscriber only, like the first name. The caller
     answers the same whatever this returns, and enqueues one message either way.
     """
-    names = sorted({t.strip().lower() for t in tags or [] if t.strip()})
+    names = tag_names(tags or [])
     params = {
         "email": address, "hash": email_hash(address), "now": now,
         "resend_before": now - CONFIRMATION_RESEND_AFTER,

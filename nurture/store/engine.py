@@ -79,7 +79,8 @@ def _sqlite_pragmas(engine: Engine) -> None:
 _engines: dict[str, Engine] = {}
 
 
-def _engine(url: str) -> Engine:
+def engine_for(url: str) -> Engine:
+    """The engine for this URL, one per process (not checked for its revision: get_engine)."""
     if url in _engines:
         return _engines[url]
     key = url
@@ -156,7 +157,7 @@ _ready: set[str] = set()
 
 def get_engine(settings: Settings) -> Engine:
     """The engine for these settings, checked once per process to be at the head revision."""
-    engine = _engine(settings.database_url)
+    engine = engine_for(settings.database_url)
     if settings.database_url in _ready:
         return engine
     try:
