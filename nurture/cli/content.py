@@ -115,7 +115,7 @@ def simulate(
       nurture simulate from-curious-to-customer --days 30 --timezone Europe/London
       nurture simulate from-curious-to-customer --events "click:welcome@1d,event:pricing_viewed@3d"
     """
-    from nurture.journeys.simulation import simulate as run_simulation
+    from nurture.simulate import simulate as run_simulation
     from nurture.people.subscribers import check_timezone
 
     settings = _settings(ctx)

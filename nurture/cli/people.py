@@ -11,10 +11,10 @@ from sqlalchemy import delete, func, select
 
 from nurture import clock
 from nurture.cli import _settings, cli, command
+from nurture.content.fields import fields_for, parse_pairs
 from nurture.content.sequences import catalog_for
 from nurture.people.activity import on_tag
 from nurture.people.engagement import live_score
-from nurture.people.fields import fields_for, parse_pairs
 from nurture.people.importing import import_rows, read_rows
 from nurture.people.subscribers import (
     ConsentInfo,

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from nurture.content.fields import fields_for
 from nurture.content.rendering import renderer_for
 from nurture.content.sequences import catalog_for
 from nurture.content.yamlmarks import line_for, load_with_lines
 from nurture.errors import SequenceError
-from nurture.people.fields import fields_for
 from nurture.settings import Settings
 
 

@@ -19,9 +19,10 @@ import logging
 import urllib.error
 import urllib.request
 from datetime import timedelta
+from typing import Any, cast
 
 from markupsafe import escape
-from sqlalchemy import update
+from sqlalchemy import CursorResult, update
 
 from nurture import clock
 from nurture.delivery.compose import sender_for
@@ -52,7 +53,7 @@ def deliver(settings: Settings, handoff_id: int) -> str:
     """Claim, deliver and record one handoff; returns its new status (or 'not-mine')."""
     now = clock.now()
     with session_scope(settings) as session:
-        claimed = session.execute(
+        claimed = cast(CursorResult[Any], session.execute(
             update(Handoff)
             .where(
                 Handoff.id == handoff_id,
@@ -61,7 +62,7 @@ def deliver(settings: Settings, handoff_id: int) -> str:
                    & (Handoff.claimed_at <= now - STALE_SENDING)),
             )
             .values(status=HandoffStatus.SENDING, attempts=Handoff.attempts + 1, claimed_at=now)
-        ).rowcount  # fmt: skip
+        )).rowcount  # fmt: skip
         if claimed != 1:
             return "not-mine"
         handoff = session.get(Handoff, handoff_id)

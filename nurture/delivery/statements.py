@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from sqlalchemy import Table, Update, bindparam, case, func, select, update
+from sqlalchemy import BindParameter, Table, Update, bindparam, case, func, select, update
 
 from nurture.journeys.scheduling import TAKEN_BACK
 from nurture.store.tables import (
@@ -25,7 +25,7 @@ from nurture.store.tables import (
 _d = cast(Table, Delivery.__table__)
 _s = cast(Table, Subscriber.__table__)
 _e = cast(Table, Enrollment.__table__)
-_ids = bindparam("ids", expanding=True)
+_ids: BindParameter[list[int]] = bindparam("ids", expanding=True)
 CLAIM = (
     update(_d)
     .where(_d.c.id.in_(_ids), _d.c.status.in_(TO_SEND))

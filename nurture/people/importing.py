@@ -21,10 +21,10 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
+from nurture.content.fields import BUILTIN, Fields
 from nurture.content.sequences import Catalog, Sequence
 from nurture.errors import NurtureError, SubscriberError
-from nurture.journeys.scheduling import enroll_many
-from nurture.people.fields import BUILTIN, Fields
+from nurture.people.enrolment import enroll_many
 from nurture.people.subscribers import (
     ConsentInfo,
     check_timezone,

@@ -15,10 +15,10 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from nurture.content.fields import clean_text
 from nurture.content.sequences import Catalog
 from nurture.errors import SubscriberError
-from nurture.journeys.scheduling import enroll, enroll_triggered
-from nurture.people.fields import clean_text
+from nurture.people.enrolment import enroll, enroll_triggered
 from nurture.people.tags import clean_tags
 from nurture.store.sql import insert_ignoring_conflicts
 from nurture.store.tables import (

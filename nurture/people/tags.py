@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from nurture.content.fields import clean_text
 from nurture.errors import SubscriberError
-from nurture.people.fields import clean_text
 
 #: What a tag may look like, on every path (a tag names a `trigger: tag:<name>`).
 TAG = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}$")

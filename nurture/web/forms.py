@@ -10,9 +10,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from nurture.content.fields import Fields
 from nurture.content.sequences import Catalog
 from nurture.errors import SubscriberError
-from nurture.people.fields import Fields
 from nurture.people.subscribers import check_timezone, clean_first_name, normalize_email
 from nurture.people.tags import TAG, tag_name
 

@@ -14,7 +14,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.wrappers import Response
 
 from nurture import clock
-from nurture.people.fields import fields_for
+from nurture.content.fields import fields_for
 from nurture.people.signups import request_signup
 from nurture.people.subscribers import DEFAULT_WORDING, confirm_signup
 from nurture.settings import DEFAULT_SIGNUP_SECONDS, DEFAULT_SUBSCRIBE_LIMIT
