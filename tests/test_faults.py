@@ -189,7 +189,7 @@ def test_550_suppresses_that_address_and_the_rest_is_delivered(dist_env, workers
     log = workers.log(worker)
     assert "Retrying message" not in log, "a hard bounce was retried"
     # one INFO line per queue message (50 deliveries each) says what became of them
-    lines = re.findall(r"\[nurture.tasks\] \[INFO\] 50 deliveries: (\d+) sent, (\d+) failed", log)
+    lines = re.findall(r"\[nurture.queue\] \[INFO\] 50 deliveries: (\d+) sent, (\d+) failed", log)
     assert len(lines) == 2, log
     assert [sum(int(line[k]) for line in lines) for k in (0, 1)] == [99, 1]
     shown = CliRunner().invoke(cli, ["subscribers", "show", gone], env=dist_env)

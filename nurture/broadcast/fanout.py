@@ -5,7 +5,7 @@ deliveries and moves `checkpoint` (the last subscriber id done) together, so a p
 killed at any moment leaves either the whole batch or none of it, and the next
 `send-due` resumes after the checkpoint. The unique (broadcast, subscriber) index makes
 a repeated batch harmless. Deliveries are handed to the same queue as sequence emails
-(`tasks.dispatch`), so the same rate limits, retries and recovery apply; one written
+(`queue.dispatch`), so the same rate limits, retries and recovery apply; one written
 but never enqueued (a crash right after the commit) is recovered by `send-due` like any
 lost queue message.
 
