@@ -115,8 +115,8 @@ def simulate(
       nurture simulate from-curious-to-customer --days 30 --timezone Europe/London
       nurture simulate from-curious-to-customer --events "click:welcome@1d,event:pricing_viewed@3d"
     """
-    from nurture.simulate import simulate as run_simulation
     from nurture.people.subscribers import check_timezone
+    from nurture.simulate import simulate as run_simulation
 
     settings = _settings(ctx)
     check_timezone(timezone)

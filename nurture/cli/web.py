@@ -10,8 +10,8 @@ import click
 from nurture import clock
 from nurture.cli import _settings, cli, command
 from nurture.content.sequences import catalog_for
-from nurture.delivery.links import record_custom
 from nurture.errors import NurtureError
+from nurture.people.events import record_custom
 from nurture.store.engine import session_scope
 
 

@@ -1,4 +1,5 @@
-"""Opens, clicks and custom events: signed tracking links, bot flags and the events table.
+"""Signed tracking links (opens, clicks) and bot flags; the events they record are
+people/events.py's.
 
 A click link carries its destination inside a signed token, so `/c/` can only ever
 send people where an email of ours pointed them (no open redirect). Opens and clicks
@@ -11,24 +12,12 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Callable
-from datetime import datetime
-from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
-from nurture.errors import SubscriberError, TokenError
-from nurture.people.activity import on_activity
-from nurture.people.subscribers import get as get_subscriber
+from nurture.errors import TokenError
 from nurture.settings import Settings
-from nurture.store.tables import Delivery, Event
 from nurture.tokens import Purpose, link, read_token
 
-#: Event names the tracking endpoints write; `POST /api/events` may not forge them.
-RESERVED = frozenset({"open", "click", "unsubscribe"})
-#: A custom event name: short, lower case, no spaces (`demo_booked`, `pricing:viewed`).
-EVENT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}$")
 #: User agents of link scanners, previewers and generic HTTP clients. Gmail's and
 #: Yahoo's image proxies are *not* here: they fetch when a person opens the email.
 _BOT_AGENT = re.compile(
@@ -102,64 +91,3 @@ def read_open(settings: Settings, token: str) -> int:
         return int(payload["d"])
     except (KeyError, TypeError, ValueError):
         raise TokenError("this link is not valid") from None
-
-
-# -- events --------------------------------------------------------------------------
-def record(
-    session: Session, subscriber_id: int, kind: str, now: datetime, *,
-    delivery_id: int | None = None, bot: bool = False, data: dict[str, Any] | None = None,
-    settings: Settings | None = None,
-) -> Event:  # fmt: skip
-    """Store an event; with `settings`, let goals, readiness and gates react to it at once
-    (a bot's event is kept but changes nothing)."""
-    event = Event(subscriber_id=subscriber_id, delivery_id=delivery_id, kind=kind, at=now,
-                  bot=bot, data=data or {})  # fmt: skip
-    session.add(event)
-    session.flush()
-    if settings is not None and not bot and kind != "unsubscribe":
-        on_activity(session, settings, subscriber_id, now)
-    return event
-
-
-def record_for_delivery(
-    session: Session, delivery_id: int, kind: str, now: datetime, *, bot: bool,
-    data: dict[str, Any] | None = None, settings: Settings | None = None,
-) -> Event | None:  # fmt: skip
-    """An open or click of one email; None when the email is gone (its subscriber forgotten)."""
-    subscriber_id = session.scalar(select(Delivery.subscriber_id).where(Delivery.id == delivery_id))
-    if subscriber_id is None:
-        return None
-    return record(session, subscriber_id, kind, now, delivery_id=delivery_id, bot=bot, data=data,
-                  settings=settings)  # fmt: skip
-
-
-def check_event_name(name: str) -> str:
-    name = (name or "").strip()
-    if not EVENT_NAME.match(name):
-        raise SubscriberError(
-            f"{name!r} is not an event name: use up to 64 lower-case letters, digits, "
-            "'_', '-', '.' or ':' (like demo_booked)"
-        )
-    if name in RESERVED:
-        raise SubscriberError(f"{name!r} is recorded by nurture itself; pick another name")
-    return name
-
-
-def record_custom(
-    session: Session, address: str, name: str, now: datetime, data: dict[str, Any] | None = None,
-    settings: Settings | None = None,
-) -> Event:  # fmt: skip
-    """A business event such as `demo_booked`, for goals and conditions to use."""
-    name = check_event_name(name)
-    sub_id = get_subscriber(session, address).id
-    return record(session, sub_id, name, now, data=data, settings=settings)
-
-
-def last_sent_delivery(session: Session, subscriber_id: int, sequence: str | None) -> int | None:
-    """The email someone most likely acted on: their latest sent one (of this sequence)."""
-    query = select(Delivery.id).where(
-        Delivery.subscriber_id == subscriber_id, Delivery.sent_at.is_not(None)
-    )
-    if sequence is not None:
-        query = query.where(Delivery.sequence == sequence)
-    return session.scalar(query.order_by(Delivery.sent_at.desc(), Delivery.id.desc()).limit(1))

@@ -10,8 +10,8 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import text
 
 from nurture import clock
-from nurture.delivery.links import check_event_name, record_custom
 from nurture.errors import SubscriberError
+from nurture.people.events import check_event_name, record_custom
 from nurture.people.subscribers import normalize_email
 from nurture.queue import queue_depth
 from nurture.store.engine import session_scope

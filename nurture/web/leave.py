@@ -11,7 +11,7 @@ from flask import Blueprint, request
 from flask.typing import ResponseReturnValue
 
 from nurture import clock
-from nurture.delivery.links import last_sent_delivery, record
+from nurture.people.events import last_sent_delivery, record
 from nurture.people.subscribers import resubscribe, unsubscribe
 from nurture.store.engine import session_scope
 from nurture.store.tables import SubscriberStatus

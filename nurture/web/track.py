@@ -14,8 +14,9 @@ from flask import Blueprint, Response, redirect, request
 from flask.typing import ResponseReturnValue
 
 from nurture import clock
-from nurture.delivery.links import is_bot, read_click, read_open, record_for_delivery
+from nurture.delivery.links import is_bot, read_click, read_open
 from nurture.errors import TokenError
+from nurture.people.events import record_for_delivery
 from nurture.store.engine import session_scope
 from nurture.web.common import bad_token, settings
 
