@@ -70,8 +70,9 @@ class Rendered:
 
 def example_root() -> Path:
     """The example workspace: packaged with a wheel, or the checkout this file lives in."""
-    packaged = Path(__file__).parent / "example"
-    return packaged if packaged.is_dir() else Path(__file__).parent.parent
+    package = Path(__file__).parent.parent  # nurture/
+    packaged = package / "example"
+    return packaged if packaged.is_dir() else package.parent
 
 
 @cache
