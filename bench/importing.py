@@ -88,7 +88,7 @@ def _empty(url: str) -> None:
     from nurture.store import engine as db
     from nurture.store.tables import Base
 
-    engine = db._engine(url)
+    engine = db.engine_for(url)
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             names = ", ".join(t.name for t in Base.metadata.sorted_tables)
@@ -105,7 +105,7 @@ def _check(url: str, n: int) -> None:
     from nurture.store import engine as db
     from nurture.store.tables import Enrollment, Subscriber
 
-    with db._engine(url).connect() as conn:
+    with db.engine_for(url).connect() as conn:
         subs = conn.scalar(select(func.count()).select_from(Subscriber))
         enrolled = conn.scalar(select(func.count()).select_from(Enrollment))
         attrs = conn.scalar(
@@ -149,7 +149,7 @@ def run(n: int = 100_000, runs: int = 3, log: Any = print) -> dict[str, Any]:
             result["postgresql"] = _case(pg_url, env, path, n, runs, bare_pg, log, "postgresql")
         db.dispose_all()
         lite = f"sqlite:///{Path(tmp) / 'bench.db'}"
-        db.upgrade(db._engine(lite))
+        db.upgrade(db.engine_for(lite))
         env = nurture_env(ws, lite, None)
         result["sqlite"] = _case(lite, env, path, n, runs, bare_sqlite, log, "sqlite")
         db.dispose_all()

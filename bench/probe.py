@@ -51,7 +51,7 @@ def _timed(stage: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 #: (module, attribute path, stage): the name each caller looks up at call time.
 POINTS = (
     ("nurture.queue", "send_batch", "batch"),
-    ("nurture.delivery.sending", "compose_step", "compose"),
+    ("nurture.delivery.prepare", "compose_step", "compose"),
     ("nurture.delivery.compose", "build_message", "build"),
     ("nurture.delivery.transports", "SmtpTransport.send", "smtp"),
 )

@@ -52,7 +52,7 @@ def pg_database(prefix: str = "nurture_bench") -> Iterator[str]:
         admin.execute(f'CREATE DATABASE "{name}"')
     url = f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
     try:
-        db.upgrade(db._engine(url))
+        db.upgrade(db.engine_for(url))
         yield url
     finally:
         db.dispose_all()

@@ -1,4 +1,5 @@
-"""Broker set-up and thin actors; with ratelimit.py, the only modules that import dramatiq.
+"""Broker set-up, rate limiters and thin actors; with send_due.py, the only modules that
+import dramatiq.
 
 Without NURTURE_REDIS_URL (embedded mode) there is no broker to talk to: messages are
 processed in-process by the same code, so the behaviour is the same. The database is the
@@ -26,13 +27,16 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import current_millis
 from dramatiq.middleware import Middleware
+from dramatiq.rate_limits import BucketRateLimiter, ConcurrentRateLimiter, RateLimiterBackend
 from dramatiq.rate_limits.backends import RedisBackend, StubBackend
 
-from nurture.delivery.ratelimit import Gate, Throttle
-from nurture.delivery.sending import MAX_ATTEMPTS, Batch, send_batch
+from nurture.delivery import handoffs
+from nurture.delivery.ratelimit import RATE_KEY, SLOT_KEY, SLOT_TTL_MS, Gate, Throttle, bucket_for
+from nurture.delivery.sending import Batch, send_batch
+from nurture.delivery.states import MAX_ATTEMPTS
 from nurture.delivery.transports import close_thread_transport
 from nurture.errors import ConfigError, NurtureError
-from nurture.people import handoff
+from nurture.redisconn import redis_client
 from nurture.settings import Settings, load_settings
 from nurture.store.engine import dispose_all, get_engine
 from nurture.store.tables import utcnow
@@ -95,14 +99,14 @@ def configure(settings: Settings) -> dramatiq.Broker:
         broker = RedisBroker(url=settings.redis_url)
         broker.add_middleware(_Stopping())
         # Every worker shares the limits through Redis; SMTP slots are always counted.
-        _throttle = Throttle(
+        _throttle = throttle_for(
             RedisBackend(url=settings.redis_url), settings.send_rate, settings.smtp_concurrency
         )
     else:
         broker = StubBroker()
         # One process, one thread: only a rate needs enforcing.
         _throttle = (
-            Throttle(StubBackend(), settings.send_rate, None) if settings.send_rate else None
+            throttle_for(StubBackend(), settings.send_rate, None) if settings.send_rate else None
         )
     dramatiq.set_broker(broker)
     for actor in (send_deliveries, deliver_handoffs):
@@ -110,6 +114,22 @@ def configure(settings: Settings) -> dramatiq.Broker:
         broker.declare_actor(actor)
     _settings = settings
     return broker
+
+
+def throttle_for(
+    backend: RateLimiterBackend, rate: float | None, concurrency: int | None
+) -> Throttle:
+    """The send limits on Dramatiq's rate limiters: shared through Redis by every worker
+    with RedisBackend, kept in this process with StubBackend."""
+    limiter, bucket_ms = None, 0
+    if rate:
+        limit, bucket_ms = bucket_for(rate)
+        limiter = BucketRateLimiter(backend, RATE_KEY, limit=limit, bucket=bucket_ms)
+    slots = [
+        ConcurrentRateLimiter(backend, f"{SLOT_KEY}:{i}", limit=1, ttl=SLOT_TTL_MS)
+        for i in range(concurrency or 0)
+    ]
+    return Throttle(limiter, bucket_ms, list(slots))
 
 
 def setup_worker() -> None:
@@ -182,7 +202,7 @@ def deliver_handoffs(handoff_ids: list[int]) -> None:
     recorded with its backoff and `send-due` enqueues it again when that has passed."""
     settings = current_settings()
     for handoff_id in handoff_ids:
-        handoff.deliver(settings, handoff_id)
+        handoffs.deliver(settings, handoff_id)
 
 
 def dispatch_handoffs(settings: Settings, handoff_ids: list[int]) -> int:
@@ -193,7 +213,7 @@ def dispatch_handoffs(settings: Settings, handoff_ids: list[int]) -> int:
         configure(settings)
     if settings.embedded:
         for handoff_id in handoff_ids:
-            handoff.deliver(settings, handoff_id)
+            handoffs.deliver(settings, handoff_id)
     else:
         deliver_handoffs.send(list(handoff_ids))
     return len(handoff_ids)
@@ -273,17 +293,11 @@ def _enqueue_pipelined(broker: RedisBroker, messages: list[dramatiq.Message[Any]
         broker.emit_after("enqueue", message, None)
 
 
-def _client(settings: Settings, timeout: float = 2) -> redis.Redis:
-    return redis.Redis.from_url(
-        settings.redis_url or "", socket_timeout=timeout, socket_connect_timeout=timeout
-    )
-
-
 def queue_depth(settings: Settings) -> int | None:
     """Messages waiting in the Redis queue (None in embedded mode); raises if unreachable."""
     if settings.embedded:
         return None
-    client = _client(settings)
+    client = redis_client(settings.redis_url or "")
     try:
         return int(client.llen(f"dramatiq:{QUEUE}")) + int(client.llen(f"dramatiq:{QUEUE}.DQ"))
     finally:
@@ -294,7 +308,7 @@ def backlog(settings: Settings) -> int | None:
     """Messages waiting to be fetched by a worker (not counting delayed retries)."""
     if settings.embedded:
         return None
-    client = _client(settings)
+    client = redis_client(settings.redis_url or "")
     try:
         return int(client.llen(f"dramatiq:{QUEUE}"))
     except redis.RedisError as e:
@@ -326,7 +340,7 @@ def run_workers(
             "NURTURE_REDIS_URL is not set: `nurture worker` needs Redis, e.g. "
             "NURTURE_REDIS_URL=redis://localhost:6379/0 (without it, send-due sends by itself)"
         )
-    client = _client(settings, timeout=3)
+    client = redis_client(settings.redis_url or "", 3)
     try:
         client.ping()
     except redis.RedisError as e:

@@ -10,7 +10,7 @@ import os
 import re
 import secrets
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -84,7 +84,6 @@ class Settings:
     #: Tags a public signup (form or JSON) may set; none unless listed, so that a
     #: visitor cannot put themselves in `tag:vip`.
     signup_tags: frozenset[str] = frozenset()
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def embedded(self) -> bool:

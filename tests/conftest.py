@@ -40,7 +40,7 @@ def workspace(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def pg_database() -> Iterator[str]:
     with fresh_pg_database() as url:
-        engine = db._engine(url)
+        engine = db.engine_for(url)
         db.upgrade(engine)
         yield url
 
@@ -52,7 +52,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield f"sqlite:///{tmp_path / 'nurture.db'}"
         return
     url = request.getfixturevalue("pg_database")
-    engine = db._engine(url)
+    engine = db.engine_for(url)
     with engine.begin() as conn:
         tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
         conn.exec_driver_sql(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
@@ -118,7 +118,7 @@ def redis_url() -> Iterator[str]:
 @pytest.fixture
 def pg_url(pg_database: str) -> str:
     """The session's PostgreSQL database, emptied."""
-    engine = db._engine(pg_database)
+    engine = db.engine_for(pg_database)
     with engine.begin() as conn:
         tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
         conn.exec_driver_sql(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")

@@ -17,8 +17,9 @@ from sqlalchemy import select
 
 from nurture.cli import cli
 from nurture.delivery.ratelimit import Throttle, bucket_for
-from nurture.delivery.sending import MAX_ATTEMPTS
+from nurture.delivery.states import MAX_ATTEMPTS
 from nurture.people.subscribers import is_suppressed
+from nurture.queue import throttle_for
 from nurture.store.engine import session_scope
 from nurture.store.tables import Delivery, Subscriber
 from tests.helpers.distributed import (
@@ -187,7 +188,7 @@ def test_550_suppresses_that_address_and_the_rest_is_delivered(dist_env, workers
     log = workers.log(worker)
     assert "Retrying message" not in log, "a hard bounce was retried"
     # one INFO line per queue message (50 deliveries each) says what became of them
-    lines = re.findall(r"\[nurture.tasks\] \[INFO\] 50 deliveries: (\d+) sent, (\d+) failed", log)
+    lines = re.findall(r"\[nurture.queue\] \[INFO\] 50 deliveries: (\d+) sent, (\d+) failed", log)
     assert len(lines) == 2, log
     assert [sum(int(line[k]) for line in lines) for k in (0, 1)] == [99, 1]
     shown = CliRunner().invoke(cli, ["subscribers", "show", gone], env=dist_env)
@@ -294,7 +295,7 @@ def test_the_limiter_admits_no_more_than_a_bucket_holds(redis_url):
 
         return acquire
 
-    throttles = [Throttle(RedisBackend(url=redis_url), 50, None) for _ in range(2)]
+    throttles = [throttle_for(RedisBackend(url=redis_url), 50, None) for _ in range(2)]
     for throttle in throttles:
         throttle.rate.acquire = timed(throttle.rate.acquire)
 

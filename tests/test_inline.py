@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from nurture.content.inline import same_page
-from nurture.content.rendering import Renderer, SubscriberView, _inliner, sample_context
+from nurture.content.rendering import Renderer, SubscriberView, inliner, sample_context
 
 STEPS = sorted(
     p.stem
@@ -102,4 +102,4 @@ def test_an_edited_template_is_inlined_again(templates):
     write(templates, "note", "<p>second {{ subscriber.first_name }}</p>")
     html = renderer.render("note", "Hi", context("Ana")).html
     assert '<p style="color: #123456;margin: 0;">second Ana</p>' in html
-    assert same_page(html, _inliner().inline(html))
+    assert same_page(html, inliner().inline(html))

@@ -22,7 +22,7 @@ VALUES (2, 'confirm', 'sent', 1, false, '2026-01-01');
 
 
 def at_0005(url: str) -> None:
-    engine = db._engine(url)
+    engine = db.engine_for(url)
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":  # the fixture's database is at head
             conn.exec_driver_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
@@ -37,7 +37,7 @@ def at_0005(url: str) -> None:
 
 def test_0006_keeps_everyone_and_gives_each_a_key(database_url):
     at_0005(database_url)
-    engine = db._engine(database_url)
+    engine = db.engine_for(database_url)
     db.upgrade(engine)
     with engine.begin() as conn:
         keys = dict(conn.execute(text("SELECT email, link_key FROM subscribers")).all())
@@ -64,7 +64,7 @@ def test_0006_keeps_everyone_and_gives_each_a_key(database_url):
 
 
 def test_the_models_agree_with_the_migrations(database_url):
-    engine = db._engine(database_url)
+    engine = db.engine_for(database_url)
     db.upgrade(engine)
     with engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
@@ -75,8 +75,8 @@ def test_at_head_sqlite_still_never_reuses_ids_and_keeps_partial_indexes(tmp_pat
     """Later migrations must not rebuild these tables without AUTOINCREMENT (a batch
     rebuild on SQLite drops it, and the WHERE of partial indexes)."""
     url = f"sqlite:///{tmp_path / 'head.db'}"
-    db.upgrade(db._engine(url))
-    with db._engine(url).connect() as conn:
+    db.upgrade(db.engine_for(url))
+    with db.engine_for(url).connect() as conn:
         tables = dict(conn.exec_driver_sql("SELECT name, sql FROM sqlite_master").all())
     for table in ("subscribers", "deliveries"):
         assert "AUTOINCREMENT" in tables[table], table

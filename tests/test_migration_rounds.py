@@ -19,11 +19,11 @@ def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         return
     with fresh_pg_database() as url:
         yield url
-        db._engine(url).dispose()
+        db.engine_for(url).dispose()
 
 
 def migrate(url: str, revision: str, down: bool = False) -> None:
-    db.upgrade(db._engine(url), revision, down=down)
+    db.upgrade(db.engine_for(url), revision, down=down)
 
 
 def test_existing_enrolments_become_round_one_and_a_second_round_fits(empty_url):
@@ -32,7 +32,7 @@ def test_existing_enrolments_become_round_one_and_a_second_round_fits(empty_url)
 
     before = ScriptDirectory.from_config(script).get_revision("0007").down_revision
     migrate(empty_url, str(before))
-    engine = db._engine(empty_url)
+    engine = db.engine_for(empty_url)
     with engine.begin() as conn:
         conn.execute(sa.text("INSERT INTO subscribers (id, email, attributes, status, source, "
                              "created_at, score, link_key) VALUES (1, 'a@example.com', '{}', "

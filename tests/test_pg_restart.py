@@ -17,7 +17,8 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from nurture.cli import cli
-from nurture.delivery.sending import DB_LOST, Outcome, send_batch
+from nurture.delivery.sending import DB_LOST, send_batch
+from nurture.delivery.states import Outcome
 from nurture.store import engine as nurture_db
 from nurture.store.engine import session_scope
 from nurture.store.tables import Delivery
@@ -92,7 +93,7 @@ def restart_env(
     workspace: Path, own_cluster: Cluster, redis_url: str, timed_sink: Sink
 ) -> Iterator[dict[str, str]]:
     (workspace / "sequences" / "single.yaml").write_text(SINGLE)
-    engine = nurture_db._engine(own_cluster.url)
+    engine = nurture_db.engine_for(own_cluster.url)
     nurture_db.upgrade(engine)
     yield {
         "NURTURE_WORKSPACE": str(workspace),

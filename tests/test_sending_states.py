@@ -13,8 +13,10 @@ from sqlalchemy.orm import Session
 from nurture import clock
 from nurture.cli import cli
 from nurture.content.sequences import catalog_for
-from nurture.delivery.sending import Outcome, attempt, send_batch, send_delivery
-from nurture.journeys.scheduling import TAKEN_BACK, claim_due, enroll, requeue_stale
+from nurture.delivery.sending import attempt, send_batch, send_delivery
+from nurture.delivery.states import Outcome
+from nurture.journeys.scheduling import TAKEN_BACK, claim_due, requeue_stale
+from nurture.people.enrolment import enroll
 from nurture.people.subscribers import add, get, is_suppressed, unsubscribe
 from nurture.settings import load_settings
 from nurture.store.engine import get_engine, session_scope

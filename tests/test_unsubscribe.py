@@ -6,7 +6,8 @@ from sqlalchemy import select
 
 from nurture import clock
 from nurture.cli import cli
-from nurture.delivery.sending import Outcome, send_delivery
+from nurture.delivery.sending import send_delivery
+from nurture.delivery.states import Outcome
 from nurture.people.subscribers import get, suppress
 from nurture.queue import dispatch
 from nurture.store.engine import session_scope

@@ -1,151 +1,23 @@
-"""A broadcast email, and its web version, from the issue's stored templates.
-
-The email goes through the same pieces as a sequence email: the workspace's layout
-(footer with unsubscribe link and postal address), link tracking and open pixel,
-and the one message builder with its List-Unsubscribe headers. The web version is
-the same fragment rendered for nobody in particular: no name, no address, no token.
-"""
+"""Checking a newsletter issue before it is scheduled; the email and its web version
+are composed in delivery/issues.py, where the worker composes them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from functools import lru_cache
-from pathlib import Path
-from typing import Any, Protocol
-
 import jinja2
-from markupsafe import Markup
-from sqlalchemy.orm import Session
 
-from nurture.broadcast.core import web_url
 from nurture.broadcast.source import SourceError
-from nurture.content.rendering import Renderer, SubscriberView, sample_context
-from nurture.delivery.compose import Composed, _brand, sender_for, unsubscribe_url
-from nurture.delivery.links import add_open_pixel, link_rewriter, open_url
-from nurture.delivery.mime import build_message
+from nurture.content.rendering import sample_context
+from nurture.delivery.issues import Content, compose_issue, issue_renderer, render_web
 from nurture.errors import TemplateError
 from nurture.settings import Settings
-from nurture.store.tables import Broadcast, Delivery
 
-#: Every broadcast email is one mailing list, whatever its issue.
-LIST_ID = "newsletter"
-TEST_PREFIX = "[TEST] "
-_EMAIL, _WEB = "_broadcast/email", "_broadcast/web"
-_VIEW_ONLINE_HTML = (
-    '<p class="view-online" style="margin:0 0 20px 0;font-size:13px;color:#7a6e62">'
-    '<a href="{{ web_url }}">View this email in your browser</a></p>\n'
-)
-_VIEW_ONLINE_TEXT = "View this email in your browser: {{ web_url }}\n\n"
-#: What the web version shows in place of a subscriber.
-READER = SubscriberView(email="", first_name=None)
-
-
-class Content(Protocol):
-    """What an `Issue` (before scheduling) and a `Broadcast` row both have."""
-
-    @property
-    def subject(self) -> str: ...
-    @property
-    def preheader(self) -> str | None: ...
-    @property
-    def body_html(self) -> str: ...
-    @property
-    def body_text(self) -> str | None: ...
-
-
-class IssueRenderer(Renderer):
-    """The workspace's renderer (layout, includes, sandbox) plus one issue's templates."""
-
-    def __init__(self, templates_dir: Path, templates: dict[str, str]):
-        super().__init__(templates_dir)
-        assert self.env.loader is not None
-        self.env.loader = jinja2.ChoiceLoader([jinja2.DictLoader(templates), self.env.loader])
-
-
-@lru_cache(maxsize=16)
-def _renderer(templates_dir: Path, html: str, text: str | None) -> IssueRenderer:
-    templates = {f"{_EMAIL}.html": _VIEW_ONLINE_HTML + html, f"{_WEB}.html": html}
-    if text is not None:
-        templates[f"{_EMAIL}.txt"] = _VIEW_ONLINE_TEXT + text
-    return IssueRenderer(templates_dir, templates)
-
-
-def _context(
-    settings: Settings, content: Content, view: SubscriberView, unsub: str, web: str
-) -> dict[str, Any]:
-    return {
-        "subscriber": view,
-        "unsubscribe_url": unsub,
-        "postal_address": settings.postal_address or "",
-        "broadcast": {"subject": content.subject, "web_url": web},
-        "web_url": web,
-        "subscribe_url": f"{settings.base_url}/subscribe",  # for readers of a forwarded copy
-    }
-
-
-def compose_issue(
-    settings: Settings, content: Content, view: SubscriberView, subscriber_id: int, web: str,
-    *, delivery_id: int | None = None, test: bool = False,
-) -> Composed:  # fmt: skip
-    sender = sender_for(settings)
-    unsub = unsubscribe_url(
-        settings, subscriber_id, None, view.link_key
-    )  # a newsletter: leave everything
-    subject = (TEST_PREFIX if test else "") + content.subject
-    rewrite = link_rewriter(settings, delivery_id)
-    rendered = _renderer(settings.templates_dir, content.body_html, content.body_text).render(
-        _EMAIL, subject, _context(settings, content, view, unsub, web), brand=_brand(sender),
-        preheader=content.preheader or "", rewrite_link=rewrite,
-    )  # fmt: skip
-    if rewrite is not None and delivery_id is not None:
-        pixel = open_url(settings, delivery_id)
-        rendered = replace(rendered, html=add_open_pixel(rendered.html, pixel))
-    envelope = build_message(
-        sender=sender, to=view.email, subject=rendered.subject, html=rendered.html,
-        text=rendered.text, list_id=LIST_ID, list_name=f"{_brand(sender)} newsletter",
-        unsubscribe_url=unsub,
-    )  # fmt: skip
-    return Composed(rendered, envelope)
-
-
-def compose_broadcast(
-    settings: Settings, session: Session, delivery: Delivery, view: SubscriberView
-) -> Composed:
-    """The email of one broadcast delivery; what a worker sends."""
-    broadcast = session.get(Broadcast, delivery.broadcast_id)
-    if broadcast is None:
-        raise TemplateError(f"broadcast #{delivery.broadcast_id} no longer exists")
-    return compose_issue(
-        settings, broadcast, view, delivery.subscriber_id, web_url(settings, broadcast),
-        delivery_id=delivery.id, test=delivery.is_test,
-    )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class WebVersion:
-    subject: str
-    html: Markup
-
-
-def render_web(settings: Settings, content: Content, web: str, *, body: bool = True) -> WebVersion:
-    """The issue as a page shows it: nothing personal, no tracking. `body=False` renders
-    the subject only, for lists."""
-    renderer = _renderer(settings.templates_dir, content.body_html, content.body_text)
-    context = _context(settings, content, READER, "", web)
-    try:
-        subject = renderer.env.from_string(content.subject).render(context)
-        html = renderer.env.get_template(f"{_WEB}.html").render(context) if body else ""
-    except jinja2.TemplateError as e:
-        raise TemplateError(f"web version: {e}") from e
-    # the subject is autoescaped like any string template: make it plain text again
-    plain = Markup(" ".join(subject.split())).unescape()  # noqa: S704 - unescaped, not trusted
-    return WebVersion(plain, Markup(html))  # noqa: S704 - our own sandbox's autoescaped output
+__all__ = ["check_issue", "compose_issue", "render_web"]
 
 
 def check_issue(settings: Settings, content: Content, source: str, line_offset: int) -> None:
     """Render the issue for a sample subscriber and for the web; SourceError on a problem,
     with the line in the file when Jinja knows it."""
-    renderer = _renderer(settings.templates_dir, content.body_html, content.body_text)
+    renderer = issue_renderer(settings.templates_dir, content.body_html, content.body_text)
     if content.body_text is not None:
         try:
             renderer.env.parse(content.body_text)

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import secrets
 from datetime import UTC, date, datetime, timedelta
-from functools import lru_cache
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from nurture.broadcast.source import Issue
+from nurture.delivery.issues import web_url as web_url  # where the archive links
 from nurture.errors import NurtureError
 from nurture.settings import Settings
-from nurture.store.tables import Broadcast, BroadcastState, Delivery, DeliveryStatus
+from nurture.store.tables import TO_SEND, Broadcast, BroadcastState, Delivery, DeliveryStatus
 
 #: The first wall clock to reach a given time is UTC+14 (Kiribati): a `--local-time`
 #: broadcast starts its fan-out then, and each email waits for its own zone's turn.
@@ -35,31 +35,6 @@ _ON_ITS_WAY = (BroadcastState.SCHEDULED, BroadcastState.SENDING, BroadcastState.
 
 class BroadcastError(NurtureError):
     """A broadcast that cannot be scheduled, found or cancelled as asked."""
-
-
-def web_url(settings: Settings, broadcast: Broadcast) -> str:
-    return f"{settings.base_url}/archive/{broadcast.slug}"
-
-
-@lru_cache(maxsize=1024)
-def zone_for(name: str | None, default: str) -> ZoneInfo:
-    """A subscriber's zone: theirs, else NURTURE_TIMEZONE (also for a name no longer known)."""
-    for candidate in (name, default):
-        try:
-            return ZoneInfo(candidate or "")
-        except (ZoneInfoNotFoundError, ValueError, OSError):
-            continue
-    return ZoneInfo("UTC")
-
-
-def due_at(broadcast: Broadcast, timezone: str | None, default_zone: str) -> datetime:
-    """When one subscriber's email is due: the broadcast's time, or with `--local-time`
-    its wall-clock time in the subscriber's zone."""
-    assert broadcast.send_at is not None
-    if broadcast.local_at is None:
-        return broadcast.send_at
-    zone = zone_for(timezone, default_zone)
-    return datetime.fromisoformat(broadcast.local_at).replace(tzinfo=zone).astimezone(UTC)
 
 
 def schedule_times(
@@ -165,9 +140,7 @@ def cancel(session: Session, broadcast_id: int, now: datetime) -> int:
         update(Delivery)
         .where(
             Delivery.broadcast_id == row.id,
-            Delivery.status.in_(
-                [DeliveryStatus.SCHEDULED, DeliveryStatus.QUEUED, DeliveryStatus.RETRY]
-            ),
+            Delivery.status.in_([DeliveryStatus.SCHEDULED, *TO_SEND]),
         )
         .values(status=DeliveryStatus.CANCELLED, error="broadcast cancelled")
     )

@@ -5,7 +5,7 @@ deliveries and moves `checkpoint` (the last subscriber id done) together, so a p
 killed at any moment leaves either the whole batch or none of it, and the next
 `send-due` resumes after the checkpoint. The unique (broadcast, subscriber) index makes
 a repeated batch harmless. Deliveries are handed to the same queue as sequence emails
-(`tasks.dispatch`), so the same rate limits, retries and recovery apply; one written
+(`queue.dispatch`), so the same rate limits, retries and recovery apply; one written
 but never enqueued (a crash right after the commit) is recovered by `send-due` like any
 lost queue message.
 
@@ -26,18 +26,22 @@ from sqlalchemy.orm import Session
 
 from nurture import clock
 from nurture.broadcast.audience import next_batch
-from nurture.broadcast.core import due_at
 from nurture.people.segments import audience_clause
 from nurture.queue import dispatch
 from nurture.settings import Settings
 from nurture.store.engine import session_scope
-from nurture.store.tables import Broadcast, BroadcastState, Delivery, DeliveryStatus
+from nurture.store.tables import (
+    IN_FLIGHT,
+    Broadcast,
+    BroadcastState,
+    Delivery,
+    DeliveryKind,
+    DeliveryStatus,
+)
+from nurture.zones import due_at
 
 #: Recipients per fan-out transaction.
 BATCH = 500
-#: Delivery states that mean "not settled yet".
-_IN_FLIGHT = [DeliveryStatus.SCHEDULED, DeliveryStatus.QUEUED, DeliveryStatus.SENDING,
-              DeliveryStatus.RETRY]  # fmt: skip
 
 
 @dataclass
@@ -78,7 +82,7 @@ def fan_out_batch(settings: Settings, broadcast_id: int, size: int | None = None
             due = due_at(broadcast, row.timezone, settings.timezone)
             ready = due <= now
             values.append({
-                "subscriber_id": row.id, "broadcast_id": broadcast.id, "kind": "broadcast",
+                "subscriber_id": row.id, "broadcast_id": broadcast.id, "kind": DeliveryKind.BROADCAST,
                 "is_test": False, "created_at": now,
                 "status": DeliveryStatus.QUEUED if ready else DeliveryStatus.SCHEDULED,
                 "enqueued_at": now if ready else None, "next_attempt_at": None if ready else due,
@@ -151,7 +155,7 @@ def finish(settings: Settings, now: datetime) -> None:
     """A fanned-out broadcast with nothing left in flight is `sent`."""
     pending = exists(
         select(Delivery.id).where(Delivery.broadcast_id == Broadcast.id,
-                                  Delivery.is_test.is_(False), Delivery.status.in_(_IN_FLIGHT))
+                                  Delivery.is_test.is_(False), Delivery.status.in_(IN_FLIGHT))
     )  # fmt: skip
     with session_scope(settings) as session:
         session.execute(

@@ -21,6 +21,7 @@ import yaml
 from markdown_it import MarkdownIt
 
 from nurture.content.yamlmarks import DuplicateKey, RefusedYAML, load_with_lines
+from nurture.delivery.compose import renderer_for
 from nurture.errors import NurtureError
 from nurture.settings import Settings
 
@@ -137,8 +138,6 @@ def _markdown_file(settings: Settings, source: str) -> Path | None:
 
 
 def _template(settings: Settings, source: str) -> Issue:
-    from nurture.delivery.compose import renderer_for
-
     env = renderer_for(settings.templates_dir).env
     name = source.removesuffix(".html")
     try:

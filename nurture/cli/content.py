@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 import click
 
 from nurture.cli import _settings, cli, command
+from nurture.content.fields import fields_for
 from nurture.content.validation import summary, validate_workspace
-from nurture.people.fields import fields_for
 
 if TYPE_CHECKING:
     from nurture.delivery.compose import Composed
@@ -90,8 +90,8 @@ def simulate(
       nurture simulate from-curious-to-customer --days 30 --timezone Europe/London
       nurture simulate from-curious-to-customer --events "click:welcome@1d,event:pricing_viewed@3d"
     """
-    from nurture.journeys.simulation import simulate as run_simulation
     from nurture.people.subscribers import check_timezone
+    from nurture.simulate import simulate as run_simulation
 
     settings = _settings(ctx)
     check_timezone(timezone)

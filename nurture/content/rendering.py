@@ -76,7 +76,7 @@ def example_root() -> Path:
 
 
 @cache
-def _inliner() -> css_inline.CSSInliner:
+def inliner() -> css_inline.CSSInliner:
     return css_inline.CSSInliner(keep_style_tags=False, load_remote_stylesheets=False)
 
 
@@ -139,7 +139,7 @@ class Renderer:
         except jinja2.TemplateError as e:
             raise TemplateError(f"{template}: {e}") from e
         html, text = _ensure_footer(html, text, context)
-        return Rendered(subject_text, html if pre else _inliner().inline(html), text)
+        return Rendered(subject_text, html if pre else inliner().inline(html), text)
 
     def _preinlined(self, template: str) -> tuple[jinja2.Template, jinja2.Template] | None:
         """The layout and the step's fragment with the CSS already inlined (see
@@ -158,7 +158,7 @@ class Renderer:
         loader = self.env.loader
         assert loader is not None and layout.name and fragment.name
         pre = preinline(loader.get_source(self.env, layout.name)[0],
-                        loader.get_source(self.env, fragment.name)[0], _inliner())  # fmt: skip
+                        loader.get_source(self.env, fragment.name)[0], inliner())  # fmt: skip
         if pre is None:
             return None
         pair = self.env.from_string(pre.layout), self.env.from_string(pre.fragment)
@@ -173,7 +173,7 @@ class Renderer:
                         for page, part in (pair, (layout, fragment))]  # fmt: skip
             except Exception:  # noqa: BLE001 - a template the sample cannot fill: no proof
                 return None
-            if not same_page(made[0], _inliner().inline(made[1])):
+            if not same_page(made[0], inliner().inline(made[1])):
                 return None
         return pair
 

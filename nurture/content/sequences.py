@@ -223,7 +223,6 @@ _KNOWN_KEYS: dict[str, list[str]] = {
     "exit_when": ["event", "tag"],
     "readiness": ["points", "ready_at"],
 }  # fmt: skip
-Severity = Literal["error", "warning"]
 
 
 @dataclass(frozen=True)

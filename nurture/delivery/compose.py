@@ -43,7 +43,7 @@ def confirm_url(settings: Settings, subscriber_id: int, key: str) -> str:
                 subscriber_payload(subscriber_id, key))  # fmt: skip
 
 
-def _brand(sender: str) -> str:
+def brand(sender: str) -> str:
     name = sender.split("<")[0].strip().strip('"')
     return name or sender
 
@@ -69,7 +69,7 @@ def compose_step(
     # only (not a preview) and unless NURTURE_TRACKING=off.
     rewrite = link_rewriter(settings, delivery_id)
     rendered = renderer_for(settings.templates_dir).render(
-        step.template, step.subject, context, brand=_brand(sender), rewrite_link=rewrite
+        step.template, step.subject, context, brand=brand(sender), rewrite_link=rewrite
     )
     if rewrite is not None and delivery_id is not None:
         pixel = open_url(settings, delivery_id)
@@ -93,7 +93,7 @@ def compose_confirmation(
         "postal_address": settings.postal_address or "",
     }
     rendered = renderer_for(settings.templates_dir).render(
-        CONFIRM_TEMPLATE, CONFIRM_SUBJECT, context, brand=_brand(sender)
+        CONFIRM_TEMPLATE, CONFIRM_SUBJECT, context, brand=brand(sender)
     )
     envelope = build_message(
         sender=sender, to=subscriber.email, subject=rendered.subject, html=rendered.html,

@@ -1,5 +1,5 @@
-"""Opens and clicks: signed tracking links and bot flags (what they report is stored by
-nurture.people.events).
+"""Signed tracking links (opens, clicks) and bot flags; the events they record are
+people/events.py's.
 
 A click link carries its destination inside a signed token, so `/c/` can only ever
 send people where an email of ours pointed them (no open redirect). Opens and clicks

@@ -1,17 +1,17 @@
 """How fast and how many at once: NURTURE_SEND_RATE and NURTURE_SMTP_CONCURRENCY, for all
-workers together, enforced with Dramatiq's own rate limiters.
+workers together, enforced with rate limiters the queue hands in (queue.throttle_for
+builds Dramatiq's, which keep their counters in Redis with a broker and in this process
+in embedded mode).
 
-With a broker the counters live in Redis, so every worker on every host shares them; in
-embedded mode they live in this process (Dramatiq's StubBackend). A thread that finds no
-room waits here and asks again instead of raising RateLimitExceeded, which would use up a
-Dramatiq retry and wait at least 15 s.
+A thread that finds no room waits here and asks again instead of raising
+RateLimitExceeded, which would use up a Dramatiq retry and wait at least 15 s.
 
-- The rate is a BucketRateLimiter with short buckets (MIN_BUCKET_MS), so 50/s means five
+- The rate is a bucket limiter with short buckets (MIN_BUCKET_MS), so 50/s means five
   sends every 100 ms rather than 50 at the top of each second; a bucket of a few sends
   rather than one also forgives a thread that wakes a little late.
-- Concurrency is one ConcurrentRateLimiter of limit 1 per SMTP slot. A thread holds a slot,
-  and its one SMTP connection, for a batch of sends; the connection is closed when the slot
-  is given back, so connections at once never exceed the setting. A single limiter of
+- Concurrency is one limiter of limit 1 per SMTP slot. A thread holds a slot, and its
+  one SMTP connection, for a batch of sends; the connection is closed when the slot is
+  given back, so connections at once never exceed the setting. A single limiter of
   limit N would not do: its counter's expiry is renewed by every acquire, so a slot held
   by a killed worker would never come back while others keep sending. A slot of its own
   expires SLOT_TTL_MS after it was taken.
@@ -23,10 +23,8 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import Protocol
-
-from dramatiq.rate_limits import BucketRateLimiter, ConcurrentRateLimiter, RateLimiterBackend
 
 #: Keys in the rate limiter backend (prefixed again by nothing: use a Redis db of your own).
 RATE_KEY = "nurture:send-rate"
@@ -34,7 +32,7 @@ SLOT_KEY = "nurture:smtp-slot"
 #: Finest rate bucket; finer buckets spread sends more evenly but cost more Redis calls.
 MIN_BUCKET_MS = 100
 #: A slot whose holder died comes back after this long. A live holder gives it back after
-#: one batch (tasks.BATCH_BUDGET, plus the send in progress).
+#: one batch (queue.BATCH_BUDGET, plus the send in progress).
 SLOT_TTL_MS = 120_000
 #: Seconds between two looks for a free SMTP slot (with jitter).
 SLOT_POLL = 0.02
@@ -50,6 +48,12 @@ class Gate(Protocol):
     def __call__(self) -> bool: ...
 
 
+class Limiter(Protocol):
+    """A rate limiter as Dramatiq's are: `acquire` enters with True when there was room."""
+
+    def acquire(self, *, raise_on_failure: bool = True) -> AbstractContextManager[bool]: ...
+
+
 def bucket_for(rate: float) -> tuple[int, int]:
     """(sends per bucket, bucket in ms) for `rate` per second, with buckets near MIN_BUCKET_MS."""
     limit = max(1, math.ceil(rate * MIN_BUCKET_MS / 1000))
@@ -59,16 +63,10 @@ def bucket_for(rate: float) -> tuple[int, int]:
 class Throttle:
     """The limits one process applies; `batch()` hands out a gate for a run of sends."""
 
-    def __init__(self, backend: RateLimiterBackend, rate: float | None, concurrency: int | None):
-        self.rate: BucketRateLimiter | None = None
-        self.bucket_ms = 0
-        if rate:
-            limit, self.bucket_ms = bucket_for(rate)
-            self.rate = BucketRateLimiter(backend, RATE_KEY, limit=limit, bucket=self.bucket_ms)
-        self.slots = [
-            ConcurrentRateLimiter(backend, f"{SLOT_KEY}:{i}", limit=1, ttl=SLOT_TTL_MS)
-            for i in range(concurrency or 0)
-        ]
+    def __init__(self, rate: Limiter | None, bucket_ms: int, slots: list[Limiter]):
+        """`rate`: a bucket limiter of `bucket_ms` buckets (bucket_for), or None for no
+        rate; `slots`: one limiter of limit 1 per SMTP slot (none: no limit)."""
+        self.rate, self.bucket_ms, self.slots = rate, bucket_ms, slots
 
     @contextmanager
     def batch(

@@ -1,2 +1,3 @@
-"""Who gets which step when: enrolment, the planner (goal, gate, window, daily cap), send
-windows, newsletter days, due steps and simulation. Imports people, content and store."""
+"""Who gets which step when: the planner (goal, gate, window, daily cap), send windows,
+newsletter days and due steps (a whole simulated journey, which runs send-due itself,
+is nurture/simulate.py). Imports people, content and store."""

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nurture import clock
+from nurture.content.fields import fields_for, parse_pairs
 from nurture.content.sequences import catalog_for
 from nurture.people.activity import on_tag
-from nurture.people.fields import fields_for, parse_pairs
 from nurture.people.importing import Parsed, import_rows, read_rows
 from nurture.people.subscribers import (
     ConsentInfo,

@@ -39,10 +39,10 @@ from nurture.people.engagement import (
     goal_reached,
     load_facts,
 )
-from nurture.store.tables import Delivery, DeliveryStatus, Event, Tag
+from nurture.store.tables import NOT_GOING, Delivery, DeliveryKind, Event, Tag
+from nurture.zones import zone_for
 
 #: Sequence deliveries that count against the daily cap.
-_COUNTED = (DeliveryStatus.SKIPPED, DeliveryStatus.CANCELLED, DeliveryStatus.FAILED)
 
 
 class Verdict(StrEnum):
@@ -119,14 +119,14 @@ class Planner:
         subscribers (the ones whose step has a goal or a gate)."""
         ids = sorted(timezones)
         for sid, tz in timezones.items():
-            self.zones[sid] = ZoneInfo(tz or self.default_zone)
+            self.zones[sid] = zone_for(tz, self.default_zone)
             self.tz_names[sid] = tz
         recent = self.session.connection().execute(
             select(Delivery.subscriber_id, Delivery.created_at).where(
                 among(self.session, Delivery.subscriber_id, ids),
-                Delivery.kind == "sequence",
+                Delivery.kind == DeliveryKind.SEQUENCE,
                 Delivery.created_at >= self.now - timedelta(days=2),
-                Delivery.status.not_in(_COUNTED),
+                Delivery.status.not_in(NOT_GOING),
             )
         )
         for sid, created in recent:
@@ -155,7 +155,7 @@ class Planner:
         return facts_from(tags, activity, seq, row.enrollment_id)
 
     def zone(self, subscriber_id: int) -> ZoneInfo:
-        return self.zones.get(subscriber_id) or ZoneInfo(self.default_zone)
+        return self.zones.get(subscriber_id) or zone_for(None, self.default_zone)
 
     def decide(self, row: DueRow, seq: Sequence, step: Step) -> Decision:
         if seq.exit_when is not None or step.when is not None:

@@ -14,20 +14,19 @@ from datetime import date, datetime, timedelta
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from nurture.broadcast.core import due_at, zone_for
 from nurture.people.segments import audience_clause
 from nurture.settings import Settings
 from nurture.store.tables import (
+    NOT_GOING,
     Broadcast,
     BroadcastState,
     Delivery,
-    DeliveryStatus,
     Subscriber,
 )
+from nurture.zones import due_at, zone_for
 
 #: A step is pushed back by at most this many days, however many broadcasts follow.
 MAX_DEFER_DAYS = 7
-_NOT_GOING = [DeliveryStatus.CANCELLED, DeliveryStatus.SKIPPED, DeliveryStatus.FAILED]
 
 
 def broadcast_days(
@@ -43,7 +42,7 @@ def broadcast_days(
     written = session.execute(
         select(Delivery.sent_at, Delivery.next_attempt_at, Delivery.created_at).where(
             Delivery.subscriber_id == subscriber_id, Delivery.broadcast_id.is_not(None),
-            Delivery.is_test.is_(False), Delivery.status.not_in(_NOT_GOING),
+            Delivery.is_test.is_(False), Delivery.status.not_in(NOT_GOING),
             or_(Delivery.sent_at >= since, Delivery.next_attempt_at >= since,
                 Delivery.created_at >= since),
         )

@@ -10,7 +10,6 @@ resend_after), so an operator, or a test, can shorten it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -34,10 +33,13 @@ from sqlalchemy.orm import Session
 from nurture.content.sequences import Catalog, Sequence, Step
 from nurture.journeys.planner import DueRow, Planner, Verdict, among
 from nurture.journeys.sameday import broadcasts_near, defer_for_broadcasts
+from nurture.people.enrolment import enroll_triggered
 from nurture.settings import Settings
-from nurture.store.sql import bulk_insert, insert_ignoring_conflicts
+from nurture.store.sql import insert_ignoring_conflicts
 from nurture.store.tables import (
+    TO_SEND,
     Delivery,
+    DeliveryKind,
     DeliveryStatus,
     Enrollment,
     EnrollmentStatus,
@@ -52,67 +54,6 @@ BATCH = 2000
 TAKEN_BACK = "taken back from a worker lost mid-send: sent again, maybe twice"
 #: The note while a delivery taken back before it was handed to SMTP waits to be sent.
 TAKEN_BACK_UNSENT = "taken back from a worker lost before sending it: never sent"
-
-
-#: An enrolment is unique per subscriber, sequence and round (`reentry: true`).
-ROUND_KEY = ["subscriber_id", "sequence", "round"]
-
-
-def _enrollment(subscriber_id: int, seq: Sequence, now: datetime) -> dict[str, Any]:
-    first = seq.steps[0]
-    return {
-        "subscriber_id": subscriber_id, "sequence": seq.name, "status": EnrollmentStatus.ACTIVE,
-        "next_step_id": first.id, "next_due_at": now + first.after, "enrolled_at": now,
-        "round": 1,
-    }  # fmt: skip
-
-
-def enroll(session: Session, subscriber_id: int, seq: Sequence, now: datetime) -> bool:
-    """Start `seq` for a subscriber; False if they are in it, or were and the sequence
-    has no `reentry: true`. With it, someone who finished or left starts a new round
-    (a new enrolment row; the rows and deliveries of earlier rounds stay)."""
-    values = _enrollment(subscriber_id, seq, now)
-    # RETURNING, not rowcount: psycopg reports -1 for a row left out by ON CONFLICT.
-    stmt = insert_ignoring_conflicts(session, Enrollment, ROUND_KEY).values(**values)
-    if session.execute(stmt.returning(Enrollment.id)).first() is not None:
-        return True
-    if not seq.reentry:
-        return False
-    latest = session.execute(
-        select(Enrollment.round, Enrollment.status, Enrollment.end_reason)
-        .where(Enrollment.subscriber_id == subscriber_id, Enrollment.sequence == seq.name)
-        .order_by(Enrollment.round.desc())
-        .limit(1)
-    ).first()
-    if latest is None or latest.status == EnrollmentStatus.ACTIVE:
-        return False  # still going through it: one round at a time
-    if (latest.end_reason or "").startswith("unsubscribed"):
-        return False  # they asked to leave this sequence: a tag does not overrule that
-    # Two processes re-enrolling at once both ask for the same round: one row wins.
-    again = insert_ignoring_conflicts(session, Enrollment, ROUND_KEY).values(
-        **values | {"round": latest.round + 1}
-    )
-    return session.execute(again.returning(Enrollment.id)).first() is not None
-
-
-def enroll_many(session: Session, pairs: Iterable[tuple[int, Sequence]], now: datetime) -> None:
-    """`enroll` for many (subscriber, sequence) pairs in one statement (a bulk import):
-    first rounds only; someone who already went through a sequence is not put back here."""
-    rows = [_enrollment(subscriber_id, seq, now) for subscriber_id, seq in pairs]
-    if rows:
-        table = cast(Table, Enrollment.__table__)
-        bulk_insert(session, table, rows, conflict=ROUND_KEY)
-
-
-def enroll_triggered(
-    session: Session, subscriber_id: int, catalog: Catalog, trigger: str, now: datetime
-) -> list[str]:
-    """Enrol in every sequence started by `trigger` (e.g. `signup`); the names enrolled."""
-    return [
-        seq.name
-        for seq in catalog.triggered_by(trigger)
-        if enroll(session, subscriber_id, seq, now)
-    ]
 
 
 def claim_due(
@@ -135,6 +76,28 @@ def claim_due(
     still decided one batch after another.
     """
     conn = session.connection()  # Core from here: the ORM adds nothing to rows and ids
+    rows = _take_due(session, catalog, now, limit, part)
+    if not rows:
+        return []
+    steps = [_step(catalog, r) for r in rows]
+    planner = _planner(session, settings, now, rows, steps)
+    send, skipped, later = _decide(session, planner, rows, steps, now)
+    # One statement each, whatever the batch size: an executemany (pipelined by psycopg,
+    # multi-row VALUES by SQLAlchemy) and INSERT … SELECT.
+    if later:
+        conn.execute(_RESCHEDULE, later)
+    if skipped:
+        conn.execute(_insert_deliveries(session), skipped)
+    if not send:
+        return []
+    return list(conn.execute(_queue(session, send, now)).scalars())
+
+
+def _take_due(
+    session: Session, catalog: Catalog, now: datetime, limit: int, part: tuple[int, int] | None
+) -> list[Any]:
+    """Lock the due enrolments of this part and clear their `next_due_at`: claimed once."""
+    conn = session.connection()
     mine = Enrollment.subscriber_id % part[1] == part[0] if part else true()
     rows = conn.execute(
         select(
@@ -157,22 +120,37 @@ def claim_due(
         .limit(limit)
         .with_for_update(skip_locked=True, of=Enrollment)  # the enrolments, not the people
     ).all()
-    if not rows:
-        return []
-    conn.execute(
-        update(_ENROLLMENTS).where(among(session, _ENROLLMENTS.c.id, [r.id for r in rows]))
-        .values(next_due_at=None, waiting_for=None)
-    )  # fmt: skip
+    if rows:
+        conn.execute(
+            update(_ENROLLMENTS).where(among(session, _ENROLLMENTS.c.id, [r.id for r in rows]))
+            .values(next_due_at=None, waiting_for=None)
+        )  # fmt: skip
+    return list(rows)
+
+
+def _planner(
+    session: Session, settings: Settings | None, now: datetime, rows: list[Any],
+    steps: list[tuple[Sequence, Step | None]],
+) -> Planner:  # fmt: skip
+    """A planner loaded with the batch's people (and the facts of those a goal or gate needs)."""
     planner = Planner(session, settings.timezone if settings else "UTC",
                       settings.max_per_day if settings else 1, now)  # fmt: skip
     if settings is not None and broadcasts_near(session, now):
         planner.defer = partial(defer_for_broadcasts, session, settings)
-    steps = [_step(catalog, r) for r in rows]
     planner.load(
         {r.subscriber_id: r.timezone for r in rows},
         facts_for=[r.subscriber_id for r, (seq, step) in zip(rows, steps, strict=True)
                    if step is not None and (seq.exit_when is not None or step.when is not None)],
     )  # fmt: skip
+    return planner
+
+
+def _decide(
+    session: Session, planner: Planner, rows: list[Any], steps: list[tuple[Sequence, Step | None]],
+    now: datetime,
+) -> tuple[list[int], list[dict[str, object]], list[dict[str, object]]]:  # fmt: skip
+    """Put each due step to the planner: (enrolments to send now, skipped deliveries to
+    write, reschedules). The rare endings are written here, a statement each."""
     send: list[int] = []  # enrolments whose step goes out now
     skipped: list[dict[str, object]] = []
     later: list[dict[str, object]] = []
@@ -188,8 +166,9 @@ def claim_due(
         if decision.verdict == Verdict.SEND:
             send.append(row.id)
             continue
-        base = {"subscriber_id": row.subscriber_id, "enrollment_id": row.id, "kind": "sequence",
-                "sequence": row.sequence, "step_id": step.id, "created_at": now}  # fmt: skip
+        base = {"subscriber_id": row.subscriber_id, "enrollment_id": row.id,
+                "kind": DeliveryKind.SEQUENCE, "sequence": row.sequence, "step_id": step.id,
+                "created_at": now}  # fmt: skip
         if decision.verdict in (Verdict.LATER, Verdict.WAIT):
             later.append({"enrollment_id": row.id, "at": decision.at,
                           "why": decision.reason[:200]})  # fmt: skip
@@ -202,15 +181,7 @@ def claim_due(
             skipped.append({**base, "status": DeliveryStatus.SKIPPED, "error": decision.reason})
             target = seq.step(decision.target) if decision.target else seq.after(step.id)
             _move(session, row.id, target, now)
-    # One statement each, whatever the batch size: an executemany (pipelined by psycopg,
-    # multi-row VALUES by SQLAlchemy) and INSERT … SELECT.
-    if later:
-        conn.execute(_RESCHEDULE, later)
-    if skipped:
-        conn.execute(_insert_deliveries(session), skipped)
-    if not send:
-        return []
-    return list(conn.execute(_queue(session, send, now)).scalars())
+    return send, skipped, later
 
 
 _ENROLLMENTS = cast(Table, Enrollment.__table__)
@@ -229,7 +200,7 @@ def _queue(session: Session, enrollment_ids: list[int], now: datetime) -> Insert
     e = _ENROLLMENTS
     at = literal(now, UTCDateTime())
     rows = select(
-        e.c.subscriber_id, e.c.id, e.c.sequence, e.c.next_step_id, literal("sequence"),
+        e.c.subscriber_id, e.c.id, e.c.sequence, e.c.next_step_id, literal(DeliveryKind.SEQUENCE.value),
         literal(DeliveryStatus.QUEUED.value), false(), literal(0), at, at,
     ).where(among(session, e.c.id, enrollment_ids))  # fmt: skip
     columns = ["subscriber_id", "enrollment_id", "sequence", "step_id", "kind", "status",
@@ -259,7 +230,7 @@ def _cancel_queued(session: Session, enrollment_id: int, reason: str) -> None:
     session.execute(
         update(Delivery)
         .where(Delivery.enrollment_id == enrollment_id,
-               Delivery.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.RETRY]))
+               Delivery.status.in_(TO_SEND))
         .values(status=DeliveryStatus.CANCELLED, error=reason)
     )  # fmt: skip
 

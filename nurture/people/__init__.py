@@ -1,2 +1,3 @@
-"""Subscribers and what they do: signups, consent, fields, segments, events and
-engagement, imports and the sales handoff. Imports the base and store."""
+"""Subscribers and what they do: signups, consent, fields, tags, segments, events and
+engagement, enrolment in a sequence, imports and recording the sales handoff. Imports
+the base, content and store."""

@@ -21,22 +21,23 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
+from nurture.content.fields import BUILTIN, Fields
 from nurture.content.sequences import Catalog, Sequence
 from nurture.errors import NurtureError, SubscriberError
-from nurture.journeys.scheduling import enroll_many
-from nurture.people.fields import BUILTIN, Fields
+from nurture.people.enrolment import enroll_many
 from nurture.people.subscribers import (
     ConsentInfo,
     check_timezone,
     clean_first_name,
-    clean_tags,
     email_hash,
     normalize_email,
 )
+from nurture.people.tags import clean_tags
 from nurture.store.sql import among, bulk_insert
 from nurture.store.tables import (
     Consent,
     Delivery,
+    DeliveryKind,
     DeliveryStatus,
     Subscriber,
     SubscriberStatus,
@@ -259,7 +260,7 @@ def _insert_new(
     if not confirmed:
         deliveries = cast(Table, Delivery.__table__)
         outcome.confirmations += bulk_insert(session, deliveries, [
-            {"subscriber_id": sid, "kind": "confirm", "status": DeliveryStatus.QUEUED,
+            {"subscriber_id": sid, "kind": DeliveryKind.CONFIRM, "status": DeliveryStatus.QUEUED,
              "attempts": 0, "is_test": False, "created_at": now, "enqueued_at": now}
             for sid in ids.values()
         ], returning=(deliveries.c.id,)).scalars().all()  # fmt: skip

@@ -22,6 +22,7 @@ from sqlalchemy import ColumnElement, and_, exists, not_, or_, select, true
 
 from nurture.content.sequences import Catalog, catalog_for
 from nurture.errors import NurtureError
+from nurture.people.tags import tag_name
 from nurture.settings import Settings
 from nurture.store.tables import Enrollment, EnrollmentStatus, Subscriber, SubscriberStatus, Tag
 
@@ -240,7 +241,7 @@ class Compiler:
         return getattr(self, f"_{node.name}")(node)
 
     def _tag(self, term: Term) -> ColumnElement[bool]:
-        name = (term.value or "").lower()
+        name = tag_name(term.value or "")
         return exists(select(Tag.id).where(Tag.subscriber_id == Subscriber.id, Tag.name == name))
 
     def _attr(self, term: Term) -> ColumnElement[bool]:

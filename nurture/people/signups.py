@@ -65,12 +65,14 @@ from nurture.people.subscribers import (
     clean_first_name,
     email_hash,
 )
+from nurture.people.tags import tag_names
 from nurture.settings import Settings
 from nurture.store.counters import DatabaseCounts
 from nurture.store.engine import get_engine
 from nurture.store.tables import (
     Consent,
     Delivery,
+    DeliveryKind,
     DeliveryStatus,
     Subscriber,
     SubscriberStatus,
@@ -163,7 +165,7 @@ def _delivery(row: FromClause) -> Any:
             columns,
             select(
                 row.c.id,
-                literal("confirm", String),
+                literal(DeliveryKind.CONFIRM, String),
                 literal(DeliveryStatus.QUEUED, String),
                 literal(0, Integer),
                 literal(False, Boolean),
@@ -227,7 +229,7 @@ def request_signup(
     that. They are written for a new subscriber only, like the first name. The caller
     answers the same whatever this returns, and enqueues one message either way.
     """
-    names = sorted({t.strip().lower() for t in tags or [] if t.strip()})
+    names = tag_names(tags or [])
     params = {
         "email": address, "hash": email_hash(address), "now": now,
         "resend_before": now - CONFIRMATION_RESEND_AFTER,

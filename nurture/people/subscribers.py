@@ -15,14 +15,17 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from nurture.content.fields import clean_text
 from nurture.content.sequences import Catalog
 from nurture.errors import SubscriberError
-from nurture.journeys.scheduling import enroll, enroll_triggered
-from nurture.people.fields import clean_text
+from nurture.people.enrolment import enroll, enroll_triggered
+from nurture.people.tags import clean_tags
 from nurture.store.sql import insert_ignoring_conflicts
 from nurture.store.tables import (
+    TO_SEND,
     Consent,
     Delivery,
+    DeliveryKind,
     DeliveryStatus,
     Enrollment,
     EnrollmentStatus,
@@ -36,8 +39,6 @@ from nurture.store.tables import (
 #: What a person agrees to on the default form; stored with each consent.
 DEFAULT_WORDING = "Send me emails from this list. I can unsubscribe at any time."
 FIRST_NAME_MAX = 100
-#: What a tag may look like, on every path (a tag names a `trigger: tag:<name>`).
-TAG = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}$")
 #: However often an address is typed into a form, it gets at most one confirmation
 #: email per this long.
 CONFIRMATION_RESEND_AFTER = timedelta(hours=1)
@@ -101,18 +102,6 @@ def check_timezone(tz: str | None) -> str | None:
 def clean_first_name(name: str | None) -> str | None:
     """A first name as every path stores it: one line, no control characters."""
     return clean_text(name or "", FIRST_NAME_MAX) or None
-
-
-def clean_tags(tags: Iterable[str]) -> list[str]:
-    """Tags as every path stores them: lower case, unique, each checked against TAG.
-    SubscriberError names the first bad one."""
-    names = sorted({t.strip().lower() for t in tags if t.strip()})
-    bad = [t for t in names if not TAG.match(t)]
-    if bad:
-        raise SubscriberError(
-            f"{clean_text(bad[0])[:70]!r} is not a tag: use letters, digits, '-', '_', '.' and ':'"
-        )
-    return names
 
 
 def email_hash(address: str) -> str:
@@ -247,7 +236,7 @@ def set_attributes(sub: Subscriber, values: dict[str, str | None]) -> None:
 def queue_confirmation(session: Session, sub: Subscriber, now: datetime) -> int:
     sub.confirmation_sent_at = now
     delivery = Delivery(
-        subscriber_id=sub.id, kind="confirm", status=DeliveryStatus.QUEUED,
+        subscriber_id=sub.id, kind=DeliveryKind.CONFIRM, status=DeliveryStatus.QUEUED,
         created_at=now, enqueued_at=now,
     )  # fmt: skip
     session.add(delivery)
@@ -332,7 +321,7 @@ def stop_sending(
     )
     cancelled = update(Delivery).where(
         Delivery.subscriber_id == sub.id,
-        Delivery.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.RETRY]),
+        Delivery.status.in_(TO_SEND),
     )
     if sequence is not None:
         ended = ended.where(Enrollment.sequence == sequence)

@@ -10,9 +10,9 @@ from datetime import datetime
 
 from sqlalchemy import func, select
 
+from nurture.content.fields import fields_for
 from nurture.content.sequences import catalog_for
 from nurture.people.engagement import live_score
-from nurture.people.fields import fields_for
 from nurture.people.subscribers import get, tags_of
 from nurture.settings import Settings
 from nurture.store.engine import session_scope

@@ -12,7 +12,9 @@ from sqlalchemy.orm import Session
 from nurture.content.sequences import Catalog, Sequence, Stage
 from nurture.people.engagement import live_scores
 from nurture.store.tables import (
+    UNSETTLED,
     Delivery,
+    DeliveryKind,
     DeliveryStatus,
     Enrollment,
     EnrollmentStatus,
@@ -33,20 +35,19 @@ class StepStats:
 
 COLUMNS = ("sent", "pending", "failed", "skipped", "cancelled", "opened", "clicked",
            "unsubscribed", "bounced")  # fmt: skip
-_PENDING = {DeliveryStatus.QUEUED, DeliveryStatus.SENDING, DeliveryStatus.RETRY}
 
 
 def step_stats(session: Session, catalog: Catalog, sequence: str | None = None) -> list[StepStats]:
     query = (
         select(Delivery.sequence, Delivery.step_id, Delivery.status, func.count())
-        .where(Delivery.kind == "sequence")
+        .where(Delivery.kind == DeliveryKind.SEQUENCE)
         .group_by(Delivery.sequence, Delivery.step_id, Delivery.status)
     )
     if sequence:
         query = query.where(Delivery.sequence == sequence)
     found: dict[tuple[str, str], dict[str, int]] = {}
     for seq_name, step_id, status, count in session.execute(query):
-        column = "pending" if status in _PENDING else str(status)
+        column = "pending" if status in UNSETTLED else str(status)
         bucket = found.setdefault(_step_key(seq_name, step_id), dict.fromkeys(COLUMNS, 0))
         bucket[column] = bucket.get(column, 0) + count
     _add_engagement(session, found, sequence)
@@ -81,7 +82,7 @@ def _add_engagement(
     base = (
         select(Delivery.sequence, Delivery.step_id)
         .join(Delivery, Delivery.id == Event.delivery_id)
-        .where(Delivery.kind == "sequence", Event.bot.is_(False))
+        .where(Delivery.kind == DeliveryKind.SEQUENCE, Event.bot.is_(False))
         .group_by(Delivery.sequence, Delivery.step_id)
     )
     if sequence:
@@ -96,7 +97,7 @@ def _add_engagement(
     bounced = (
         select(Delivery.sequence, Delivery.step_id, func.count())
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-        .where(Delivery.kind == "sequence", Delivery.status == DeliveryStatus.FAILED,
+        .where(Delivery.kind == DeliveryKind.SEQUENCE, Delivery.status == DeliveryStatus.FAILED,
                Subscriber.status == SubscriberStatus.BOUNCED)
         .group_by(Delivery.sequence, Delivery.step_id)
     )  # fmt: skip

@@ -60,7 +60,8 @@ def _sqlite_pragmas(engine: Engine) -> None:
 _engines: dict[str, Engine] = {}
 
 
-def _engine(url: str) -> Engine:
+def engine_for(url: str) -> Engine:
+    """The engine for this URL, one per process (not checked for its revision: get_engine)."""
     if url in _engines:
         return _engines[url]
     key = url
@@ -137,7 +138,7 @@ _ready: set[str] = set()
 
 def get_engine(settings: Settings) -> Engine:
     """The engine for these settings, checked once per process to be at the head revision."""
-    engine = _engine(settings.database_url)
+    engine = engine_for(settings.database_url)
     if settings.database_url in _ready:
         return engine
     try:
@@ -189,7 +190,7 @@ def upgrade_database(settings: Settings) -> tuple[str | None, str | None]:
     """`nurture db upgrade`: apply every migration; returns the revision before (None
     for an empty database) and after. ConfigError with the driver's own message when
     the database cannot be upgraded."""
-    engine = _engine(settings.database_url)
+    engine = engine_for(settings.database_url)
     try:
         before = current_revision(engine)
         upgrade(engine)

@@ -91,6 +91,22 @@ class DeliveryStatus(StrEnum):
     SCHEDULED = "scheduled"
 
 
+#: Claimable by a worker: waiting for one (queued) or for its next attempt (retry).
+TO_SEND = (DeliveryStatus.QUEUED, DeliveryStatus.RETRY)
+#: Not settled yet: still to send, or with a worker now.
+UNSETTLED = (DeliveryStatus.QUEUED, DeliveryStatus.SENDING, DeliveryStatus.RETRY)
+#: Not settled yet, a scheduled broadcast email included.
+IN_FLIGHT = (DeliveryStatus.SCHEDULED, *UNSETTLED)
+#: Stopped before reaching the reader, and never going to: not counted as mail sent.
+NOT_GOING = (DeliveryStatus.SKIPPED, DeliveryStatus.CANCELLED, DeliveryStatus.FAILED)
+
+
+class DeliveryKind(StrEnum):
+    SEQUENCE = "sequence"  # a step of an enrolment
+    CONFIRM = "confirm"  # the double opt-in email
+    BROADCAST = "broadcast"  # one recipient of a newsletter issue
+
+
 def new_link_key() -> str:
     """A fresh random key for a subscriber's links (see Subscriber.link_key)."""
     return secrets.token_urlsafe(12)
@@ -194,7 +210,7 @@ class Delivery(Base):
     enrollment_id: Mapped[int | None] = mapped_column(
         ForeignKey("enrollments.id", ondelete="CASCADE")
     )
-    kind: Mapped[str] = mapped_column(String(16), default="sequence")  # sequence | confirm
+    kind: Mapped[str] = mapped_column(String(16), default=DeliveryKind.SEQUENCE)
     sequence: Mapped[str | None] = mapped_column(String(100))
     step_id: Mapped[str | None] = mapped_column(String(100))
     #: The broadcast this email is part of (kind "broadcast").

@@ -10,10 +10,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from nurture.content.fields import Fields
 from nurture.content.sequences import Catalog
 from nurture.errors import SubscriberError
-from nurture.people.fields import Fields
-from nurture.people.subscribers import TAG, check_timezone, clean_first_name, normalize_email
+from nurture.people.subscribers import check_timezone, clean_first_name, normalize_email
+from nurture.people.tags import TAG, tag_name
 
 FIELDS = ("email", "first_name", "timezone", "sequence", "tags")
 #: A field people never see; bots that fill every input fill this one too.
@@ -65,7 +66,7 @@ def _tags(data: Mapping[str, Any], signup: Signup, allowed: frozenset[str]) -> l
     else:
         signup.errors["tags"] = "tags must be text or a list of text"
         return []
-    tags = [t.strip().lower() for t in items if t.strip()]
+    tags = [tag_name(t) for t in items if t.strip()]
     bad = [t for t in tags if not TAG.match(t)]
     if bad:
         signup.errors["tags"] = f"{bad[0][:70]!r} is not a tag: use letters, digits, '-' and '_'"

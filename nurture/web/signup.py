@@ -14,7 +14,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.wrappers import Response
 
 from nurture import clock
-from nurture.people.fields import fields_for
+from nurture.content.fields import fields_for
 from nurture.people.links import confirm_by_link, link_holder
 from nurture.people.signups import sign_up
 from nurture.people.subscribers import DEFAULT_WORDING

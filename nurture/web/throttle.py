@@ -28,6 +28,8 @@ import redis
 from limits import RateLimitItem, parse_many
 from sqlalchemy.exc import SQLAlchemyError
 
+from nurture.redisconn import redis_client
+
 log = logging.getLogger(__name__)
 
 #: Seconds to count in memory after Redis failed, before trying it again.
@@ -68,8 +70,7 @@ class Throttle:
         self.shared = shared
         self.redis: redis.Redis | None = None
         if redis_url:
-            self.redis = redis.Redis.from_url(redis_url, socket_timeout=REDIS_TIMEOUT,
-                                              socket_connect_timeout=REDIS_TIMEOUT)  # fmt: skip
+            self.redis = redis_client(redis_url, REDIS_TIMEOUT)
             self._script = self.redis.register_script(_HIT)
         self._down_until = 0.0
 

@@ -48,7 +48,7 @@ def next_due_at(database_url: str) -> datetime | None:
         select(func.min(Broadcast.send_at)).where(Broadcast.state == BroadcastState.SCHEDULED),
         select(func.min(Handoff.next_attempt_at)).where(Handoff.status == HandoffStatus.RETRY),
     ]
-    with db._engine(database_url).connect() as conn:
+    with db.engine_for(database_url).connect() as conn:
         found = [conn.scalar(q) for q in queries]
     times = [t if t.tzinfo else t.replace(tzinfo=UTC) for t in found if t is not None]
     return min(times, default=None)

@@ -27,9 +27,9 @@ from nurture import clock
 from nurture.content.durations import parse_duration
 from nurture.content.sequences import Catalog, Sequence, catalog_for
 from nurture.errors import NurtureError
-from nurture.journeys.scheduling import enroll, enroll_triggered
 from nurture.people.activity import on_activity, on_tag
 from nurture.people.engagement import live_score
+from nurture.people.enrolment import enroll, enroll_triggered
 from nurture.people.subscribers import add_tags
 from nurture.send_due import run_send_due
 from nurture.settings import Settings
