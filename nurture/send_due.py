@@ -30,7 +30,7 @@ def run_send_due(settings: Settings, limit: int | None = None) -> Counter[str]:
     """Safe to run on many hosts at once: each batch is claimed in its own transaction
     (FOR UPDATE SKIP LOCKED on PostgreSQL), so concurrent runs share the work."""
     catalog = catalog_for(settings.sequences_dir)
-    counts = fan_out_due_broadcasts(settings)  # counts["broadcast"]: newsletter emails
+    counts = fan_out_due_broadcasts(settings, dispatch)  # counts["broadcast"]: newsletter emails
     side_by_side = (limit is None and not settings.embedded
                     and get_engine(settings).dialect.name == "postgresql")  # fmt: skip
     if side_by_side:

@@ -8,7 +8,7 @@ that end up in error messages.
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from nurture.errors import ConfigError
 
@@ -97,12 +97,9 @@ def describe(error: BaseException, url: str | None = None) -> str:
 
 
 def _database_password(url: str) -> str | None:
-    """The password as SQLAlchemy reads it from a database URL (decoded). SQLAlchemy
-    is imported here, not at the top: only a database error, which means SQLAlchemy is
-    loaded already, needs it, and `nurture --help` must start without it."""
-    from sqlalchemy import make_url
-
+    """The password of a database URL, decoded as SQLAlchemy decodes it."""
     try:
-        return make_url(url).password  # type: ignore[return-value]
-    except Exception:  # noqa: BLE001 - a URL SQLAlchemy cannot parse names no password
+        password = urlsplit(url).password
+    except ValueError:  # a URL that cannot be parsed names no password
         return None
+    return unquote(password) if password else None

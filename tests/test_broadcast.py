@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from nurture import clock
+from nurture import clock, queue
 from nurture.broadcast import fanout
 from nurture.cli import cli
 from nurture.journeys.sameday import defer_for_broadcasts
@@ -224,15 +224,15 @@ def test_a_fan_out_stopped_halfway_resumes_after_its_checkpoint(runner, env, set
             raise Crash
         return real_dispatch(settings, ids)
 
-    real_dispatch = fanout.dispatch
-    monkeypatch.setattr(fanout, "dispatch", crash_on_third)
+    real_dispatch = queue.dispatch
+    monkeypatch.setattr(queue, "dispatch", crash_on_third)
     with pytest.raises(Crash):
         runner.invoke(cli, ["broadcast", "send", str(ISSUE), "--at", "now", "--no-local-time"],
                       env=env, catch_exceptions=False)  # fmt: skip
     assert len(sink.messages) == 50
     with session_scope(settings) as session:
         assert session.get(Broadcast, 1).checkpoint == 75  # batch 3 is written, not sent
-    monkeypatch.setattr(fanout, "dispatch", real_dispatch)
+    monkeypatch.setattr(queue, "dispatch", real_dispatch)
     result = invoke(runner, env, "send-due")  # cron, a minute later: the rest of the fan-out
     assert "45 broadcast" in result.output
     assert len(sink.messages) == 95

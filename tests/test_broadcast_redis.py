@@ -36,11 +36,12 @@ HOLD_AFTER = 400
 THREADS = 4
 FAN_OUT = f"""
 import os, signal, sys
+from nurture import queue
 from nurture.broadcast import fanout
 from nurture.cli import cli
 
 fanout.BATCH = {BATCH}
-real, calls = fanout.dispatch, []
+real, calls = queue.dispatch, []
 
 
 def dispatch(settings, ids):
@@ -50,7 +51,7 @@ def dispatch(settings, ids):
     return real(settings, ids)
 
 
-fanout.dispatch = dispatch
+queue.dispatch = dispatch
 cli(sys.argv[1:], prog_name="nurture")
 """
 

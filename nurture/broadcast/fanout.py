@@ -27,7 +27,6 @@ from sqlalchemy.orm import Session
 from nurture import clock
 from nurture.broadcast.audience import next_batch
 from nurture.people.segments import audience_clause
-from nurture.queue import dispatch
 from nurture.settings import Settings
 from nurture.store.engine import session_scope
 from nurture.store.tables import (
@@ -93,9 +92,15 @@ def fan_out_batch(settings: Settings, broadcast_id: int, size: int | None = None
     return Step(len(rows), ready_ids)
 
 
+#: Hands delivery ids to the queue and counts what happened (queue.dispatch): given by
+#: the caller, since the queue stands above the domain.
+Dispatch = Callable[[Settings, list[int]], Counter[str]]
+
+
 def fan_out(
-    settings: Settings, broadcast_id: int, on_batch: Callable[[int], None] | None = None
-) -> Counter[str]:
+    settings: Settings, dispatch: Dispatch, broadcast_id: int,
+    on_batch: Callable[[int], None] | None = None,
+) -> Counter[str]:  # fmt: skip
     """Write and enqueue every remaining batch of one broadcast that is `sending`."""
     counts: Counter[str] = Counter()
     while (step := fan_out_batch(settings, broadcast_id)) is not None:
@@ -124,7 +129,7 @@ def start_due(settings: Settings, now: datetime, broadcast_id: int | None = None
     return ids
 
 
-def release_scheduled(settings: Settings, now: datetime) -> Counter[str]:
+def release_scheduled(settings: Settings, dispatch: Dispatch, now: datetime) -> Counter[str]:
     """Queue the `--local-time` emails whose time has come."""
     counts: Counter[str] = Counter()
     while True:
@@ -167,7 +172,7 @@ def finish(settings: Settings, now: datetime) -> None:
 
 
 def fan_out_due_broadcasts(
-    settings: Settings, broadcast_id: int | None = None,
+    settings: Settings, dispatch: Dispatch, broadcast_id: int | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> Counter[str]:  # fmt: skip
     """What `send-due` does for broadcasts: start the due ones, resume any fan-out a
@@ -190,7 +195,7 @@ def fan_out_due_broadcasts(
             )  # fmt: skip
     counts: Counter[str] = Counter()
     for unfinished_id in unfinished:
-        counts.update(fan_out(settings, unfinished_id, on_batch))
-    counts.update(release_scheduled(settings, clock.now()))
+        counts.update(fan_out(settings, dispatch, unfinished_id, on_batch))
+    counts.update(release_scheduled(settings, dispatch, clock.now()))
     finish(settings, clock.now())
     return counts

@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 import click
 
+from nurture import queue
 from nurture.broadcast import core, fanout, operations
 from nurture.broadcast.report import COLUMNS
 from nurture.broadcast.source import Issue
@@ -118,7 +119,9 @@ def _schedule(settings: Settings, issue: Issue) -> None:
         return
     with click.progressbar(length=row.size, label=f"Broadcast #{broadcast_id}",
                            file=sys.stderr, show_pos=True) as bar:  # fmt: skip
-        counts = fanout.fan_out_due_broadcasts(settings, broadcast_id, on_batch=bar.update)
+        counts = fanout.fan_out_due_broadcasts(
+            settings, queue.dispatch, broadcast_id, on_batch=bar.update
+        )
     done = (f"{counts['sent']:,} sent" if settings.embedded
             else f"{counts['enqueued']:,} handed to the workers")  # fmt: skip
     later = f" ({when})" if issue.local_time else ""

@@ -204,7 +204,7 @@ class Renderer:
             except jinja2.TemplateNotFound:
                 continue
             found = True
-            problems.extend(self._check_source(source, self._shown(filename)))
+            problems.extend(self._check_source(source, self._shown(filename or name)))
         if not found:
             problems.append(
                 SequenceError(where.path, where.line, f"template '{template}' not found "
@@ -217,7 +217,7 @@ class Renderer:
         for name in (f"{LAYOUT}.html", f"{LAYOUT}.txt"):
             source, filename, _ = self.env.loader.get_source(self.env, name)  # type: ignore[union-attr]
             names = CONTEXT_NAMES | {"content", "subject", "brand", "preheader"}
-            problems.extend(self._check_source(source, self._shown(filename), names))
+            problems.extend(self._check_source(source, self._shown(filename or name), names))
         return problems
 
     def check_string(self, source: str, path: str, line: int) -> list[SequenceError]:

@@ -144,10 +144,14 @@ def add_tags(session: Session, subscriber_id: int, tags: Iterable[str]) -> list[
     """Add tags (checked by clean_tags); returns the ones the subscriber did not have."""
     names = clean_tags(tags)
     stmt = insert_ignoring_conflicts(session, Tag, ["subscriber_id", "name"])
+    # RETURNING, not rowcount: a row left out by ON CONFLICT must read as "had it".
     return [
         name
         for name in names
-        if session.execute(stmt.values(subscriber_id=subscriber_id, name=name)).rowcount
+        if session.execute(
+            stmt.values(subscriber_id=subscriber_id, name=name).returning(Tag.id)
+        ).first()
+        is not None
     ]
 
 
