@@ -25,3 +25,18 @@ def sender_problem(value: str) -> str | None:
         "must be one address, optionally with a name, such as "
         f"'Crumb & Co <hello@crumb.example>', got {value!r}"
     )
+
+
+def sender_domain(value: str) -> str:
+    """The domain of a From: value, lower-cased ('' when it has none)."""
+    parsed = getaddresses([value]) if value.count("(") <= 20 else []
+    address = parsed[0][1] if parsed else ""
+    return address.rpartition("@")[2].lower()
+
+
+def aligned(domain: str, other: str) -> bool:
+    """Relaxed DMARC alignment, as far as it can be told without the public suffix
+    list: the same domain, or one a subdomain of the other (mail.crumb.example and
+    crumb.example align; crumb.example and other.example do not)."""
+    a, b = domain.lower().rstrip("."), other.lower().rstrip(".")
+    return bool(a and b) and (a == b or a.endswith("." + b) or b.endswith("." + a))

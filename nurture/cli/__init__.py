@@ -27,6 +27,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 COMMANDS: dict[str, tuple[str, str]] = {
     "broadcast": ("broadcast", "Newsletters: write an issue in Markdown, test it, send or schedule it to a segment."),
     "db": ("database", "Database schema management."),
+    "dkim": ("deliverability", "DKIM signing: make the key whose public half goes in DNS."),
+    "doctor": ("deliverability", "Check what mailbox providers check: SPF, DKIM, DMARC, one-click unsubscribe, the emails, complaint rates."),
     "events": ("web", "Record custom events (as POST /api/events does)."),
     "form-snippet": ("web", "Print an HTML signup form to paste into another site."),
     "init": ("database", "Write a new workspace with the example sequence, templates, a newsletter issue and a nurture.toml."),

@@ -9,6 +9,7 @@ from nurture.content.rendering import renderer_for
 from nurture.content.sequences import catalog_for
 from nurture.content.yamlmarks import line_for, load_with_lines
 from nurture.errors import SequenceError
+from nurture.sender import aligned, sender_domain
 from nurture.settings import Settings
 
 
@@ -68,5 +69,28 @@ def validate_workspace(
         problems.append(SequenceError("nurture.toml", None,
             "NURTURE_POSTAL_ADDRESS is not set: bulk email law (CAN-SPAM) wants a postal "
             "address in every email", warning=True))  # fmt: skip
+    problems.extend(dkim_problems(settings))
     unique = {str(p): p for p in problems}
     return sorted(unique.values(), key=lambda p: (p.warning, p.path, p.line or 0, p.message))
+
+
+def dkim_problems(settings: Settings) -> list[SequenceError]:
+    """A DKIM key that cannot sign (an error), and a d= domain that does not align with
+    From (a warning: DMARC then passes only through SPF, and Gmail wants both)."""
+    if settings.dkim_key is None or settings.dkim_domain is None:
+        return []
+    from dkim.crypto import UnparsableKeyError, parse_pem_private_key  # only when DKIM is on
+
+    problems = []
+    try:
+        parse_pem_private_key(settings.dkim_key.read_bytes())
+    except (UnparsableKeyError, ValueError, OSError) as e:
+        problems.append(SequenceError("nurture.toml", None, f"NURTURE_DKIM_KEY: "
+            f"{settings.dkim_key} is not a usable RSA private key ({str(e).splitlines()[0]})"))  # fmt: skip
+    from_domain = sender_domain(settings.sender or "")
+    if from_domain and not aligned(settings.dkim_domain, from_domain):
+        problems.append(SequenceError("nurture.toml", None,
+            f"NURTURE_DKIM_DOMAIN {settings.dkim_domain} does not align with the From "
+            f"domain {from_domain}: DMARC needs d= to be {from_domain} or a parent or "
+            "subdomain of it", warning=True))  # fmt: skip
+    return problems

@@ -7,6 +7,7 @@ from typing import Any
 
 from nurture.content.rendering import Rendered, SubscriberView, renderer_for
 from nurture.content.sequences import Sequence, Step
+from nurture.delivery.dkim import signer_for
 from nurture.delivery.links import add_open_pixel, link_rewriter, open_url
 from nurture.delivery.mime import Envelope, build_message
 from nurture.errors import ConfigError
@@ -77,6 +78,7 @@ def compose_step(
     envelope = build_message(
         sender=sender, to=subscriber.email, subject=rendered.subject, html=rendered.html,
         text=rendered.text, list_id=seq.name, list_name=seq.name, unsubscribe_url=unsub,
+        feedback=(step.id, seq.name, "sequence"), signer=signer_for(settings),
     )  # fmt: skip
     return Composed(rendered, envelope)
 
@@ -98,6 +100,7 @@ def compose_confirmation(
     envelope = build_message(
         sender=sender, to=subscriber.email, subject=rendered.subject, html=rendered.html,
         text=rendered.text, list_id="confirm", list_name="Subscription confirmation",
-        unsubscribe_url=unsub,
+        unsubscribe_url=unsub, feedback=("optin", "subscription", "confirm"),
+        signer=signer_for(settings),
     )  # fmt: skip
     return Composed(rendered, envelope)

@@ -26,6 +26,7 @@ from sqlalchemy import CursorResult, update
 
 from nurture import clock
 from nurture.delivery.compose import sender_for
+from nurture.delivery.dkim import signer_for
 from nurture.delivery.mime import build_message
 from nurture.delivery.states import RetryPolicy
 from nurture.delivery.transports import transport_for
@@ -134,7 +135,7 @@ def _notify(settings: Settings, lead: tuple[str, str | None], body: bytes) -> st
             sender=sender_for(settings), to=settings.sales_email or "",
             subject=f"Sales-ready lead: {lead[0]}", html=f"<pre>{_escape(text)}</pre>",
             text=text, list_id="sales-handoff", list_name="Sales handoff",
-            unsubscribe_url=None,
+            unsubscribe_url=None, signer=signer_for(settings),
         )  # fmt: skip
         transport_for(settings.smtp_url, settings.outbox).send(envelope)
     except (DeliveryError, NurtureError) as e:

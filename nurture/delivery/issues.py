@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from nurture.content.rendering import Renderer, SubscriberView
 from nurture.delivery.compose import Composed, brand, sender_for, unsubscribe_url
+from nurture.delivery.dkim import signer_for
 from nurture.delivery.links import add_open_pixel, link_rewriter, open_url
 from nurture.delivery.mime import build_message
 from nurture.errors import TemplateError
@@ -41,6 +42,8 @@ READER = SubscriberView(email="", first_name=None)
 class Content(Protocol):
     """What an `Issue` (before scheduling) and a `Broadcast` row both have."""
 
+    @property
+    def slug(self) -> str: ...
     @property
     def subject(self) -> str: ...
     @property
@@ -106,7 +109,8 @@ def compose_issue(
     envelope = build_message(
         sender=sender, to=view.email, subject=rendered.subject, html=rendered.html,
         text=rendered.text, list_id=LIST_ID, list_name=f"{brand(sender)} newsletter",
-        unsubscribe_url=unsub,
+        unsubscribe_url=unsub, feedback=(content.slug, "newsletter", "broadcast"),
+        signer=signer_for(settings),
     )  # fmt: skip
     return Composed(rendered, envelope)
 
