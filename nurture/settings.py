@@ -229,14 +229,14 @@ _DKIM = ("dkim_selector", "dkim_domain", "dkim_key")
 _PEM_KEY = re.compile(r"-----BEGIN (?:RSA )?PRIVATE KEY-----\s+([A-Za-z0-9+/=\s]+?)\s*-----END")
 
 
-def _dkim(src: _Source, ws: Path) -> tuple[str | None, str | None, Path | None]:
+def _dkim(src: _Source, ws: Path) -> dict[str, Any]:
     """The three DKIM settings, all or none. The key file is read here, so a wrong path
     is one clear error at start-up rather than a failed send; `nurture validate`
     parses the key whole (which needs dkimpy, too slow to import for every command)."""
     selector, domain, key = (src.get(name) for name in _DKIM)
     missing = [f"{PREFIX}{n.upper()}" for n in _DKIM if not src.get(n)]
     if len(missing) == len(_DKIM):
-        return None, None, None
+        return {}
     if missing:
         raise ConfigError(f"DKIM signing needs {PREFIX}DKIM_SELECTOR, {PREFIX}DKIM_DOMAIN and "
                           f"{PREFIX}DKIM_KEY together: {' and '.join(missing)} not set")  # fmt: skip
@@ -249,7 +249,8 @@ def _dkim(src: _Source, ws: Path) -> tuple[str | None, str | None, Path | None]:
     if not _PEM_KEY.search(pem):
         raise ConfigError(f"{PREFIX}DKIM_KEY: {path} holds no PEM RSA private key "
                           "(make one with `nurture dkim keygen`)")  # fmt: skip
-    return selector, str(domain).lower().rstrip("."), path
+    return {"dkim_selector": selector, "dkim_domain": str(domain).lower().rstrip("."),
+            "dkim_key": path}  # fmt: skip
 
 
 def _workspace(workspace: str | Path | None, env: dict[str, str]) -> Path:
@@ -313,7 +314,6 @@ def load_settings(
     base_url = (src.get("base_url") or "http://localhost:8000").rstrip("/")
     if not base_url.startswith(("http://", "https://")):
         raise ConfigError(f"NURTURE_BASE_URL must start with http:// or https://, got {base_url!r}")
-    dkim_selector, dkim_domain, dkim_key = _dkim(src, ws)
     origins = tuple(o.strip() for o in (src.get("cors_origins") or "").split(",") if o.strip())
 
     return Settings(
@@ -340,9 +340,7 @@ def load_settings(
         subscribe_limit=_rate_limit(src, "subscribe_limit", DEFAULT_SUBSCRIBE_LIMIT),
         signup_seconds=src.number("signup_seconds", float, DEFAULT_SIGNUP_SECONDS),
         signup_tags=src.names("signup_tags"),
-        dkim_selector=dkim_selector,
-        dkim_domain=dkim_domain,
-        dkim_key=dkim_key,
+        **_dkim(src, ws),
         dns_server=src.get("dns_server"),
         secret_key=_key(src, ws),  # last: nothing is written when another setting is wrong
     )

@@ -1,0 +1,124 @@
+"""DKIM: a key made by `nurture dkim keygen`, every email signed with it, the signature
+verified by dkimpy against a real DNS server; the settings checked where they are read."""
+
+from __future__ import annotations
+
+import base64
+import re
+from email import message_from_bytes
+from email.policy import default as default_policy
+
+import dkim
+import pytest
+from click.testing import CliRunner
+from dkim.crypto import parse_pem_private_key, parse_public_key
+
+from nurture.cli import cli
+from nurture.delivery.dkim import keygen
+from nurture.doctor.dns import dkimpy_lookup, resolver_for
+from nurture.settings import load_settings
+from tests.helpers.deliverability import LocalDns, dkim_strings, good_records
+
+DOMAIN = "crumb.example"
+
+
+def invoke(runner: CliRunner, env: dict[str, str], *args: str):
+    return runner.invoke(cli, list(args), env=env)
+
+
+@pytest.fixture
+def key(tmp_path):
+    return keygen(tmp_path / "dkim.pem", "nurture", DOMAIN)
+
+
+@pytest.fixture
+def dkim_env(env, key):
+    return env | {
+        "NURTURE_DKIM_SELECTOR": "nurture",
+        "NURTURE_DKIM_DOMAIN": DOMAIN,
+        "NURTURE_DKIM_KEY": str(key.path),
+    }
+
+
+def test_keygen_writes_a_private_key_and_prints_the_record_to_publish(runner, tmp_path):
+    out = tmp_path / "mail.pem"
+    result = runner.invoke(cli, ["dkim", "keygen", "--selector", "mail", "--domain", DOMAIN,
+                                 "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_mode & 0o777 == 0o600
+    line = next(x for x in result.output.splitlines() if "IN TXT" in x)
+    assert line.startswith('mail._domainkey.crumb.example. IN TXT ( "')
+    strings = re.findall(r'"([^"]*)"', line)
+    assert all(len(s) <= 255 for s in strings) and len(strings) >= 2
+    value = "".join(strings)
+    assert value.startswith("v=DKIM1; k=rsa; p=")
+    public = parse_public_key(base64.b64decode(value.split("p=")[1]))
+    private = parse_pem_private_key(out.read_bytes())
+    assert public["modulus"] == private["modulus"] and private["modulus"].bit_length() == 2048
+    again = runner.invoke(cli, ["dkim", "keygen", "--domain", DOMAIN, "--out", str(out)])
+    assert again.exit_code == 1 and "already exists" in again.output
+
+
+def test_a_sent_email_is_signed_and_verifies_against_the_published_key(runner, dkim_env, sink, key):
+    invoke(runner, dkim_env, "subscribers", "add", "ana@example.com", "--confirmed")
+    assert invoke(runner, dkim_env, "send-due").exit_code == 0
+    [received] = sink.to("ana@example.com")
+    with LocalDns(good_records(DOMAIN, key)) as server:
+        settings = load_settings(env=dkim_env | {"NURTURE_DNS_SERVER": server.address})
+        lookup = dkimpy_lookup(resolver_for(settings))
+        assert dkim.verify(received.data, dnsfunc=lookup)
+        tampered = received.data.replace(b"List-Unsubscribe: <", b"List-Unsubscribe: <x", 1)
+        assert not dkim.verify(tampered, dnsfunc=lookup)
+    msg = message_from_bytes(received.data, policy=default_policy)
+    tags = dict(t.strip().split("=", 1) for t in str(msg["DKIM-Signature"]).split(";"))
+    assert (tags["d"], tags["s"], tags["a"], tags["c"]) == (DOMAIN, "nurture", "rsa-sha256",
+                                                            "relaxed/relaxed")  # fmt: skip
+    signed = {h.strip() for h in tags["h"].split(":")}
+    assert {"from", "to", "subject", "date", "message-id", "list-unsubscribe",
+            "list-unsubscribe-post", "list-id", "feedback-id", "mime-version",
+            "content-type"} <= signed  # fmt: skip
+
+
+def test_the_feedback_id_names_step_sequence_kind_and_sender(runner, env, sink):
+    invoke(runner, env, "subscribers", "add", "ana@example.com", "--confirmed")
+    invoke(runner, env, "send-due")
+    [received] = sink.to("ana@example.com")
+    assert "DKIM-Signature" not in received.message  # off unless configured
+    parts = received.message["Feedback-ID"].split(":")
+    assert parts[1:] == ["from-curious-to-customer", "sequence", "crumb-example"]
+    assert parts[0] == "welcome"
+
+
+def test_dkim_settings_are_all_or_none_and_the_key_must_be_readable(runner, env, tmp_path):
+    half = env | {"NURTURE_DKIM_SELECTOR": "nurture"}
+    result = invoke(runner, half, "validate")
+    assert result.exit_code == 1
+    assert ("DKIM signing needs NURTURE_DKIM_SELECTOR, NURTURE_DKIM_DOMAIN and NURTURE_DKIM_KEY "
+            "together: NURTURE_DKIM_DOMAIN and NURTURE_DKIM_KEY not set") in result.output  # fmt: skip
+    assert "Traceback" not in result.output
+    full = half | {"NURTURE_DKIM_DOMAIN": DOMAIN, "NURTURE_DKIM_KEY": str(tmp_path / "none.pem")}
+    result = invoke(runner, full, "validate")
+    assert result.exit_code == 1 and "NURTURE_DKIM_KEY: cannot read" in result.output
+    (tmp_path / "bad.pem").write_text("not a key\n")
+    result = invoke(runner, full | {"NURTURE_DKIM_KEY": str(tmp_path / "bad.pem")}, "validate")
+    assert result.exit_code == 1 and "holds no PEM RSA private key" in result.output
+
+
+def test_validate_rejects_a_key_that_does_not_parse_and_warns_of_misalignment(
+    runner, dkim_env, tmp_path
+):
+    assert invoke(runner, dkim_env, "validate").exit_code == 0
+    other = dkim_env | {"NURTURE_DKIM_DOMAIN": "mailer.example"}
+    result = invoke(runner, other, "validate")
+    assert result.exit_code == 0
+    assert "NURTURE_DKIM_DOMAIN mailer.example does not align with the From domain" in (
+        result.output
+    )
+    broken = tmp_path / "broken.pem"
+    broken.write_text("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+    result = invoke(runner, dkim_env | {"NURTURE_DKIM_KEY": str(broken)}, "validate")
+    assert result.exit_code == 1 and "is not a usable RSA private key" in result.output
+
+
+def test_the_record_helper_splits_like_a_zone_file(key):
+    assert "".join(dkim_strings(key)) == key.txt_value
