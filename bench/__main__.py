@@ -1,7 +1,7 @@
 """`make bench`: the send path, scheduling, signup, import and start-up, each against its
 baseline.
 
-    python -m bench [--only send,schedule,signup,import,startup] [--runs 3] [--quick]
+    python -m bench [--only send,schedule,signup,import,startup,dkim] [--runs 3] [--quick]
 
 Prints a table per benchmark and writes bench/results/latest.json. Everything it starts
 (databases, Redis databases, the SMTP sink, workers, servers) it stops again.
@@ -22,7 +22,7 @@ from bench.services import ROOT, Unavailable
 from bench.stats import table
 
 RESULTS = ROOT / "bench" / "results"
-BENCHMARKS = ("send", "schedule", "signup", "import", "startup")
+BENCHMARKS = ("send", "schedule", "signup", "import", "startup", "dkim")
 #: Sizes for --quick: a check that the harness works, not a measurement.
 QUICK = {
     "send": {"n": 2_000},
@@ -30,6 +30,7 @@ QUICK = {
     "signup": {"seconds": 3},
     "import": {"n": 5_000, "runs": 1},
     "startup": {"repeat": 3},
+    "dkim": {"n": 100},
 }
 
 
@@ -85,6 +86,10 @@ def _run(name: str, runs: int, sizes: dict[str, Any]) -> dict[str, Any]:
         from bench import importing
 
         return importing.run(**{"runs": runs, "log": log, **sizes})
+    if name == "dkim":
+        from bench import dkim
+
+        return dkim.run(runs=runs, log=log, **sizes)
     if name == "startup":
         from bench import startup
 
@@ -187,8 +192,22 @@ def _startup_report(r: dict[str, Any]) -> str:
             + f"\ntarget: nurture --help and nurture validate < {r['target_seconds']} s")  # fmt: skip
 
 
+def _dkim_report(r: dict[str, Any]) -> str:
+    us = r["us_per_email"]
+    rows = [
+        ["build (MIME bytes)", us["build"], 1e6 / us["build"], 1.0],
+        ["build + DKIM signature", us["build_signed"], 1e6 / us["build_signed"], r["build_ratio"]],
+        ["compose (render + build)", us["compose"], 1e6 / us["compose"], 1.0],
+        ["compose, signed", us["compose_signed"], 1e6 / us["compose_signed"], r["ratio"]],
+    ]
+    title = (f"DKIM: {r['n']:,} emails of {r['message_bytes']:,} bytes per side, 2048-bit RSA "
+             "(medians, one process)")  # fmt: skip
+    return (table(title, ["", "µs/email", "emails/s", "ratio"], rows)
+            + f"\nsigning costs {r['sign_us_per_email']:.0f} µs per email")  # fmt: skip
+
+
 REPORTS = {"send": _send_report, "schedule": _schedule_report, "signup": _signup_report,
-           "import": _import_report, "startup": _startup_report}  # fmt: skip
+           "import": _import_report, "startup": _startup_report, "dkim": _dkim_report}  # fmt: skip
 
 if __name__ == "__main__":
     sys.exit(main())
