@@ -15,6 +15,7 @@ from dkim.crypto import parse_pem_private_key, parse_public_key
 
 from nurture.cli import cli
 from nurture.delivery.dkim import keygen
+from nurture.delivery.mime import feedback_id
 from nurture.doctor.dns import dkimpy_lookup, resolver_for
 from nurture.settings import load_settings
 from tests.helpers.deliverability import LocalDns, dkim_strings, good_records
@@ -122,3 +123,11 @@ def test_validate_rejects_a_key_that_does_not_parse_and_warns_of_misalignment(
 
 def test_the_record_helper_splits_like_a_zone_file(key):
     assert "".join(dkim_strings(key)) == key.txt_value
+
+
+def test_the_feedback_id_keeps_googles_form_whatever_the_names():
+    assert feedback_id(("week 1: hello", "news", "broadcast"), "a.io") == (
+        "week-1-hello:news:broadcast:a-io-"
+    )
+    long = feedback_id(("s", "q", "sequence"), "newsletter.crumb-and-co.example")
+    assert long.split(":")[-1] == "newsletter-crum" and long.count(":") == 3
