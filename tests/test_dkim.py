@@ -18,6 +18,7 @@ from nurture.delivery.dkim import keygen
 from nurture.delivery.mime import feedback_id
 from nurture.doctor.dns import dkimpy_lookup, resolver_for
 from nurture.settings import load_settings
+from tests.conftest import ROOT
 from tests.helpers.deliverability import LocalDns, dkim_strings, good_records
 
 DOMAIN = "crumb.example"
@@ -131,3 +132,27 @@ def test_the_feedback_id_keeps_googles_form_whatever_the_names():
     )
     long = feedback_id(("s", "q", "sequence"), "newsletter.crumb-and-co.example")
     assert long.split(":")[-1] == "newsletter-crum" and long.count(":") == 3
+
+
+def test_confirmations_and_newsletters_are_signed_in_the_same_place(
+    runner, dkim_env, sink, key, tmp_path
+):
+    people = tmp_path / "people.csv"
+    people.write_text("email\nbo@example.com\n")
+    assert invoke(runner, dkim_env, "subscribers", "import", str(people)).exit_code == 0
+    invoke(runner, dkim_env, "subscribers", "add", "maya@crumb.example", "--confirmed")
+    issue = ROOT / "newsletters" / "2026-12-monthly.md"
+    result = invoke(
+        runner, dkim_env, "broadcast", "send", str(issue), "--test-to", "maya@crumb.example"
+    )
+    assert result.exit_code == 0, result.output
+    [confirmation] = sink.to("bo@example.com")
+    [newsletter] = sink.to("maya@crumb.example")
+    assert newsletter.message["Feedback-ID"].split(":")[1:] == [
+        "newsletter", "broadcast", "crumb-example",
+    ]  # fmt: skip
+    with LocalDns(good_records(DOMAIN, key)) as server:
+        settings = load_settings(env=dkim_env | {"NURTURE_DNS_SERVER": server.address})
+        lookup = dkimpy_lookup(resolver_for(settings))
+        assert dkim.verify(confirmation.data, dnsfunc=lookup)
+        assert dkim.verify(newsletter.data, dnsfunc=lookup)
