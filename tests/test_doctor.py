@@ -130,3 +130,13 @@ def test_doctor_fails_when_complaints_pass_what_gmail_tolerates(runner, env, set
         result = doctor(runner, env | {"NURTURE_DNS_SERVER": dns.address})
     assert lines(result.output)["bounces and complaints"] == "fail"
     assert "3 sent in 30 days: 0.00% bounced, 33.33% complained" in result.output
+
+
+def test_a_database_that_cannot_be_read_fails_its_check_alone(runner, env):
+    broken = env | {"NURTURE_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}
+    with LocalDns({}) as dns:
+        result = doctor(runner, broken | {"NURTURE_DNS_SERVER": dns.address})
+    assert result.exit_code == 1
+    found = lines(result.output)
+    assert found["bounces and complaints"] == "fail" and found["emails"] == "pass"
+    assert "the database cannot be read: cannot reach NURTURE_DATABASE_URL" in result.output

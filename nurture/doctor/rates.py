@@ -5,13 +5,16 @@ from __future__ import annotations
 from datetime import timedelta
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from nurture import clock
 from nurture.doctor.report import Check, failed, passed, warned
+from nurture.errors import NurtureError
 from nurture.settings import Settings
 from nurture.store.engine import session_scope
 from nurture.store.tables import Delivery, Event
 
+NAME = "bounces and complaints"
 WINDOW = timedelta(days=30)
 #: Gmail: keep spam complaints under 0.1 %, never reach 0.3 %.
 COMPLAINT_WARN, COMPLAINT_FAIL = 0.001, 0.003
@@ -20,7 +23,16 @@ BOUNCE_WARN = 0.02
 
 
 def check_rates(settings: Settings) -> Check:
-    name = "bounces and complaints"
+    """A database that cannot be read fails this check alone, not the whole doctor."""
+    try:
+        return _rates(settings)
+    except (NurtureError, SQLAlchemyError) as e:
+        return failed(NAME, f"the database cannot be read: {str(e).splitlines()[0]}",
+                      "check NURTURE_DATABASE_URL (and run `nurture db upgrade`)")  # fmt: skip
+
+
+def _rates(settings: Settings) -> Check:
+    name = NAME
     since = clock.now() - WINDOW
     with session_scope(settings) as session:
         sent = session.scalar(select(func.count()).where(Delivery.sent_at >= since)) or 0
