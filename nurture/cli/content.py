@@ -111,3 +111,48 @@ def simulate(
             status = "" if row.status == "sent" else f"  [{row.status}: {row.note}]"
         click.echo(f"{day:>4}  {row.local:%a %Y-%m-%d %H:%M}   {row.at:%Y-%m-%d %H:%M} "
                    f"{row.stage:<9} {row.step_id:<24} {row.subject}{status}")  # fmt: skip
+
+
+@command(cli, "test")
+@click.option("--snapshots", is_flag=True,
+              help="Also render every email each persona receives into "
+              "sequences/tests/__snapshots__/ and fail when one changed.")  # fmt: skip
+@click.option(
+    "--update", is_flag=True, help="Accept changed snapshots: write them (implies --snapshots)."
+)
+@click.pass_context
+def test(ctx: click.Context, snapshots: bool, update: bool) -> None:
+    """Run the journey tests in sequences/tests/*.yaml through the real scheduler.
+
+    Each persona signs up on a throw-away database, does what its `events` say, and
+    what it receives is checked against its `expect` and the file's `invariants`.
+    Failures print as path:line: expected …, got …; exits 1 on any, so it fits CI
+    and a git hook.
+
+    \b
+    Examples:
+      $ nurture test
+      sequences/tests/welcome.yaml:14: expected lets-talk on day 25, got never (persona ana)
+      1 test files, 4 personas, 31 checks: 1 failed
+      nurture test --snapshots --update   # accept the emails as they render now
+    """
+    from nurture.journeytests.run import run_tests
+
+    settings = _settings(ctx)
+    outcome = run_tests(settings)
+    notes: list[str] = []
+    if snapshots or update:
+        from nurture.journeytests.snapshots import check_snapshots
+
+        notes = check_snapshots(settings, outcome, update=update)
+    for failure in outcome.failures:
+        click.echo(str(failure), err=True)
+    for note in notes:
+        click.echo(note)
+    if outcome.files == 0:
+        click.echo("No journey tests: write some in sequences/tests/*.yaml "
+                   "(see docs/sequences-as-code.md).")  # fmt: skip
+        return
+    click.echo(outcome.summary())
+    if outcome.failures:
+        sys.exit(1)
