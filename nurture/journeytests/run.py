@@ -96,7 +96,7 @@ def _why_not(journey: Journey, step_id: str) -> str:
         return f" ({row.status}: {row.note})" if row.note else f" ({row.status})"
     if journey.ended_at is not None:
         reason = f": {journey.end_reason}" if journey.end_reason else ""
-        return f" (the enrolment ended {_when(journey, journey.ended_at)}{reason})"
+        return f" (the enrolment ended on {_when(journey, journey.ended_at)}{reason})"
     if journey.waiting_at:
         return f" (still waiting at {journey.waiting_at} when the run ended)"
     return ""
