@@ -19,19 +19,28 @@ if TYPE_CHECKING:
 
 
 @command(cli, "validate")
+@click.option("--check-links", is_flag=True,
+              help="Also ask every linked URL whether it answers (HEAD, 5 s each); a dead "
+              "link is a warning.")  # fmt: skip
 @click.pass_context
-def validate(ctx: click.Context) -> None:
+def validate(ctx: click.Context, check_links: bool) -> None:
     """Check every sequence and template; print each problem as path:line: message.
 
     Exits 1 when there is any error (warnings alone exit 0), so it fits a git hook or CI.
+    It also lints a rendered sample of every email: links must be absolute, the text
+    part must not be empty (errors); images want alt text, links a telling text, the
+    layout a lang, subjects fit an inbox and each step a preheader (warnings).
 
     \b
-    Example:
+    Examples:
       $ nurture validate
       sequences/welcome.yaml:12: unknown key 'subjet' (did you mean 'subject'?)
+      nurture validate --check-links   # also finds links that answer 404
     """
     settings = _settings(ctx)
-    problems = validate_workspace(settings, fields_for(settings.workspace).types)
+    problems = validate_workspace(
+        settings, fields_for(settings.workspace).types, check_links=check_links
+    )
     for problem in problems:
         click.echo(str(problem), err=not problem.warning)
     click.echo(summary(settings, problems))
