@@ -43,7 +43,7 @@ def test_the_repositorys_example_passes_with_its_snapshots(runner):
     result = run(runner, ROOT, "--snapshots")
     assert result.exit_code == 0, result.output
     assert (
-        result.output.strip().splitlines()[-1] == "1 test files, 4 personas, 107 checks: all passed"
+        result.output.strip().splitlines()[-1] == "1 test file, 4 personas, 107 checks: all passed"
     )
 
 

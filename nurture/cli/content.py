@@ -142,7 +142,7 @@ def test(ctx: click.Context, snapshots: bool, update: bool) -> None:
     Examples:
       $ nurture test
       sequences/tests/welcome.yaml:14: expected lets-talk on day 25, got never (persona ana)
-      1 test files, 4 personas, 31 checks: 1 failed
+      1 test file, 4 personas, 31 checks: 1 failed
       nurture test --snapshots --update   # accept the emails as they render now
     """
     from nurture.journeytests.run import run_tests

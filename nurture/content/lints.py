@@ -19,7 +19,6 @@ from urllib.parse import urlsplit
 
 import jinja2
 
-from nurture.content.linkcheck import probe_all
 from nurture.content.rendering import LAYOUT, Rendered, Renderer, sample_context
 from nurture.content.sequences import Catalog, Sequence, Step
 from nurture.content.textify import html_to_text
@@ -116,6 +115,9 @@ def lint_workspace(
             problems.extend(_text(renderer, step, text_part))
             problems.extend(_headline(seq, step, rendered, page, lines, index))
     if check_links and links:
+        # imported only when asked: http.client costs `validate` in a git hook ~0.1 s
+        from nurture.content.linkcheck import probe_all
+
         for url, problem in sorted(probe_all(links).items()):
             path, line = links[url]
             problems.append(SequenceError(path, line, f"link {url} {problem}", warning=True))

@@ -29,10 +29,16 @@ class Outcome:
         self.failures.append(SequenceError(path, line, f"{message} (persona {persona.name})"))
 
     def summary(self) -> str:
-        head = (f"{self.files} test files, {self.personas} personas, "
-                f"{self.checks} checks")  # fmt: skip
+        """'1 test file, 4 personas, 49 checks: all passed' (or 'N failed')."""
+        head = ", ".join(_count(n, what) for n, what in
+                         ((self.files, "test file"), (self.personas, "persona"),
+                          (self.checks, "check")))  # fmt: skip
         bad = len(self.failures)
         return f"{head}: {bad} failed" if bad else f"{head}: all passed"
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
 
 
 def run_tests(settings: Settings) -> Outcome:
