@@ -195,3 +195,14 @@ def test_no_tests_is_said_and_not_a_failure(runner, ws):
     result = run(runner, ws)
     assert result.exit_code == 0
     assert "No journey tests" in result.output
+
+
+def test_a_broken_test_file_leaves_its_snapshots_alone(runner, ws):
+    tests = ws / TESTS
+    tests.write_text(tests.read_text().replace("days: 60 ", "days: sixty "))
+    result = run(runner, ws, "--snapshots")
+    assert result.exit_code == 1
+    assert f"{TESTS}:5: days: 'sixty' is not a number of days from 1 to 3650" in result.output
+    assert "no persona receives" not in result.output
+    assert result.output.strip().splitlines()[-1] == ("1 test file, 0 personas, 0 checks: 1 failed")
+    assert (ws / SNAPSHOTS / "engaged-reader" / "welcome.html").is_file()

@@ -22,6 +22,8 @@ class Outcome:
     personas: int = 0
     checks: int = 0
     failures: list[SequenceError] = field(default_factory=list)
+    #: Test files that could not be read (their personas' snapshots are not stale).
+    unreadable: int = 0
     #: (test file, persona, its journey) for snapshots
     journeys: list[tuple[TestFile, Persona, Journey]] = field(default_factory=list)
 
@@ -45,7 +47,8 @@ def run_tests(settings: Settings) -> Outcome:
     """Load `sequences/tests/*.yaml`, play each persona on a throw-away database, check."""
     catalog = catalog_for(settings.sequences_dir)
     tests, problems = load_tests(settings.sequences_dir / "tests", catalog, settings.timezone)
-    outcome = Outcome(files=len(tests) + len({p.path for p in problems}))
+    unreadable = len({p.path for p in problems} - {t.path for t in tests})
+    outcome = Outcome(files=len(tests) + unreadable, unreadable=unreadable)
     outcome.failures.extend(problems)
     for test in tests:
         for persona in test.personas:
