@@ -154,7 +154,7 @@ def test(ctx: click.Context, snapshots: bool, update: bool) -> None:
         from nurture.journeytests.snapshots import check_snapshots
 
         notes = check_snapshots(settings, outcome, update=update)
-    for failure in outcome.failures:
+    for failure in sorted(outcome.failures, key=lambda f: (f.path, f.line or 0)):
         click.echo(str(failure), err=True)
     for note in notes:
         click.echo(note)

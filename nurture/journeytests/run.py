@@ -94,6 +94,10 @@ def _shown(want: Day) -> str:
     return str(want.on) if want.on is not None else f"day {want.number}"
 
 
+def _on(want: Day) -> str:
+    return "never" if want.never else f"on {_shown(want)}"
+
+
 def _sent(journey: Journey) -> list[TimelineRow]:
     return [r for r in journey.rows if r.status == "sent"]
 
@@ -118,7 +122,7 @@ def check_persona(outcome: Outcome, test: TestFile, persona: Persona, journey: J
         outcome.checks += 1
         at = next((r.at for r in sent if r.step_id == step_id), None)
         if not _matches(journey, want, at):
-            wanted = "at some point" if want.number == -1 else f"on {_shown(want)}"
+            wanted = "at some point" if want.number == -1 else _on(want)
             got = _when(journey, at) + (_why_not(journey, step_id) if at is None else "")
             outcome.fail(path, want.line, persona, f"expected {step_id} {wanted}, got {got}")
     for step_id, line in expect.never.items():
@@ -155,7 +159,7 @@ def _check_end(outcome: Outcome, test: TestFile, persona: Persona, journey: Jour
             if journey.ended_at is None and journey.waiting_at:
                 got += f" (still waiting at {journey.waiting_at})"
             outcome.fail(test.path, expect.ends.line, persona,
-                         f"expected the enrolment to end {_shown(expect.ends)}, got {got}")  # fmt: skip
+                         f"expected the enrolment to end {_on(expect.ends)}, got {got}")  # fmt: skip
     if expect.ends_status is not None:
         outcome.checks += 1
         status, line = expect.ends_status
