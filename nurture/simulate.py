@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import re
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
@@ -39,6 +40,7 @@ from nurture.store.tables import (
     Enrollment,
     EnrollmentStatus,
     Event,
+    Handoff,
     Subscriber,
     SubscriberStatus,
 )
@@ -68,35 +70,78 @@ class PlannedEvent:
         return f"{self.kind}:{self.name}"
 
 
+def parse_event(part: str) -> PlannedEvent:
+    """`click:welcome@1d` -> a planned event; ValueError says what is wrong with it."""
+    match = _EVENT.match(part.strip())
+    if not match:
+        raise ValueError(f"{part!r} is not KIND:NAME@WHEN "
+                         "(like click:welcome@1d or event:pricing_viewed@3d)")  # fmt: skip
+    try:
+        offset = parse_duration(match.group(3))
+    except ValueError as e:
+        raise ValueError(f"{part!r}: {e}") from None
+    return PlannedEvent(match.group(1), match.group(2), offset)
+
+
 def parse_events(text: str | None) -> list[PlannedEvent]:
     """`click:welcome@1d,event:pricing_viewed@3d` -> planned events, or a clear error."""
     planned = []
     for part in filter(None, (p.strip() for p in (text or "").split(","))):
-        match = _EVENT.match(part)
-        if not match:
-            raise NurtureError(f"--events: {part!r} is not KIND:NAME@WHEN "
-                               "(like click:welcome@1d or event:pricing_viewed@3d)")  # fmt: skip
         try:
-            offset = parse_duration(match.group(3))
+            planned.append(parse_event(part))
         except ValueError as e:
-            raise NurtureError(f"--events: {part!r}: {e}") from None
-        planned.append(PlannedEvent(match.group(1), match.group(2), offset))
+            raise NurtureError(f"--events: {e}") from None
     return sorted(planned, key=lambda e: e.offset)
+
+
+@dataclass(frozen=True)
+class Signup:
+    """Who signs up in a simulation, and when (None: now, to the minute)."""
+
+    zone: ZoneInfo
+    at: datetime | None = None
+    first_name: str | None = "Sam"
+    email: str = "new.subscriber@example.com"
+    tags: tuple[str, ...] = ()
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Journey:
+    """What became of one simulated subscriber: the timeline, and where they stand."""
+
+    start: datetime
+    zone: ZoneInfo
+    rows: list[TimelineRow]
+    status: str  # of their enrolment in the sequence asked about
+    ended_at: datetime | None
+    end_reason: str | None
+    waiting_at: str | None  # the next step of an enrolment still active
+    ready_at: datetime | None
+    score: int
+    handoffs: list[datetime]
 
 
 def simulate(
     settings: Settings, name: str, days: int, timezone: str | None, events: str | None = None
 ) -> list[TimelineRow]:
+    zone = ZoneInfo(timezone or settings.timezone)
+    return play(settings, name, Signup(zone), parse_events(events), days).rows
+
+
+def play(
+    settings: Settings, name: str, signup: Signup, planned: list[PlannedEvent], days: int
+) -> Journey:
+    """One subscriber's journey through sequence `name` for `days`, on a throw-away
+    database; what `simulate` prints and `nurture test` checks."""
     catalog = catalog_for(settings.sequences_dir)
     seq = catalog.get(name)
     if seq is None:
         known = ", ".join(sorted(catalog.sequences)) or "none"
         raise NurtureError(f"no sequence named {name!r} (known: {known})")
-    planned = parse_events(events)
     for event in planned:
         if event.kind in ("click", "open") and seq.step(event.name) is None:
             raise NurtureError(f"--events: {seq.name} has no step {event.name!r}")
-    zone = ZoneInfo(timezone or settings.timezone)
     with tempfile.TemporaryDirectory(prefix="nurture-simulate-") as tmp:
         sim = replace(
             settings, database_url=f"sqlite:///{tmp}/simulate.db", redis_url=None,
@@ -105,27 +150,31 @@ def simulate(
             sales_webhook_url=None, sales_email=None,  # nothing leaves a simulation
         )  # fmt: skip
         try:
-            return _run(sim, seq.name, days, zone, planned)
+            return _run(sim, seq.name, days, signup, sorted(planned, key=lambda e: e.offset))
         finally:
             dispose(sim.database_url)
 
 
 def _run(
-    sim: Settings, name: str, days: int, zone: ZoneInfo, planned: list[PlannedEvent]
-) -> list[TimelineRow]:
-    start = clock.now().replace(second=0, microsecond=0)
+    sim: Settings, name: str, days: int, signup: Signup, planned: list[PlannedEvent]
+) -> Journey:
+    start = (signup.at or clock.now()).replace(second=0, microsecond=0)
     end = start + timedelta(days=days)
     catalog = catalog_for(sim.sequences_dir)
     seq = catalog.sequences[name]
+    zone = signup.zone
     notes: list[TimelineRow] = []
     pending = list(planned)
     with clock.frozen_at(start):
         with session_scope(sim) as session:
-            sub = Subscriber(email="new.subscriber@example.com", first_name="Sam",
-                             timezone=zone.key, status=SubscriberStatus.ACTIVE, attributes={})  # fmt: skip
+            sub = Subscriber(email=signup.email, first_name=signup.first_name,
+                             timezone=zone.key, status=SubscriberStatus.ACTIVE,
+                             attributes=dict(signup.attributes))  # fmt: skip
             session.add(sub)
             session.flush()
             sub_id = sub.id
+            if signup.tags:
+                add_tags(session, sub_id, list(signup.tags))
             _enroll_alongside(session, sub_id, catalog, seq, start)
         while True:
             with session_scope(sim) as session:
@@ -143,23 +192,47 @@ def _run(
                 break
             clock.set_frozen(max(due, clock.now()))
             run_send_due(sim)
-        with session_scope(sim) as session:
-            deliveries = session.scalars(select(Delivery).order_by(Delivery.id)).all()
-    rows = []
-    for d in deliveries:
-        other = catalog.get(d.sequence or "")
-        step = other.step(d.step_id or "") if other else None
-        # the sequence asked about by step id alone; the others it shares the cap with
-        label = d.step_id if d.sequence == seq.name else f"{d.sequence}/{d.step_id}"
-        at = d.sent_at or d.created_at
-        rows.append(
-            TimelineRow(
-                at=at, local=at.astimezone(zone), step_id=label or "",
-                stage=str(step.stage) if step else "", subject=d.subject or "",
-                status=str(d.status), note=d.error or "",
-            )
+        return _journey(sim, catalog, seq, sub_id, start, notes)
+
+
+def _journey(
+    sim: Settings, catalog: Catalog, seq: Sequence, sub_id: int, start: datetime,
+    notes: list[TimelineRow],
+) -> Journey:  # fmt: skip
+    with session_scope(sim) as session:
+        sub = session.get(Subscriber, sub_id)
+        assert sub is not None
+        zone = ZoneInfo(sub.timezone or "UTC")
+        deliveries = session.scalars(select(Delivery).order_by(Delivery.id)).all()
+        rows = [_row(catalog, seq, d, zone) for d in deliveries]
+        enrolment = session.scalars(
+            select(Enrollment).where(Enrollment.sequence == seq.name).order_by(Enrollment.id)
+        ).first()
+        handoffs = session.scalars(
+            select(Handoff.created_at).where(Handoff.subscriber_id == sub_id)
+        ).all()
+        score = live_score(session, sub_id, catalog) if seq.readiness else 0
+        return Journey(
+            start=start, zone=zone, rows=sorted(rows + notes, key=lambda r: r.at),
+            status=str(enrolment.status) if enrolment else "",
+            ended_at=enrolment.ended_at if enrolment else None,
+            end_reason=enrolment.end_reason if enrolment else None,
+            waiting_at=enrolment.next_step_id if enrolment and enrolment.ended_at is None else None,
+            ready_at=sub.ready_at, score=score, handoffs=list(handoffs),
         )  # fmt: skip
-    return sorted(rows + notes, key=lambda r: r.at)
+
+
+def _row(catalog: Catalog, seq: Sequence, d: Delivery, zone: ZoneInfo) -> TimelineRow:
+    other = catalog.get(d.sequence or "")
+    step = other.step(d.step_id or "") if other else None
+    # the sequence asked about by step id alone; the others it shares the cap with
+    label = d.step_id if d.sequence == seq.name else f"{d.sequence}/{d.step_id}"
+    at = d.sent_at or d.created_at
+    return TimelineRow(
+        at=at, local=at.astimezone(zone), step_id=label or "",
+        stage=str(step.stage) if step else "", subject=d.subject or "",
+        status=str(d.status), note=d.error or "",
+    )  # fmt: skip
 
 
 def _enroll_alongside(

@@ -39,6 +39,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("content", "Dry run: the dated timeline one new subscriber would receive. Touches no data."),
     "stats": ("sending", "Per step: emails sent, pending, failed, skipped, cancelled, and the people who opened, clicked, unsubscribed or bounced; per sequence, the funnel from education to sales (entered, finished education, became ready, got sales prompts, reached the goal) and the sales handoffs."),
     "subscribers": ("people", "Add, browse, import, export and forget subscribers."),
+    "test": ("content", "Run the journey tests in sequences/tests/*.yaml through the real scheduler."),
     "unsubscribe": ("people", "Unsubscribe at once: nothing more is sent, even what is already queued."),
     "validate": ("content", "Check every sequence and template; print each problem as path:line: message."),
     "worker": ("worker", "Run Dramatiq workers that send what `send-due` enqueues, on NURTURE_REDIS_URL."),

@@ -19,19 +19,28 @@ if TYPE_CHECKING:
 
 
 @command(cli, "validate")
+@click.option("--check-links", is_flag=True,
+              help="Also ask every linked URL whether it answers (HEAD, 5 s each); a dead "
+              "link is a warning.")  # fmt: skip
 @click.pass_context
-def validate(ctx: click.Context) -> None:
+def validate(ctx: click.Context, check_links: bool) -> None:
     """Check every sequence and template; print each problem as path:line: message.
 
     Exits 1 when there is any error (warnings alone exit 0), so it fits a git hook or CI.
+    It also lints a rendered sample of every email: links must be absolute, the text
+    part must not be empty (errors); images want alt text, links a telling text, the
+    layout a lang, subjects fit an inbox and each step a preheader (warnings).
 
     \b
-    Example:
+    Examples:
       $ nurture validate
       sequences/welcome.yaml:12: unknown key 'subjet' (did you mean 'subject'?)
+      nurture validate --check-links   # also finds links that answer 404
     """
     settings = _settings(ctx)
-    problems = validate_workspace(settings, fields_for(settings.workspace).types)
+    problems = validate_workspace(
+        settings, fields_for(settings.workspace).types, check_links=check_links
+    )
     for problem in problems:
         click.echo(str(problem), err=not problem.warning)
     click.echo(summary(settings, problems))
@@ -111,3 +120,48 @@ def simulate(
             status = "" if row.status == "sent" else f"  [{row.status}: {row.note}]"
         click.echo(f"{day:>4}  {row.local:%a %Y-%m-%d %H:%M}   {row.at:%Y-%m-%d %H:%M} "
                    f"{row.stage:<9} {row.step_id:<24} {row.subject}{status}")  # fmt: skip
+
+
+@command(cli, "test")
+@click.option("--snapshots", is_flag=True,
+              help="Also render every email each persona receives into "
+              "sequences/tests/__snapshots__/ and fail when one changed.")  # fmt: skip
+@click.option(
+    "--update", is_flag=True, help="Accept changed snapshots: write them (implies --snapshots)."
+)
+@click.pass_context
+def test(ctx: click.Context, snapshots: bool, update: bool) -> None:
+    """Run the journey tests in sequences/tests/*.yaml through the real scheduler.
+
+    Each persona signs up on a throw-away database, does what its `events` say, and
+    what it receives is checked against its `expect` and the file's `invariants`.
+    Failures print as path:line: expected …, got …; exits 1 on any, so it fits CI
+    and a git hook.
+
+    \b
+    Examples:
+      $ nurture test
+      sequences/tests/welcome.yaml:14: expected lets-talk on day 25, got never (persona ana)
+      1 test file, 4 personas, 31 checks: 1 failed
+      nurture test --snapshots --update   # accept the emails as they render now
+    """
+    from nurture.journeytests.run import run_tests
+
+    settings = _settings(ctx)
+    outcome = run_tests(settings)
+    notes: list[str] = []
+    if snapshots or update:
+        from nurture.journeytests.snapshots import check_snapshots
+
+        notes = check_snapshots(settings, outcome, update=update)
+    for failure in sorted(outcome.failures, key=lambda f: (f.path, f.line or 0)):
+        click.echo(str(failure), err=True)
+    for note in notes:
+        click.echo(note)
+    if outcome.files == 0:
+        click.echo("No journey tests: write some in sequences/tests/*.yaml "
+                   "(see docs/sequences-as-code.md).")  # fmt: skip
+        return
+    click.echo(outcome.summary())
+    if outcome.failures:
+        sys.exit(1)

@@ -177,6 +177,19 @@ class Renderer:
                 return None
         return pair
 
+    def render_line(self, source: str, context: dict[str, Any]) -> str:
+        """A one-line Jinja string (a subject, a preheader) rendered on one line."""
+        try:
+            return " ".join(self._subject(source).render(context).split())
+        except jinja2.TemplateError as e:
+            raise TemplateError(f"{source!r}: {e}") from e
+
+    def source(self, name: str) -> tuple[str, str]:
+        """(source, path as `validate` shows it) of a template file, e.g. `x/y.html`;
+        jinja2.TemplateNotFound if there is none."""
+        source, filename, _ = self.env.loader.get_source(self.env, name)  # type: ignore[union-attr]
+        return source, self._shown(filename or name)
+
     def _subject(self, source: str) -> jinja2.Template:
         """A subject's compiled template; compiling it for every email costs more than
         rendering it."""
@@ -220,10 +233,12 @@ class Renderer:
             problems.extend(self._check_source(source, self._shown(filename or name), names))
         return problems
 
-    def check_string(self, source: str, path: str, line: int) -> list[SequenceError]:
-        """A subject line: syntax and variables, reported at the YAML line."""
+    def check_string(
+        self, source: str, path: str, line: int, key: str = "subject"
+    ) -> list[SequenceError]:
+        """A subject line (or preheader): syntax and variables, reported at the YAML line."""
         return [
-            SequenceError(path, line, f"subject: {p.message}")
+            SequenceError(path, line, f"{key}: {p.message}")
             for p in self._check_source(source, path)
         ]
 

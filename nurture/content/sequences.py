@@ -149,6 +149,8 @@ class Step(_Strict):
     after: Duration = timedelta(0)
     stage: Stage = Stage.EDUCATION
     subject: str = Field(min_length=1)
+    #: The line inboxes show after the subject (a Jinja string, like the subject).
+    preheader: str | None = None
     template: str = Field(min_length=1)
     when: Condition | None = None
     wait_up_to: Duration | None = None
@@ -217,7 +219,8 @@ class Sequence(_Strict):
 _KNOWN_KEYS: dict[str, list[str]] = {
     "sequence": ["name", "trigger", "from", "description", "send_window", "exit_when",
                  "readiness", "reentry", "steps"],
-    "steps": ["id", "after", "stage", "subject", "template", "when", "wait_up_to", "otherwise"],
+    "steps": ["id", "after", "stage", "subject", "preheader", "template", "when", "wait_up_to",
+              "otherwise"],
     "when": list(Condition.model_fields),
     "send_window": ["days", "hours"],
     "exit_when": ["event", "tag"],

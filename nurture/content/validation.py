@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from nurture.content.lints import lint_workspace
 from nurture.content.rendering import renderer_for
 from nurture.content.sequences import catalog_for
 from nurture.content.yamlmarks import line_for, load_with_lines
@@ -13,8 +14,9 @@ from nurture.sender import aligned, sender_domain
 from nurture.settings import Settings
 
 
-def _steps(settings: Settings) -> Iterator[tuple[str, Any, int, Any, int]]:
-    """(path, template, its line, subject, its line) of every step of every file, also of
+def _steps(settings: Settings) -> Iterator[tuple[str, Any, int, Any, int, Any, int]]:
+    """(path, template, its line, subject, its line, preheader, its line) of every step of
+    every file, also of
     files that failed to load, so a marketer sees template and YAML problems in one run."""
     root = settings.sequences_dir.parent
     for file in sorted(settings.sequences_dir.glob("*.y*ml")):
@@ -27,7 +29,8 @@ def _steps(settings: Settings) -> Iterator[tuple[str, Any, int, Any, int]]:
         for i, step in enumerate(steps if isinstance(steps, list) else []):
             if isinstance(step, dict):
                 yield (shown, step.get("template"), line_for(lines, ("steps", i, "template")) or 0,
-                       step.get("subject"), line_for(lines, ("steps", i, "subject")) or 0)  # fmt: skip
+                       step.get("subject"), line_for(lines, ("steps", i, "subject")) or 0,
+                       step.get("preheader"), line_for(lines, ("steps", i, "preheader")) or 0)  # fmt: skip
 
 
 def summary(settings: Settings, problems: list[SequenceError]) -> str:
@@ -44,10 +47,11 @@ def summary(settings: Settings, problems: list[SequenceError]) -> str:
 
 
 def validate_workspace(
-    settings: Settings, fields: Mapping[str, str] | None = None
+    settings: Settings, fields: Mapping[str, str] | None = None, *, check_links: bool = False
 ) -> list[SequenceError]:
     """Every problem at once. `fields` are the declared subscriber fields (name → type)
-    templates may read; the caller reads them, as content knows nothing of subscribers."""
+    templates may read; the caller reads them, as content knows nothing of subscribers.
+    `check_links` also asks every linked URL whether it answers (see content/lints.py)."""
     problems: list[SequenceError] = []
     if not settings.sequences_dir.is_dir():
         return [SequenceError("sequences", None, "no sequences/ folder in this workspace")]
@@ -56,11 +60,14 @@ def validate_workspace(
     renderer = renderer_for(settings.templates_dir)
     renderer.fields = dict(fields or {})
     problems.extend(renderer.check_layout())
-    for path, template, template_line, subject, subject_line in _steps(settings):
+    for path, template, template_line, subject, subject_line, pre, pre_line in _steps(settings):
         if isinstance(template, str):
             problems.extend(renderer.check(template, SequenceError(path, template_line, "")))
         if isinstance(subject, str):
             problems.extend(renderer.check_string(subject, path, subject_line))
+        if isinstance(pre, str):
+            problems.extend(renderer.check_string(pre, path, pre_line, "preheader"))
+    problems.extend(lint_workspace(settings, renderer, catalog, check_links=check_links))
     if not settings.sender:
         problems.append(SequenceError("nurture.toml", None,
             "NURTURE_FROM is not set: no email can be sent without a sender "

@@ -69,9 +69,10 @@ def compose_step(
     # Links become signed /c/ redirects and a pixel reports opens, for a real delivery
     # only (not a preview) and unless NURTURE_TRACKING=off.
     rewrite = link_rewriter(settings, delivery_id)
-    rendered = renderer_for(settings.templates_dir).render(
-        step.template, step.subject, context, brand=brand(sender), rewrite_link=rewrite
-    )
+    renderer = renderer_for(settings.templates_dir)
+    preheader = renderer.render_line(step.preheader, context) if step.preheader else ""
+    rendered = renderer.render(step.template, step.subject, context, brand=brand(sender),
+                               preheader=preheader, rewrite_link=rewrite)  # fmt: skip
     if rewrite is not None and delivery_id is not None:
         pixel = open_url(settings, delivery_id)
         rendered = replace(rendered, html=add_open_pixel(rendered.html, pixel))
