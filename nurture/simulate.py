@@ -181,8 +181,7 @@ def _play(
     note = ""
     with session_scope(sim) as session:
         if event.kind == "tag":
-            add_tags(session, sub_id, [event.name])
-            on_tag(session, sim, sub_id, [event.name], now)
+            on_tag(session, sim, sub_id, add_tags(session, sub_id, [event.name]), now)
         else:
             delivery_id = None
             if event.kind in ("click", "open"):

@@ -128,3 +128,22 @@ def test_a_gate_in_the_second_round_looks_at_that_round(runner, env, sink, works
     ]  # fmt: skip
     out = invoke(runner, env, "subscribers", "show", "kit@example.com")
     assert "skipped   gear/care    (gate closed (needs a click in hello))" in out
+
+
+def test_tagging_with_a_tag_already_held_starts_no_new_round(
+    runner, env, sink, workspace, settings
+):
+    gear_sequence(workspace, reentry=True)
+    with freeze_time(START, ignore=REAL_TIME_MODULES) as frozen:
+        invoke(runner, env, "subscribers", "add", "rita@example.com", "--confirmed")
+        invoke(runner, env, "subscribers", "tag", "rita@example.com", "gear")
+        run_cron(runner, env, frozen, START + timedelta(days=3))
+        frozen.move_to(START + timedelta(days=5))
+        out = invoke(runner, env, "subscribers", "tag", "rita@example.com", "gear")
+        invoke(runner, env, "subscribers", "add", "rita@example.com", "--tag", "gear")
+        run_cron(runner, env, frozen, START + timedelta(days=9))
+    assert "rita@example.com already had: gear (nothing started)" in out
+    assert [m.message["Subject"] for m in sink.to("rita@example.com")] == [
+        "Your gear", "Gear care"
+    ]  # fmt: skip
+    assert rounds(settings) == [(1, "completed", ["hello", "care"])]

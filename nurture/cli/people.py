@@ -130,8 +130,10 @@ def subscribers_tag(ctx: click.Context, email: str, tags: tuple[str, ...]) -> No
     Example:
       nurture subscribers tag ana@example.com customer vip
     """
-    now_tags = tag_subscriber(_settings(ctx), email, tags)
-    click.echo(f"{email}: {', '.join(now_tags)}")
+    tagged = tag_subscriber(_settings(ctx), email, tags)
+    if tagged.already:
+        click.echo(f"{email} already had: {', '.join(tagged.already)} (nothing started)")
+    click.echo(f"{email}: {', '.join(tagged.tags)}")
 
 
 @command(subscribers, "untag")
