@@ -302,3 +302,16 @@ def test_step_ids_and_empty_fields_are_explained(runner, workspace):
     assert ("sequences/two.yaml:2: id: 'Hello' is not a step id: use lower-case letters, "
             "digits, '-' and '_'") in out  # fmt: skip
     assert "sequences/two.yaml:3: subject: must not be empty" in out
+
+
+def test_each_problem_is_shown_once(runner, workspace):
+    write(workspace / "sequences" / "typo.yaml", """
+        name: typo
+        trigger: signup
+        steps:
+          - {id: a, after: 0m, subjet: Hi, template: curious-to-customer/welcome}
+    """)  # fmt: skip
+    result = runner.invoke(cli, ["--workspace", str(workspace), "validate"])
+    assert result.exit_code == 1
+    assert result.output.count("unknown key 'subjet'") == 1, result.output
+    assert "left out" not in result.output

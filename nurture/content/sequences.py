@@ -348,8 +348,10 @@ def load_catalog(sequences_dir: Path) -> Catalog:
 _cache: dict[Path, tuple[tuple[tuple[str, float], ...], Catalog]] = {}
 
 
-def catalog_for(sequences_dir: Path) -> Catalog:
-    """The workspace's catalog, reloaded only when a file changed (cheap enough per send)."""
+def catalog_for(sequences_dir: Path, *, quiet: bool = False) -> Catalog:
+    """The workspace's catalog, reloaded only when a file changed (cheap enough per send).
+    Its problems are logged for the commands that go on without the broken files;
+    `validate` (quiet) prints them itself, once each."""
     stamp = (
         tuple((p.name, p.stat().st_mtime) for p in sorted(sequences_dir.glob("*.y*ml")))
         if sequences_dir.is_dir()
@@ -359,7 +361,7 @@ def catalog_for(sequences_dir: Path) -> Catalog:
     if cached and cached[0] == stamp:
         return cached[1]
     catalog = load_catalog(sequences_dir) if sequences_dir.is_dir() else Catalog()
-    for problem in catalog.problems:  # once per change: the rest of the workspace still runs
+    for problem in () if quiet else catalog.problems:  # once per change: the rest of the workspace still runs
         log.warning("%s (a file with errors is left out; see `nurture validate`)", problem)
     _cache[sequences_dir] = (stamp, catalog)
     return catalog

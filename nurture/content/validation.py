@@ -50,7 +50,7 @@ def validate_workspace(
     problems: list[SequenceError] = []
     if not settings.sequences_dir.is_dir():
         return [SequenceError("sequences", None, "no sequences/ folder in this workspace")]
-    catalog = catalog_for(settings.sequences_dir)  # the command reuses it for its summary
+    catalog = catalog_for(settings.sequences_dir, quiet=True)  # the command reuses it for its summary
     problems.extend(catalog.problems)
     renderer = renderer_for(settings.templates_dir)
     renderer.fields = dict(fields or {})
