@@ -30,7 +30,7 @@ def validate(ctx: click.Context) -> None:
       $ nurture validate
       sequences/welcome.yaml:12: unknown key 'subjet' (did you mean 'subject'?)
     """
-    settings = _settings(ctx)
+    settings = _settings(ctx, toml_warnings=False)
     problems = validate_workspace(settings, fields_for(settings.workspace).types)
     for problem in problems:
         click.echo(str(problem), err=not problem.warning)
