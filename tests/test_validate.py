@@ -315,3 +315,23 @@ def test_each_problem_is_shown_once(runner, workspace):
     assert result.exit_code == 1
     assert result.output.count("unknown key 'subjet'") == 1, result.output
     assert "left out" not in result.output
+
+
+@pytest.mark.parametrize(("text", "line", "message"), [
+    ("name: x\nsteps:\n  - id: a\n    after: 0m\n   subject: Hi\n", 5,
+     "YAML: this line is not indented as expected: check the indentation of this line against "
+     "the one above"),
+    ('name: x\nsteps:\n  - id: a\n    subject: "Hi\n    after: 0m\n', 4,
+     "YAML: a quote opened on this line is never closed: end the value with the same quote"),
+    ("name: x\n  trigger: signup\n", 2,
+     "YAML: a ':' where none is expected: check the indentation of this line against the one "
+     "above"),
+])  # fmt: skip
+def test_yaml_syntax_errors_are_a_plain_sentence_at_the_line_they_start(
+    runner, workspace, text, line, message
+):
+    (workspace / "sequences" / "bad.yaml").write_text(text)
+    result = runner.invoke(cli, ["--workspace", str(workspace), "validate"])
+    assert result.exit_code == 1
+    assert f"sequences/bad.yaml:{line}: {message}" in result.output, result.output
+    assert "<block" not in result.output and "stream" not in result.output
