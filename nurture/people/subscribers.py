@@ -46,6 +46,14 @@ CONFIRMATION_RESEND_AFTER = timedelta(hours=1)
 SIGNUP_SEQUENCE = "signup_sequence"
 
 
+class UnmailableAddress(SubscriberError):
+    """A well-formed address nurture cannot send to (letters outside ASCII before the @).
+    The message is for operators; `VISITOR_MESSAGE` is what a public form shows."""
+
+    VISITOR_MESSAGE = ("This address has letters we can't send to yet (like é or ü before "
+                       "the @). Please use another address.")  # fmt: skip
+
+
 def normalize_email(raw: str) -> str:
     """The canonical address, or SubscriberError saying why it is not one.
 
@@ -63,7 +71,7 @@ def normalize_email(raw: str) -> str:
         result = validate_email(address, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as e:
         if local and not local.isascii():
-            raise SubscriberError(
+            raise UnmailableAddress(
                 f"{raw!r} cannot be mailed: letters outside ASCII before the @ need SMTPUTF8, "
                 "which nurture does not send; use an ASCII address"
             ) from None
