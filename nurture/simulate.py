@@ -119,6 +119,8 @@ def _run(
     seq = catalog.sequences[name]
     notes: list[TimelineRow] = []
     pending = list(planned)
+    #: (sequence, step) → why the planner first held it past its due time.
+    held: dict[tuple[str, str], str] = {}
     with clock.frozen_at(start):
         with session_scope(sim) as session:
             sub = Subscriber(email="new.subscriber@example.com", first_name="Sam",
@@ -143,6 +145,7 @@ def _run(
                 break
             clock.set_frozen(max(due, clock.now()))
             run_send_due(sim)
+            held.update({k: v for k, v in _held_back(sim).items() if k not in held})
         with session_scope(sim) as session:
             deliveries = session.scalars(select(Delivery).order_by(Delivery.id)).all()
     rows = []
@@ -152,14 +155,27 @@ def _run(
         # the sequence asked about by step id alone; the others it shares the cap with
         label = d.step_id if d.sequence == seq.name else f"{d.sequence}/{d.step_id}"
         at = d.sent_at or d.created_at
+        why = held.get((d.sequence or "", d.step_id or ""))
         rows.append(
             TimelineRow(
                 at=at, local=at.astimezone(zone), step_id=label or "",
                 stage=str(step.stage) if step else "", subject=d.subject or "",
-                status=str(d.status), note=d.error or "",
+                status=str(d.status), note=d.error or (f"held back: {why}" if why else ""),
             )
         )  # fmt: skip
     return sorted(rows + notes, key=lambda r: r.at)
+
+
+def _held_back(sim: Settings) -> dict[tuple[str, str], str]:
+    """The steps the planner just moved past their due time, and why (daily cap, send
+    window, newsletter day), as `subscribers show` says it."""
+    with session_scope(sim) as session:
+        rows = session.execute(
+            select(Enrollment.sequence, Enrollment.next_step_id, Enrollment.waiting_for).where(
+                Enrollment.status == EnrollmentStatus.ACTIVE, Enrollment.waiting_for.is_not(None)
+            )
+        ).all()
+    return {(seq, step or ""): str(why) for seq, step, why in rows}
 
 
 def _enroll_alongside(
