@@ -141,6 +141,9 @@ def test_tagging_with_a_tag_already_held_starts_no_new_round(
         frozen.move_to(START + timedelta(days=5))
         out = invoke(runner, env, "subscribers", "tag", "rita@example.com", "gear")
         invoke(runner, env, "subscribers", "add", "rita@example.com", "--tag", "gear")
+        csv = workspace / "people.csv"
+        csv.write_text("email,tags\nrita@example.com,gear\n")
+        invoke(runner, env, "subscribers", "import", str(csv), "--confirmed")
         run_cron(runner, env, frozen, START + timedelta(days=9))
     assert "rita@example.com already had: gear (nothing started)" in out
     assert [m.message["Subject"] for m in sink.to("rita@example.com")] == [
