@@ -56,8 +56,8 @@ DEFAULT_TOKEN_LIMIT = "10 per minute; 40 per hour"  # noqa: S105 - a limit, not 
 #: nurture.content.fields, and variables that say where the settings are.
 TOML_TABLES = ("fields", "signup_fields")
 LOCATION_VARIABLES = ("workspace", "env_file")
-#: Variables of the test suite, never settings.
-TEST_PREFIX = PREFIX + "TEST_"
+#: Variables of the test suite and the benchmarks, never settings.
+DEV_PREFIXES = (PREFIX + "TEST_", PREFIX + "BENCH_")
 
 
 @dataclass(frozen=True)
@@ -179,16 +179,19 @@ class _Source:
     def unknown(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """(nurture.toml problems, environment warnings) for names nobody reads, which
         would otherwise be ignored without a word (`max_per_dya = 2`)."""
-        known = sorted(self.asked | set(TOML_TABLES) | set(LOCATION_VARIABLES))
-        in_toml = tuple(f"unknown setting {key!r}{_hint(key, known, '')}"
-                        for key in self.toml if key.lower() not in known)  # fmt: skip
-        in_env = tuple(
-            f"unknown variable {var}{_hint(var[len(PREFIX):].lower(), known, PREFIX)} is ignored"
+        in_file, in_env = (
+            sorted(self.asked | set(TOML_TABLES)),
+            sorted(self.asked | set(LOCATION_VARIABLES)),
+        )
+        in_toml = tuple(f"unknown setting {key!r}{_hint(key, in_file, '')}"
+                        for key in self.toml if key not in in_file)  # fmt: skip
+        env_warnings = tuple(
+            f"unknown variable {var}{_hint(var[len(PREFIX):].lower(), in_env, PREFIX)} is ignored"
             for var in sorted(self.env)
-            if var.startswith(PREFIX) and not var.startswith(TEST_PREFIX)
-            and var[len(PREFIX):].lower() not in known
+            if var.startswith(PREFIX) and not var.startswith(DEV_PREFIXES)
+            and var not in {PREFIX + n.upper() for n in in_env}
         )  # fmt: skip
-        return in_toml, in_env
+        return in_toml, env_warnings
 
 
 def _hint(name: str, known: list[str], prefix: str) -> str:
