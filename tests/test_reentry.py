@@ -12,6 +12,8 @@ from freezegun import freeze_time
 from sqlalchemy import select
 
 from nurture.cli import cli
+from nurture.content.sequences import catalog_for
+from nurture.people.subscribers import ConsentInfo, confirm, get, resubscribe
 from nurture.store.engine import session_scope
 from nurture.store.tables import Delivery, Enrollment
 from nurture.web import create_app
@@ -150,3 +152,25 @@ def test_tagging_with_a_tag_already_held_starts_no_new_round(
         "Your gear", "Gear care"
     ]  # fmt: skip
     assert rounds(settings) == [(1, "completed", ["hello", "care"])]
+
+
+def test_confirming_again_after_leaving_starts_no_round_for_a_tag_held_before(
+    runner, env, sink, workspace, settings
+):
+    gear_sequence(workspace, reentry=True)
+    with freeze_time(START, ignore=REAL_TIME_MODULES) as frozen:
+        invoke(runner, env, "subscribers", "add", "rita@example.com", "--confirmed")
+        invoke(runner, env, "subscribers", "tag", "rita@example.com", "gear")
+        run_cron(runner, env, frozen, START + timedelta(days=3))
+        invoke(runner, env, "unsubscribe", "rita@example.com")
+        frozen.move_to(START + timedelta(days=5))
+        with session_scope(settings) as session:  # the resubscribe page, then the confirm button
+            rita = get(session, "rita@example.com")
+            resubscribe(session, rita, START + timedelta(days=5), ConsentInfo(source="web"))
+            confirm(session, catalog_for(settings.sequences_dir), rita,
+                    START + timedelta(days=5), ConsentInfo(source="web"))  # fmt: skip
+        run_cron(runner, env, frozen, START + timedelta(days=9))
+    assert rounds(settings) == [(1, "completed", ["hello", "care"])]
+    assert [m.message["Subject"] for m in sink.to("rita@example.com")] == [
+        "Your gear", "Gear care"
+    ]  # fmt: skip
