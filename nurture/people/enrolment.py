@@ -53,10 +53,10 @@ def enroll(
     if (latest.end_reason or "").startswith("unsubscribed"):
         return False  # they asked to leave this sequence: a tag does not overrule that
     # Two processes re-enrolling at once both ask for the same round: one row wins.
-    again = insert_ignoring_conflicts(session, Enrollment, ROUND_KEY).values(
+    next_round = insert_ignoring_conflicts(session, Enrollment, ROUND_KEY).values(
         **values | {"round": latest.round + 1}
     )
-    return session.execute(again.returning(Enrollment.id)).first() is not None
+    return session.execute(next_round.returning(Enrollment.id)).first() is not None
 
 
 def enroll_many(session: Session, pairs: Iterable[tuple[int, Sequence]], now: datetime) -> None:
