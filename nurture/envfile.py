@@ -11,6 +11,7 @@ number only: it may hold a password.
 from __future__ import annotations
 
 import re
+import stat
 from pathlib import Path
 
 from nurture.errors import ConfigError
@@ -48,3 +49,15 @@ def read_env_file(path: str | Path) -> dict[str, str]:
             value = value[1:-1]
         values[key] = value
     return values
+
+
+def exposure_warning(path: str | Path) -> str | None:
+    """A warning when others may read the env file: it holds the secrets."""
+    try:
+        mode = Path(path).stat().st_mode
+    except OSError:
+        return None
+    if not mode & 0o077:
+        return None
+    return (f"the env file {path} is readable by others (mode {stat.S_IMODE(mode):o}) and "
+            f"holds secrets: chmod 600 {path}")  # fmt: skip

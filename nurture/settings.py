@@ -6,17 +6,18 @@ Every value is parsed once into a frozen `Settings`; a malformed value raises a
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import secrets
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from nurture.envfile import read_env_file
+from nurture.envfile import exposure_warning, read_env_file
 from nurture.errors import ConfigError
 from nurture.sender import sender_problem
 from nurture.urls import check_database_url, check_redis_url, check_smtp_url
@@ -50,6 +51,13 @@ DEFAULT_SIGNUP_SECONDS = 0.0
 DEFAULT_LINK_LIMIT = "60 per minute; 600 per hour"
 #: Requests one personal link may get, from anywhere: a person needs a handful.
 DEFAULT_TOKEN_LIMIT = "10 per minute; 40 per hour"  # noqa: S105 - a limit, not a secret
+#: Names known besides the settings `load_settings` reads (those it records as it reads
+#: them, so there is no second list to forget): tables of nurture.toml read by
+#: nurture.content.fields, and variables that say where the settings are.
+TOML_TABLES = ("fields", "signup_fields")
+LOCATION_VARIABLES = ("workspace", "env_file")
+#: Variables of the test suite and the benchmarks, never settings.
+DEV_PREFIXES = (PREFIX + "TEST_", PREFIX + "BENCH_")
 
 
 @dataclass(frozen=True)
@@ -90,6 +98,12 @@ class Settings:
     dkim_key: Path | None = None
     #: The DNS server `nurture doctor` asks ("host:port"); None: the system resolver.
     dns_server: str | None = None
+    #: Keys of nurture.toml nurture does not know, as "unknown setting 'x' (did you mean
+    #: 'y'?)": an error for `validate`, a warning for every other command.
+    toml_problems: tuple[str, ...] = ()
+    #: Warnings about the environment and env file (unknown NURTURE_* names, a
+    #: readable env file), printed by every command.
+    warnings: tuple[str, ...] = ()
 
     @property
     def embedded(self) -> bool:
@@ -127,8 +141,11 @@ class _Source:
 
     def __init__(self, env: dict[str, str], toml: dict[str, Any]):
         self.env, self.toml = env, toml
+        #: Every name looked up: the settings nurture knows.
+        self.asked: set[str] = set()
 
     def get(self, name: str) -> str | None:
+        self.asked.add(name.lower())
         var = PREFIX + name.upper()
         if var in self.env:
             return self.env[var].strip() or None
@@ -137,6 +154,7 @@ class _Source:
 
     def names(self, name: str) -> frozenset[str]:
         """A list in nurture.toml, or comma- or space-separated text, lower-cased."""
+        self.asked.add(name.lower())
         var = PREFIX + name.upper()
         raw = self.env[var] if var in self.env else self.toml.get(name.lower())
         if raw is None:
@@ -163,6 +181,30 @@ class _Source:
         """A duration given in seconds, e.g. NURTURE_RESEND_AFTER=600."""
         value = self.number(name, float, None, minimum=0.1)
         return default if value is None else timedelta(seconds=value)
+
+    def unknown(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(nurture.toml problems, environment warnings) for names nobody reads, which
+        would otherwise be ignored without a word (`max_per_dya = 2`)."""
+        in_file, in_env = (
+            sorted(self.asked | set(TOML_TABLES)),
+            sorted(self.asked | set(LOCATION_VARIABLES)),
+        )
+        in_toml = tuple(f"unknown setting {key!r}{_hint(key, in_file, '')}"
+                        for key in self.toml if key not in in_file)  # fmt: skip
+        env_warnings = tuple(
+            f"unknown variable {var}{_hint(var[len(PREFIX):].lower(), in_env, PREFIX)} is ignored"
+            for var in sorted(self.env)
+            if var.startswith(PREFIX) and not var.startswith(DEV_PREFIXES)
+            and var not in {PREFIX + n.upper() for n in in_env}
+        )  # fmt: skip
+        return in_toml, env_warnings
+
+
+def _hint(name: str, known: list[str], prefix: str) -> str:
+    close = difflib.get_close_matches(name.lower(), known, n=1, cutoff=0.6)
+    return (
+        f" (did you mean '{(prefix + close[0].upper()) if prefix else close[0]}'?)" if close else ""
+    )
 
 
 # The grammar of `limits.parse_many`, checked here without importing `limits` (a tenth
@@ -281,8 +323,12 @@ def environment(env_file: str | Path | None = None, env: dict[str, str] | None =
     """The process environment over the env file (--env-file or NURTURE_ENV_FILE):
     what an operator sets by hand for one run wins over the file."""
     env = dict(os.environ if env is None else env)
-    path = env_file or env.get(PREFIX + "ENV_FILE")
+    path = _env_path(env_file, env)
     return {**read_env_file(path), **env} if path else env
+
+
+def _env_path(env_file: str | Path | None, env: dict[str, str]) -> str | Path | None:
+    return env_file or env.get(PREFIX + "ENV_FILE")
 
 
 def load_settings(
@@ -292,6 +338,7 @@ def load_settings(
 ) -> Settings:
     """Settings by precedence: the environment (`env`, default os.environ), then the env
     file, then nurture.toml, then the defaults. Every check runs here, before any work."""
+    path = _env_path(env_file, dict(os.environ if env is None else env))
     env = environment(env_file, env)
     ws = _workspace(workspace, env)
     src = _Source(env, _read_toml(ws))
@@ -316,7 +363,7 @@ def load_settings(
         raise ConfigError(f"NURTURE_BASE_URL must start with http:// or https://, got {base_url!r}")
     origins = tuple(o.strip() for o in (src.get("cors_origins") or "").split(",") if o.strip())
 
-    return Settings(
+    settings = Settings(
         workspace=ws,
         database_url=database_url,
         redis_url=redis_url,
@@ -344,3 +391,11 @@ def load_settings(
         dns_server=src.get("dns_server"),
         secret_key=_key(src, ws),  # last: nothing is written when another setting is wrong
     )
+    return _with_warnings(settings, src, path)
+
+
+def _with_warnings(settings: Settings, src: _Source, env_file: str | Path | None) -> Settings:
+    toml_problems, warnings = src.unknown()
+    exposed = exposure_warning(env_file) if env_file else None
+    return replace(settings, toml_problems=toml_problems,
+                   warnings=warnings + ((exposed,) if exposed else ()))  # fmt: skip

@@ -165,6 +165,8 @@ def _run(
     zone = signup.zone
     notes: list[TimelineRow] = []
     pending = list(planned)
+    #: (sequence, step) → why the planner first held it past its due time.
+    held: dict[tuple[str, str], str] = {}
     with clock.frozen_at(start):
         with session_scope(sim) as session:
             sub = Subscriber(email=signup.email, first_name=signup.first_name,
@@ -192,19 +194,20 @@ def _run(
                 break
             clock.set_frozen(max(due, clock.now()))
             run_send_due(sim)
-        return _journey(sim, catalog, seq, sub_id, start, notes)
+            held.update({k: v for k, v in _held_back(sim).items() if k not in held})
+        return _journey(sim, catalog, seq, sub_id, start, notes, held)
 
 
 def _journey(
     sim: Settings, catalog: Catalog, seq: Sequence, sub_id: int, start: datetime,
-    notes: list[TimelineRow],
+    notes: list[TimelineRow], held: dict[tuple[str, str], str],
 ) -> Journey:  # fmt: skip
     with session_scope(sim) as session:
         sub = session.get(Subscriber, sub_id)
         assert sub is not None
         zone = ZoneInfo(sub.timezone or "UTC")
         deliveries = session.scalars(select(Delivery).order_by(Delivery.id)).all()
-        rows = [_row(catalog, seq, d, zone) for d in deliveries]
+        rows = [_row(catalog, seq, d, zone, held) for d in deliveries]
         enrolment = session.scalars(
             select(Enrollment).where(Enrollment.sequence == seq.name).order_by(Enrollment.id)
         ).first()
@@ -222,17 +225,45 @@ def _journey(
         )  # fmt: skip
 
 
-def _row(catalog: Catalog, seq: Sequence, d: Delivery, zone: ZoneInfo) -> TimelineRow:
+def _row(
+    catalog: Catalog, seq: Sequence, d: Delivery, zone: ZoneInfo,
+    held: dict[tuple[str, str], str],
+) -> TimelineRow:  # fmt: skip
     other = catalog.get(d.sequence or "")
     step = other.step(d.step_id or "") if other else None
     # the sequence asked about by step id alone; the others it shares the cap with
     label = d.step_id if d.sequence == seq.name else f"{d.sequence}/{d.step_id}"
     at = d.sent_at or d.created_at
+    why = held.get((d.sequence or "", d.step_id or ""))
     return TimelineRow(
         at=at, local=at.astimezone(zone), step_id=label or "",
         stage=str(step.stage) if step else "", subject=d.subject or "",
-        status=str(d.status), note=d.error or "",
+        status=str(d.status), note=d.error or (f"held back: {why}" if why else ""),
     )  # fmt: skip
+
+
+def _held_back(sim: Settings) -> dict[tuple[str, str], str]:
+    """The steps the planner just moved past their due time, and why (daily cap, send
+    window, newsletter day), as `subscribers show` says it."""
+    with session_scope(sim) as session:
+        rows = session.execute(
+            select(Enrollment.sequence, Enrollment.next_step_id, Enrollment.waiting_for).where(
+                Enrollment.status == EnrollmentStatus.ACTIVE, Enrollment.waiting_for.is_not(None)
+            )
+        ).all()
+    return {(seq, step or ""): str(why) for seq, step, why in rows}
+
+
+def _held_back(sim: Settings) -> dict[tuple[str, str], str]:
+    """The steps the planner just moved past their due time, and why (daily cap, send
+    window, newsletter day), as `subscribers show` says it."""
+    with session_scope(sim) as session:
+        rows = session.execute(
+            select(Enrollment.sequence, Enrollment.next_step_id, Enrollment.waiting_for).where(
+                Enrollment.status == EnrollmentStatus.ACTIVE, Enrollment.waiting_for.is_not(None)
+            )
+        ).all()
+    return {(seq, step or ""): str(why) for seq, step, why in rows}
 
 
 def _enroll_alongside(
@@ -254,8 +285,7 @@ def _play(
     note = ""
     with session_scope(sim) as session:
         if event.kind == "tag":
-            add_tags(session, sub_id, [event.name])
-            on_tag(session, sim, sub_id, [event.name], now)
+            on_tag(session, sim, sub_id, add_tags(session, sub_id, [event.name]), now)
         else:
             delivery_id = None
             if event.kind in ("click", "open"):

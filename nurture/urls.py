@@ -74,8 +74,10 @@ def check_redis_url(url: str) -> str:
 
 def check_database_url(url: str) -> str:
     """A SQLAlchemy URL: dialect://…, with a numeric port when it has one. The driver
-    and the rest are SQLAlchemy's to judge when the engine is made."""
+    and the rest are SQLAlchemy's to judge when the engine is made. `postgres://`, as
+    Heroku and many hosts write it, is SQLAlchemy's `postgresql://`."""
     var = "NURTURE_DATABASE_URL"
+    url = re.sub(r"^postgres(?=[+:])", "postgresql", url)
     if not re.match(r"^[A-Za-z][A-Za-z0-9+_.-]*://", url):
         raise ConfigError(
             f"{var} must be a URL such as sqlite:///nurture.db or "

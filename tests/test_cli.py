@@ -263,3 +263,29 @@ def test_export_reads_in_chunks_and_keeps_each_persons_tags(runner, env, tmp_pat
     assert rows == [("p0@example.com", "all t0"), ("p1@example.com", ""),
                     ("p2@example.com", "all t2"), ("p3@example.com", ""),
                     ("p4@example.com", "all t4")]  # fmt: skip
+
+
+def test_the_readme_tour_shows_what_its_commands_print(runner, tmp_path):
+    """The tour runs in a workspace of its own, so its output holds after `make demo`
+    added ana@example.com to the repository's."""
+    block = (ROOT / "README.md").read_text().split("## A five-minute tour")[1]
+    block = block.split("```console\n")[1].split("```")[0]
+    shop = tmp_path / "shop"
+    demo = tmp_path / "demo"  # what `make demo` leaves in a workspace
+    assert runner.invoke(cli, ["init", str(demo)]).exit_code == 0
+    env = {"NURTURE_WORKSPACE": str(demo), "NURTURE_SMTP_URL": ""}
+    runner.invoke(cli, ["subscribers", "add", "ana@example.com", "--confirmed"], env=env)
+    runner.invoke(cli, ["send-due"], env=env)
+    checked = 0
+    lines = block.splitlines()
+    for n, line in enumerate(lines):
+        if line.startswith("$ nurture init"):
+            assert runner.invoke(cli, ["init", str(shop)]).exit_code == 0
+        elif line.startswith(("$ nurture validate", "$ nurture subscribers add",
+                              "$ nurture send-due")):  # fmt: skip
+            result = runner.invoke(cli, line[len("$ nurture ") :].split(),
+                                   env={"NURTURE_WORKSPACE": str(shop)})  # fmt: skip
+            assert result.output.strip() == lines[n + 1], line
+            checked += 1
+    assert checked == 3
+    assert [p.name.split("-", 1)[1] for p in (shop / "outbox").iterdir()] == ["bo@example.com.eml"]

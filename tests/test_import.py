@@ -197,3 +197,35 @@ def test_add_with_a_tag_starts_the_tag_sequence_once(runner, env, settings, work
         confirm(session, catalog_for(settings.sequences_dir), get(session, "p@example.com"),
                 clock.now(), ConsentInfo())  # fmt: skip
     assert ("p@example.com", "gear") in enrolments(settings)
+
+
+def test_common_headers_are_recognised(runner, env, settings, workspace, tmp_path):
+    (workspace / "nurture.toml").write_text(FIELDS)
+    path = write(tmp_path / "people.csv",
+                 "E-mail,First Name,Time Zone,Tags,Company\n"
+                 "ana@example.com,Ana,Europe/Paris,gear,Crumb\n")  # fmt: skip
+    result = invoke(runner, env, "subscribers", "import", str(path), "--confirmed")
+    assert result.exit_code == 0, result.output
+    ana = subscribers(settings)["ana@example.com"]
+    assert (ana.first_name, ana.timezone, ana.attributes) == ("Ana", "Europe/Paris",
+                                                              {"company": "Crumb"})  # fmt: skip
+    for header in ("Email Address", "email-address", "EMAIL"):
+        again = write(tmp_path / "again.csv", f"{header}\nbo@example.com\n")
+        assert invoke(runner, env, "subscribers", "import", str(again)).exit_code == 0
+    assert "bo@example.com" in subscribers(settings)
+
+
+def test_a_misspelt_column_gets_a_rename_hint(runner, env, settings, tmp_path):
+    path = write(tmp_path / "people.csv", "email,frist name\nana@example.com,Ana\n")
+    result = invoke(runner, env, "subscribers", "import", str(path))
+    assert result.exit_code == 1
+    assert ("people.csv:1: column 'frist name' is not a declared field (rename it to "
+            "first_name?)") in result.output  # fmt: skip
+    assert subscribers(settings) == {}
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(runner, env, settings, tmp_path):
+    path = write(tmp_path / "people.csv", "email\nana@example.com\n")
+    result = invoke(runner, env, "subscribers", "import", str(path), "--confirmed")
+    assert result.exit_code == 0
+    assert result.output == "Imported 1 new, 0 already known, 0 bad rows.\n"

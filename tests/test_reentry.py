@@ -12,6 +12,8 @@ from freezegun import freeze_time
 from sqlalchemy import select
 
 from nurture.cli import cli
+from nurture.content.sequences import catalog_for
+from nurture.people.subscribers import ConsentInfo, confirm, get, resubscribe
 from nurture.store.engine import session_scope
 from nurture.store.tables import Delivery, Enrollment
 from nurture.web import create_app
@@ -128,3 +130,47 @@ def test_a_gate_in_the_second_round_looks_at_that_round(runner, env, sink, works
     ]  # fmt: skip
     out = invoke(runner, env, "subscribers", "show", "kit@example.com")
     assert "skipped   gear/care    (gate closed (needs a click in hello))" in out
+
+
+def test_tagging_with_a_tag_already_held_starts_no_new_round(
+    runner, env, sink, workspace, settings
+):
+    gear_sequence(workspace, reentry=True)
+    with freeze_time(START, ignore=REAL_TIME_MODULES) as frozen:
+        invoke(runner, env, "subscribers", "add", "rita@example.com", "--confirmed")
+        invoke(runner, env, "subscribers", "tag", "rita@example.com", "gear")
+        run_cron(runner, env, frozen, START + timedelta(days=3))
+        frozen.move_to(START + timedelta(days=5))
+        out = invoke(runner, env, "subscribers", "tag", "rita@example.com", "gear")
+        invoke(runner, env, "subscribers", "add", "rita@example.com", "--tag", "gear")
+        csv = workspace / "people.csv"
+        csv.write_text("email,tags\nrita@example.com,gear\n")
+        invoke(runner, env, "subscribers", "import", str(csv), "--confirmed")
+        run_cron(runner, env, frozen, START + timedelta(days=9))
+    assert "rita@example.com already had: gear (nothing started)" in out
+    assert [m.message["Subject"] for m in sink.to("rita@example.com")] == [
+        "Your gear", "Gear care"
+    ]  # fmt: skip
+    assert rounds(settings) == [(1, "completed", ["hello", "care"])]
+
+
+def test_confirming_again_after_leaving_starts_no_round_for_a_tag_held_before(
+    runner, env, sink, workspace, settings
+):
+    gear_sequence(workspace, reentry=True)
+    with freeze_time(START, ignore=REAL_TIME_MODULES) as frozen:
+        invoke(runner, env, "subscribers", "add", "rita@example.com", "--confirmed")
+        invoke(runner, env, "subscribers", "tag", "rita@example.com", "gear")
+        run_cron(runner, env, frozen, START + timedelta(days=3))
+        invoke(runner, env, "unsubscribe", "rita@example.com")
+        frozen.move_to(START + timedelta(days=5))
+        with session_scope(settings) as session:  # the resubscribe page, then the confirm button
+            rita = get(session, "rita@example.com")
+            resubscribe(session, rita, START + timedelta(days=5), ConsentInfo(source="web"))
+            confirm(session, catalog_for(settings.sequences_dir), rita,
+                    START + timedelta(days=5), ConsentInfo(source="web"))  # fmt: skip
+        run_cron(runner, env, frozen, START + timedelta(days=9))
+    assert rounds(settings) == [(1, "completed", ["hello", "care"])]
+    assert [m.message["Subject"] for m in sink.to("rita@example.com")] == [
+        "Your gear", "Gear care"
+    ]  # fmt: skip

@@ -312,3 +312,60 @@ def test_the_signup_limit_is_checked_as_the_limiter_parses_it(workspace, rate):
     else:
         with pytest.raises(ConfigError, match="NURTURE_SUBSCRIBE_LIMIT must be a rate"):
             load_settings(workspace, env=env)
+
+
+# Misspelt names, exposed env files, Heroku-style URLs ------------------------------------
+
+
+def test_a_misspelt_setting_is_a_validate_error_and_a_warning_elsewhere(runner, workspace):
+    toml = workspace / "nurture.toml"
+    toml.write_text(toml.read_text() + "max_per_dya = 2\n[fields]\ncompany = 'text'\n")
+    env = {"NURTURE_WORKSPACE": str(workspace)}
+    checked = _run(runner, env, "validate")
+    assert checked.exit_code == 1
+    assert "nurture.toml:3: unknown setting 'max_per_dya' (did you mean 'max_per_day'?)" in (
+        checked.output
+    )
+    assert checked.output.count("max_per_dya") == 1
+    listed = _run(runner, env, "subscribers", "list")
+    assert listed.exit_code == 0
+    assert ("warning: nurture.toml: unknown setting 'max_per_dya' (did you mean 'max_per_day'?)"
+            in listed.output)  # fmt: skip
+
+
+def test_a_misspelt_variable_is_a_warning_from_the_environment_or_env_file(
+    runner, workspace, tmp_path
+):
+    path = tmp_path / "nurture.env"
+    path.write_text("export NURTURE_MAX_PER_DYA=2\n")
+    path.chmod(0o600)
+    env = {"NURTURE_WORKSPACE": str(workspace), "NURTURE_SEND_RTAE": "5",
+           "NURTURE_TEST_PG": "postgresql://x", "NURTURE_ENV_FILE": str(path)}  # fmt: skip
+    result = _run(runner, env, "subscribers", "list")
+    assert result.exit_code == 0
+    assert ("warning: unknown variable NURTURE_SEND_RTAE (did you mean 'NURTURE_SEND_RATE'?) "
+            "is ignored") in result.output  # fmt: skip
+    assert "NURTURE_MAX_PER_DYA (did you mean 'NURTURE_MAX_PER_DAY'?)" in result.output
+    assert "NURTURE_TEST_PG" not in result.output and "ENV_FILE" not in result.output
+    assert "readable by others" not in result.output
+
+
+def test_an_env_file_others_can_read_is_warned_about(runner, workspace, tmp_path):
+    path = tmp_path / "nurture.env"
+    path.write_text(f"export NURTURE_SMTP_URL=smtp://u:{SECRET}@localhost:2525\n")
+    path.chmod(0o644)
+    env = {"NURTURE_WORKSPACE": str(workspace)}
+    result = _run(runner, env, "--env-file", str(path), "subscribers", "list")
+    assert result.exit_code == 0
+    assert (f"warning: the env file {path} is readable by others (mode 644) and holds secrets: "
+            f"chmod 600 {path}") in result.output  # fmt: skip
+    assert SECRET not in result.output
+
+
+def test_a_heroku_style_postgres_url_is_accepted(runner, workspace, pg_url):
+    heroku = pg_url.replace("postgresql://", "postgres://", 1)
+    assert load_settings(workspace, env={"NURTURE_DATABASE_URL": heroku}).database_url == pg_url
+    env = {"NURTURE_WORKSPACE": str(workspace), "NURTURE_DATABASE_URL": heroku}
+    added = _run(runner, env, "subscribers", "add", "ana@example.com", "--confirmed")
+    assert added.exit_code == 0, added.output
+    assert "ana@example.com" in _run(runner, env, "subscribers", "list").output

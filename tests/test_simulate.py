@@ -45,6 +45,10 @@ def timeline(output: str) -> list[tuple[str, str, str, str | None]]:
     return rows
 
 
+def _sent(note: str | None) -> bool:
+    return note is None or note.startswith("held back: ")
+
+
 def test_simulate_matches_a_real_run_when_two_sequences_share_the_daily_cap(
     runner, env, sink, workspace
 ):
@@ -64,15 +68,35 @@ def test_simulate_matches_a_real_run_when_two_sequences_share_the_daily_cap(
     real = [(f"{parsedate_to_datetime(m.message['Date']).astimezone(UTC):%Y-%m-%d %H:%M}",
              m.message["Subject"]) for m in sink.to("sam@example.com")]  # fmt: skip
 
-    sent = [(utc, subject) for utc, _, subject, note in simulated if note is None]
+    sent = [(utc, subject) for utc, _, subject, note in simulated if _sent(note)]
     assert sent == real
-    assert ("2026-03-03 00:00", "second/hello", "Hello again", None) in simulated
-    assert ("2026-03-04 00:00", "second/more", "More", None) in simulated
+    # a step the cap held back says why, as `subscribers show` does
+    capped = "held back: daily email limit reached"
+    assert ("2026-03-03 00:00", "second/hello", "Hello again", capped) in simulated
+    assert ("2026-03-04 00:00", "second/more", "More", capped) in simulated
     # asked about the other sequence, simulate shows the same emails on the same days
-    assert [(u, s) for u, _, s, n in from_second if n is None] == real
+    assert [(u, s) for u, _, s, n in from_second if _sent(n)] == real
     assert ("2026-03-02 08:00", "from-curious-to-customer/welcome") in [
         (u, step) for u, step, _, _ in from_second
     ]  # fmt: skip
     # the gate's note names the step's fate once
     notes = [n for _, _, _, n in simulated if n]
     assert notes and not any(n.count("skipped") > 1 for n in notes)
+
+
+def test_days_follow_the_local_calendar(runner, env, workspace):
+    """Mon 20:30 then Tue 00:00 local: day 0 then day 1, though under 24 hours apart."""
+    for other in (workspace / "sequences").glob("*.yaml"):
+        other.unlink()
+    (workspace / "sequences" / "night.yaml").write_text(textwrap.dedent("""
+        name: night
+        trigger: signup
+        steps:
+          - {id: hello, after: 0m, subject: "Hello", template: curious-to-customer/welcome}
+          - {id: more, after: 1h, subject: "More", template: curious-to-customer/welcome}
+    """))  # fmt: skip
+    with freeze_time(datetime(2026, 3, 2, 20, 30, tzinfo=UTC), ignore=REAL_TIME_MODULES):
+        out = invoke(runner, env, "simulate", "night", "--days", "3", "--timezone", "UTC")
+    days = [line.split()[0] for line in out.splitlines()[1:]]
+    assert days == ["0", "1"], out
+    assert "[held back: daily email limit reached]" in out.splitlines()[2]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -302,3 +304,39 @@ def test_step_ids_and_empty_fields_are_explained(runner, workspace):
     assert ("sequences/two.yaml:2: id: 'Hello' is not a step id: use lower-case letters, "
             "digits, '-' and '_'") in out  # fmt: skip
     assert "sequences/two.yaml:3: subject: must not be empty" in out
+
+
+def test_each_problem_is_shown_once(runner, workspace):
+    write(workspace / "sequences" / "typo.yaml", """
+        name: typo
+        trigger: signup
+        steps:
+          - {id: a, after: 0m, subjet: Hi, template: curious-to-customer/welcome}
+    """)  # fmt: skip
+    # a real process: the catalog's warnings go through logging, as they do for a user
+    result = subprocess.run([sys.executable, "-m", "nurture", "--workspace", str(workspace),
+                             "validate"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert output.count("unknown key 'subjet'") == 1, output
+    assert "left out" not in output
+
+
+@pytest.mark.parametrize(("text", "line", "message"), [
+    ("name: x\nsteps:\n  - id: a\n    after: 0m\n   subject: Hi\n", 5,
+     "YAML: this line is not indented as expected: check the indentation of this line against "
+     "the one above"),
+    ('name: x\nsteps:\n  - id: a\n    subject: "Hi\n    after: 0m\n', 4,
+     "YAML: a quote opened on this line is never closed: end the value with the same quote"),
+    ("name: x\n  trigger: signup\n", 2,
+     "YAML: a ':' where none is expected: check the indentation of this line against the one "
+     "above"),
+])  # fmt: skip
+def test_yaml_syntax_errors_are_a_plain_sentence_at_the_line_they_start(
+    runner, workspace, text, line, message
+):
+    (workspace / "sequences" / "bad.yaml").write_text(text)
+    result = runner.invoke(cli, ["--workspace", str(workspace), "validate"])
+    assert result.exit_code == 1
+    assert f"sequences/bad.yaml:{line}: {message}" in result.output, result.output
+    assert "<block" not in result.output and "stream" not in result.output

@@ -20,7 +20,7 @@ import jinja2
 import yaml
 from markdown_it import MarkdownIt
 
-from nurture.content.yamlmarks import DuplicateKey, RefusedYAML, load_with_lines
+from nurture.content.yamlmarks import DuplicateKey, RefusedYAML, explain, load_with_lines
 from nurture.delivery.compose import renderer_for
 from nurture.errors import NurtureError
 from nurture.settings import Settings
@@ -102,10 +102,10 @@ def _front_matter(text: str, shown: str) -> tuple[dict[str, Any], str, int]:
     except DuplicateKey as e:
         raise SourceError(f"{shown}:{e.line + 1}: '{e.key}' is given twice") from None
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = mark.line + 2 if mark is not None else 1
+        at, problem = explain(e)
+        line = at + 1 if at is not None else 1
         what = "front matter" if isinstance(e, RefusedYAML) else "front matter is not valid YAML"
-        raise SourceError(f"{shown}:{line}: {what}: {getattr(e, 'problem', e)}") from None
+        raise SourceError(f"{shown}:{line}: {what}: {problem}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

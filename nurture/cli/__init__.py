@@ -79,10 +79,17 @@ def _shorten(text: str, width: int) -> str:
     return click.Command(None, help=text).get_short_help_str(width)
 
 
-def _settings(ctx: click.Context) -> Settings:
+def _settings(ctx: click.Context, *, toml_warnings: bool = True) -> Settings:
+    """The settings, loaded once; their warnings go to stderr as they are loaded
+    (`validate` reports nurture.toml's own problems as errors instead)."""
     obj = ctx.find_root().ensure_object(dict)
     if "settings" not in obj:
-        obj["settings"] = load_settings(obj.get("workspace"), env_file=obj.get("env_file"))
+        settings = load_settings(obj.get("workspace"), env_file=obj.get("env_file"))
+        toml = tuple(f"nurture.toml: {p}" for p in settings.toml_problems)
+        shown = settings.warnings + (toml if toml_warnings else ())
+        for warning in shown:
+            click.echo(f"warning: {warning}", err=True)
+        obj["settings"] = settings
     return obj["settings"]  # type: ignore[no-any-return]
 
 

@@ -37,7 +37,7 @@ def validate(ctx: click.Context, check_links: bool) -> None:
       sequences/welcome.yaml:12: unknown key 'subjet' (did you mean 'subject'?)
       nurture validate --check-links   # also finds links that answer 404
     """
-    settings = _settings(ctx)
+    settings = _settings(ctx, toml_warnings=False)
     problems = validate_workspace(
         settings, fields_for(settings.workspace).types, check_links=check_links
     )
@@ -108,16 +108,16 @@ def simulate(
     if not rows:
         click.echo(f"Nothing would be sent within {days} days.")
         return
-    start = rows[0].at
+    first_day = rows[0].local.date()  # days count on the subscriber's own calendar
     zone = rows[0].local.tzname()
     click.echo(f"{'day':>4}  {'local time (' + str(zone) + ')':<22} {'UTC':<17} {'stage':<9} "
                f"{'step':<24} subject")  # fmt: skip
     for row in rows:
-        day = (row.at - start).days
-        if row.status == "event":
+        day = (row.local.date() - first_day).days
+        if row.status in ("event", "sent"):
             status = f"  [{row.note}]" if row.note else ""
         else:
-            status = "" if row.status == "sent" else f"  [{row.status}: {row.note}]"
+            status = f"  [{row.status}: {row.note}]"
         click.echo(f"{day:>4}  {row.local:%a %Y-%m-%d %H:%M}   {row.at:%Y-%m-%d %H:%M} "
                    f"{row.stage:<9} {row.step_id:<24} {row.subject}{status}")  # fmt: skip
 

@@ -130,8 +130,10 @@ def subscribers_tag(ctx: click.Context, email: str, tags: tuple[str, ...]) -> No
     Example:
       nurture subscribers tag ana@example.com customer vip
     """
-    now_tags = tag_subscriber(_settings(ctx), email, tags)
-    click.echo(f"{email}: {', '.join(now_tags)}")
+    tagged = tag_subscriber(_settings(ctx), email, tags)
+    if tagged.already:
+        click.echo(f"{email} already had: {', '.join(tagged.already)} (nothing started)")
+    click.echo(f"{email}: {', '.join(tagged.tags)}")
 
 
 @command(subscribers, "untag")
@@ -209,8 +211,12 @@ def subscribers_import(ctx: click.Context, file: Path, confirmed: bool) -> None:
     """
     settings = _settings(ctx)
     parsed = read_import(settings, file)
-    with click.progressbar(length=len(parsed.rows), label="Importing", file=sys.stderr) as bar:
-        outcome = import_parsed(settings, file, parsed, confirmed=confirmed, progress=bar.update)
+    if sys.stderr.isatty():
+        with click.progressbar(length=len(parsed.rows), label="Importing", file=sys.stderr) as bar:
+            outcome = import_parsed(settings, file, parsed, confirmed=confirmed,
+                                    progress=bar.update)  # fmt: skip
+    else:  # a pipe or a log file: a bar's carriage returns would be noise (or a bare label)
+        outcome = import_parsed(settings, file, parsed, confirmed=confirmed)
     for problem in outcome.problems:
         click.echo(problem, err=True)
     dispatch(settings, outcome.confirmations)

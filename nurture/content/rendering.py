@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import re
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -270,7 +270,11 @@ class Renderer:
                  "preheader": ""}
             )  # fmt: skip
         except jinja2.UndefinedError as e:
-            return [SequenceError(shown, _template_line(e), f"undefined: {_undefined_hint(e)}")]
+            return [
+                SequenceError(
+                    shown, _template_line(e), f"undefined: {_undefined_hint(e, self.fields)}"
+                )
+            ]
         except jinja2.TemplateError as e:
             return [SequenceError(shown, _template_line(e), str(e))]
         except Exception as e:  # noqa: BLE001 - a marketer's template may raise anything
@@ -284,15 +288,18 @@ def renderer_for(templates_dir: Path) -> Renderer:
     return Renderer(templates_dir)
 
 
-def _undefined_hint(e: jinja2.UndefinedError) -> str:
-    """Jinja's message with our own names, and a did-you-mean for subscriber fields."""
+def _undefined_hint(e: jinja2.UndefinedError, declared_fields: Mapping[str, str]) -> str:
+    """Jinja's message with our own names, and a did-you-mean for subscriber fields
+    (built-in ones, or the declared `attributes`)."""
     message = str(e.message).replace(f"'{SubscriberView.__module__}.SubscriberView object'",
                                      "subscriber")  # fmt: skip
     declared = f"'{__name__}.DeclaredAttributes object'"
     if declared in message:
-        return message.replace(declared, "subscriber.attributes") + (
-            ": declare it in nurture.toml under [fields]"
-        )
+        name = re.search(r"has no attribute '(\w+)'", message)
+        close = difflib.get_close_matches(name.group(1), list(declared_fields), 1) if name else []
+        hint = (f" (did you mean 'subscriber.attributes.{close[0]}'?)" if close
+                else ": declare it in nurture.toml under [fields]")  # fmt: skip
+        return message.replace(declared, "subscriber.attributes") + hint
     match = re.search(r"subscriber has no attribute '(\w+)'", message)
     if match:
         close = difflib.get_close_matches(match.group(1), SubscriberView.__dataclass_fields__, 1)

@@ -28,7 +28,7 @@ from pydantic import (
 
 from nurture.content.durations import parse_duration
 from nurture.content.stepchecks import check_steps
-from nurture.content.yamlmarks import DuplicateKey, line_for, load_with_lines
+from nurture.content.yamlmarks import DuplicateKey, explain, line_for, load_with_lines
 from nurture.errors import SequenceError
 from nurture.sender import sender_problem
 
@@ -292,9 +292,8 @@ def load_sequence(
     except DuplicateKey as e:
         return None, [SequenceError(shown, e.line, f"key '{e.key}' is written twice")]
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        problem = getattr(e, "problem", None) or str(e)
-        return None, [SequenceError(shown, mark.line + 1 if mark else None, f"YAML: {problem}")]
+        line, problem = explain(e)
+        return None, [SequenceError(shown, line, f"YAML: {problem}")]
     except (OSError, UnicodeDecodeError) as e:
         return None, [SequenceError(shown, None, f"cannot read: {e}")]
     if not isinstance(data, dict):
@@ -351,8 +350,10 @@ def load_catalog(sequences_dir: Path) -> Catalog:
 _cache: dict[Path, tuple[tuple[tuple[str, float], ...], Catalog]] = {}
 
 
-def catalog_for(sequences_dir: Path) -> Catalog:
-    """The workspace's catalog, reloaded only when a file changed (cheap enough per send)."""
+def catalog_for(sequences_dir: Path, *, quiet: bool = False) -> Catalog:
+    """The workspace's catalog, reloaded only when a file changed (cheap enough per send).
+    Its problems are logged for the commands that go on without the broken files;
+    `validate` (quiet) prints them itself, once each."""
     stamp = (
         tuple((p.name, p.stat().st_mtime) for p in sorted(sequences_dir.glob("*.y*ml")))
         if sequences_dir.is_dir()
@@ -362,7 +363,9 @@ def catalog_for(sequences_dir: Path) -> Catalog:
     if cached and cached[0] == stamp:
         return cached[1]
     catalog = load_catalog(sequences_dir) if sequences_dir.is_dir() else Catalog()
-    for problem in catalog.problems:  # once per change: the rest of the workspace still runs
+    for problem in (
+        () if quiet else catalog.problems
+    ):  # once per change: the rest of the workspace still runs
         log.warning("%s (a file with errors is left out; see `nurture validate`)", problem)
     _cache[sequences_dir] = (stamp, catalog)
     return catalog

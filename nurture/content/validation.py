@@ -46,6 +46,15 @@ def summary(settings: Settings, problems: list[SequenceError]) -> str:
             f"{errors} errors, {len(problems) - errors} warnings")  # fmt: skip
 
 
+def _toml_line(settings: Settings, problem: str) -> int | None:
+    """The line of nurture.toml that sets the key a problem names."""
+    key = problem.split("'")[1] if problem.count("'") >= 2 else ""
+    path = settings.workspace / "nurture.toml"
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    return next((n for n, line in enumerate(lines, start=1)
+                 if line.split("=")[0].strip().strip('"') == key), None)  # fmt: skip
+
+
 def validate_workspace(
     settings: Settings, fields: Mapping[str, str] | None = None, *, check_links: bool = False
 ) -> list[SequenceError]:
@@ -55,7 +64,9 @@ def validate_workspace(
     problems: list[SequenceError] = []
     if not settings.sequences_dir.is_dir():
         return [SequenceError("sequences", None, "no sequences/ folder in this workspace")]
-    catalog = catalog_for(settings.sequences_dir)  # the command reuses it for its summary
+    catalog = catalog_for(
+        settings.sequences_dir, quiet=True
+    )  # the command reuses it for its summary
     problems.extend(catalog.problems)
     renderer = renderer_for(settings.templates_dir)
     renderer.fields = dict(fields or {})
@@ -68,6 +79,8 @@ def validate_workspace(
         if isinstance(pre, str):
             problems.extend(renderer.check_string(pre, path, pre_line, "preheader"))
     problems.extend(lint_workspace(settings, renderer, catalog, check_links=check_links))
+    problems.extend(SequenceError("nurture.toml", _toml_line(settings, p), p)
+                    for p in settings.toml_problems)  # fmt: skip
     if not settings.sender:
         problems.append(SequenceError("nurture.toml", None,
             "NURTURE_FROM is not set: no email can be sent without a sender "

@@ -115,3 +115,35 @@ def line_for(lines: dict[Path_, int], loc: tuple[Any, ...]) -> int | None:
         if found is not None:
             return found
     return None
+
+
+def explain(error: yaml.YAMLError) -> tuple[int | None, str]:
+    """(1-based line, plain sentence) for a YAML error: where the problem starts (for an
+    unclosed quote or bracket, the line that opened it) and what to check, rather than
+    the parser's own words ("expected <block end>, but found '<block mapping start>'")."""
+    problem = str(getattr(error, "problem", None) or error)
+    context = str(getattr(error, "context", None) or "")
+    at, opened = getattr(error, "problem_mark", None), getattr(error, "context_mark", None)
+    line = at.line + 1 if at is not None else None
+    start = opened.line + 1 if opened is not None else line
+    if "quoted scalar" in context:
+        return (
+            start,
+            "a quote opened on this line is never closed: end the value with the same quote",
+        )
+    if "flow sequence" in context or "flow mapping" in context:
+        return start, "a '[' or '{' opened on this line is never closed"
+    if "'\\t'" in problem or "\t" in problem:
+        return line, "a tab indents this line: YAML indents with spaces only"
+    if problem.startswith("expected <block end>") and "<scalar>" in problem:
+        return line, ("unexpected text after a value: put the whole value in quotes, or "
+                      "check the indentation of this line against the one above")  # fmt: skip
+    if problem.startswith(("expected <block end>", "expected <block mapping start>")):
+        return (
+            line,
+            "this line is not indented as expected: check the indentation of this line against the one above",
+        )
+    if problem.startswith("mapping values are not allowed"):
+        return line, ("a ':' where none is expected: check the indentation of this line "
+                      "against the one above, or put a value holding ': ' in quotes")  # fmt: skip
+    return line, problem

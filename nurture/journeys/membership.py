@@ -56,14 +56,23 @@ def add_subscriber(
         return Added(sub.email, sub.status, created, waiting)
 
 
-def tag_subscriber(settings: Settings, address: str, tags: tuple[str, ...]) -> list[str]:
-    """Add tags, starting their `tag:` sequences and reacting as to any activity;
-    returns the subscriber's tags now."""
+@dataclass(frozen=True)
+class Tagged:
+    #: The subscriber's tags now.
+    tags: list[str]
+    #: Asked for but already held: these start nothing.
+    already: list[str]
+
+
+def tag_subscriber(settings: Settings, address: str, tags: tuple[str, ...]) -> Tagged:
+    """Add tags, starting the `tag:` sequences of the new ones only (a tag held already is
+    not a new trigger, even for a `reentry: true` sequence), then react as to any activity."""
     with session_scope(settings) as session:
         sub = get(session, address)
-        add_tags(session, sub.id, list(tags))
-        on_tag(session, settings, sub.id, clean_tags(tags), clock.now())
-        return tags_of(session, sub.id)
+        added = add_tags(session, sub.id, list(tags))
+        on_tag(session, settings, sub.id, added, clock.now())
+        already = [t for t in clean_tags(tags) if t not in added]
+        return Tagged(tags_of(session, sub.id), already)
 
 
 def untag_subscriber(settings: Settings, address: str, tags: tuple[str, ...]) -> list[str]:

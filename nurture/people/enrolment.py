@@ -28,16 +28,19 @@ def _enrollment(subscriber_id: int, seq: Sequence, now: datetime) -> dict[str, A
     }  # fmt: skip
 
 
-def enroll(session: Session, subscriber_id: int, seq: Sequence, now: datetime) -> bool:
+def enroll(
+    session: Session, subscriber_id: int, seq: Sequence, now: datetime, *, again: bool = True
+) -> bool:
     """Start `seq` for a subscriber; False if they are in it, or were and the sequence
-    has no `reentry: true`. With it, someone who finished or left starts a new round
-    (a new enrolment row; the rows and deliveries of earlier rounds stay)."""
+    has no `reentry: true` (or `again` is False: only a first round). With it, someone
+    who finished or left starts a new round (a new enrolment row; the rows and
+    deliveries of earlier rounds stay)."""
     values = _enrollment(subscriber_id, seq, now)
     # RETURNING, not rowcount: psycopg reports -1 for a row left out by ON CONFLICT.
     stmt = insert_ignoring_conflicts(session, Enrollment, ROUND_KEY).values(**values)
     if session.execute(stmt.returning(Enrollment.id)).first() is not None:
         return True
-    if not seq.reentry:
+    if not (seq.reentry and again):
         return False
     latest = session.execute(
         select(Enrollment.round, Enrollment.status, Enrollment.end_reason)
@@ -50,10 +53,10 @@ def enroll(session: Session, subscriber_id: int, seq: Sequence, now: datetime) -
     if (latest.end_reason or "").startswith("unsubscribed"):
         return False  # they asked to leave this sequence: a tag does not overrule that
     # Two processes re-enrolling at once both ask for the same round: one row wins.
-    again = insert_ignoring_conflicts(session, Enrollment, ROUND_KEY).values(
+    next_round = insert_ignoring_conflicts(session, Enrollment, ROUND_KEY).values(
         **values | {"round": latest.round + 1}
     )
-    return session.execute(again.returning(Enrollment.id)).first() is not None
+    return session.execute(next_round.returning(Enrollment.id)).first() is not None
 
 
 def enroll_many(session: Session, pairs: Iterable[tuple[int, Sequence]], now: datetime) -> None:

@@ -12,6 +12,8 @@ not have starts its `trigger: tag:<name>` sequences for an active subscriber.
 from __future__ import annotations
 
 import csv
+import difflib
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -118,21 +120,38 @@ def read_rows(path: Path, fields: Fields) -> Parsed:
     return parsed
 
 
+#: Headers that other tools (spreadsheets, mailing-list exports) write for our columns,
+#: as `column_name` makes them.
+ALIASES = {"e_mail": "email", "email_address": "email", "e_mail_address": "email",
+           "mail": "email", "firstname": "first_name", "first": "first_name",
+           "given_name": "first_name", "time_zone": "timezone", "tz": "timezone",
+           "tag": "tags"}  # fmt: skip
+
+
+def column_name(header: str) -> str:
+    """A header as a column name: `First Name`, `first-name` and `FIRST_NAME` are all
+    `first_name`; `E-mail` and `Email Address` are `email`."""
+    name = re.sub(r"[\s\-]+", "_", header.strip().lower()).strip("_")
+    return ALIASES.get(name, name)
+
+
 def _columns(path: Path, header: list[str], fields: Fields) -> list[str]:
-    columns = [c.strip().lower() for c in header]
+    columns = [column_name(c) for c in header]
     if "email" not in columns:
         if len(columns) == 1 and ";" in columns[0] and "email" in columns[0]:
             raise NurtureError(f"{path.name}: the columns are separated by ';': save the file "
                                "as comma-separated CSV (in Excel: CSV UTF-8)")  # fmt: skip
         raise NurtureError(f"{path.name}:1: the first row must name the columns and include "
                            "'email'")  # fmt: skip
-    for name in columns:
+    for raw, name in zip(header, columns, strict=True):
         if columns.count(name) > 1:
             raise NurtureError(f"{path.name}:1: the column {name!r} appears twice")
         if name not in BUILTIN and name not in EXPORT_ONLY and name not in fields.types:
-            raise NurtureError(f"{path.name}:1: column {name[:40]!r} is not a declared field: "
-                               f"declared fields are {fields.declared()} (declare it in "
-                               "nurture.toml under [fields])")  # fmt: skip
+            close = difflib.get_close_matches(name, [*BUILTIN, *fields.types], n=1, cutoff=0.6)
+            hint = f" (rename it to {close[0]}?)" if close else ""
+            raise NurtureError(f"{path.name}:1: column {raw.strip()[:40]!r} is not a declared field"
+                               f"{hint}: declared fields are {fields.declared()} (declare it "
+                               "in nurture.toml under [fields])")  # fmt: skip
     return columns
 
 

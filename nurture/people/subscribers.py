@@ -46,6 +46,14 @@ CONFIRMATION_RESEND_AFTER = timedelta(hours=1)
 SIGNUP_SEQUENCE = "signup_sequence"
 
 
+class UnmailableAddress(SubscriberError):
+    """A well-formed address nurture cannot send to (letters outside ASCII before the @).
+    The message is for operators; `VISITOR_MESSAGE` is what a public form shows."""
+
+    VISITOR_MESSAGE = ("This address has letters we can't send to yet (like é or ü before "
+                       "the @). Please use another address.")  # fmt: skip
+
+
 def normalize_email(raw: str) -> str:
     """The canonical address, or SubscriberError saying why it is not one.
 
@@ -63,7 +71,7 @@ def normalize_email(raw: str) -> str:
         result = validate_email(address, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as e:
         if local and not local.isascii():
-            raise SubscriberError(
+            raise UnmailableAddress(
                 f"{raw!r} cannot be mailed: letters outside ASCII before the @ need SMTPUTF8, "
                 "which nurture does not send; use an ASCII address"
             ) from None
@@ -156,15 +164,16 @@ def add_tags(session: Session, subscriber_id: int, tags: Iterable[str]) -> list[
 
 
 def enroll_tagged(
-    session: Session, catalog: Catalog, sub: Subscriber, tags: Iterable[str], now: datetime
-) -> list[str]:
-    """Start the `trigger: tag:<name>` sequences of these tags, for an active subscriber.
-    Every path a tag arrives by calls this, so each enrols the same way, once."""
+    session: Session, catalog: Catalog, sub: Subscriber, tags: Iterable[str], now: datetime,
+    *, again: bool = True,
+) -> list[str]:  # fmt: skip
+    """Start the `trigger: tag:<name>` sequences of these (newly added) tags, for an
+    active subscriber. Every path a tag arrives by calls this, so each enrols the same
+    way, once. `again=False`: first rounds only, for tags held from before."""
     if sub.status != SubscriberStatus.ACTIVE:
         return []
-    return [
-        n for tag in tags for n in enroll_triggered(session, sub.id, catalog, f"tag:{tag}", now)
-    ]
+    return [seq.name for tag in tags for seq in catalog.triggered_by(f"tag:{tag}")
+            if enroll(session, sub.id, seq, now, again=again)]  # fmt: skip
 
 
 def tags_of(session: Session, subscriber_id: int) -> list[str]:
@@ -260,7 +269,10 @@ def confirm(
     sub.confirmed_at = now
     _record_consent(session, sub.id, "confirmed", now, consent)
     names = enroll_triggered(session, sub.id, catalog, "signup", now)
-    return names + enroll_tagged(session, catalog, sub, tags_of(session, sub.id), now)
+    # Tags held while pending start their sequences now; one held from an earlier
+    # subscription is no new trigger, so it starts no new round of a `reentry` sequence.
+    held = tags_of(session, sub.id)
+    return names + enroll_tagged(session, catalog, sub, held, now, again=False)
 
 
 def unsubscribe(

@@ -43,6 +43,8 @@ def create_app(settings: Settings | None = None, *, proxies: int = 0) -> Flask:
     believed without a proxy, anyone could pick the address they are counted under.
     """
     settings = settings or load_settings()
+    for warning in settings.warnings + settings.toml_problems:
+        log.warning("%s", warning)
     app = Flask(__name__)
     if proxies:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]

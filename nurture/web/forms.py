@@ -13,7 +13,12 @@ from typing import Any
 from nurture.content.fields import Fields
 from nurture.content.sequences import Catalog
 from nurture.errors import SubscriberError
-from nurture.people.subscribers import check_timezone, clean_first_name, normalize_email
+from nurture.people.subscribers import (
+    UnmailableAddress,
+    check_timezone,
+    clean_first_name,
+    normalize_email,
+)
 from nurture.people.tags import TAG, tag_name
 
 FIELDS = ("email", "first_name", "timezone", "sequence", "tags")
@@ -83,6 +88,15 @@ def _refusal(tag: str, allowed: frozenset[str]) -> str:
     return f"this form cannot set the tag {tag!r}: it may set {', '.join(sorted(allowed))}"
 
 
+def _unknown_field(name: str, takes: tuple[str, ...], fields: Fields) -> str:
+    """A field the signup may not set; a declared one is named as such, since the fix is
+    in nurture.toml, not in the form."""
+    if name in fields.types:
+        return (f"field {name!r} is declared but a signup may not set it: add it to "
+                f"signup_fields in nurture.toml (a signup takes {', '.join(takes)})")  # fmt: skip
+    return f"unknown field {name[:40]!r}: a signup takes {', '.join(takes)}"
+
+
 def parse_signup(
     data: Mapping[str, Any], catalog: Callable[[], Catalog],
     allowed_tags: frozenset[str] = frozenset(), fields: Fields | None = None,
@@ -97,9 +111,7 @@ def parse_signup(
     takes = (*FIELDS, *fields.signup)
     unknown = sorted(k for k in data if k not in takes and k != HONEYPOT)
     if unknown:
-        signup.errors["form"] = (
-            f"unknown field {unknown[0][:40]!r}: a signup takes {', '.join(takes)}"
-        )
+        signup.errors["form"] = _unknown_field(unknown[0], takes, fields)
     for name in fields.signup:
         value = data.get(name)
         if isinstance(value, str):
@@ -120,6 +132,8 @@ def parse_signup(
     else:
         try:
             signup.email = normalize_email(email)
+        except UnmailableAddress as e:
+            signup.errors["email"] = e.VISITOR_MESSAGE
         except SubscriberError as e:
             detail = str(e).split(": ", 1)[-1]  # without the address, which the form shows
             signup.errors["email"] = f"Enter a valid email address, like name@example.com. {detail}"
