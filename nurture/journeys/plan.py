@@ -131,10 +131,10 @@ def _effect_of(
         return (
             skipped[0],
             "skipped",
-            f"who will now be skipped by the gate of {skipped[0]} (next: {n.first[0]} on {_when(n.first[1])})",
+            f"who will now be skipped by the gate of {skipped[0]} (their next email: {n.first[0]})",
         )
-    was = f"{o.first[0]} on {_when(o.first[1])}" if o.first else "none"
-    return n.first[0], "redirected", f"whose next email becomes {n.first[0]} on {_when(n.first[1])} (was {was})"  # fmt: skip
+    was = o.first[0] if o.first else "none"
+    return n.first[0], "redirected", f"whose next email becomes {n.first[0]} (was {was})"
 
 
 def _effects(

@@ -34,8 +34,8 @@ def record_workspace(settings: Settings, now: datetime | None = None) -> list[st
     files = workspace_files(settings.workspace, catalog)
     hashes = {name: fingerprint(f) for name, f in files.items()}
     with session_scope(settings) as session:
-        known = dict(session.execute(select(SequenceVersion.sequence,
-                                            SequenceVersion.content_hash)).tuples().all())  # fmt: skip
+        rows = session.execute(select(SequenceVersion.sequence, SequenceVersion.content_hash))
+        known: dict[str, str] = {name: h for name, h in rows}
     changed = [name for name, h in hashes.items() if known.get(name) != h]
     for name in changed:
         with session_scope(settings) as session:
