@@ -123,6 +123,15 @@ def test_edits_give_the_right_counts(runner, env, workspace, crowd, database_url
     )
     edit(workspace, "    when: {tag: vip}\n", "")
 
+    # a shorter wait at a gate: those waiting at it get the other branch sooner
+    edit(workspace, "    wait_up_to: 7d", "    wait_up_to: 1d")
+    shorter = plan(runner, env, "--format", "json")
+    assert shorter.exit_code == 2, shorter.output
+    effects = json.loads(shorter.output)["effects"]
+    assert {(e["step"], e["kind"]) for e in effects} == {("more-stories", "moves")}
+    assert sum(e["count"] for e in effects) == len(at["are-leads-converting"])
+    edit(workspace, "    wait_up_to: 1d", "    wait_up_to: 7d")
+
     # an edit of a step nobody has reached yet touches no one
     edit(workspace, '    subject: "One small marketing habit', '    subject: "One small habit')
     quiet = plan(runner, env)
@@ -146,6 +155,28 @@ def test_recording_the_edit_moves_people_by_the_new_delay(
         files = conn.execute(select(SequenceVersion.files)).scalar_one()
     assert "after: 5 days" in files[f"sequences/{SEQ}"]
     assert "templates/email/curious-to-customer/welcome.html" in files
+
+
+def test_a_changed_gate_is_decided_again_at_the_next_run(
+    runner, env, workspace, crowd, database_url
+):
+    """Someone waiting at a gate whose wait is shortened is not held to the old deadline."""
+    before = sorted(waiting(database_url)["are-leads-converting"])
+    at_gate = len(before)
+    assert at_gate
+    edit(workspace, "    wait_up_to: 7d", "    wait_up_to: 1d")
+    assert runner.invoke(cli, ["send-due"], env=env).exit_code == 0
+    still = waiting(database_url).get("are-leads-converting", [])
+    assert len(still) < at_gate
+    assert all(new <= old for new, old in zip(sorted(still), before[-len(still) :], strict=False))
+    with db.engine_for(database_url).connect() as conn:
+        skipped = conn.execute(select(Delivery.error).where(Delivery.step_id == "are-leads-converting",
+                                                            Delivery.status == "skipped")).scalars().all()  # fmt: skip
+    assert (
+        skipped
+        and len(skipped) + len(still) == at_gate
+        and all("gate timed out after 1d" in e for e in skipped)
+    )
 
 
 def test_nothing_recorded_yet(runner, env):

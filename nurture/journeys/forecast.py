@@ -43,6 +43,8 @@ class Position:
     due_at: datetime
     #: The previous send, or the enrolment: what the step's `after` counts from.
     since: datetime
+    #: Why the step waits past its due time (the planner's note), if it does.
+    waiting_for: str | None = None
 
 
 @dataclass
@@ -65,7 +67,8 @@ def positions(session: Session, sequences: set[str]) -> list[Position]:
     rows = session.execute(
         select(Enrollment.id, Enrollment.subscriber_id, Subscriber.timezone, Enrollment.sequence,
                Enrollment.next_step_id, Enrollment.next_due_at,
-               func.coalesce(Enrollment.last_sent_at, Enrollment.enrolled_at))
+               func.coalesce(Enrollment.last_sent_at, Enrollment.enrolled_at),
+               Enrollment.waiting_for)
         .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
         .where(Enrollment.status == EnrollmentStatus.ACTIVE, Enrollment.sequence.in_(sequences),
                Enrollment.next_due_at.is_not(None), Enrollment.next_step_id.is_not(None))

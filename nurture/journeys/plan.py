@@ -18,7 +18,7 @@ from nurture.content.changes import Change, changes
 from nurture.content.sequences import Catalog, catalog_for
 from nurture.content.snapshot import catalog_from_files, files_at_ref, workspace_files
 from nurture.journeys.forecast import Outcome, Position, forecast, positions
-from nurture.journeys.versions import recorded_files
+from nurture.journeys.versions import recorded_files, retimed
 from nurture.settings import Settings
 from nurture.store.engine import session_scope
 
@@ -74,7 +74,7 @@ def make_plan(settings: Settings, since: str | None = None, now: datetime | None
     names = set(old.sequences) | set(new.sequences)
     with session_scope(settings) as session:
         people = positions(session, names)
-        moved = [_shifted(p, old, new) for p in people]
+        moved = [_shifted(p, old, new, now) for p in people]
         before = forecast(session, settings, old, people, now, HORIZON)
         after = forecast(session, settings, new, moved, now, HORIZON)
         session.rollback()  # nothing was written; nothing may be
@@ -88,14 +88,11 @@ def _flat(files: dict[str, dict[str, str]]) -> dict[str, str]:
     return {path: text for per_seq in files.values() for path, text in per_seq.items()}
 
 
-def _shifted(p: Position, old: Catalog, new: Catalog) -> Position:
-    """Where `versions.retime` puts someone once the new version is recorded: a changed
-    delay moves their due time by the difference."""
+def _shifted(p: Position, old: Catalog, new: Catalog, now: datetime) -> Position:
+    """Where recording the new version puts someone (`versions.retimed`)."""
     a, b = old.get(p.sequence), new.get(p.sequence)
-    was, now = (a.step(p.step_id) if a else None), (b.step(p.step_id) if b else None)
-    if was is None or now is None or was.after == now.after:
-        return p
-    return replace(p, due_at=p.due_at + (now.after - was.after))
+    was, will = (a.step(p.step_id) if a else None), (b.step(p.step_id) if b else None)
+    return replace(p, due_at=retimed(p.due_at, p.waiting_for, was, will, now))
 
 
 def _when(at: datetime) -> str:

@@ -3,8 +3,8 @@
 `send-due`, the worker and `serve` call `record_workspace` when they load the workspace:
 one read of the recorded hashes, and a write only for a sequence whose files changed.
 Recording a new version is also the moment an edit takes effect on people already
-waiting: a step whose delay changed moves their due time by the difference, so it is
-counted from the previous send with the new delay (docs/sequences-as-code.md).
+waiting (`retimed`, the rules in docs/sequences-as-code.md): a changed delay moves
+their due time by the difference, a changed gate is decided again at once.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from nurture import clock
-from nurture.content.sequences import Catalog, Sequence, catalog_for
+from nurture.content.sequences import Catalog, Sequence, Step, catalog_for
 from nurture.content.snapshot import catalog_from_files, fingerprint, workspace_files
+from nurture.journeys.planner import GATE_WAIT
 from nurture.settings import Settings
 from nurture.store.engine import session_scope
 from nurture.store.sql import insert_ignoring_conflicts
@@ -71,33 +72,57 @@ def _record(
         return False
     old = catalog_from_files(old_files).get(seq.name)
     if old is not None:
-        retime(session, old, seq)
+        retime(session, old, seq, now)
     return True
 
 
-def retime(session: Session, old: Sequence, new: Sequence) -> int:
-    """Move the due time of everyone waiting for a step whose delay changed by the
-    difference: a due time is the previous send (or the enrolment) plus the delay, so
-    with the new delay it is the previous send plus the new delay. Returns how many."""
+def _gate(step: Step) -> tuple[object, ...]:
+    return (step.when, step.wait_up_to, step.otherwise)
+
+
+def retimed(
+    due: datetime, waiting_for: str | None, old: Step | None, new: Step | None, now: datetime
+) -> datetime:
+    """When someone waiting for a step is due once its new version is recorded.
+
+    - its delay changed: moved by the difference, so the due time is the previous send
+      (or the enrolment) plus the new delay; a time already past is sent at the next run;
+    - its gate changed while they wait at it: due now, so the next run decides the new
+      gate (its `wait_up_to` still counts from the step's due time);
+    - anything else (template, subject, other steps): unchanged.
+    """
+    if old is None or new is None:
+        return due
+    if _gate(old) != _gate(new) and (waiting_for or "").startswith(GATE_WAIT):
+        return min(due, now)
+    return due + (new.after - old.after)
+
+
+def retime(session: Session, old: Sequence, new: Sequence, now: datetime) -> int:
+    """Apply `retimed` to everyone waiting for a step whose delay or gate changed;
+    returns how many due times moved."""
     moved = 0
     for step in new.steps:
         before = old.step(step.id)
-        if before is None or before.after == step.after:
+        if before is None or (before.after == step.after and _gate(before) == _gate(step)):
             continue
         rows = session.execute(
-            select(Enrollment.id, Enrollment.next_due_at).where(
+            select(Enrollment.id, Enrollment.next_due_at, Enrollment.waiting_for).where(
                 Enrollment.sequence == new.name,
                 Enrollment.status == EnrollmentStatus.ACTIVE,
                 Enrollment.next_step_id == step.id,
                 Enrollment.next_due_at.is_not(None),
             )
         ).all()
-        shift = step.after - before.after
-        for eid, due in rows:
-            session.execute(
-                update(Enrollment).where(Enrollment.id == eid).values(next_due_at=due + shift)  # type: ignore[operator]
-            )
-        moved += len(rows)
+        for eid, due, waiting_for in rows:
+            if due is None:
+                continue
+            at = retimed(due, waiting_for, before, step, now)
+            if at != due:
+                session.execute(
+                    update(Enrollment).where(Enrollment.id == eid).values(next_due_at=at)
+                )
+                moved += 1
     return moved
 
 
