@@ -29,7 +29,10 @@ def plan_text(plan: Plan) -> str:
                 "the first time they run with this database. The workspace is new: "
                 + ", ".join(c.sequence for c in plan.changes) + ".")  # fmt: skip
     lines = [f"Compared with {plan.baseline}."]
-    lines += ["", "Changes:"] + ([f"  {c.sequence}: {c.text}" for c in plan.changes] or ["  none"])
+    lines += ["", "Changes:"] + (
+        [f"  {c.sequence}{f' / {c.step}' if c.step else ''}: {c.text}" for c in plan.changes]
+        or ["  none"]
+    )
     lines += ["", f"People in these sequences now (active enrolments): {plan.people}", "Effects:"]
     lines += [f"  {e.sequence} / {e.step}: {e.text}" for e in plan.effects] or [
         "  no one is affected"
