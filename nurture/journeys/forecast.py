@@ -27,6 +27,8 @@ from nurture.store.tables import Enrollment, EnrollmentStatus, Subscriber
 
 #: How far ahead a next email is looked for; beyond it "no email in sight".
 LOOKAHEAD = timedelta(days=120)
+#: Subscribers whose enrolments are forecast together (their facts read in one go).
+CHUNK = 2000
 #: Decisions per enrolment before giving up (a loop of diverts would never end).
 MAX_DECISIONS = 100
 
@@ -82,10 +84,27 @@ def forecast(
     now: datetime, horizon: timedelta,
 ) -> dict[int, Outcome]:  # fmt: skip
     """Walk every enrolment forward in time order (the daily cap sees every sequence's
-    sends of the same person) until its first email and the end of `horizon`."""
+    sends of the same person) until its first email and the end of `horizon`; CHUNK
+    people at a time, each with all their enrolments, so the reads stay bounded."""
+    mine: dict[int, list[Position]] = {}
+    for p in people:
+        mine.setdefault(p.subscriber_id, []).append(p)
+    ids = list(mine)
     base = Planner(session, settings.timezone, settings.max_per_day, now)
     if broadcasts_near(session, now):
         base.defer = partial(defer_for_broadcasts, session, settings)
+    outcomes: dict[int, Outcome] = {}
+    for i in range(0, len(ids), CHUNK):
+        part = [p for sid in ids[i : i + CHUNK] for p in mine[sid]]
+        outcomes.update(_walk(replace(base, zones={}, sent_days={}, tz_names={}, facts_loaded=set(),
+                                      tags={}, activity={}), catalog, part, now, horizon))  # fmt: skip
+    return outcomes
+
+
+def _walk(
+    base: Planner, catalog: Catalog, people: list[Position], now: datetime, horizon: timedelta
+) -> dict[int, Outcome]:
+    """`forecast` for one chunk of people."""
     base.load({p.subscriber_id: p.timezone for p in people},
               facts_for=[p.subscriber_id for p in people])  # fmt: skip
     outcomes = {p.enrollment_id: Outcome() for p in people}

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 
 from nurture import clock
 from nurture.content.changes import Change, changes
+from nurture.content.durations import format_duration
 from nurture.content.sequences import Catalog, catalog_for
 from nurture.content.snapshot import catalog_from_files, files_at_ref, workspace_files
 from nurture.journeys.forecast import Outcome, Position, forecast, positions
@@ -102,7 +103,8 @@ def _when(at: datetime) -> str:
 def _effect_of(
     p: Position, o: Outcome, n: Outcome, edited: set[tuple[str, str]]
 ) -> tuple[str, str, str] | None:
-    """(step, kind, text) for one person, or None when nothing changes for them."""
+    """(step, kind, text) for one person, or None when nothing changes for them. A move
+    is told by its shift; the dates are gathered by `_effects`."""
     if o.first == n.first and o.ends == n.ends:
         if n.first and (p.sequence, n.first[0]) in edited:
             return (
@@ -112,41 +114,53 @@ def _effect_of(
             )
         return None
     if n.first is None:
-        return (
-            p.step_id,
-            "ends",
-            f"waiting for {p.step_id} → their enrolment ends ({n.ends or 'no email in sight'})",
-        )
+        why = n.ends or "no email in sight"
+        return p.step_id, "ends", f"waiting for {p.step_id} → their enrolment ends ({why})"
     if o.first is not None and o.first[0] == n.first[0]:
-        return (
-            n.first[0],
-            "moves",
-            f"whose next email ({n.first[0]}) moves from {_when(o.first[1])} to {_when(n.first[1])}",
-        )
+        shift = n.first[1] - o.first[1]
+        way = "later" if shift > timedelta(0) else "earlier"
+        return n.first[0], "moves", f"{format_duration(abs(shift))} {way}"
     skipped = [s for s in n.skipped if s not in o.skipped]
     if skipped:
-        return (
-            skipped[0],
-            "skipped",
-            f"who will now be skipped by the gate of {skipped[0]} (their next email: {n.first[0]})",
-        )
+        return (skipped[0], "skipped", f"who will now be skipped by the gate of {skipped[0]} "
+                f"(their next email: {n.first[0]})")  # fmt: skip
     was = o.first[0] if o.first else "none"
     return n.first[0], "redirected", f"whose next email becomes {n.first[0]} (was {was})"
+
+
+def _span(times: list[datetime]) -> str:
+    first, last = min(times), max(times)
+    return _when(first) if first == last else f"between {_when(first)} and {_when(last)}"
 
 
 def _effects(
     people: list[Position], before: dict[int, Outcome], after: dict[int, Outcome],
     found: list[Change],
 ) -> list[Effect]:  # fmt: skip
-    """Person by person, grouped by what happens to them."""
+    """Person by person, grouped by what happens to them (a move: by step and shift)."""
     edited = {(c.sequence, str(c.step)) for c in found if c.kind == "template" and c.step}
     counts: Counter[tuple[str, str, str, str]] = Counter()
+    dates: dict[tuple[str, str, str, str], tuple[list[datetime], list[datetime]]] = {}
     for p in people:
-        effect = _effect_of(p, before[p.enrollment_id], after[p.enrollment_id], edited)
-        if effect is not None:
-            counts[(p.sequence, *effect)] += 1
-    return [Effect(seq, step, kind, n, f"{n} {text}")
-            for (seq, step, kind, text), n in sorted(counts.items())]  # fmt: skip
+        o, n = before[p.enrollment_id], after[p.enrollment_id]
+        effect = _effect_of(p, o, n, edited)
+        if effect is None:
+            continue
+        key = (p.sequence, *effect)
+        counts[key] += 1
+        if effect[1] == "moves" and o.first and n.first:
+            olds, news = dates.setdefault(key, ([], []))
+            olds.append(o.first[1])
+            news.append(n.first[1])
+    out = []
+    for key, count in sorted(counts.items()):
+        seq, step, kind, text = key
+        if kind == "moves":
+            olds, news = dates[key]
+            text = (f"whose next email ({step}) moves from {_span(olds)} to {_span(news)} "
+                    f"({text})")  # fmt: skip
+        out.append(Effect(seq, step, kind, count, f"{count} {text}"))
+    return out
 
 
 def _emails(
