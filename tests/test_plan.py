@@ -179,6 +179,17 @@ def test_a_changed_gate_is_decided_again_at_the_next_run(
     )
 
 
+def test_a_broken_sequence_is_an_error_not_a_removal(runner, env, workspace):
+    edit(workspace, "    after: 2 days\n", "    after: 2 dayz\n")
+    result = plan(runner, env)
+    assert result.exit_code == 1
+    assert (
+        "sequences/from-curious-to-customer.yaml:" in result.output
+        and "bad duration" in result.output
+    )
+    assert "Traceback" not in result.output
+
+
 def test_nothing_recorded_yet(runner, env):
     result = plan(runner, env)
     assert result.exit_code == 0, result.output

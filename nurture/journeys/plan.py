@@ -18,6 +18,7 @@ from nurture.content.changes import Change, changes
 from nurture.content.durations import format_duration
 from nurture.content.sequences import Catalog, catalog_for
 from nurture.content.snapshot import catalog_from_files, files_at_ref, workspace_files
+from nurture.errors import NurtureError
 from nurture.journeys.forecast import Outcome, Position, forecast, positions
 from nurture.journeys.versions import recorded_files, retimed
 from nurture.settings import Settings
@@ -61,6 +62,10 @@ def make_plan(settings: Settings, since: str | None = None, now: datetime | None
     live database, which is only read."""
     now = now or clock.now()
     new = catalog_for(settings.sequences_dir)
+    if new.problems:  # a file with errors would look removed: say what is wrong instead
+        more = f" (and {len(new.problems) - 1} more)" if len(new.problems) > 1 else ""
+        raise NurtureError(f"{new.problems[0]}{more}: fix the sequences first "
+                           "(`nurture validate` lists every problem)")  # fmt: skip
     new_files = _flat(workspace_files(settings.workspace, new))
     if since is not None:
         old_files, baseline = files_at_ref(settings.workspace, since), f"git {since}"
