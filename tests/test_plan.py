@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from nurture.cli import cli
 from nurture.content import sequences
+from nurture.health import check_database
 from nurture.store import engine as db
 from nurture.store.tables import Delivery, Enrollment, EnrollmentStatus, SequenceVersion
 from tests.helpers.journeys import REAL_TIME_MODULES, run_cron
@@ -132,6 +133,18 @@ def test_edits_give_the_right_counts(runner, env, workspace, crowd, database_url
     assert sum(e["count"] for e in effects) == len(at["are-leads-converting"])
     edit(workspace, "    wait_up_to: 1d", "    wait_up_to: 7d")
 
+    # a template edit changes what the next email says, not when: no one is moved
+    page = workspace / "templates" / "email" / "curious-to-customer" / "get-known.html"
+    page.write_text(page.read_text() + "\n<p>P.S. One more thing.</p>\n")
+    reworded = plan(runner, env)
+    assert reworded.exit_code == 0, reworded.output
+    n = len(at["get-known"])
+    assert (
+        f"get-known: {n} whose next email (get-known) uses the edited template" in reworded.output
+    )
+    assert "template curious-to-customer/get-known edited" in reworded.output
+    page.write_text(page.read_text().replace("\n<p>P.S. One more thing.</p>\n", ""))
+
     # an edit of a step nobody has reached yet touches no one
     edit(workspace, '    subject: "One small marketing habit', '    subject: "One small habit')
     quiet = plan(runner, env)
@@ -188,6 +201,13 @@ def test_a_broken_sequence_is_an_error_not_a_removal(runner, env, workspace):
         and "bad duration" in result.output
     )
     assert "Traceback" not in result.output
+
+
+def test_serve_records_the_sequences_it_starts_with(settings, database_url):
+    check_database(settings)  # what `nurture serve` runs before its workers start
+    with db.engine_for(database_url).connect() as conn:
+        names = conn.execute(select(SequenceVersion.sequence)).scalars().all()
+    assert names == ["from-curious-to-customer"]
 
 
 def test_nothing_recorded_yet(runner, env):
