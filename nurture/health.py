@@ -10,6 +10,7 @@ import logging
 
 from sqlalchemy import text
 
+from nurture.journeys.versions import record_workspace
 from nurture.queue import queue_depth
 from nurture.settings import Settings
 from nurture.store.engine import dispose_all, get_engine, session_scope
@@ -42,6 +43,8 @@ def health(settings: Settings) -> dict[str, object]:
 def check_database(settings: Settings) -> None:
     """Reach the database once (a SQLite file is upgraded), then let go of every pooled
     connection: run before forking workers, a wrong URL is one clear ConfigError rather
-    than every worker failing to boot, and no worker inherits a socket."""
+    than every worker failing to boot, and no worker inherits a socket. The sequences
+    it will run with are recorded for `nurture plan`."""
     get_engine(settings)
+    record_workspace(settings)
     dispose_all()

@@ -36,6 +36,7 @@ from nurture.delivery.sending import Batch, send_batch
 from nurture.delivery.states import MAX_ATTEMPTS
 from nurture.delivery.transports import close_thread_transport
 from nurture.errors import ConfigError, NurtureError
+from nurture.journeys.versions import record_workspace
 from nurture.redisconn import redis_client
 from nurture.settings import Settings, load_settings
 from nurture.store.engine import dispose_all, get_engine
@@ -348,6 +349,7 @@ def run_workers(
     finally:
         client.close()
     get_engine(settings)  # the database answers and is up to date, or a clear error now
+    record_workspace(settings)  # the sequences the workers run with, for `nurture plan`
     dispose_all()  # worker processes are forked: each must open its own connections
     # Dramatiq's processes load the settings again, from the environment: the same
     # workspace and env file as this command's.

@@ -12,6 +12,7 @@ from nurture import clock
 from nurture.broadcast.fanout import fan_out_due_broadcasts
 from nurture.content.sequences import Catalog, catalog_for
 from nurture.journeys.scheduling import BATCH, claim_due, requeue_stale
+from nurture.journeys.versions import record_workspace
 from nurture.people.handoff import due_handoffs
 from nurture.queue import CHUNK, backlog, dispatch, dispatch_handoffs
 from nurture.settings import Settings
@@ -29,6 +30,7 @@ CLAIMERS = 2
 def run_send_due(settings: Settings, limit: int | None = None) -> Counter[str]:
     """Safe to run on many hosts at once: each batch is claimed in its own transaction
     (FOR UPDATE SKIP LOCKED on PostgreSQL), so concurrent runs share the work."""
+    record_workspace(settings)  # before claiming: an edited delay applies to this run
     catalog = catalog_for(settings.sequences_dir)
     counts = fan_out_due_broadcasts(settings, dispatch)  # counts["broadcast"]: newsletter emails
     side_by_side = (limit is None and not settings.embedded

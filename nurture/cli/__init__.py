@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "form-snippet": ("web", "Print an HTML signup form to paste into another site."),
     "init": ("database", "Write a new workspace with the example sequence, templates, a newsletter issue and a nurture.toml."),
     "leads": ("sales", "Sales-ready subscribers with the evidence: score, when, what they opened and clicked."),
+    "plan": ("plan", "Show what the workspace's sequence edits do to the people already in them."),
     "preview": ("content", "Render one email exactly as it would be sent."),
     "send-due": ("sending", "Claim every step due now, write its delivery and enqueue it."),
     "serve": ("web", "Run the web app (signup form, confirm and unsubscribe pages, tracking, API) with gunicorn."),

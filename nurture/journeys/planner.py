@@ -45,6 +45,10 @@ from nurture.zones import zone_for
 #: Sequence deliveries that count against the daily cap.
 
 
+#: How a wait at a closed gate is noted on the enrolment (`waiting_for`).
+GATE_WAIT = "waiting at the gate"
+
+
 class Verdict(StrEnum):
     SEND = "send"
     LATER = "later"  # window or cap: try again at `at`
@@ -178,7 +182,7 @@ class Planner:
             return Decision(Verdict.SKIP, f"gate closed ({why})")
         deadline = row.due_at + step.wait_up_to
         if self.now < deadline:
-            return Decision(Verdict.WAIT, f"waiting at the gate: {why}", at=deadline)
+            return Decision(Verdict.WAIT, f"{GATE_WAIT}: {why}", at=deadline)
         otherwise = step.otherwise or "skip"
         reason = f"gate timed out after {format_duration(step.wait_up_to)} ({why})"
         if otherwise == "skip":

@@ -364,3 +364,18 @@ Index(
     sqlite_where=Delivery.broadcast_id.is_not(None),
     postgresql_where=Delivery.broadcast_id.is_not(None),
 )
+
+
+class SequenceVersion(Base):
+    """The version of a sequence (its file and the templates its steps use) that
+    `send-due`, the worker or `serve` last ran with: what `nurture plan` compares the
+    workspace against. One row per sequence, replaced when its content hash changes."""
+
+    __tablename__ = "sequence_versions"
+
+    sequence: Mapped[str] = mapped_column(String(100), primary_key=True)
+    #: sha256 over the files below, in path order.
+    content_hash: Mapped[str] = mapped_column(String(64))
+    #: {path relative to the workspace: text}: the sequence file and its templates.
+    files: Mapped[dict[str, str]] = mapped_column(JSON)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
