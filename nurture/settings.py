@@ -9,7 +9,6 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import secrets
 import tomllib
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -19,14 +18,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from nurture.envfile import exposure_warning, read_env_file
 from nurture.errors import ConfigError
+from nurture.secretkey import MIN_SECRET_LENGTH, check_key, generated_key
 from nurture.sender import sender_problem
 from nurture.urls import check_database_url, check_redis_url, check_smtp_url
 
 PREFIX = "NURTURE_"
-#: File inside the workspace that keeps the generated secret key (mode 0600).
-SECRET_FILE = ".nurture-secret"  # noqa: S105 - a file name, not a secret
-#: Shortest secret key accepted: anything shorter can be guessed or was cut off.
-MIN_SECRET_LENGTH = 32
 #: What makes a folder a workspace; commands refuse to run (and write) anywhere else.
 WORKSPACE_MARK = "sequences"
 #: Default SMTP connections at once across all workers.
@@ -233,40 +229,6 @@ def _sender(src: _Source) -> str | None:
     return value
 
 
-def _check_key(key: str, where: str, fix: str) -> str:
-    if len(key) < MIN_SECRET_LENGTH:
-        raise ConfigError(
-            f"{where} holds a secret key of {len(key)} characters, fewer than the "
-            f"{MIN_SECRET_LENGTH} needed to sign links safely: {fix}"
-        )
-    return key
-
-
-def _secret_key(workspace: Path) -> str:
-    """Generate a random key once and keep it in the workspace, readable by the owner only.
-
-    The key is written whole to a private temporary file, then linked into place:
-    `os.link` fails when the file exists, so of several first starts at once exactly one
-    key wins and every other process reads that one, complete."""
-    path = workspace / SECRET_FILE
-    if not path.exists():
-        key = secrets.token_urlsafe(48)
-        tmp = workspace / f"{SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(key + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.link(tmp, path)
-        except FileExistsError:
-            pass  # another process won: read its key below
-        finally:
-            tmp.unlink(missing_ok=True)
-    return _check_key(path.read_text().strip(), str(path),
-                      "delete it to have a new one generated, or set NURTURE_SECRET_KEY")  # fmt: skip
-
-
 _DKIM = ("dkim_selector", "dkim_domain", "dkim_key")
 _PEM_KEY = re.compile(r"-----BEGIN (?:RSA )?PRIVATE KEY-----\s+([A-Za-z0-9+/=\s]+?)\s*-----END")
 
@@ -313,8 +275,8 @@ def _workspace(workspace: str | Path | None, env: dict[str, str]) -> Path:
 def _key(src: _Source, ws: Path) -> str:
     given = src.get("secret_key")
     if not given:
-        return _secret_key(ws)
-    return _check_key(given, f"{PREFIX}SECRET_KEY", f"use at least {MIN_SECRET_LENGTH} random "
+        return generated_key(ws)
+    return check_key(given, f"{PREFIX}SECRET_KEY", f"use at least {MIN_SECRET_LENGTH} random "
                       "characters, e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))'")  # fmt: skip
 
 
@@ -329,6 +291,29 @@ def environment(env_file: str | Path | None = None, env: dict[str, str] | None =
 
 def _env_path(env_file: str | Path | None, env: dict[str, str]) -> str | Path | None:
     return env_file or env.get(PREFIX + "ENV_FILE")
+
+
+def _timezone(src: _Source) -> str:
+    tz = src.get("timezone") or "UTC"
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"NURTURE_TIMEZONE must be an IANA time zone, got {tz!r}") from None
+    return tz
+
+
+def _tracking(src: _Source) -> bool:
+    tracking = (src.get("tracking") or "on").lower()
+    if tracking not in ("on", "off", "true", "false", "1", "0"):
+        raise ConfigError(f"NURTURE_TRACKING must be 'on' or 'off', got {tracking!r}")
+    return tracking in ("on", "true", "1")
+
+
+def _base_url(src: _Source) -> str:
+    base_url = (src.get("base_url") or "http://localhost:8000").rstrip("/")
+    if not base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"NURTURE_BASE_URL must start with http:// or https://, got {base_url!r}")
+    return base_url
 
 
 def load_settings(
@@ -350,17 +335,6 @@ def load_settings(
     redis_url = src.get("redis_url")
     if redis_url:
         check_redis_url(redis_url)
-    tz = src.get("timezone") or "UTC"
-    try:
-        ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"NURTURE_TIMEZONE must be an IANA time zone, got {tz!r}") from None
-    tracking = (src.get("tracking") or "on").lower()
-    if tracking not in ("on", "off", "true", "false", "1", "0"):
-        raise ConfigError(f"NURTURE_TRACKING must be 'on' or 'off', got {tracking!r}")
-    base_url = (src.get("base_url") or "http://localhost:8000").rstrip("/")
-    if not base_url.startswith(("http://", "https://")):
-        raise ConfigError(f"NURTURE_BASE_URL must start with http:// or https://, got {base_url!r}")
     origins = tuple(o.strip() for o in (src.get("cors_origins") or "").split(",") if o.strip())
 
     settings = Settings(
@@ -368,12 +342,12 @@ def load_settings(
         database_url=database_url,
         redis_url=redis_url,
         smtp_url=smtp_url,
-        base_url=base_url,
+        base_url=_base_url(src),
         sender=_sender(src),
         postal_address=src.get("postal_address"),
         api_key=src.get("api_key"),
-        timezone=tz,
-        tracking=tracking in ("on", "true", "1"),
+        timezone=_timezone(src),
+        tracking=_tracking(src),
         cors_origins=origins,
         send_rate=src.number("send_rate", float, None, minimum=0.001),
         smtp_concurrency=src.number("smtp_concurrency", int, DEFAULT_SMTP_CONCURRENCY, minimum=1),

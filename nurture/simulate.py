@@ -254,18 +254,6 @@ def _held_back(sim: Settings) -> dict[tuple[str, str], str]:
     return {(seq, step or ""): str(why) for seq, step, why in rows}
 
 
-def _held_back(sim: Settings) -> dict[tuple[str, str], str]:
-    """The steps the planner just moved past their due time, and why (daily cap, send
-    window, newsletter day), as `subscribers show` says it."""
-    with session_scope(sim) as session:
-        rows = session.execute(
-            select(Enrollment.sequence, Enrollment.next_step_id, Enrollment.waiting_for).where(
-                Enrollment.status == EnrollmentStatus.ACTIVE, Enrollment.waiting_for.is_not(None)
-            )
-        ).all()
-    return {(seq, step or ""): str(why) for seq, step, why in rows}
-
-
 def _enroll_alongside(
     session: Session, sub_id: int, catalog: Catalog, seq: Sequence, now: datetime
 ) -> None:
