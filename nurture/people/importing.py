@@ -70,7 +70,7 @@ EXPORT_ONLY = frozenset({"status", "created_at", "confirmed_at"})
 _S = cast(Table, Subscriber.__table__)
 
 
-@dataclass
+@dataclass(slots=True)
 class Row:
     line: int
     email: str
@@ -113,7 +113,7 @@ def read_rows(path: Path, fields: Fields) -> Parsed:
             end = reader.line_num
             for cells in reader:
                 line, end = end + 1, reader.line_num  # a quoted cell may span lines
-                if not any(c.strip() for c in cells):
+                if not (cells and cells[0].strip()) and not any(c.strip() for c in cells):
                     continue
                 try:
                     row = _row(line, columns, cells, converters)
@@ -172,21 +172,21 @@ def _row(line: int, columns: list[str], cells: list[str], fields: Converters) ->
         raise SubscriberError(f"{len(cells)} cells, but the first row names {len(columns)} "
                               "columns (a comma inside a cell needs \"quotes\")")  # fmt: skip
     values = dict(zip(columns, cells, strict=False))
-    row = Row(line=line, email=normalize_email(values.get("email", "")))
-    row.first_name = clean_first_name(values.get("first_name"))
-    timezone = values.get("timezone")
-    if timezone and timezone.strip():
-        row.timezone = check_timezone(timezone.strip())
-    tags = values.get("tags")
-    if tags and tags.strip():
-        row.tags = clean_tags(tags.replace(",", " ").split())
+    # checked in this order, so a row with two faults is reported by its first
+    email = normalize_email(values.get("email", ""))
+    first_name = clean_first_name(values.get("first_name"))
+    zone = (values.get("timezone") or "").strip()
+    timezone = check_timezone(zone) if zone else None
+    cell = values.get("tags") or ""
+    tags = clean_tags(cell.replace(",", " ").split()) if cell.strip() else []
+    attributes = {}
     for name, convert in fields.items():
         raw = values.get(name)
         if raw is not None:
             value = convert(raw)
             if value is not None:  # an empty cell sets nothing
-                row.attributes[name] = value
-    return row
+                attributes[name] = value
+    return Row(line, email, first_name, timezone, tags, attributes)
 
 
 def batches(rows: list[Row], size: int | None = None) -> Iterator[list[Row]]:
@@ -381,7 +381,7 @@ def _sqlite_cache(session: Session) -> Iterator[None]:
     if conn.dialect.name != "sqlite":
         yield
         return
-    was = conn.exec_driver_sql("PRAGMA cache_size").scalar()
+    was = conn.exec_driver_sql("PRAGMA cache_size").scalar_one()
     conn.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
     try:
         yield
