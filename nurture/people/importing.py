@@ -1,9 +1,10 @@
-"""Bulk import from CSV: every row checked first, then written a thousand at a time.
+"""Bulk import from CSV: every row checked first, then written BATCH rows at a time.
 
 Why in bulk: the one-row `subscribers.add` costs ~7 statements per row (5,000 rows took
-minutes). Here a batch of BATCH rows costs a fixed handful of statements (look up known
-addresses, their tags and suppressions; insert subscribers, consents, tags,
-confirmations; one enrolment pass), and the rules stay those of `add`: the same
+minutes). Here a batch costs a fixed handful of statements (the new rows staged by COPY
+or executemany and inserted by one INSERT … SELECT; two consents each and the signup
+enrolments made in the database from the new ids; known addresses, their tags and
+fields; confirmations), and the rules stay those of `add`: the same
 checks (`normalize_email`, `clean_first_name`, `check_timezone`, `clean_tags`, declared
 fields), `--confirmed` enrols in `trigger: signup` sequences, and a tag a subscriber did
 not have starts its `trigger: tag:<name>` sequences for an active subscriber.
