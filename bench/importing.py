@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import secrets
 import sqlite3
 import subprocess
 import tempfile
@@ -32,14 +33,21 @@ def write_csv(path: Path, n: int) -> None:
                           CITIES[i % len(CITIES)], PLANS[i % len(PLANS)]])  # fmt: skip
 
 
-def _rows(path: Path) -> list[tuple[str, str, str]]:
-    """What the baseline stores: the address, the name and the three fields as JSON."""
+def _rows(path: Path) -> list[tuple[str, str, str, str, str]]:
+    """What the baseline stores: the address, the name, the three fields as JSON, the
+    time, and the link key every subscriber row must have (drawn as nurture draws it)."""
     now = datetime.now(UTC).isoformat()
     with path.open(encoding="utf-8", newline="") as f:
         reader = csv.reader(f)
         next(reader)
         return [
-            (email, name, json.dumps({"company": c, "city": city, "plan": plan}), now)  # type: ignore[misc]
+            (
+                email,
+                name,
+                json.dumps({"company": c, "city": city, "plan": plan}),
+                now,  # type: ignore[misc]
+                secrets.token_urlsafe(12),
+            )
             for email, name, c, city, plan in reader
         ]
 
@@ -49,11 +57,11 @@ def bare_pg(url: str, path: Path) -> float:
 
     started = time.perf_counter()
     rows = _rows(path)
-    sql = ("COPY subscribers (email, first_name, attributes, created_at, status, source, score)"
-           " FROM STDIN")  # fmt: skip
+    sql = ("COPY subscribers (email, first_name, attributes, created_at, link_key, status, source,"
+           " score) FROM STDIN")  # fmt: skip
     with psycopg.connect(url) as conn, conn.cursor().copy(sql) as copy:
-        for email, name, attrs, now in rows:  # type: ignore[misc]
-            copy.write_row((email, name, attrs, now, "active", "import", 0))
+        for email, name, attrs, now, key in rows:  # type: ignore[misc]
+            copy.write_row((email, name, attrs, now, key, "active", "import", 0))
     return time.perf_counter() - started
 
 
@@ -63,8 +71,8 @@ def bare_sqlite(url: str, path: Path) -> float:
     conn = sqlite3.connect(url.removeprefix("sqlite:///"))
     with conn:
         conn.executemany(
-            "INSERT INTO subscribers (email, first_name, attributes, created_at, status, source,"
-            " score) VALUES (?, ?, ?, ?, 'active', 'import', 0)",
+            "INSERT INTO subscribers (email, first_name, attributes, created_at, link_key, status,"
+            " source, score) VALUES (?, ?, ?, ?, ?, 'active', 'import', 0)",
             rows,
         )
     conn.close()

@@ -9,7 +9,9 @@ from sqlalchemy import func, select
 from nurture import clock
 from nurture.cli import cli
 from nurture.content.sequences import catalog_for
-from nurture.people.subscribers import ConsentInfo, confirm, get
+from nurture.errors import SubscriberError
+from nurture.people import importing
+from nurture.people.subscribers import ConsentInfo, confirm, get, normalize_email
 from nurture.store.engine import session_scope
 from nurture.store.tables import Consent, Delivery, Enrollment, Subscriber, Tag
 
@@ -229,3 +231,97 @@ def test_no_progress_bar_when_stderr_is_not_a_terminal(runner, env, settings, tm
     result = invoke(runner, env, "subscribers", "import", str(path), "--confirmed")
     assert result.exit_code == 0
     assert result.output == "Imported 1 new, 0 already known, 0 bad rows.\n"
+
+
+def test_rows_written_in_bulk_match_what_add_writes(
+    runner, env, settings, workspace, tmp_path, monkeypatch
+):
+    """Each new row of a bulk batch gets what `add --confirmed` gives one address: an
+    active subscriber with its own link key, two consents, a first-round enrolment."""
+    monkeypatch.setattr(importing, "BATCH", 2)  # batch boundaries inside a small file
+    invoke(runner, env, "subscribers", "add", "one@example.com", "--confirmed")
+    invoke(runner, env, "subscribers", "add", "gone@example.com", "--confirmed")
+    invoke(runner, env, "subscribers", "forget", "gone@example.com", "--yes")
+    path = write(tmp_path / "people.csv", "email,first_name\nana@example.com,Ana\n"
+                 "one@example.com,One\ngone@example.com,\nBo@Example.com,Bo\ncy@example.com,\n")  # fmt: skip
+    result = invoke(runner, env, "subscribers", "import", str(path), "--confirmed")
+    assert "people.csv:4: gone@example.com is suppressed" in result.output
+    assert "Imported 3 new, 1 already known, 1 bad rows." in result.output
+    first = catalog_for(workspace / "sequences").triggered_by("signup")[0]
+    with session_scope(settings) as session:
+        subs = {s.email: s for s in session.scalars(select(Subscriber))}
+        assert set(subs) == {"one@example.com", "ana@example.com", "bo@example.com",
+                             "cy@example.com"}  # fmt: skip
+        keys = {s.link_key for s in subs.values()}
+        assert len(keys) == 4 and all(len(k) == 16 for k in keys)
+        for email in ("ana@example.com", "bo@example.com", "cy@example.com"):
+            sub = subs[email]
+            assert (sub.status, sub.source, sub.score) == ("active", "import", 0)
+            assert sub.confirmed_at == sub.created_at and sub.confirmation_sent_at is None
+            consents = session.execute(select(Consent.action, Consent.at, Consent.source,
+                                              Consent.form, Consent.wording, Consent.ip)
+                                       .where(Consent.subscriber_id == sub.id)).all()  # fmt: skip
+            assert sorted(consents) == [("confirmed", sub.created_at, "import", "people.csv",
+                                         None, None),
+                                        ("requested", sub.created_at, "import", "people.csv",
+                                         None, None)]  # fmt: skip
+            (e,) = session.scalars(select(Enrollment).where(Enrollment.subscriber_id == sub.id))
+            assert (e.sequence, e.round, e.status, e.next_step_id) == (
+                first.name,
+                1,
+                "active",
+                first.steps[0].id,
+            )
+            assert (
+                e.next_due_at
+                == sub.created_at + first.steps[0].after
+                == e.enrolled_at + first.steps[0].after
+            )
+        assert (
+            subs["ana@example.com"].first_name == "Ana"
+            and subs["cy@example.com"].first_name is None
+        )
+        # the known one is left as it was: one enrolment, its own consents only
+        one = subs["one@example.com"]
+        assert one.first_name is None and one.source == "cli"
+        assert session.scalar(select(func.count()).select_from(Enrollment)
+                              .where(Enrollment.subscriber_id == one.id)) == 1  # fmt: skip
+
+
+#: Addresses on both sides of the plain-address fast path: dot-atoms in every case,
+#: international domains, and what only email_validator may judge (quoted local parts,
+#: domain literals, bad dots, lengths at the limits, non-ASCII local parts).
+SAMPLE = [
+    "ana@example.com", " Ana.Lopez+news@Example.COM ", "o'brien@example.ie",
+    "x!#$%&'*+/=?^_`{|}~-y@example.org", "a.b.c@sub.domain.example.co.uk", "1@2.io",
+    "ana@exämple.com", "ANA@ÉXAMPLE.COM", "ana@xn--exmple-cua.com", "ana@例え.jp",
+    '"ana lopez"@example.com', '"a@b"@example.com', "ana@[127.0.0.1]", "ana@localhost",
+    ".ana@example.com", "ana.@example.com", "a..b@example.com", "ana@example..com",
+    "ana@-example.com", "ana@example.com.", "ana@example", "ana@@example.com", "@example.com",
+    "ana@", "", "  ", "ana", "josé@example.com", "ana@exa mple.com", "ana@exam_ple.com",
+    "a" * 64 + "@example.com", "a" * 65 + "@example.com",
+    "a" * 64 + "@" + ".".join(["b" * 63] * 3) + ".com", "a@" + "b" * 64 + ".com",
+    "ana@example.c0m", "ana@123.123.123.123", "ana@example.invalid", "ana@example.test",
+]  # fmt: skip
+
+
+def test_the_plain_address_fast_path_agrees_with_email_validator():
+    """normalize_email skips email_validator for a plain dot-atom local part (checking
+    its domain once per domain): on every sample it says what the validator alone says."""
+    from email_validator import EmailNotValidError, validate_email
+
+    def reference(raw: str) -> str | None:
+        try:
+            r = validate_email(raw.strip(), check_deliverability=False, allow_smtputf8=False)
+        except EmailNotValidError:
+            return None
+        return str(r.ascii_email or r.normalized).lower()
+
+    sample = SAMPLE + [f"{a}{i}@{d}" for i, (a, d) in enumerate(
+        (a, d) for a in ("x", "X.Y", "x+y", "x_y-z") for d in ("a.co", "Ü.example", "b..c"))]  # fmt: skip
+    for raw in sample:
+        try:
+            ours: str | None = normalize_email(raw)
+        except SubscriberError:
+            ours = None
+        assert ours == reference(raw), raw

@@ -19,7 +19,6 @@ from nurture.journeys.membership import (
     unsubscribe_subscriber,
     untag_subscriber,
 )
-from nurture.queue import dispatch
 from nurture.reports.directory import export_columns, export_rows, list_subscribers, show_subscriber
 
 
@@ -56,7 +55,10 @@ def subscribers_add(ctx: click.Context, email: str, first_name: str | None, time
         click.echo(f"{added.email} is already a subscriber ({added.status})"
                    f"{'; tags and fields updated' if tags or attrs else ''}.")  # fmt: skip
         return
-    dispatch(settings, added.confirmations)
+    if added.confirmations:
+        from nurture.queue import dispatch  # the queue (Dramatiq) only when there is mail
+
+        dispatch(settings, added.confirmations)
     if confirmed:
         click.echo(f"Added {added.email} (active). Run `nurture send-due` to send what is due.")
     else:
@@ -219,7 +221,10 @@ def subscribers_import(ctx: click.Context, file: Path, confirmed: bool) -> None:
         outcome = import_parsed(settings, file, parsed, confirmed=confirmed)
     for problem in outcome.problems:
         click.echo(problem, err=True)
-    dispatch(settings, outcome.confirmations)
+    if outcome.confirmations:
+        from nurture.queue import dispatch  # the queue (Dramatiq) only when there is mail
+
+        dispatch(settings, outcome.confirmations)
     click.echo(f"Imported {outcome.added} new, {outcome.known} already known, "
                f"{len(outcome.problems)} bad rows.")  # fmt: skip
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import tomllib
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -70,14 +70,27 @@ class Fields:
 
     def convert(self, name: str, raw: Any) -> str | None:
         """The canonical stored form of one value; None for an empty value (unset)."""
+        return self.converter(name)(raw)
+
+    def converter(self, name: str) -> Callable[[Any], str | None]:
+        """`convert` for one field with its lookups done once: a bulk import converts a
+        whole column of values."""
         kind = self.types[self.check_name(name)]
-        if raw is None or (isinstance(raw, str) and not clean_text(raw)):
-            return None
-        try:
-            return _CONVERT[kind](raw)
-        except (ValueError, TypeError, OverflowError):
-            shown = str(raw)[:40]
-            raise SubscriberError(f"{name}: {shown!r} is not a {kind}{_HINT[kind]}") from None
+        to, hint = _CONVERT[kind], _HINT[kind]
+
+        def convert(raw: Any) -> str | None:
+            if raw is None:
+                return None
+            # text cleans and tells empty itself; the other types are given non-empty text
+            if kind != "text" and isinstance(raw, str) and not clean_text(raw):
+                return None
+            try:
+                return to(raw)
+            except (ValueError, TypeError, OverflowError):
+                shown = str(raw)[:40]
+                raise SubscriberError(f"{name}: {shown!r} is not a {kind}{hint}") from None
+
+        return convert
 
     def values(self, pairs: Mapping[str, Any]) -> dict[str, str | None]:
         """Every pair checked and converted; the first bad one raises SubscriberError."""

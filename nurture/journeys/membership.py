@@ -14,7 +14,8 @@ from nurture import clock
 from nurture.content.fields import fields_for, parse_pairs
 from nurture.content.sequences import catalog_for
 from nurture.people.activity import on_tag
-from nurture.people.importing import Parsed, import_rows, read_rows
+from nurture.people.csvfile import Parsed, read_rows
+from nurture.people.importing import import_rows
 from nurture.people.subscribers import (
     ConsentInfo,
     add,

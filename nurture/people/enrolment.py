@@ -12,7 +12,7 @@ from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
 from nurture.content.sequences import Catalog, Sequence
-from nurture.store.sql import bulk_insert, insert_ignoring_conflicts
+from nurture.store.sql import bulk_insert, insert_each, insert_ignoring_conflicts
 from nurture.store.tables import Enrollment, EnrollmentStatus
 
 #: An enrolment is unique per subscriber, sequence and round (`reentry: true`).
@@ -77,3 +77,15 @@ def enroll_triggered(
         for seq in catalog.triggered_by(trigger)
         if enroll(session, subscriber_id, seq, now)
     ]
+
+
+def enroll_new(
+    session: Session, subscriber_ids: list[int], seqs: Iterable[Sequence], now: datetime
+) -> None:
+    """`enroll` for subscribers added in this transaction, who are in no sequence yet:
+    one INSERT … SELECT per sequence, the rows made in the database (a bulk import)."""
+    table = cast(Table, Enrollment.__table__)
+    for seq in seqs:
+        values = _enrollment(0, seq, now)
+        del values["subscriber_id"]
+        insert_each(session, table, "subscriber_id", subscriber_ids, values)

@@ -1,9 +1,10 @@
-"""Bulk import from CSV: every row checked first, then written a thousand at a time.
+"""Bulk import from CSV: every row checked first, then written BATCH rows at a time.
 
 Why in bulk: the one-row `subscribers.add` costs ~7 statements per row (5,000 rows took
-minutes). Here a batch of BATCH rows costs a fixed handful of statements (look up known
-addresses, their tags and suppressions; insert subscribers, consents, tags,
-confirmations; one enrolment pass), and the rules stay those of `add`: the same
+minutes). Here a batch costs a fixed handful of statements (the new rows staged by COPY
+or executemany and inserted by one INSERT … SELECT; two consents each and the signup
+enrolments made in the database from the new ids; known addresses, their tags and
+fields; confirmations), and the rules stay those of `add`: the same
 checks (`normalize_email`, `clean_first_name`, `check_timezone`, `clean_tags`, declared
 fields), `--confirmed` enrols in `trigger: signup` sequences, and a tag a subscriber did
 not have starts its `trigger: tag:<name>` sequences for an active subscriber.
@@ -11,31 +12,34 @@ not have starts its `trigger: tag:<name>` sequences for an active subscriber.
 
 from __future__ import annotations
 
-import csv
-import difflib
-import re
+import gc
+import json
+import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, bindparam, column, select, table, true, update
 from sqlalchemy.orm import Session
 
-from nurture.content.fields import BUILTIN, Fields
 from nurture.content.sequences import Catalog, Sequence
-from nurture.errors import NurtureError, SubscriberError
-from nurture.people.enrolment import enroll_many
+from nurture.people.csvfile import Row
+from nurture.people.enrolment import enroll_many, enroll_new
 from nurture.people.subscribers import (
     ConsentInfo,
-    check_timezone,
-    clean_first_name,
     email_hash,
-    normalize_email,
 )
-from nurture.people.tags import clean_tags
-from nurture.store.sql import among, bulk_insert
+from nurture.store.sql import (
+    among,
+    bulk_insert,
+    constant,
+    insert_each,
+    insert_ignoring_conflicts,
+    stage,
+)
 from nurture.store.tables import (
     Consent,
     Delivery,
@@ -45,25 +49,14 @@ from nurture.store.tables import (
     SubscriberStatus,
     Suppression,
     Tag,
-    new_link_key,
+    new_link_keys,
 )
 
 #: Rows written per transaction.
-BATCH = 1000
-#: Columns `subscribers export` writes that an import reads past (re-importing an export
-#: works; status and dates are not taken from a file).
-EXPORT_ONLY = frozenset({"status", "created_at", "confirmed_at"})
+BATCH = 5000
+#: Connections writing batches at once on PostgreSQL (see import_rows).
+WRITERS = min(2, os.cpu_count() or 1)
 _S = cast(Table, Subscriber.__table__)
-
-
-@dataclass
-class Row:
-    line: int
-    email: str
-    first_name: str | None = None
-    timezone: str | None = None
-    tags: list[str] = field(default_factory=list)
-    attributes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -74,105 +67,8 @@ class Outcome:
     confirmations: list[int] = field(default_factory=list)
 
 
-@dataclass
-class Parsed:
-    rows: list[Row]
-    #: Each bad row as `file:line: why`.
-    problems: list[str]
-    #: Rows naming an address an earlier row named (merged into that one).
-    repeats: int = 0
-
-
-def read_rows(path: Path, fields: Fields) -> Parsed:
-    """Every good row, and each bad one by line. A blank row is skipped silently.
-
-    The file is parsed by the csv module over a file opened with newline="": a line
-    break inside a quoted cell (or a U+2028 anywhere) stays inside its cell.
-    """
-    parsed = Parsed(rows=[], problems=[])
-    seen: dict[str, Row] = {}
-    try:
-        with path.open(encoding="utf-8-sig", newline="") as f:
-            reader = csv.reader(f)
-            columns = _columns(path, next(reader, []), fields)
-            end = reader.line_num
-            for cells in reader:
-                line, end = end + 1, reader.line_num  # a quoted cell may span lines
-                if not any(c.strip() for c in cells):
-                    continue
-                try:
-                    row = _row(line, columns, cells, fields)
-                except SubscriberError as e:
-                    parsed.problems.append(f"{path.name}:{line}: {e}")
-                    continue
-                first = seen.get(row.email)
-                if first is None:
-                    seen[row.email] = row
-                    parsed.rows.append(row)
-                else:  # the same address twice: one subscriber with both rows' data
-                    parsed.repeats += 1
-                    first.tags = sorted(set(first.tags) | set(row.tags))
-                    first.attributes.update(row.attributes)
-    except UnicodeDecodeError:
-        raise NurtureError(f"{path} is not UTF-8 text; save it as CSV UTF-8") from None
-    except csv.Error as e:
-        raise NurtureError(f"{path}:{reader.line_num}: not a CSV file ({e})") from None
-    return parsed
-
-
-#: Headers that other tools (spreadsheets, mailing-list exports) write for our columns,
-#: as `column_name` makes them.
-ALIASES = {"e_mail": "email", "email_address": "email", "e_mail_address": "email",
-           "mail": "email", "firstname": "first_name", "first": "first_name",
-           "given_name": "first_name", "time_zone": "timezone", "tz": "timezone",
-           "tag": "tags"}  # fmt: skip
-
-
-def column_name(header: str) -> str:
-    """A header as a column name: `First Name`, `first-name` and `FIRST_NAME` are all
-    `first_name`; `E-mail` and `Email Address` are `email`."""
-    name = re.sub(r"[\s\-]+", "_", header.strip().lower()).strip("_")
-    return ALIASES.get(name, name)
-
-
-def _columns(path: Path, header: list[str], fields: Fields) -> list[str]:
-    columns = [column_name(c) for c in header]
-    if "email" not in columns:
-        if len(columns) == 1 and ";" in columns[0] and "email" in columns[0]:
-            raise NurtureError(f"{path.name}: the columns are separated by ';': save the file "
-                               "as comma-separated CSV (in Excel: CSV UTF-8)")  # fmt: skip
-        raise NurtureError(f"{path.name}:1: the first row must name the columns and include "
-                           "'email'")  # fmt: skip
-    for raw, name in zip(header, columns, strict=True):
-        if columns.count(name) > 1:
-            raise NurtureError(f"{path.name}:1: the column {name!r} appears twice")
-        if name not in BUILTIN and name not in EXPORT_ONLY and name not in fields.types:
-            close = difflib.get_close_matches(name, [*BUILTIN, *fields.types], n=1, cutoff=0.6)
-            hint = f" (rename it to {close[0]}?)" if close else ""
-            raise NurtureError(f"{path.name}:1: column {raw.strip()[:40]!r} is not a declared field"
-                               f"{hint}: declared fields are {fields.declared()} (declare it "
-                               "in nurture.toml under [fields])")  # fmt: skip
-    return columns
-
-
-def _row(line: int, columns: list[str], cells: list[str], fields: Fields) -> Row:
-    if len(cells) > len(columns):
-        raise SubscriberError(f"{len(cells)} cells, but the first row names {len(columns)} "
-                              "columns (a comma inside a cell needs \"quotes\")")  # fmt: skip
-    values = dict(zip(columns, cells, strict=False))
-    row = Row(line=line, email=normalize_email(values.get("email", "")))
-    row.first_name = clean_first_name(values.get("first_name"))
-    row.timezone = check_timezone((values.get("timezone") or "").strip() or None)
-    row.tags = clean_tags((values.get("tags") or "").replace(",", " ").split())
-    for name, raw in values.items():
-        if name in fields.types:
-            value = fields.convert(name, raw)
-            if value is not None:  # an empty cell sets nothing
-                row.attributes[name] = value
-    return row
-
-
-def batches(rows: list[Row], size: int = BATCH) -> Iterator[list[Row]]:
+def batches(rows: list[Row], size: int | None = None) -> Iterator[list[Row]]:
+    size = size or BATCH
     for start in range(0, len(rows), size):
         yield rows[start : start + size]
 
@@ -184,19 +80,16 @@ def import_batch(
 ) -> None:  # fmt: skip
     """Write one batch in the session's transaction; counts go to `outcome`.
 
-    On PostgreSQL new addresses are inserted first (ON CONFLICT DO NOTHING): in a fresh
+    New addresses are inserted first (ON CONFLICT DO NOTHING … RETURNING): in a fresh
     list that is nearly all, and the known ones are looked up among the rows it skipped.
     """
     conn = session.connection()
     by_email = {row.email: row for row in rows}
-    # SQLite cannot tell which rows of a many-row INSERT … ON CONFLICT DO NOTHING were
-    # skipped, so there the known ones are looked up first (cheap: no round trips).
-    upfront = session.get_bind().dialect.name != "postgresql"
-    known = _known(session, list(by_email)) if upfront else {}
-    fresh = [r for r in rows if r.email not in known and email_hash(r.email) not in suppressed]
-    ids = _insert_new(session, fresh, now, confirmed=confirmed, consent=consent, outcome=outcome)
-    if not upfront:
-        known = _known(session, [r.email for r in rows if r.email not in ids])
+    fresh = [r for r in rows if email_hash(r.email) not in suppressed] if suppressed else rows
+    signup = catalog.triggered_by("signup")
+    ids = _insert_new(session, fresh, now, confirmed=confirmed, consent=consent,
+                      outcome=outcome, signup=signup)  # fmt: skip
+    known = _known(session, [r.email for r in rows if r.email not in ids])
     for row in rows:
         if row.email not in ids and row.email not in known:
             outcome.problems.append(f"{file}:{row.line}: {row.email} is suppressed "
@@ -208,15 +101,18 @@ def import_batch(
     # Tags: the new ones of each subscriber start their `tag:` sequences (if active).
     held: dict[int, set[str]] = {}
     known_ids = [k.id for k in known.values()]
-    for sid, name in conn.execute(select(Tag.subscriber_id, Tag.name)
-                                  .where(among(session, Tag.subscriber_id, known_ids))):  # fmt: skip
-        held.setdefault(sid, set()).add(name)
+    if known_ids:
+        for sid, name in conn.execute(select(Tag.subscriber_id, Tag.name)
+                                      .where(among(session, Tag.subscriber_id, known_ids))):  # fmt: skip
+            held.setdefault(sid, set()).add(name)
     active = {k.id for k in known.values() if k.status == SubscriberStatus.ACTIVE}
     if confirmed:
         active.update(ids.values())
     tag_rows: list[dict[str, Any]] = []
     pairs: list[tuple[int, Sequence]] = []
     for row in rows:
+        if not row.tags:
+            continue
         who: int | None = known[row.email].id if row.email in known else ids.get(row.email)
         if who is None:
             continue
@@ -227,9 +123,6 @@ def import_batch(
     if tag_rows:
         bulk_insert(session, cast(Table, Tag.__table__), tag_rows,
                     conflict=["subscriber_id", "name"])  # fmt: skip
-    if confirmed:
-        signup = catalog.triggered_by("signup")
-        pairs += [(sid, seq) for sid in ids.values() for seq in signup]
     enroll_many(session, pairs, now)
 
 
@@ -243,47 +136,60 @@ def _known(session: Session, emails: list[str]) -> dict[str, Any]:
 
 def _insert_new(
     session: Session, rows: list[Row], now: datetime, *, confirmed: bool,
-    consent: ConsentInfo, outcome: Outcome,
+    consent: ConsentInfo, outcome: Outcome, signup: list[Sequence],
 ) -> dict[str, int]:  # fmt: skip
-    """New subscribers, their consent and (without `confirmed`) their confirmation."""
+    """New subscribers, their consents, their `signup` enrolments (with `confirmed`) or
+    confirmation (without); returns the new ones' ids by address.
+
+    The rows' own values are staged (COPY on PostgreSQL), then one INSERT … SELECT …
+    ON CONFLICT DO NOTHING RETURNING adds those not known meanwhile; consents and
+    enrolments are made in the database from the new ids, a statement each.
+    """
     if not rows:
         return {}
+    staged = [(r.email, r.first_name, r.timezone, _json(r.attributes), key)
+              for r, key in zip(rows, new_link_keys(len(rows)), strict=True)]  # fmt: skip
+    stage(session, "import_rows", _S, list(_STAGED), staged)
     status = SubscriberStatus.ACTIVE if confirmed else SubscriberStatus.PENDING
-    values = [
-        {
-            "email": r.email, "first_name": r.first_name, "timezone": r.timezone,
-            "attributes": r.attributes, "status": status, "source": consent.source,
-            "created_at": now, "confirmed_at": now if confirmed else None,
-            "confirmation_sent_at": None if confirmed else now, "score": 0,
-            "link_key": new_link_key(),
-        }
-        for r in rows
-    ]  # fmt: skip
-    # ON CONFLICT only where the returned rows say which were new (see import_batch)
-    conflict = ["email"] if session.get_bind().dialect.name == "postgresql" else None
-    if conflict:
-        ids = {email: sid for sid, email in bulk_insert(session, _S, values, conflict=conflict,
-                                                        returning=(_S.c.id, _S.c.email))}  # fmt: skip
-    else:  # SQLite: none of these was known (looked up first); read the new ids back
-        bulk_insert(session, _S, values)
-        ids = {email: k.id for email, k in _known(session, [r.email for r in rows]).items()}
-    if not ids:  # every address was known
+    shared = {"status": str(status), "source": consent.source, "created_at": now,
+              "confirmed_at": now if confirmed else None,
+              "confirmation_sent_at": None if confirmed else now, "score": 0}  # fmt: skip
+    sub = table("import_rows", *(column(n, _S.c[n].type) for n in _STAGED))
+    query = select(*sub.c, *(constant(_S.c[n], v).label(n) for n, v in shared.items())).where(
+        true()
+    )
+    stmt = insert_ignoring_conflicts(session, _S, ["email"]).from_select(
+        [*_STAGED, *shared], query, include_defaults=False
+    )
+    ids = {email: sid for sid, email in
+           session.connection().execute(stmt.returning(_S.c.id, _S.c.email))}  # fmt: skip
+    new = list(ids.values())
+    if not new:  # every address was known
         return ids
-    actions = ["requested", "confirmed"] if confirmed else ["requested"]
-    consent_values = {"at": now, "source": consent.source, "ip": consent.ip,
-                      "user_agent": consent.user_agent, "form": consent.form,
-                      "wording": consent.wording}  # fmt: skip
-    bulk_insert(session, cast(Table, Consent.__table__),
-                [{"subscriber_id": sid, "action": a, **consent_values} for sid in ids.values()
-                 for a in actions])  # fmt: skip
-    if not confirmed:
+    consents = cast(Table, Consent.__table__)
+    for action in ["requested", "confirmed"] if confirmed else ["requested"]:
+        insert_each(session, consents, "subscriber_id", new,
+                    {"action": action, "at": now, "source": consent.source, "ip": consent.ip,
+                     "user_agent": consent.user_agent, "form": consent.form,
+                     "wording": consent.wording})  # fmt: skip
+    if confirmed:
+        enroll_new(session, new, signup, now)
+    else:
         deliveries = cast(Table, Delivery.__table__)
         outcome.confirmations += bulk_insert(session, deliveries, [
             {"subscriber_id": sid, "kind": DeliveryKind.CONFIRM, "status": DeliveryStatus.QUEUED,
              "attempts": 0, "is_test": False, "created_at": now, "enqueued_at": now}
-            for sid in ids.values()
+            for sid in new
         ], returning=(deliveries.c.id,)).scalars().all()  # fmt: skip
     return ids
+
+
+#: The columns of a new subscriber that differ from row to row.
+_STAGED = ("email", "first_name", "timezone", "attributes", "link_key")
+
+
+def _json(attributes: dict[str, str]) -> str:
+    return json.dumps(attributes) if attributes else "{}"
 
 
 def _update_known(session: Session, known: dict[str, Any], by_email: dict[str, Row]) -> None:
@@ -304,13 +210,65 @@ def import_rows(
     confirmed: bool, consent: ConsentInfo, file: str = "",
     progress: Callable[[int], None] = lambda n: None,
 ) -> Outcome:  # fmt: skip
-    """Write checked rows, one transaction per batch (committed batches stay written)."""
+    """Write checked rows, one transaction per batch (committed batches stay written).
+
+    On PostgreSQL batches are written by WRITERS connections at once: most of an import's
+    time is the database checking each new consent's and enrolment's foreign key, in
+    the backend that inserts it, so two backends use two cores. The batches hold
+    distinct addresses, so they touch distinct rows and cannot wait on each other.
+    SQLite has one writer at a time: there, one connection.
+    """
     outcome = Outcome()
-    with session_scope() as session:  # read once: a list's suppressions are few
-        suppressed = set(session.scalars(select(Suppression.email_hash)))
-    for batch in batches(rows):
-        with session_scope() as session:
-            import_batch(session, catalog, batch, now, confirmed=confirmed, consent=consent,
-                         outcome=outcome, suppressed=suppressed, file=file)  # fmt: skip
-        progress(len(batch))
+    gc.freeze()  # the parsed rows live to the end: no collection need walk them again
+    try:
+        with session_scope() as session:  # read once: a list's suppressions are few
+            suppressed = set(session.scalars(select(Suppression.email_hash)))
+            postgresql = session.get_bind().dialect.name == "postgresql"
+
+        def write(batch: list[Row]) -> Outcome:
+            done = Outcome()
+            with session_scope() as session, _sqlite_cache(session):
+                import_batch(session, catalog, batch, now, confirmed=confirmed,
+                             consent=consent, outcome=done, suppressed=suppressed, file=file)  # fmt: skip
+            return done
+
+        with ThreadPoolExecutor(WRITERS if postgresql else 1) as pool:
+            pending = {pool.submit(write, batch): len(batch) for batch in batches(rows)}
+            try:
+                for future in as_completed(pending):
+                    _merge(outcome, future.result())
+                    progress(pending[future])
+            finally:  # on an error, batches not yet begun are not begun
+                for future in pending:
+                    future.cancel()
+    finally:
+        gc.unfreeze()
     return outcome
+
+
+#: SQLite page cache for an import's batch, in KiB (the default is 2 MiB).
+SQLITE_CACHE_KIB = 64 * 1024
+
+
+@contextmanager
+def _sqlite_cache(session: Session) -> Iterator[None]:
+    """A bigger page cache on SQLite while a batch is written, then the connection's own
+    again: a batch dirties more pages than the default cache holds, and each page pushed
+    out early is written twice. Durability is unchanged (same journal, same sync)."""
+    conn = session.connection()
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    was = conn.exec_driver_sql("PRAGMA cache_size").scalar_one()
+    conn.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql(f"PRAGMA cache_size={int(was)}")
+
+
+def _merge(outcome: Outcome, batch: Outcome) -> None:
+    outcome.added += batch.added
+    outcome.existing += batch.existing
+    outcome.problems += batch.problems
+    outcome.confirmations += batch.confirmations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import secrets
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -107,9 +108,20 @@ class DeliveryKind(StrEnum):
     BROADCAST = "broadcast"  # one recipient of a newsletter issue
 
 
+#: Random bytes in a link key: 16 URL-safe characters, no padding.
+LINK_KEY_BYTES = 12
+
+
 def new_link_key() -> str:
     """A fresh random key for a subscriber's links (see Subscriber.link_key)."""
-    return secrets.token_urlsafe(12)
+    return secrets.token_urlsafe(LINK_KEY_BYTES)
+
+
+def new_link_keys(n: int) -> list[str]:
+    """`n` keys as `new_link_key` draws them, from one read of the system's randomness (a
+    bulk import): 12 bytes encode to exactly 16 characters, so the slices are whole keys."""
+    text = base64.urlsafe_b64encode(secrets.token_bytes(LINK_KEY_BYTES * n)).decode()
+    return [text[i : i + 16] for i in range(0, len(text), 16)]
 
 
 class Subscriber(Base):
