@@ -50,6 +50,10 @@ DEFAULT_SIGNUP_SECONDS = 0.0
 DEFAULT_LINK_LIMIT = "60 per minute; 600 per hour"
 #: Requests one personal link may get, from anywhere: a person needs a handful.
 DEFAULT_TOKEN_LIMIT = "10 per minute; 40 per hour"  # noqa: S105 - a limit, not a secret
+#: Soft bounces (a full mailbox, a server down for days) of one address within a window
+#: that suppress it: a single one never does.
+DEFAULT_SOFT_BOUNCE_LIMIT = "3 in 30d"
+_SOFT_LIMIT = re.compile(r"\s*([0-9]+)\s+in\s+([0-9]+)\s*d(?:ays?)?\s*", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,17 @@ class Settings:
     #: Tags a public signup (form or JSON) may set; none unless listed, so that a
     #: visitor cannot put themselves in `tag:vip`.
     signup_tags: frozenset[str] = frozenset()
+    #: `bounces@bounce.example`: each email's envelope sender becomes a signed
+    #: `bounces+<token>@bounce.example` naming its delivery; None leaves it the From address.
+    bounce_address: str | None = None
+    #: Soft bounces within `soft_bounce_window` that suppress an address (at least 2).
+    soft_bounce_count: int = 3
+    soft_bounce_window: timedelta = timedelta(days=30)
+    #: `imaps://user:pass@host/INBOX`: the mailbox `nurture bounces fetch` reads.
+    bounce_imap_url: str | None = None
+    #: Webhook secrets: Postmark's token in the webhook URL, Mailgun's signing key.
+    postmark_webhook_token: str | None = None
+    mailgun_signing_key: str | None = None
 
     @property
     def embedded(self) -> bool:
@@ -173,6 +188,30 @@ def _rate_limit(src: _Source, name: str, default: str) -> str:
         raise ConfigError(
             f"{PREFIX}{name.upper()} must be a rate such as '5 per minute; 30 per hour', "
             f"got {value!r}"
+        )
+    return value
+
+
+def _soft_bounce_limit(src: _Source) -> tuple[int, timedelta]:
+    """NURTURE_SOFT_BOUNCE_LIMIT such as "3 in 30d": never fewer than 2, so that one
+    full mailbox never suppresses anyone."""
+    value = src.get("soft_bounce_limit") or DEFAULT_SOFT_BOUNCE_LIMIT
+    match = _SOFT_LIMIT.fullmatch(value)
+    if not match or int(match[1]) < 2 or int(match[2]) < 1:
+        raise ConfigError(
+            f"{PREFIX}SOFT_BOUNCE_LIMIT must be a count of at least 2 within days, such as "
+            f"'3 in 30d', got {value!r}"
+        )
+    return int(match[1]), timedelta(days=int(match[2]))
+
+
+def _bounce_address(src: _Source) -> str | None:
+    value = src.get("bounce_address")
+    if value and (value.count("@") != 1 or "+" in value or not value.isascii()
+                  or any(c in value for c in " <>\"(),;:")):  # fmt: skip
+        raise ConfigError(
+            f"{PREFIX}BOUNCE_ADDRESS must be a plain address without '+', such as "
+            f"'bounces@bounce.crumb.example', got {value!r}"
         )
     return value
 
@@ -280,6 +319,7 @@ def load_settings(
     base_url = (src.get("base_url") or "http://localhost:8000").rstrip("/")
     if not base_url.startswith(("http://", "https://")):
         raise ConfigError(f"NURTURE_BASE_URL must start with http:// or https://, got {base_url!r}")
+    soft_count, soft_window = _soft_bounce_limit(src)
     origins = tuple(o.strip() for o in (src.get("cors_origins") or "").split(",") if o.strip())
 
     return Settings(
@@ -306,5 +346,11 @@ def load_settings(
         subscribe_limit=_rate_limit(src, "subscribe_limit", DEFAULT_SUBSCRIBE_LIMIT),
         signup_seconds=src.number("signup_seconds", float, DEFAULT_SIGNUP_SECONDS),
         signup_tags=src.names("signup_tags"),
+        bounce_address=_bounce_address(src),
+        soft_bounce_count=soft_count,
+        soft_bounce_window=soft_window,
+        bounce_imap_url=src.get("bounce_imap_url"),
+        postmark_webhook_token=src.get("postmark_webhook_token"),
+        mailgun_signing_key=src.get("mailgun_signing_key"),
         secret_key=_key(src, ws),  # last: nothing is written when another setting is wrong
     )
