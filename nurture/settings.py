@@ -216,6 +216,19 @@ def _bounce_address(src: _Source) -> str | None:
     return value
 
 
+def _bounce_settings(src: _Source) -> dict[str, Any]:
+    """What handling bounces and complaints reads (docs/deliverability.md)."""
+    soft_count, soft_window = _soft_bounce_limit(src)
+    return {
+        "bounce_address": _bounce_address(src),
+        "soft_bounce_count": soft_count,
+        "soft_bounce_window": soft_window,
+        "bounce_imap_url": src.get("bounce_imap_url"),
+        "postmark_webhook_token": src.get("postmark_webhook_token"),
+        "mailgun_signing_key": src.get("mailgun_signing_key"),
+    }
+
+
 def _sender(src: _Source) -> str | None:
     value = src.get("from")
     problem = value and sender_problem(value)
@@ -319,7 +332,6 @@ def load_settings(
     base_url = (src.get("base_url") or "http://localhost:8000").rstrip("/")
     if not base_url.startswith(("http://", "https://")):
         raise ConfigError(f"NURTURE_BASE_URL must start with http:// or https://, got {base_url!r}")
-    soft_count, soft_window = _soft_bounce_limit(src)
     origins = tuple(o.strip() for o in (src.get("cors_origins") or "").split(",") if o.strip())
 
     return Settings(
@@ -346,11 +358,6 @@ def load_settings(
         subscribe_limit=_rate_limit(src, "subscribe_limit", DEFAULT_SUBSCRIBE_LIMIT),
         signup_seconds=src.number("signup_seconds", float, DEFAULT_SIGNUP_SECONDS),
         signup_tags=src.names("signup_tags"),
-        bounce_address=_bounce_address(src),
-        soft_bounce_count=soft_count,
-        soft_bounce_window=soft_window,
-        bounce_imap_url=src.get("bounce_imap_url"),
-        postmark_webhook_token=src.get("postmark_webhook_token"),
-        mailgun_signing_key=src.get("mailgun_signing_key"),
+        **_bounce_settings(src),
         secret_key=_key(src, ws),  # last: nothing is written when another setting is wrong
     )
