@@ -121,8 +121,8 @@ def _diagnostic(msg: Message) -> str:
             if not isinstance(body, bytes):
                 continue
             lines = [ln.strip() for ln in body.decode("utf-8", "replace").splitlines()]
-            said = next((ln for ln in lines if _SMTP_REPLY.search(ln)), None)
-            return (said or " ".join(ln for ln in lines if ln))[:REASON_MAX]
+            reply = next((ln for ln in lines if _SMTP_REPLY.search(ln)), None)
+            return (reply or " ".join(ln for ln in lines if ln))[:REASON_MAX]
     return ""
 
 
