@@ -179,3 +179,22 @@ def test_receive_asks_the_mta_to_retry_when_the_database_is_down(bounce_env, bse
                            input=sample("exim-hard.eml", sent))  # fmt: skip
     assert result.exit_code == 75, result.output
     assert "cannot reach" in result.output and "Traceback" not in result.output
+
+
+def test_stats_shows_rates_per_step_and_sequence_and_warns_on_complaints(
+    bounce_env, bsettings, sink, runner
+):
+    ana = send_welcome(bsettings, sink, "ana@example.com")
+    ben = send_welcome(bsettings, sink, "ben@example.com")
+    send_welcome(bsettings, sink, "cara@example.com")
+    handle_message(bsettings, sample("gmail-hard.eml", ana))
+    handle_message(bsettings, sample("yahoo-arf.eml", ben))
+    result = runner.invoke(cli, ["stats"], env=bounce_env)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    [step] = [ln for ln in lines if ln.strip().startswith("from-curious-to-customer/welcome ")]
+    assert "sent       3" in step and "bounced     1 (33.33 %)" in step
+    assert "complained     1 (33.33 %)" in step
+    assert any(ln.strip().startswith("from-curious-to-customer (sequence)") for ln in lines)
+    assert ("warning: the complaint rate of the last 30 days is 33.33 % (1 of 3); Gmail wants "
+            "it under 0.1 % and throttles at 0.3 %") in result.output  # fmt: skip
