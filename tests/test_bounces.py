@@ -198,3 +198,25 @@ def test_stats_shows_rates_per_step_and_sequence_and_warns_on_complaints(
     assert any(ln.strip().startswith("from-curious-to-customer (sequence)") for ln in lines)
     assert ("warning: the complaint rate of the last 30 days is 33.33 % (1 of 3); Gmail wants "
             "it under 0.1 % and throttles at 0.3 %") in result.output  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "value", "says"), [
+    ("NURTURE_SOFT_BOUNCE_LIMIT", "1 in 30d", "at least 2"),
+    ("NURTURE_SOFT_BOUNCE_LIMIT", "often", "such as '3 in 30d'"),
+    ("NURTURE_BOUNCE_ADDRESS", "bounces+x@bounce.crumb.example", "without '+'"),
+    ("NURTURE_BOUNCE_ADDRESS", "Bounces <b@crumb.example>", "plain address"),
+])  # fmt: skip
+def test_bounce_settings_are_checked_with_one_sentence(env, runner, name, value, says):
+    result = runner.invoke(cli, ["bounces", "fetch", "--maildir", "."], env={**env, name: value})
+    assert result.exit_code == 1 and name in result.output and says in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_soft_bounce_limit_of_two_in_a_week_is_honoured(env, sink):
+    settings = load_settings(env["NURTURE_WORKSPACE"], env={
+        **env, "NURTURE_BOUNCE_ADDRESS": BOUNCE_ADDRESS, "NURTURE_SOFT_BOUNCE_LIMIT": "2 in 7d"})  # fmt: skip
+    sent = send_welcome(settings, sink, "ana@example.com")
+    assert handle_message(settings, sample("yahoo-soft.eml", sent)).suppressed is False
+    handled = handle_message(settings, sample("yahoo-soft.eml", sent))
+    assert handled.suppressed is True
+    assert _state(settings, "ana@example.com")[2] == "2 soft bounces in 7 days"
