@@ -38,8 +38,8 @@ def bounces_receive(ctx: click.Context) -> None:
     """Handle one bounce or complaint message read on stdin (an MTA pipe transport).
 
     Exits 0 when the message was handled, matched or not; 75 (EX_TEMPFAIL) when the
-    database cannot be reached, so the MTA keeps the message and tries again; 65
-    (EX_DATAERR) when the input is not an email message at all.
+    database cannot be reached or a setting is wrong, so the MTA keeps the message and
+    tries again; 65 (EX_DATAERR) when the input is not an email message at all.
 
     \b
     Example (Postfix master.cf):
