@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from nurture.envfile import exposure_warning, read_env_file
 from nurture.errors import ConfigError
+from nurture.mailsettings import bounce_settings, dkim_settings
 from nurture.secretkey import MIN_SECRET_LENGTH, check_key, generated_key
 from nurture.sender import sender_problem
 from nurture.urls import check_database_url, check_redis_url, check_smtp_url
@@ -100,6 +101,17 @@ class Settings:
     #: Warnings about the environment and env file (unknown NURTURE_* names, a
     #: readable env file), printed by every command.
     warnings: tuple[str, ...] = ()
+    #: `bounces@bounce.example`: each email's envelope sender becomes a signed
+    #: `bounces+<token>@bounce.example` naming its delivery; None leaves it the From address.
+    bounce_address: str | None = None
+    #: Soft bounces within `soft_bounce_window` that suppress an address (at least 2).
+    soft_bounce_count: int = 3
+    soft_bounce_window: timedelta = timedelta(days=30)
+    #: `imaps://user:pass@host/INBOX`: the mailbox `nurture bounces fetch` reads.
+    bounce_imap_url: str | None = None
+    #: Webhook secrets: Postmark's token in the webhook URL, Mailgun's signing key.
+    postmark_webhook_token: str | None = None
+    mailgun_signing_key: str | None = None
 
     @property
     def embedded(self) -> bool:
@@ -229,34 +241,6 @@ def _sender(src: _Source) -> str | None:
     return value
 
 
-_DKIM = ("dkim_selector", "dkim_domain", "dkim_key")
-_PEM_KEY = re.compile(r"-----BEGIN (?:RSA )?PRIVATE KEY-----\s+([A-Za-z0-9+/=\s]+?)\s*-----END")
-
-
-def _dkim(src: _Source, ws: Path) -> dict[str, Any]:
-    """The three DKIM settings, all or none. The key file is read here, so a wrong path
-    is one clear error at start-up rather than a failed send; `nurture validate`
-    parses the key whole (which needs dkimpy, too slow to import for every command)."""
-    selector, domain, key = (src.get(name) for name in _DKIM)
-    missing = [f"{PREFIX}{n.upper()}" for n in _DKIM if not src.get(n)]
-    if len(missing) == len(_DKIM):
-        return {}
-    if missing:
-        raise ConfigError(f"DKIM signing needs {PREFIX}DKIM_SELECTOR, {PREFIX}DKIM_DOMAIN and "
-                          f"{PREFIX}DKIM_KEY together: {' and '.join(missing)} not set")  # fmt: skip
-    path = (ws / str(key)).resolve()
-    try:
-        pem = path.read_text(encoding="ascii")
-    except (OSError, UnicodeDecodeError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else "not a PEM file"
-        raise ConfigError(f"{PREFIX}DKIM_KEY: cannot read {path}: {reason}") from None
-    if not _PEM_KEY.search(pem):
-        raise ConfigError(f"{PREFIX}DKIM_KEY: {path} holds no PEM RSA private key "
-                          "(make one with `nurture dkim keygen`)")  # fmt: skip
-    return {"dkim_selector": selector, "dkim_domain": str(domain).lower().rstrip("."),
-            "dkim_key": path}  # fmt: skip
-
-
 def _workspace(workspace: str | Path | None, env: dict[str, str]) -> Path:
     """The workspace folder, refused unless it holds sequences/: a cron job started in
     the wrong folder must fail loudly, not run on a fresh database of its own."""
@@ -361,8 +345,9 @@ def load_settings(
         subscribe_limit=_rate_limit(src, "subscribe_limit", DEFAULT_SUBSCRIBE_LIMIT),
         signup_seconds=src.number("signup_seconds", float, DEFAULT_SIGNUP_SECONDS),
         signup_tags=src.names("signup_tags"),
-        **_dkim(src, ws),
+        **dkim_settings(src.get, ws),
         dns_server=src.get("dns_server"),
+        **bounce_settings(src.get),
         secret_key=_key(src, ws),  # last: nothing is written when another setting is wrong
     )
     return _with_warnings(settings, src, path)

@@ -19,6 +19,8 @@ class Purpose(StrEnum):
     UNSUBSCRIBE = "unsubscribe"
     CLICK = "click"
     OPEN = "open"
+    #: The envelope sender of one delivery (VERP): a bounce sent to it names the email.
+    BOUNCE = "bounce"
 
 
 #: Confirmation links expire; unsubscribe links never do (the law wants them to keep working).

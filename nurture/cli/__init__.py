@@ -25,6 +25,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: short help `nurture --help` lists without importing that module (a test keeps both
 #: true to the commands themselves).
 COMMANDS: dict[str, tuple[str, str]] = {
+    "bounces": ("bounces", "Bounces and complaints that arrive after the send: by pipe, mailbox or webhook."),
     "broadcast": ("broadcast", "Newsletters: write an issue in Markdown, test it, send or schedule it to a segment."),
     "db": ("database", "Database schema management."),
     "dkim": ("deliverability", "DKIM signing: make the key whose public half goes in DNS."),
@@ -39,6 +40,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("web", "Run the web app (signup form, confirm and unsubscribe pages, tracking, API) with gunicorn."),
     "simulate": ("content", "Dry run: the dated timeline one new subscriber would receive. Touches no data."),
     "stats": ("sending", "Per step: emails sent, pending, failed, skipped, cancelled, and the people who opened, clicked, unsubscribed or bounced; per sequence, the funnel from education to sales (entered, finished education, became ready, got sales prompts, reached the goal) and the sales handoffs."),
+    "suppression": ("bounces", "The suppression list: addresses never mailed again (kept hashed)."),
     "subscribers": ("people", "Add, browse, import, export and forget subscribers."),
     "test": ("content", "Run the journey tests in sequences/tests/*.yaml through the real scheduler."),
     "unsubscribe": ("people", "Unsubscribe at once: nothing more is sent, even what is already queued."),

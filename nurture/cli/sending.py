@@ -10,6 +10,7 @@ from nurture import clock
 from nurture.cli import _settings, cli, command
 from nurture.delivery.compose import sender_for
 from nurture.queue import broker_status
+from nurture.reports.deliverability import Deliverability
 from nurture.reports.html import write_report
 from nurture.reports.overview import overview
 from nurture.reports.stats import COLUMNS
@@ -37,6 +38,18 @@ def send_due(ctx: click.Context, limit: int | None) -> None:
     sender_for(settings)  # fail before claiming anything if there is no sender
     counts = run_send_due(settings, limit)
     click.echo(summary(counts, settings.embedded))
+
+
+def _deliverability(found: Deliverability | None) -> None:
+    """Bounce and complaint rates, and the 30-day complaint warning."""
+    if found is None:
+        return
+    if any(r.bounced or r.complained for r in found.rates):
+        click.echo("\nbounces and complaints (of emails sent)")
+        for rate in found.rates:
+            click.echo(rate.line())
+    if found.warning:
+        click.echo(found.warning)
 
 
 @command(cli, "stats")
@@ -85,5 +98,6 @@ def stats(ctx: click.Context, sequence: str | None, html_file: Path | None) -> N
         click.echo("sales handoffs: "
                    + ", ".join(f"{n} {k}" for k, n in sorted(found.handoffs.items()))
                    + (f"  ({failing} failing: check NURTURE_SALES_WEBHOOK_URL)" if failing else ""))  # fmt: skip
+    _deliverability(found.deliverability)
     click.echo(f"\n{found.health.line()}")
     click.echo(f"broker: {broker_status(settings)}")

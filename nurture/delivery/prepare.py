@@ -5,7 +5,7 @@ enrolment), and its email (a sequence step, a confirmation or a newsletter issue
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -17,6 +17,7 @@ from nurture.delivery import statements as sql
 from nurture.delivery.compose import Composed, compose_confirmation, compose_step
 from nurture.delivery.issues import compose_broadcast
 from nurture.delivery.states import Job, Outcome, temporary
+from nurture.delivery.verp import verp_address
 from nurture.errors import ConfigError, TemplateError
 from nurture.logsafe import bug_summary, domain_of, frames
 from nurture.people.subscribers import email_hash
@@ -42,8 +43,9 @@ def prepare(settings: Settings, session: Session, jobs: list[Job]) -> Catalog:
             continue
         token = job.delivery.attempts
         try:
-            job.composed = _compose(settings, session, catalog, job.delivery,
-                                    found.view(job.delivery))  # fmt: skip
+            composed = _compose(settings, session, catalog, job.delivery,
+                                found.view(job.delivery))  # fmt: skip
+            job.composed = _with_bounce_address(settings, composed, job.delivery.id)
         except TemplateError as e:  # a broken template will not mend itself
             job.outcome, job.error = Outcome.FAILED, str(e)
         except ConfigError as e:  # the operator can fix it; keep the email for later
@@ -121,3 +123,11 @@ def _compose(settings: Settings, session: Session, catalog: Catalog, delivery: A
     if seq is None or step is None:
         raise TemplateError(f"step {delivery.sequence}/{delivery.step_id} no longer exists")
     return compose_step(settings, seq, step, view, delivery.subscriber_id, delivery.id)
+
+
+def _with_bounce_address(settings: Settings, composed: Composed, delivery_id: int) -> Composed:
+    """The envelope sender (MAIL FROM, the Return-Path) as this delivery's VERP address."""
+    sender = verp_address(settings, delivery_id)
+    if sender is None:
+        return composed
+    return replace(composed, envelope=replace(composed.envelope, sender=sender))

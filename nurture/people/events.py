@@ -24,7 +24,7 @@ from nurture.store.engine import session_scope
 from nurture.store.tables import Delivery, Event
 
 #: Event names the tracking endpoints write; `POST /api/events` may not forge them.
-RESERVED = frozenset({"open", "click", "unsubscribe"})
+RESERVED = frozenset({"open", "click", "unsubscribe", "bounced", "complained"})
 #: A custom event name: short, lower case, no spaces (`demo_booked`, `pricing:viewed`).
 EVENT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}$")
 

@@ -214,7 +214,8 @@ def add(
         enroll_tagged(session, catalog, existing, add_tags(session, existing.id, names), now)
         return existing, False
     if is_suppressed(session, address):
-        raise SubscriberError(f"{address} is suppressed (it bounced or asked to be forgotten)")
+        raise SubscriberError(f"{address} is suppressed (it bounced, complained, asked to be "
+                              "forgotten or was added to the suppression list)")  # fmt: skip
     sub = Subscriber(
         email=address,
         first_name=clean_first_name(first_name),

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from nurture import clock
 from nurture.content.sequences import catalog_for
 from nurture.errors import NurtureError
+from nurture.reports.deliverability import Deliverability, deliverability
 from nurture.reports.stats import (
     DeliveryHealth,
     Funnel,
@@ -31,6 +32,7 @@ class Overview:
     scores: list[Scores | None]
     handoffs: dict[str, int]
     health: DeliveryHealth
+    deliverability: Deliverability | None = None
 
 
 def overview(settings: Settings, sequence: str | None = None) -> Overview:
@@ -46,4 +48,5 @@ def overview(settings: Settings, sequence: str | None = None) -> Overview:
             scores=[scores(session, catalog.sequences[n]) for n in names],
             handoffs=handoff_counts(session),
             health=delivery_health(session, clock.now(), settings.resend_after),
+            deliverability=deliverability(session, clock.now(), sequence),
         )

@@ -246,7 +246,8 @@ class Delivery(Base):
     maybe_twice: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    message_id: Mapped[str | None] = mapped_column(String(200))
+    #: Our Message-ID header: a bounce that quotes it is matched to this email.
+    message_id: Mapped[str | None] = mapped_column(String(200), index=True)
     subject: Mapped[str | None] = mapped_column(String(300))
     error: Mapped[str | None] = mapped_column(Text)
 
@@ -391,3 +392,31 @@ class SequenceVersion(Base):
     #: {path relative to the workspace: text}: the sequence file and its templates.
     files: Mapped[dict[str, str]] = mapped_column(JSON)
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class BounceMessage(Base):
+    """A bounce or complaint already handled, by a key of its own (the message's
+    Message-ID, or a hash of its bytes, or a provider's event id): a second host
+    running `bounces fetch`, or a provider sending a webhook again, finds it here and
+    changes nothing."""
+
+    __tablename__ = "bounce_messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    outcome: Mapped[str] = mapped_column(String(200))
+
+
+class SuppressionRemoval(Base):
+    """Who took an address off the suppression list, when and why: a removal may let
+    mail go to someone who complained, so it is never silent."""
+
+    __tablename__ = "suppression_removals"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email_hash: Mapped[str] = mapped_column(String(64), index=True)
+    reason: Mapped[str] = mapped_column(String(200))  # why it had been suppressed
+    why: Mapped[str] = mapped_column(Text)
+    by: Mapped[str] = mapped_column(String(100))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

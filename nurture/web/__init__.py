@@ -17,7 +17,7 @@ from werkzeug.wrappers import Response
 
 from nurture.people.signups import request_counts
 from nurture.settings import Settings, load_settings
-from nurture.web import api, archive, leave, signup, track
+from nurture.web import api, archive, leave, signup, track, webhooks
 from nurture.web.background import Background
 from nurture.web.common import CSP, SETTINGS, Nurture, brand, error
 from nurture.web.throttle import Throttle
@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None, *, proxies: int = 0) -> Flask:
     app.extensions["nurture"] = Nurture(
         Background(settings), Throttle(settings.redis_url, request_counts(settings))
     )
-    for bp in (signup.bp, leave.bp, track.bp, api.bp, archive.bp):
+    for bp in (signup.bp, leave.bp, track.bp, api.bp, archive.bp, webhooks.bp):
         app.register_blueprint(bp)
 
     page_context: dict[str, object] = {

@@ -1,0 +1,85 @@
+"""Settings of the mail around the mail: where bounces come back and how they count, and
+the DKIM key. Kept apart from settings.py, which reads them through these helpers."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from nurture.errors import ConfigError
+
+#: Reads one setting by its short name (settings._Source.get: it remembers the name).
+Getter = Callable[[str], str | None]
+PREFIX = "NURTURE_"
+#: Soft bounces (a full mailbox, a server down for days) of one address within a window
+#: that suppress it: a single one never does.
+DEFAULT_SOFT_BOUNCE_LIMIT = "3 in 30d"
+_SOFT_LIMIT = re.compile(r"\s*([0-9]+)\s+in\s+([0-9]+)\s*d(?:ays?)?\s*", re.IGNORECASE)
+
+
+def _soft_bounce_limit(get: Getter) -> tuple[int, timedelta]:
+    """NURTURE_SOFT_BOUNCE_LIMIT such as "3 in 30d": never fewer than 2, so that one
+    full mailbox never suppresses anyone."""
+    value = get("soft_bounce_limit") or DEFAULT_SOFT_BOUNCE_LIMIT
+    match = _SOFT_LIMIT.fullmatch(value)
+    if not match or int(match[1]) < 2 or int(match[2]) < 1:
+        raise ConfigError(
+            f"{PREFIX}SOFT_BOUNCE_LIMIT must be a count of at least 2 within days, such as "
+            f"'3 in 30d', got {value!r}"
+        )
+    return int(match[1]), timedelta(days=int(match[2]))
+
+
+def _bounce_address(get: Getter) -> str | None:
+    value = get("bounce_address")
+    if value and (value.count("@") != 1 or "+" in value or not value.isascii()
+                  or any(c in value for c in " <>\"(),;:")):  # fmt: skip
+        raise ConfigError(
+            f"{PREFIX}BOUNCE_ADDRESS must be a plain address without '+', such as "
+            f"'bounces@bounce.crumb.example', got {value!r}"
+        )
+    return value
+
+
+def bounce_settings(get: Getter) -> dict[str, Any]:
+    """What handling bounces and complaints reads (docs/deliverability.md)."""
+    soft_count, soft_window = _soft_bounce_limit(get)
+    return {
+        "bounce_address": _bounce_address(get),
+        "soft_bounce_count": soft_count,
+        "soft_bounce_window": soft_window,
+        "bounce_imap_url": get("bounce_imap_url"),
+        "postmark_webhook_token": get("postmark_webhook_token"),
+        "mailgun_signing_key": get("mailgun_signing_key"),
+    }
+
+
+_DKIM = ("dkim_selector", "dkim_domain", "dkim_key")
+_PEM_KEY = re.compile(r"-----BEGIN (?:RSA )?PRIVATE KEY-----\s+([A-Za-z0-9+/=\s]+?)\s*-----END")
+
+
+def dkim_settings(get: Getter, ws: Path) -> dict[str, Any]:
+    """The three DKIM settings, all or none. The key file is read here, so a wrong path
+    is one clear error at start-up rather than a failed send; `nurture validate`
+    parses the key whole (which needs dkimpy, too slow to import for every command)."""
+    selector, domain, key = (get(name) for name in _DKIM)
+    missing = [f"{PREFIX}{n.upper()}" for n in _DKIM if not get(n)]
+    if len(missing) == len(_DKIM):
+        return {}
+    if missing:
+        raise ConfigError(f"DKIM signing needs {PREFIX}DKIM_SELECTOR, {PREFIX}DKIM_DOMAIN and "
+                          f"{PREFIX}DKIM_KEY together: {' and '.join(missing)} not set")  # fmt: skip
+    path = (ws / str(key)).resolve()
+    try:
+        pem = path.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else "not a PEM file"
+        raise ConfigError(f"{PREFIX}DKIM_KEY: cannot read {path}: {reason}") from None
+    if not _PEM_KEY.search(pem):
+        raise ConfigError(f"{PREFIX}DKIM_KEY: {path} holds no PEM RSA private key "
+                          "(make one with `nurture dkim keygen`)")  # fmt: skip
+    return {"dkim_selector": selector, "dkim_domain": str(domain).lower().rstrip("."),
+            "dkim_key": path}  # fmt: skip
