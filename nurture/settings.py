@@ -215,8 +215,15 @@ def _secret_key(workspace: Path) -> str:
             pass  # another process won: read its key below
         finally:
             tmp.unlink(missing_ok=True)
-    return _check_key(path.read_text().strip(), str(path),
-                      "delete it to have a new one generated, or set NURTURE_SECRET_KEY")  # fmt: skip
+    fix = "delete it to have a new one generated, or set NURTURE_SECRET_KEY"
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:  # a dangling symlink, a folder, no permission
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else "it is not text"
+        if path.is_symlink() and not path.exists():
+            reason = "it is a link to a file that does not exist"
+        raise ConfigError(f"cannot read the secret key {path}: {reason}; {fix}") from None
+    return _check_key(text.strip(), str(path), fix)
 
 
 def _workspace(workspace: str | Path | None, env: dict[str, str]) -> Path:
@@ -235,10 +242,19 @@ def _workspace(workspace: str | Path | None, env: dict[str, str]) -> Path:
 
 
 def _key(src: _Source, ws: Path) -> str:
+    """NURTURE_SECRET_KEY, else the key generated into the workspace. Only an empty value
+    means unset: one of spaces alone is a key cut off or mistyped, and is refused like a
+    short one rather than silently replaced (every link sent would stop working)."""
+    var = f"{PREFIX}SECRET_KEY"
+    raw = src.env.get(var, src.toml.get("secret_key"))
     given = src.get("secret_key")
+    if not given and raw is not None and str(raw) != "":
+        raise ConfigError(f"{var} holds only white space: set a key of at least "
+                          f"{MIN_SECRET_LENGTH} random characters, or leave it empty to use "
+                          f"the one generated into {SECRET_FILE}")  # fmt: skip
     if not given:
         return _secret_key(ws)
-    return _check_key(given, f"{PREFIX}SECRET_KEY", f"use at least {MIN_SECRET_LENGTH} random "
+    return _check_key(given, var, f"use at least {MIN_SECRET_LENGTH} random "
                       "characters, e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))'")  # fmt: skip
 
 
