@@ -32,7 +32,10 @@ def read_env_file(path: str | Path) -> dict[str, str]:
         reason = e.strerror if isinstance(e, OSError) else "it is not UTF-8 text"
         raise ConfigError(f"cannot read the env file {path}: {reason}") from None
     values: dict[str, str] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Lines end at "\n" (and "\r\n") only: str.splitlines() also splits at U+2028,
+    # form feeds and other separators a value may hold, and would cut the value there.
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue

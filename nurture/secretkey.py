@@ -44,5 +44,12 @@ def generated_key(workspace: Path) -> str:
             pass  # another process won: read its key below
         finally:
             tmp.unlink(missing_ok=True)
-    return check_key(path.read_text().strip(), str(path),
-                      "delete it to have a new one generated, or set NURTURE_SECRET_KEY")  # fmt: skip
+    fix = "delete it to have a new one generated, or set NURTURE_SECRET_KEY"
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:  # a dangling symlink, a folder, no permission
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else "it is not text"
+        if path.is_symlink() and not path.exists():
+            reason = "it is a link to a file that does not exist"
+        raise ConfigError(f"cannot read the secret key {path}: {reason}; {fix}") from None
+    return check_key(text.strip(), str(path), fix)

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from nurture.envfile import exposure_warning, read_env_file
 from nurture.errors import ConfigError
 from nurture.mailsettings import bounce_settings, dkim_settings
-from nurture.secretkey import MIN_SECRET_LENGTH, check_key, generated_key
+from nurture.secretkey import MIN_SECRET_LENGTH, SECRET_FILE, check_key, generated_key
 from nurture.sender import sender_problem
 from nurture.urls import check_database_url, check_redis_url, check_smtp_url
 
@@ -257,10 +257,19 @@ def _workspace(workspace: str | Path | None, env: dict[str, str]) -> Path:
 
 
 def _key(src: _Source, ws: Path) -> str:
+    """NURTURE_SECRET_KEY, else the key generated into the workspace. Only an empty value
+    means unset: one of spaces alone is a key cut off or mistyped, and is refused like a
+    short one rather than silently replaced (every link sent would stop working)."""
+    var = f"{PREFIX}SECRET_KEY"
+    raw = src.env.get(var, src.toml.get("secret_key"))
     given = src.get("secret_key")
+    if not given and raw is not None and str(raw) != "":
+        raise ConfigError(f"{var} holds only white space: set a key of at least "
+                          f"{MIN_SECRET_LENGTH} random characters, or leave it empty to use "
+                          f"the one generated into {SECRET_FILE}")  # fmt: skip
     if not given:
         return generated_key(ws)
-    return check_key(given, f"{PREFIX}SECRET_KEY", f"use at least {MIN_SECRET_LENGTH} random "
+    return check_key(given, var, f"use at least {MIN_SECRET_LENGTH} random "
                       "characters, e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))'")  # fmt: skip
 
 

@@ -8,7 +8,7 @@ that end up in error messages.
 from __future__ import annotations
 
 import re
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from nurture.errors import ConfigError
 
@@ -32,9 +32,29 @@ def redact(url: str) -> str:
     return _PASSWORD_PARAM.sub(r"\1***", url)
 
 
+def _split(var: str, url: str) -> SplitResult:
+    """The parts of `url`, or one sentence naming `var`: a URL that cannot be split is
+    never echoed, since where its password ends is anyone's guess.
+
+    More than one "@" before the host means an "@" in the user name or password that
+    was not percent-encoded: every parser then cuts the URL somewhere else, and a
+    driver's "cannot resolve host" error would show the rest of the password.
+    """
+    authority = url.partition("://")[2]
+    authority = re.split(r"[/?#]", authority, maxsplit=1)[0]
+    if authority.count("@") > 1:
+        raise ConfigError(f"{var} has an '@' in its user name or password: write it as %40")
+    try:
+        return urlsplit(url)
+    except ValueError:  # "Invalid IPv6 URL": a "[" without its "]"
+        raise ConfigError(
+            f"{var} has a '[' that opens an IPv6 address without closing it with ']'"
+        ) from None
+
+
 def _port(var: str, url: str) -> int | None:
     try:
-        return urlsplit(url).port
+        return _split(var, url).port
     except ValueError:
         raise ConfigError(f"{var} has a port that is not a number: {redact(url)}") from None
 
@@ -42,7 +62,7 @@ def _port(var: str, url: str) -> int | None:
 def check_smtp_url(url: str) -> str:
     """smtp://, smtp+starttls:// or smtps://, with a host and a numeric port."""
     var = "NURTURE_SMTP_URL"
-    parts = urlsplit(url)
+    parts = _split(var, url)
     if parts.scheme not in SMTP_PORTS:
         raise ConfigError(
             f"{var} must start with smtp://, smtp+starttls:// or smtps://, got {redact(url)}"
@@ -58,7 +78,7 @@ def check_smtp_url(url: str) -> str:
 def check_redis_url(url: str) -> str:
     """redis://, rediss:// or unix://, with a host (or socket path) and a numeric port."""
     var = "NURTURE_REDIS_URL"
-    parts = urlsplit(url)
+    parts = _split(var, url)
     if parts.scheme not in REDIS_SCHEMES:
         raise ConfigError(
             f"{var} must start with redis://, rediss:// or unix://, e.g. "
@@ -85,6 +105,8 @@ def check_database_url(url: str) -> str:
         )
     if not url.startswith("sqlite"):
         _port(var, url)
+    else:
+        _split(var, url)
     return url
 
 

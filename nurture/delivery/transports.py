@@ -47,18 +47,25 @@ class Transport(Protocol):
 
 
 class OutboxTransport:
-    """Writes each message as an `.eml` file: open it in any mail client to look at it."""
+    """Writes each message as an `.eml` file: open it in any mail client to look at it.
+
+    The files hold confirm and unsubscribe links, which act for their recipient: they
+    are readable by the owner only (0600), in a folder nurture makes 0700.
+    """
 
     def __init__(self, folder: Path):
         self.folder = folder
 
     def send(self, envelope: Envelope) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
         safe = re.sub(r"[^A-Za-z0-9@._-]", "_", envelope.recipient)
         final = self.folder / f"{stamp}-{safe}.eml"
         tmp = final.with_suffix(".tmp")
-        tmp.write_bytes(envelope.data)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o600)  # a leftover .tmp keeps its mode otherwise
+            f.write(envelope.data)
         os.replace(tmp, final)  # a reader never sees half a message
 
     def close(self) -> None:

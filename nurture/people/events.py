@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -25,6 +25,8 @@ from nurture.store.tables import Delivery, Event
 
 #: Event names the tracking endpoints write; `POST /api/events` may not forge them.
 RESERVED = frozenset({"open", "click", "unsubscribe", "bounced", "complained"})
+#: At most one open and one click event is kept per email per this long.
+TRACK_EVERY = timedelta(minutes=1)
 #: A custom event name: short, lower case, no spaces (`demo_booked`, `pricing:viewed`).
 EVENT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}$")
 
@@ -57,9 +59,21 @@ def record_for_delivery(
     session: Session, delivery_id: int, kind: str, now: datetime, *, bot: bool,
     data: dict[str, Any] | None = None, settings: Settings | None = None,
 ) -> Event | None:  # fmt: skip
-    """An open or click of one email; None when the email is gone (its subscriber forgotten)."""
-    subscriber_id = session.scalar(select(Delivery.subscriber_id).where(Delivery.id == delivery_id))
+    """An open or click of one email; None when the email is gone (its subscriber
+    forgotten), or when the same email had the same kind of event (from a bot, or not)
+    less than TRACK_EVERY ago: one email cannot add rows without end, and the first
+    open and each minute's clicks are all that opens and clicks are read for."""
+    # The delivery's row is locked (PostgreSQL) so two requests at once count once.
+    subscriber_id = session.scalar(
+        select(Delivery.subscriber_id).where(Delivery.id == delivery_id).with_for_update()
+    )
     if subscriber_id is None:
+        return None
+    recent = select(Event.id).where(
+        Event.delivery_id == delivery_id, Event.kind == kind, Event.bot == bot,
+        Event.at > now - TRACK_EVERY,
+    ).limit(1)  # fmt: skip
+    if session.scalar(recent) is not None:
         return None
     return record(session, subscriber_id, kind, now, delivery_id=delivery_id, bot=bot, data=data,
                   settings=settings)  # fmt: skip

@@ -300,15 +300,33 @@ def resubscribe(
     session: Session, sub: Subscriber, now: datetime, consent: ConsentInfo, *,
     resend_after: timedelta = CONFIRMATION_RESEND_AFTER,
 ) -> int | None:  # fmt: skip
-    """A fresh double opt-in for someone who left; returns the confirmation to send, if any."""
+    """A fresh double opt-in for someone who left; returns the confirmation to send, if any.
+
+    One conditional UPDATE makes the change, so of several requests at once (a double
+    click, a retried POST) exactly one finds them still unsubscribed with the key it
+    read, rotates the key and queues a confirmation; the rest change nothing and
+    return None, as for a confirmation already requested. Two rotations would leave
+    the first email's link dead.
+    """
     if sub.status != SubscriberStatus.UNSUBSCRIBED:
         return None
-    sub.status = SubscriberStatus.PENDING
+    allowed = confirmation_allowed(sub, now, resend_after)
+    values: dict[str, object] = {"status": SubscriberStatus.PENDING}
+    if allowed:  # else the confirmation sent within the hour, and its key, still stand
+        values |= {"link_key": new_link_key(), "confirmation_sent_at": now}
+    won = session.execute(
+        update(Subscriber)
+        .where(Subscriber.id == sub.id, Subscriber.status == SubscriberStatus.UNSUBSCRIBED,
+               Subscriber.link_key == sub.link_key)
+        .values(**values)
+        .returning(Subscriber.id)
+        .execution_options(synchronize_session=False)
+    ).first()  # fmt: skip
+    session.refresh(sub)
+    if won is None:
+        return None
     _record_consent(session, sub.id, "requested", now, consent)
-    if not confirmation_allowed(sub, now, resend_after):
-        return None  # the confirmation sent within the hour, and its key, still stand
-    sub.link_key = new_link_key()  # links from before they left act no more
-    return queue_confirmation(session, sub, now)
+    return queue_confirmation(session, sub, now) if allowed else None
 
 
 def confirm_signup(

@@ -19,7 +19,7 @@ from nurture.people.signups import request_counts
 from nurture.settings import Settings, load_settings
 from nurture.web import api, archive, leave, signup, track, webhooks
 from nurture.web.background import Background
-from nurture.web.common import CSP, SETTINGS, Nurture, brand, error
+from nurture.web.common import CSP, SETTINGS, TOKEN_ROUTE, Nurture, brand, error
 from nurture.web.throttle import Throttle
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,13 @@ def create_app(settings: Settings | None = None, *, proxies: int = 0) -> Flask:
     @app.context_processor
     def _page_context() -> dict[str, object]:
         return page_context
+
+    @app.url_value_preprocessor
+    def _note_token_route(endpoint: str | None, values: dict[str, object] | None) -> None:
+        # However the path was spelled (`//confirm/…`, `/%63onfirm/…`), the route it
+        # matched is what the access log shows (server.AccessLog).
+        if values and "token" in values and request.url_rule is not None:
+            request.environ[TOKEN_ROUTE] = request.url_rule.rule
 
     @app.after_request
     def _headers(response: Response) -> Response:

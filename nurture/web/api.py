@@ -39,7 +39,9 @@ def add_event() -> ResponseReturnValue:
     if refused is not None:
         return refused
     try:
-        data = json_object('{"email": "ana@example.com", "event": "demo_booked"}')
+        data = json_object(
+            '{"email": "ana@example.com", "event": "demo_booked"}', stored_as_sent=True
+        )
     except BadBody as e:
         return error(400, "Bad request", str(e))
     unknown = sorted(k for k in data if k not in EVENT_FIELDS)

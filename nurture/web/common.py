@@ -72,6 +72,10 @@ def consent_info(
     )
 
 
+#: The WSGI environ key where the app notes the route of a request whose path holds a
+#: personal token (`/confirm/<token>`), so the access log shows that and not the path.
+TOKEN_ROUTE = "nurture.token_route"  # noqa: S105 - an environ key, not a secret
+
 #: Pages reached by a personal link must not be kept by a browser or a proxy.
 NO_STORE = "no-store, no-cache, must-revalidate, private"
 TOO_MANY = "Too many requests from your address. Please wait a minute and try again."

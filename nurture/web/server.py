@@ -11,6 +11,7 @@ import gc
 import logging
 import re
 from typing import Any
+from urllib.parse import unquote
 
 from flask import Flask
 from gunicorn import glogging
@@ -19,6 +20,7 @@ from gunicorn.app.base import BaseApplication
 from nurture.health import check_database
 from nurture.settings import Settings
 from nurture.web import create_app
+from nurture.web.common import TOKEN_ROUTE
 
 log = logging.getLogger(__name__)
 
@@ -28,16 +30,35 @@ DEFAULT_WORKERS = 2
 DEFAULT_THREADS = 4
 
 
-#: Paths whose last part is a personal token: the log shows the route, not the token,
-#: which would let anyone who reads the log confirm or unsubscribe that person.
-_TOKEN_PATH = re.compile(
-    r"^((?:[a-z]+://[^/]+)?/(?:confirm|unsubscribe|resubscribe|c|o)/)[^/?#\s]+"
-)
+#: First path segments after which a path holds a personal token: the log shows the
+#: route, not the token, which would let anyone who reads the log act for that person.
+TOKEN_SEGMENTS = frozenset({"confirm", "unsubscribe", "resubscribe", "c", "o"})
+_URI = re.compile(r"^(?P<origin>[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*)?(?P<path>[^?#]*)(?P<rest>.*)$",
+                  re.S)  # fmt: skip
 
 
-def loggable(uri: str) -> str:
-    """`uri` with any link token replaced by `<token>`."""
-    return _TOKEN_PATH.sub(r"\1<token>", uri)
+def loggable(uri: str, route: str | None = None) -> str:
+    """`uri` with any link token replaced by `<token>`.
+
+    `route` is the app's own word (common.TOKEN_ROUTE) for a request it routed to a
+    token view: then the path is that route, whatever its spelling. Otherwise (a 404,
+    a referrer) the path is read as a router might read it, percent-decoded and with
+    slashes merged, and everything after a token route's segment is hidden.
+    """
+    match = _URI.match(uri)
+    if match is None:  # pragma: no cover - the pattern matches any text
+        return uri
+    if route is not None:
+        return f"{match['origin'] or ''}{route}{match['rest']}"
+    path = match["path"]
+    for _ in range(3):  # "%2563" is "%63" is "c"; a router decodes once, a proxy again
+        path = unquote(path)
+    segments = [s for s in path.split("/") if s]
+    for i, segment in enumerate(segments):
+        if segment.lower() in TOKEN_SEGMENTS and i + 1 < len(segments):
+            shown = "/" + "/".join(segments[: i + 1]) + "/<token>"
+            return f"{match['origin'] or ''}{shown}{match['rest']}"
+    return uri
 
 
 class AccessLog(glogging.Logger):  # type: ignore[misc]
@@ -53,7 +74,8 @@ class AccessLog(glogging.Logger):  # type: ignore[misc]
         return {
             "h": environ.get("REMOTE_ADDR", "-"), "l": "-", "u": self._get_user(environ) or "-",
             "t": self.now(), "s": status, "b": str(sent) if sent is not None else "-",
-            "r": f"{environ['REQUEST_METHOD']} {loggable(environ['RAW_URI'])} "
+            "r": f"{environ['REQUEST_METHOD']} "
+                 f"{loggable(environ['RAW_URI'], environ.get(TOKEN_ROUTE))} "
                  f"{environ['SERVER_PROTOCOL']}",
             "f": loggable(environ.get("HTTP_REFERER", "-")),
             "a": environ.get("HTTP_USER_AGENT", "-"),
