@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import secrets
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -25,6 +24,18 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from nurture import clock
+from nurture.store.enums import (  # noqa: F401 - re-exported: the tables' vocabulary
+    IN_FLIGHT,
+    NOT_GOING,
+    TO_SEND,
+    UNSETTLED,
+    BroadcastState,
+    DeliveryKind,
+    DeliveryStatus,
+    EnrollmentStatus,
+    HandoffStatus,
+    SubscriberStatus,
+)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -62,50 +73,6 @@ class Base(DeclarativeBase):
             "pk": "pk_%(table_name)s",
         }
     )
-
-
-class SubscriberStatus(StrEnum):
-    PENDING = "pending"
-    ACTIVE = "active"
-    UNSUBSCRIBED = "unsubscribed"
-    BOUNCED = "bounced"
-    FORGOTTEN = "forgotten"
-
-
-class EnrollmentStatus(StrEnum):
-    ACTIVE = "active"
-    COMPLETED = "completed"
-    EXITED = "exited"  # unsubscribed, suppressed, bounced or reached the goal
-    FAILED = "failed"
-
-
-class DeliveryStatus(StrEnum):
-    QUEUED = "queued"  # written and handed to the queue; a worker will claim it
-    SENDING = "sending"  # claimed by a worker that is talking to SMTP now
-    RETRY = "retry"  # a temporary failure; due again at next_attempt_at
-    SENT = "sent"
-    FAILED = "failed"  # permanent: SMTP 5xx or out of attempts
-    SKIPPED = "skipped"  # unsubscribed, suppressed or exited by the time it was sent
-    CANCELLED = "cancelled"
-    #: A broadcast email waiting for its time (e.g. 09:00 in the subscriber's own zone);
-    #: `send-due` makes it `queued` when `next_attempt_at` comes.
-    SCHEDULED = "scheduled"
-
-
-#: Claimable by a worker: waiting for one (queued) or for its next attempt (retry).
-TO_SEND = (DeliveryStatus.QUEUED, DeliveryStatus.RETRY)
-#: Not settled yet: still to send, or with a worker now.
-UNSETTLED = (DeliveryStatus.QUEUED, DeliveryStatus.SENDING, DeliveryStatus.RETRY)
-#: Not settled yet, a scheduled broadcast email included.
-IN_FLIGHT = (DeliveryStatus.SCHEDULED, *UNSETTLED)
-#: Stopped before reaching the reader, and never going to: not counted as mail sent.
-NOT_GOING = (DeliveryStatus.SKIPPED, DeliveryStatus.CANCELLED, DeliveryStatus.FAILED)
-
-
-class DeliveryKind(StrEnum):
-    SEQUENCE = "sequence"  # a step of an enrolment
-    CONFIRM = "confirm"  # the double opt-in email
-    BROADCAST = "broadcast"  # one recipient of a newsletter issue
 
 
 #: Random bytes in a link key: 16 URL-safe characters, no padding.
@@ -279,15 +246,6 @@ class Suppression(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class HandoffStatus(StrEnum):
-    RECORDED = "recorded"  # no webhook or sales email configured: `nurture leads` only
-    PENDING = "pending"
-    SENDING = "sending"
-    RETRY = "retry"
-    DELIVERED = "delivered"
-    FAILED = "failed"  # out of attempts; shown by `nurture stats`
-
-
 class RateCount(Base):
     """A fixed-window request counter shared by every web process without Redis."""
 
@@ -319,14 +277,6 @@ class Handoff(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
-
-
-class BroadcastState(StrEnum):
-    DRAFT = "draft"  # written for test copies; not going out
-    SCHEDULED = "scheduled"  # waiting for send_at
-    SENDING = "sending"  # fan-out started; emails are going out
-    SENT = "sent"  # every email settled
-    CANCELLED = "cancelled"
 
 
 class Broadcast(Base):
