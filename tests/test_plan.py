@@ -5,6 +5,7 @@ that touches no one exits 0; `--since` reads a git ref. On SQLite and PostgreSQL
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -129,8 +130,13 @@ def test_edits_give_the_right_counts(runner, env, workspace, crowd, database_url
     shorter = plan(runner, env, "--format", "json")
     assert shorter.exit_code == 2, shorter.output
     effects = json.loads(shorter.output)["effects"]
-    assert {(e["step"], e["kind"]) for e in effects} == {("more-stories", "moves")}
-    assert sum(e["count"] for e in effects) == len(at["are-leads-converting"])
+    # those at the gate move; those who reach it within the week get the other branch sooner
+    assert {(e["step"], e["kind"]) for e in effects} == {
+        ("more-stories", "moves"),
+        ("more-stories", "later"),
+    }
+    moves = [e for e in effects if e["kind"] == "moves"]
+    assert sum(e["count"] for e in moves) == len(at["are-leads-converting"])
     edit(workspace, "    wait_up_to: 1d", "    wait_up_to: 7d")
 
     # a template edit changes what the next email says, not when: no one is moved
@@ -192,7 +198,7 @@ def test_a_changed_gate_is_decided_again_at_the_next_run(
     )
 
 
-def test_a_broken_sequence_is_an_error_not_a_removal(runner, env, workspace):
+def test_a_broken_sequence_is_an_error_not_a_removal(runner, env, workspace, caplog):
     edit(workspace, "    after: 2 days\n", "    after: 2 dayz\n")
     result = plan(runner, env)
     assert result.exit_code == 1
@@ -201,6 +207,9 @@ def test_a_broken_sequence_is_an_error_not_a_removal(runner, env, workspace):
         and "bad duration" in result.output
     )
     assert "Traceback" not in result.output
+    # said once, as the error, not also as a warning beforehand
+    assert result.output.count("bad duration") == 1, result.output
+    assert not [r for r in caplog.records if "bad duration" in r.getMessage()]
 
 
 def test_serve_records_the_sequences_it_starts_with(settings, database_url):
@@ -239,3 +248,69 @@ def test_since_a_git_ref(runner, env, workspace, crowd, database_url):
     assert sum(e["count"] for e in report["effects"]) == len(
         waiting(database_url)["know-your-audience"]
     )
+
+
+def test_an_edit_that_cannot_be_sent_is_an_error(runner, env, workspace, crowd, database_url):
+    """A template that does not exist or does not parse would fail everyone reaching it."""
+    before = snapshot(database_url)
+    edit(workspace, "    template: curious-to-customer/get-known\n",
+         "    template: curious-to-customer/get-knwon\n")  # fmt: skip
+    renamed = plan(runner, env)
+    assert renamed.exit_code == 1, renamed.output
+    assert f"sequences/{SEQ}:30: " in renamed.output and "get-knwon" in renamed.output
+    assert "whose next email" not in renamed.output and "Traceback" not in renamed.output
+    edit(workspace, "    template: curious-to-customer/get-knwon\n",
+         "    template: curious-to-customer/get-known\n")  # fmt: skip
+
+    page = workspace / "templates" / "email" / "curious-to-customer" / "get-known.html"
+    page.write_text(page.read_text() + "\n<p>{% if %}</p>\n")
+    broken = plan(runner, env)
+    assert broken.exit_code == 1, broken.output
+    assert "templates/email/curious-to-customer/get-known.html:" in broken.output
+    assert "Traceback" not in broken.output
+    assert snapshot(database_url) == before
+
+
+def test_a_later_step_reached_within_the_week_is_an_effect(
+    runner, env, workspace, crowd, database_url
+):
+    """Nobody's next email changes, but those waiting for know-your-audience reach a new
+    step within the forecast week: that is an effect, and exit 2."""
+    at = waiting(database_url)
+    assert "say-hello" not in at
+    edit(workspace, "  - id: get-known\n", "  - id: say-hello\n    after: 1 day\n"
+         '    subject: "Hello"\n    template: curious-to-customer/get-known\n'
+         "  - id: get-known\n")  # fmt: skip
+    result = plan(runner, env, "--format", "json")
+    assert result.exit_code == 2, result.output
+    report = json.loads(result.output)
+    assert report["moves_people"] is True
+    gained = report["forecast"]["from-curious-to-customer"]["say-hello"]
+    assert gained["before"] == 0 and gained["after"] > 0
+    effects = [e for e in report["effects"] if e["step"] == "say-hello"]
+    assert [e["kind"] for e in effects] == ["later"]
+    assert effects[0]["text"].endswith("who now also get say-hello within 7 days")
+    text = plan(runner, env)
+    assert text.exit_code == 2 and "no one is affected" not in text.output
+
+
+def test_a_layout_edit_is_listed_and_moves_no_one(runner, env, workspace, crowd):
+    layout = workspace / "templates" / "email" / "_layout.html"
+    layout.write_text(layout.read_text().replace("</body>", "<p>New footer</p></body>", 1))
+    result = plan(runner, env)
+    assert result.exit_code == 0, result.output
+    assert "from-curious-to-customer: layout _layout.html edited" in result.output
+    assert "Changes:\n  none" not in result.output
+
+
+def test_gates_and_dates_are_shown_as_written(runner, env, workspace, crowd):
+    edit(workspace, "    template: curious-to-customer/capture-leads\n",
+         "    template: curious-to-customer/capture-leads\n    when: {ready: true}\n")  # fmt: skip
+    gated = plan(runner, env)
+    assert "gate: no gate → when {ready: true}" in gated.output, gated.output
+    assert "True" not in gated.output
+    edit(workspace, "    when: {ready: true}\n", "")
+    edit(workspace, "    after: 2 days\n", "    after: 5 days\n")
+    moved = plan(runner, env)
+    assert moved.exit_code == 2
+    assert not re.search(r"between (\S+ \S+ UTC) and \1", moved.output), moved.output

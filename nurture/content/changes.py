@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from nurture.content.durations import format_duration
 from nurture.content.sequences import Catalog, Sequence, Step
-from nurture.content.snapshot import TEMPLATES
+from nurture.content.snapshot import LAYOUT_FILES, TEMPLATES
 
 
 @dataclass(frozen=True)
@@ -27,10 +27,21 @@ class Change:
 def _gate(step: Step) -> str:
     if step.when is None:
         return "no gate"
-    when = ", ".join(f"{k}: {v}" for k, v in step.when.model_dump(exclude_none=True).items())
+    when = ", ".join(f"{k}: {_yaml(v)}" for k, v in step.when.model_dump(exclude_none=True).items())
     wait = f", wait up to {format_duration(step.wait_up_to)}" if step.wait_up_to else ""
     other = f", otherwise {step.otherwise}" if step.otherwise else ""
     return f"when {{{when}}}{wait}{other}"
+
+
+def _yaml(value: object) -> str:
+    """A gate's value as it is written in the sequence file (true, not True)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_yaml(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_yaml(v) for v in value) + "]"
+    return str(value)
 
 
 def _window(seq: Sequence) -> str:
@@ -113,4 +124,7 @@ def changes(
                                                       "stay where they are, paused)"))  # fmt: skip
         else:
             out += step_changes(name, before, after, old_files, new_files)
+            out += [Change(name, None, "layout", f"layout {p.rsplit('/', 1)[-1]} edited "
+                           "(every email's frame; no one moves)")
+                    for p in LAYOUT_FILES if old_files.get(p) != new_files.get(p)]  # fmt: skip
     return out

@@ -14,12 +14,15 @@ from nurture.errors import NurtureError
 #: Where a workspace keeps what a sequence is made of, relative to its root.
 SEQUENCES = "sequences"
 TEMPLATES = "templates/email"
+#: The layout every email is wrapped in: part of each sequence's recorded version.
+LAYOUT_FILES = (f"{TEMPLATES}/_layout.html", f"{TEMPLATES}/_layout.txt")
 
 
 def sequence_files(root: Path, seq: Sequence) -> dict[str, str]:
-    """The sequence's file and the templates its steps use (HTML and the text twin when
-    there is one), by path relative to `root`: what a recorded version keeps."""
-    paths = {seq.path} | {
+    """The sequence's file, the templates its steps use (HTML and the text twin when
+    there is one) and the layout, by path relative to `root`: what a recorded version
+    keeps, so a layout edit is a change too."""
+    paths = {seq.path, *LAYOUT_FILES} | {
         f"{TEMPLATES}/{step.template}{ext}" for step in seq.steps for ext in (".html", ".txt")
     }
     return {

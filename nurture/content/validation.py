@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from nurture.content.lints import lint_workspace
-from nurture.content.rendering import renderer_for
+from nurture.content.rendering import Renderer, renderer_for
 from nurture.content.sequences import catalog_for
 from nurture.content.yamlmarks import line_for, load_with_lines
 from nurture.errors import SequenceError
@@ -55,6 +55,20 @@ def _toml_line(settings: Settings, problem: str) -> int | None:
                  if line.split("=")[0].strip().strip('"') == key), None)  # fmt: skip
 
 
+def template_problems(settings: Settings, renderer: Renderer) -> list[SequenceError]:
+    """The layout's and every step's template, subject and preheader problems (a missing
+    template, a syntax error, an unknown variable): what would stop an email being sent."""
+    problems = renderer.check_layout()
+    for path, template, template_line, subject, subject_line, pre, pre_line in _steps(settings):
+        if isinstance(template, str):
+            problems.extend(renderer.check(template, SequenceError(path, template_line, "")))
+        if isinstance(subject, str):
+            problems.extend(renderer.check_string(subject, path, subject_line))
+        if isinstance(pre, str):
+            problems.extend(renderer.check_string(pre, path, pre_line, "preheader"))
+    return problems
+
+
 def validate_workspace(
     settings: Settings, fields: Mapping[str, str] | None = None, *, check_links: bool = False
 ) -> list[SequenceError]:
@@ -70,14 +84,7 @@ def validate_workspace(
     problems.extend(catalog.problems)
     renderer = renderer_for(settings.templates_dir)
     renderer.fields = dict(fields or {})
-    problems.extend(renderer.check_layout())
-    for path, template, template_line, subject, subject_line, pre, pre_line in _steps(settings):
-        if isinstance(template, str):
-            problems.extend(renderer.check(template, SequenceError(path, template_line, "")))
-        if isinstance(subject, str):
-            problems.extend(renderer.check_string(subject, path, subject_line))
-        if isinstance(pre, str):
-            problems.extend(renderer.check_string(pre, path, pre_line, "preheader"))
+    problems.extend(template_problems(settings, renderer))
     problems.extend(lint_workspace(settings, renderer, catalog, check_links=check_links))
     problems.extend(SequenceError("nurture.toml", _toml_line(settings, p), p)
                     for p in settings.toml_problems)  # fmt: skip

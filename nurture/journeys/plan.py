@@ -16,8 +16,16 @@ from datetime import datetime, timedelta
 from nurture import clock
 from nurture.content.changes import Change, changes
 from nurture.content.durations import format_duration
+from nurture.content.fields import fields_for
+from nurture.content.rendering import renderer_for
 from nurture.content.sequences import Catalog, catalog_for
-from nurture.content.snapshot import catalog_from_files, files_at_ref, workspace_files
+from nurture.content.snapshot import (
+    LAYOUT_FILES,
+    catalog_from_files,
+    files_at_ref,
+    workspace_files,
+)
+from nurture.content.validation import template_problems
 from nurture.errors import NurtureError
 from nurture.journeys.forecast import Outcome, Position, forecast, positions
 from nurture.journeys.versions import recorded_files, retimed
@@ -27,14 +35,15 @@ from nurture.store.engine import session_scope
 #: The forecast covers this long.
 HORIZON = timedelta(days=7)
 #: Effects that change what someone receives or when: a reason for a human look.
-MOVING = ("ends", "moves", "skipped", "redirected")
+MOVING = ("ends", "moves", "skipped", "redirected", "later")
 
 
 @dataclass(frozen=True)
 class Effect:
     sequence: str
     step: str
-    #: ends, moves, skipped, redirected (moving people) or template (not moving anyone)
+    #: ends, moves, skipped, redirected, later (a later email within the horizon ends,
+    #: moves or comes: moving people) or template (not moving anyone)
     kind: str
     count: int
     text: str
@@ -61,11 +70,12 @@ def make_plan(settings: Settings, since: str | None = None, now: datetime | None
     """Compare the workspace with the recorded version (or git ref `since`) against the
     live database, which is only read."""
     now = now or clock.now()
-    new = catalog_for(settings.sequences_dir)
+    new = catalog_for(settings.sequences_dir, quiet=True)  # its problems are raised, once
     if new.problems:  # a file with errors would look removed: say what is wrong instead
         more = f" (and {len(new.problems) - 1} more)" if len(new.problems) > 1 else ""
         raise NurtureError(f"{new.problems[0]}{more}: fix the sequences first "
                            "(`nurture validate` lists every problem)")  # fmt: skip
+    _check_sendable(settings)
     new_files = _flat(workspace_files(settings.workspace, new))
     if since is not None:
         old_files, baseline = files_at_ref(settings.workspace, since), f"git {since}"
@@ -75,6 +85,8 @@ def make_plan(settings: Settings, since: str | None = None, now: datetime | None
             return Plan(None, [Change(n, None, "sequence", f"sequence {n} added")
                                for n in sorted(new.sequences)])  # fmt: skip
         old_files, baseline = _flat(recorded), "the recorded version"
+        if not any(p in old_files for p in LAYOUT_FILES):  # recorded before layouts were
+            old_files.update({p: new_files[p] for p in LAYOUT_FILES if p in new_files})
     old = catalog_from_files(old_files)
     plan = Plan(baseline, changes(old, new, old_files, new_files))
     names = set(old.sequences) | set(new.sequences)
@@ -88,6 +100,17 @@ def make_plan(settings: Settings, since: str | None = None, now: datetime | None
     plan.effects = _effects(people, before, after, plan.changes)
     plan.forecast = _emails(people, old, new, before, after)
     return plan
+
+
+def _check_sendable(settings: Settings) -> None:
+    """An edit whose emails cannot be rendered (a missing template, a syntax error) would
+    fail every enrolment that reaches it: not reviewable, so an error, as `validate` says."""
+    renderer = renderer_for(settings.templates_dir)
+    renderer.fields = dict(fields_for(settings.workspace).types)
+    errors = sorted({str(p) for p in template_problems(settings, renderer) if not p.warning})
+    if errors:
+        raise NurtureError("the workspace's emails cannot be sent: fix these first "
+                           "(`nurture validate` lists every problem)\n" + "\n".join(errors))  # fmt: skip
 
 
 def _flat(files: dict[str, dict[str, str]]) -> dict[str, str]:
@@ -111,6 +134,8 @@ def _effect_of(
     """(step, kind, text) for one person, or None when nothing changes for them. A move
     is told by its shift; the dates are gathered by `_effects`."""
     if o.first == n.first and o.ends == n.ends:
+        if o.sends != n.sends:
+            return _later(o, n)
         if n.first and (p.sequence, n.first[0]) in edited:
             return (
                 n.first[0],
@@ -133,9 +158,31 @@ def _effect_of(
     return n.first[0], "redirected", f"whose next email becomes {n.first[0]} (was {was})"
 
 
+def _later(o: Outcome, n: Outcome) -> tuple[str, str, str]:
+    """The first email within the horizon that ends, moves or comes, when the next one
+    does not: someone who reaches a removed, delayed or new step within the week."""
+    days = f"within {HORIZON.days} days"
+    old_at, new_at = dict(reversed(o.sends)), dict(reversed(n.sends))  # each step's first
+    for step in sorted(set(old_at) | set(new_at),
+                       key=lambda s: min(old_at.get(s) or new_at[s], new_at.get(s) or old_at[s])):  # fmt: skip
+        was, will = old_at.get(step), new_at.get(step)
+        if was == will:
+            continue
+        if was is None:
+            return step, "later", f"who now also get {step} {days}"
+        if will is None:
+            return step, "later", f"who reach {step} {days}: that email no longer comes {days}"
+        shift = will - was
+        way = "later" if shift > timedelta(0) else "earlier"
+        return (step, "later", f"who reach {step} {days}: that email moves "
+                f"{format_duration(abs(shift))} {way}")  # fmt: skip
+    first = (n.sends or o.sends)[0][0]
+    return first, "later", f"whose emails {days} change"
+
+
 def _span(times: list[datetime]) -> str:
-    first, last = min(times), max(times)
-    return _when(first) if first == last else f"between {_when(first)} and {_when(last)}"
+    first, last = _when(min(times)), _when(max(times))
+    return first if first == last else f"between {first} and {last}"
 
 
 def _effects(
