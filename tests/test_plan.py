@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from freezegun import freeze_time
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from nurture.cli import cli
 from nurture.content import sequences
@@ -303,14 +303,27 @@ def test_a_layout_edit_is_listed_and_moves_no_one(runner, env, workspace, crowd)
     assert "Changes:\n  none" not in result.output
 
 
-def test_gates_and_dates_are_shown_as_written(runner, env, workspace, crowd):
+def test_gates_and_dates_are_shown_as_written(runner, env, workspace, crowd, database_url):
     edit(workspace, "    template: curious-to-customer/capture-leads\n",
          "    template: curious-to-customer/capture-leads\n    when: {ready: true}\n")  # fmt: skip
     gated = plan(runner, env)
     assert "gate: no gate → when {ready: true}" in gated.output, gated.output
     assert "True" not in gated.output
     edit(workspace, "    when: {ready: true}\n", "")
-    edit(workspace, "    after: 2 days\n", "    after: 5 days\n")
+    # those waiting for capture-leads, due within the same minute: one date, not a range
+    at = END + timedelta(days=1, hours=1)
+    with db.engine_for(database_url).begin() as conn:
+        ids = conn.execute(select(Enrollment.id).where(Enrollment.next_step_id == "capture-leads",
+                                                       Enrollment.status == EnrollmentStatus.ACTIVE)).scalars().all()  # fmt: skip
+        assert len(ids) > 1
+        for i, eid in enumerate(ids):
+            conn.execute(update(Enrollment).where(Enrollment.id == eid)
+                         .values(next_due_at=at + timedelta(seconds=i)))  # fmt: skip
+    edit(workspace, "  - id: capture-leads\n    after: 3 days\n",
+         "  - id: capture-leads\n    after: 4 days\n")  # fmt: skip
     moved = plan(runner, env)
     assert moved.exit_code == 2
+    later = at + timedelta(days=1)
+    assert (f"{len(ids)} whose next email (capture-leads) moves from {at:%Y-%m-%d %H:%M} UTC "
+            f"to {later:%Y-%m-%d %H:%M} UTC (1d later)") in moved.output, moved.output  # fmt: skip
     assert not re.search(r"between (\S+ \S+ UTC) and \1", moved.output), moved.output
