@@ -24,8 +24,10 @@ def plan(ctx: click.Context, since: str | None, fmt: str) -> None:
     Compares the sequences and templates with the version send-due, the worker or
     serve last ran with (or with git REF), and, against the live database (only
     read), counts whose enrolment ends, whose next email moves, who is now skipped by
-    a gate; then the emails each step sends in the next 7 days, before and after.
-    Exit status 2 when the edit ends or moves anyone, 0 when it affects no one.
+    a gate, whose emails of the next 7 days end, move or come; then the emails each
+    step sends in the next 7 days, before and after. Exit status 2 when the edit ends
+    or moves anyone, 0 when it affects no one, 1 when the workspace has errors (an
+    email that cannot be rendered included).
 
     \b
     Example:
