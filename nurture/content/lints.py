@@ -137,7 +137,8 @@ def _render(renderer: Renderer, seq: Sequence, step: Step) -> tuple[Rendered, st
                "step": {"id": step.id, "subject": step.subject, "stage": str(step.stage)}}  # fmt: skip
     try:
         preheader = renderer.render_line(step.preheader, context) if step.preheader else ""
-        rendered = renderer.render(step.template, step.subject, context, preheader=preheader)
+        rendered = renderer.render(step.template, step.subject, context, preheader=preheader,
+                                   inline=False)  # fmt: skip
         try:
             text = renderer.env.get_template(f"{step.template}.txt").render(context)
         except jinja2.TemplateNotFound:

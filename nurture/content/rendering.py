@@ -110,11 +110,14 @@ class Renderer:
         brand: str = "",
         preheader: str = "",
         rewrite_link: Callable[[str], str] | None = None,
+        inline: bool = True,
     ) -> Rendered:
-        """Render subject, HTML and text of one email; TemplateError on any problem."""
+        """Render subject, HTML and text of one email; TemplateError on any problem.
+        `inline=False` skips CSS inlining, which changes no link, image or text: for
+        checks that read those (validate's lints), not for email that is sent."""
         try:
             subject_text = " ".join(self._subject(subject).render(context).split())
-            pre = self._preinlined(template)
+            pre = self._preinlined(template) if inline else None
             page, fragment_template = pre or (
                 self.env.get_template(f"{LAYOUT}.html"),
                 self.env.get_template(f"{template}.html"),
