@@ -82,7 +82,7 @@ def _shorten(text: str, width: int) -> str:
     return click.Command(None, help=text).get_short_help_str(width)
 
 
-def _settings(ctx: click.Context, *, toml_warnings: bool = True) -> Settings:
+def settings_of(ctx: click.Context, *, toml_warnings: bool = True) -> Settings:
     """The settings, loaded once; their warnings go to stderr as they are loaded
     (`validate` reports nurture.toml's own problems as errors instead)."""
     obj = ctx.find_root().ensure_object(dict)
@@ -96,7 +96,7 @@ def _settings(ctx: click.Context, *, toml_warnings: bool = True) -> Settings:
     return obj["settings"]  # type: ignore[no-any-return]
 
 
-def _database_error(e: Exception) -> bool:
+def database_error(e: Exception) -> bool:
     """A lost or refused database connection: the user's to fix, not a bug to show as a
     traceback. Checked by name so the CLI need not import SQLAlchemy to start."""
     names = {c.__name__ for c in type(e).__mro__ if c.__module__.startswith("sqlalchemy.")}
@@ -114,7 +114,7 @@ def command(group: click.Group, *args: Any, **kwargs: Any) -> Callable[[F], F]:
             except NurtureError as e:
                 raise click.ClickException(str(e)) from None
             except Exception as e:
-                if not _database_error(e):
+                if not database_error(e):
                     raise
                 loaded = (click.get_current_context().find_root().obj or {}).get("settings")
                 url = loaded.database_url if loaded else None

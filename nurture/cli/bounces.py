@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from nurture.cli import _database_error, _settings, cli, command
+from nurture.cli import cli, command, database_error, settings_of
 from nurture.delivery.bounces.handling import handle_message
 from nurture.delivery.bounces.mailbox import Fetched, fetch_imap, fetch_maildir
 from nurture.delivery.bounces.reading import UnreadableMessage
@@ -48,7 +48,7 @@ def bounces_receive(ctx: click.Context) -> None:
     """
     raw = sys.stdin.buffer.read()
     try:
-        handled = handle_message(_settings(ctx), raw)
+        handled = handle_message(settings_of(ctx), raw)
     except UnreadableMessage as e:
         click.echo(f"Error: {e}", err=True)
         ctx.exit(EX_DATAERR)
@@ -56,7 +56,7 @@ def bounces_receive(ctx: click.Context) -> None:
         click.echo(f"Error: {e}", err=True)
         ctx.exit(EX_TEMPFAIL)
     except Exception as e:
-        if not _database_error(e):
+        if not database_error(e):
             raise
         click.echo("Error: the database cannot be reached; the MTA should retry", err=True)
         ctx.exit(EX_TEMPFAIL)
@@ -80,7 +80,7 @@ def bounces_fetch(ctx: click.Context, maildir: Path | None) -> None:
       nurture bounces fetch
       nurture bounces fetch --maildir /var/mail/bounces
     """
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     fetched: Fetched = fetch_maildir(settings, maildir) if maildir else fetch_imap(settings)
     if not fetched.outcomes:
         click.echo("No new messages.")
@@ -102,7 +102,7 @@ def suppression_list(ctx: click.Context) -> None:
     Example:
       nurture suppression list
     """
-    entries = list_suppressed(_settings(ctx))
+    entries = list_suppressed(settings_of(ctx))
     for e in entries:
         click.echo(f"{e.at:%Y-%m-%d %H:%M}  {e.email_hash[:16]}…  {e.reason}")
     click.echo(f"{len(entries)} suppressed address{'es' if len(entries) != 1 else ''}.")
@@ -119,7 +119,7 @@ def suppression_add(ctx: click.Context, email: str, reason: str) -> None:
     Example:
       nurture suppression add ana@example.com --reason "asked by phone"
     """
-    added = add_suppressed(_settings(ctx), email, reason)
+    added = add_suppressed(settings_of(ctx), email, reason)
     click.echo(f"{email} {'is now' if added else 'was already'} suppressed.")
 
 
@@ -136,7 +136,7 @@ def suppression_remove(ctx: click.Context, email: str, reason: str, by: str | No
       nurture suppression remove ana@example.com --reason "mailbox fixed, she wrote in"
     """
     who = by or os.environ.get("USER") or getpass.getuser()
-    remove_suppressed(_settings(ctx), email, reason, who)
+    remove_suppressed(settings_of(ctx), email, reason, who)
     click.echo(f"{email} removed from the suppression list (by {who}).")
 
 
@@ -152,7 +152,7 @@ def suppression_import(ctx: click.Context, file: Path, reason: str) -> None:
     Example:
       nurture suppression import mailchimp-cleaned.csv --reason "from Mailchimp"
     """
-    added, bad = import_suppressed(_settings(ctx), file, reason)
+    added, bad = import_suppressed(settings_of(ctx), file, reason)
     click.echo(f"{added} address{'es' if added != 1 else ''} newly suppressed.")
     for value in bad[:20]:
         click.echo(f"not an address, skipped: {value}", err=True)
@@ -170,7 +170,7 @@ def suppression_export(ctx: click.Context, file: Path | None) -> None:
     Example:
       nurture suppression export suppressed.csv
     """
-    lines = export_lines(list_suppressed(_settings(ctx)))
+    lines = export_lines(list_suppressed(settings_of(ctx)))
     if file is None:
         for line in lines:
             click.echo(line, nl=False)

@@ -12,7 +12,7 @@ from nurture import queue
 from nurture.broadcast import core, fanout, operations
 from nurture.broadcast.report import COLUMNS
 from nurture.broadcast.source import Issue
-from nurture.cli import _settings, cli, command
+from nurture.cli import cli, command, settings_of
 from nurture.cli.content import echo_composed
 from nurture.people.segments import TERMS
 from nurture.settings import Settings
@@ -82,7 +82,7 @@ def send(ctx: click.Context, source: str, subject: str | None, segment: str | No
       nurture broadcast send newsletters/2026-12-monthly.md --test-to me@crumb.example
       nurture broadcast send newsletters/2026-12-monthly.md --at '2026-12-08 09:00' --local-time
     """
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     issue = operations.load_checked(settings, source, subject=subject, segment=segment,
                                     send_at=at, local_time=local_time, archive=archive)  # fmt: skip
     if dry_run:
@@ -142,7 +142,7 @@ def preview(ctx: click.Context, source: str, subject: str | None, fmt: str) -> N
     Example:
       nurture broadcast preview newsletters/2026-12-monthly.md --format html > issue.html
     """
-    echo_composed(operations.preview(_settings(ctx), source, subject), fmt)
+    echo_composed(operations.preview(settings_of(ctx), source, subject), fmt)
 
 
 @command(broadcast, "list")
@@ -157,7 +157,7 @@ def list_(ctx: click.Context, limit: int) -> None:
         id  state      send at                     sent/total  subject
          2  sending    Tue 2026-12-08 09:00 UTC    1,204/2,914  Marketing or sales?
     """
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     rows = operations.latest(settings, limit)
     if not rows:
         click.echo("No broadcasts yet. Start with: nurture broadcast send FILE.md --dry-run")
@@ -178,7 +178,7 @@ def status(ctx: click.Context, broadcast_id: int) -> None:
     Example:
       nurture broadcast status 2
     """
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     found = operations.status(settings, broadcast_id)
     row = found.broadcast
     click.echo(f"Broadcast #{row.id}: {row.subject}")
@@ -212,6 +212,6 @@ def cancel(ctx: click.Context, broadcast_id: int) -> None:
     Example:
       nurture broadcast cancel 2
     """
-    stopped, sent = operations.cancel(_settings(ctx), broadcast_id)
+    stopped, sent = operations.cancel(settings_of(ctx), broadcast_id)
     click.echo(f"Broadcast #{broadcast_id} cancelled: {stopped:,} emails stopped, "
                f"{sent:,} already sent.")  # fmt: skip

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from nurture.cli import _settings, cli, command
+from nurture.cli import cli, command, settings_of
 from nurture.content.fields import fields_for
 from nurture.content.validation import summary, validate_workspace
 
@@ -37,7 +37,7 @@ def validate(ctx: click.Context, check_links: bool) -> None:
       sequences/welcome.yaml:12: unknown key 'subjet' (did you mean 'subject'?)
       nurture validate --check-links   # also finds links that answer 404
     """
-    settings = _settings(ctx, toml_warnings=False)
+    settings = settings_of(ctx, toml_warnings=False)
     problems = validate_workspace(
         settings, fields_for(settings.workspace).types, check_links=check_links
     )
@@ -64,7 +64,7 @@ def preview(ctx: click.Context, sequence: str, step: str, email: str | None, fmt
     """
     from nurture.delivery.preview import preview_step
 
-    echo_composed(preview_step(_settings(ctx), sequence, step, email), fmt)
+    echo_composed(preview_step(settings_of(ctx), sequence, step, email), fmt)
 
 
 def echo_composed(composed: Composed, fmt: str) -> None:
@@ -102,7 +102,7 @@ def simulate(
     from nurture.people.subscribers import check_timezone
     from nurture.simulate import simulate as run_simulation
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     check_timezone(timezone)
     rows = run_simulation(settings, sequence, days, timezone, events)
     if not rows:
@@ -147,7 +147,7 @@ def test(ctx: click.Context, snapshots: bool, update: bool) -> None:
     """
     from nurture.journeytests.run import run_tests
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     outcome = run_tests(settings)
     notes: list[str] = []
     if snapshots or update:

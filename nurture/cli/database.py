@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from nurture.cli import _settings, cli, command
+from nurture.cli import cli, command, settings_of
 from nurture.content.rendering import example_root
 from nurture.errors import NurtureError
 from nurture.store.engine import upgrade_database
@@ -61,7 +61,7 @@ def db_upgrade(ctx: click.Context) -> None:
     Example:
       NURTURE_DATABASE_URL=postgresql://nurture@db/nurture nurture db upgrade
     """
-    before, after = upgrade_database(_settings(ctx))
+    before, after = upgrade_database(settings_of(ctx))
     if before == after:
         click.echo(f"Database already up to date (revision {after}).")
     else:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from nurture.cli import _settings, cli, command
+from nurture.cli import cli, command, settings_of
 from nurture.errors import NurtureError
 
 #: The selector `dkim keygen` uses when none is given or set.
@@ -41,7 +41,7 @@ def keygen(ctx: click.Context, selector: str | None, domain: str | None, out: Pa
     from nurture.sender import sender_domain
 
     if not (selector and domain):
-        settings = _settings(ctx)
+        settings = settings_of(ctx)
         selector = selector or settings.dkim_selector or DEFAULT_SELECTOR
         domain = domain or settings.dkim_domain or sender_domain(settings.sender or "")
         if not domain:
@@ -72,7 +72,7 @@ def doctor(ctx: click.Context, send_to: str | None) -> None:
     """
     from nurture.doctor.checkup import run_doctor
 
-    checks = run_doctor(_settings(ctx), send_to)
+    checks = run_doctor(settings_of(ctx), send_to)
     for check in checks:
         click.echo(f"{check.level.value:<5} {check.name}: {check.detail}")
         if check.fix:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from nurture.cli import _settings, cli, command
+from nurture.cli import cli, command, settings_of
 from nurture.journeys.membership import (
     add_subscriber,
     forget_subscriber,
@@ -48,7 +48,7 @@ def subscribers_add(ctx: click.Context, email: str, first_name: str | None, time
       nurture subscribers add ana@example.com --first-name Ana --tag bakery --confirmed
       nurture subscribers add ana@example.com --attr company="Crumb & Co" --attr city=Leeds
     """
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     added = add_subscriber(settings, email, first_name=first_name, timezone=timezone,
                            tags=tags, attrs=attrs, confirmed=confirmed)  # fmt: skip
     if not added.created:
@@ -76,7 +76,7 @@ def subscribers_list(ctx: click.Context, status: str | None, limit: int) -> None
     Example:
       nurture subscribers list --status active
     """
-    page = list_subscribers(_settings(ctx), status, limit)
+    page = list_subscribers(settings_of(ctx), status, limit)
     click.echo(f"{'email':<36} {'status':<13} {'first name':<16} signed up")
     for s in page.rows:
         click.echo(f"{s.email:<36} {s.status:<13} {s.first_name or '':<16} "
@@ -94,7 +94,7 @@ def subscribers_show(ctx: click.Context, email: str) -> None:
     Example:
       nurture subscribers show ana@example.com
     """
-    card = show_subscriber(_settings(ctx), email)
+    card = show_subscriber(settings_of(ctx), email)
     click.echo(f"{card.email}  {card.status}")
     click.echo(f"  first name: {card.first_name or '-'}   time zone: {card.timezone or '-'}")
     click.echo(f"  tags: {', '.join(card.tags) or '-'}")
@@ -132,7 +132,7 @@ def subscribers_tag(ctx: click.Context, email: str, tags: tuple[str, ...]) -> No
     Example:
       nurture subscribers tag ana@example.com customer vip
     """
-    tagged = tag_subscriber(_settings(ctx), email, tags)
+    tagged = tag_subscriber(settings_of(ctx), email, tags)
     if tagged.already:
         click.echo(f"{email} already had: {', '.join(tagged.already)} (nothing started)")
     click.echo(f"{email}: {', '.join(tagged.tags)}")
@@ -149,7 +149,7 @@ def subscribers_untag(ctx: click.Context, email: str, tags: tuple[str, ...]) -> 
     Example:
       nurture subscribers untag ana@example.com vip
     """
-    now_tags = untag_subscriber(_settings(ctx), email, tags)
+    now_tags = untag_subscriber(settings_of(ctx), email, tags)
     click.echo(f"{email}: {', '.join(now_tags) or 'no tags'}")
 
 
@@ -164,7 +164,7 @@ def subscribers_set(ctx: click.Context, email: str, pairs: tuple[str, ...]) -> N
     Example:
       nurture subscribers set ana@example.com plan=pro city=Leeds
     """
-    address, now_set = set_fields(_settings(ctx), email, pairs)
+    address, now_set = set_fields(settings_of(ctx), email, pairs)
     click.echo(f"{address}: {', '.join(f'{k}={v}' for k, v in now_set.items())}")
 
 
@@ -178,7 +178,7 @@ def subscribers_export(ctx: click.Context, file: Path | None) -> None:
     Example:
       nurture subscribers export everyone.csv
     """
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     count = 0
     out = file.open("w", newline="", encoding="utf-8") if file else sys.stdout
     try:
@@ -211,7 +211,7 @@ def subscribers_import(ctx: click.Context, file: Path, confirmed: bool) -> None:
     Example:
       nurture subscribers import customers.csv --confirmed
     """
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     parsed = read_import(settings, file)
     if sys.stderr.isatty():
         with click.progressbar(length=len(parsed.rows), label="Importing", file=sys.stderr) as bar:
@@ -242,7 +242,7 @@ def subscribers_forget(ctx: click.Context, email: str, yes: bool) -> None:
     """
     if not yes:
         click.confirm(f"Erase everything about {email}?", abort=True)
-    forget_subscriber(_settings(ctx), email)
+    forget_subscriber(settings_of(ctx), email)
     click.echo(f"Forgot {email}; the address is suppressed and will never be mailed again.")
 
 
@@ -257,5 +257,5 @@ def unsubscribe_cmd(ctx: click.Context, email: str, sequence: str | None) -> Non
     Example:
       nurture unsubscribe ana@example.com
     """
-    unsubscribe_subscriber(_settings(ctx), email, sequence)
+    unsubscribe_subscriber(settings_of(ctx), email, sequence)
     click.echo(f"Unsubscribed {email}{' from ' + sequence if sequence else ''}.")

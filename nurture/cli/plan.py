@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from nurture.cli import _settings, cli, command
+from nurture.cli import cli, command, settings_of
 from nurture.journeys.plan import make_plan
 from nurture.journeys.planview import plan_json, plan_text
 
@@ -34,7 +34,7 @@ def plan(ctx: click.Context, since: str | None, fmt: str) -> None:
       nurture plan
       nurture plan --since origin/main --format json
     """
-    result = make_plan(_settings(ctx), since)
+    result = make_plan(settings_of(ctx), since)
     if fmt == "json":
         click.echo(json.dumps(plan_json(result), indent=2))
     else:

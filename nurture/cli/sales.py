@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import click
 
-from nurture.cli import _settings, cli, command
+from nurture.cli import cli, command, settings_of
 from nurture.errors import NurtureError
 from nurture.reports.leads import sales_ready
 
@@ -33,7 +33,7 @@ def leads(ctx: click.Context, since: str | None, fmt: str) -> None:
             start = datetime.fromisoformat(since).replace(tzinfo=UTC)
         except ValueError:
             raise NurtureError(f"--since {since!r} is not a date like 2026-03-01") from None
-    rows = sales_ready(_settings(ctx), start)
+    rows = sales_ready(settings_of(ctx), start)
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
         return

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from nurture import clock
-from nurture.cli import _settings, cli, command
+from nurture.cli import cli, command, settings_of
 from nurture.delivery.compose import sender_for
 from nurture.queue import broker_status
 from nurture.reports.deliverability import Deliverability
@@ -34,7 +34,7 @@ def send_due(ctx: click.Context, limit: int | None) -> None:
     Example (crontab):
       * * * * *  /srv/crumb/.venv/bin/nurture --workspace /srv/crumb --env-file /etc/nurture.env send-due
     """
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     sender_for(settings)  # fail before claiming anything if there is no sender
     counts = run_send_due(settings, limit)
     click.echo(summary(counts, settings.embedded))
@@ -72,7 +72,7 @@ def stats(ctx: click.Context, sequence: str | None, html_file: Path | None) -> N
     Example:
       nurture stats from-curious-to-customer --html report.html
     """
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     found = overview(settings, sequence)
     if html_file:
         write_report(html_file, found.funnels, found.steps, found.handoffs, clock.now(),

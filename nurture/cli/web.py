@@ -8,7 +8,7 @@ import logging
 import click
 
 from nurture import clock
-from nurture.cli import _settings, cli, command
+from nurture.cli import cli, command, settings_of
 from nurture.content.sequences import catalog_for
 from nurture.errors import NurtureError
 from nurture.people.events import add_event
@@ -47,7 +47,7 @@ def serve(ctx: click.Context, host: str, port: int, workers: int, threads: int,
     """
     from nurture.web.server import Server
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     logging.basicConfig(
         level=logging.INFO, format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
     )
@@ -77,7 +77,7 @@ def form_snippet_cmd(ctx: click.Context, sequence: str | None, tags: tuple[str, 
     """
     from nurture.web.snippet import form_snippet
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     click.echo(form_snippet(settings, catalog_for(settings.sequences_dir), sequence, tags))
 
 
@@ -106,5 +106,5 @@ def events_add(ctx: click.Context, email: str, event: str, data: str | None) -> 
         raise NurtureError(f"--data is not JSON: {e}") from None
     if not isinstance(details, dict):
         raise NurtureError('--data must be a JSON object, like {"plan": "pro"}')
-    recorded = add_event(_settings(ctx), email, event, clock.now(), details)
+    recorded = add_event(settings_of(ctx), email, event, clock.now(), details)
     click.echo(f"Recorded {recorded.name} for {email}.")

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from nurture.cli import _settings, cli, command
+from nurture.cli import cli, command, settings_of
 from nurture.queue import QUEUE, run_workers
 
 #: Threads per process: each holds a database connection while it works through a
@@ -37,4 +37,4 @@ def worker(ctx: click.Context, processes: int, threads: int, queues: tuple[str, 
       nurture worker --processes 2 --threads 8
     """
     env_file = ctx.find_root().ensure_object(dict).get("env_file")
-    sys.exit(run_workers(_settings(ctx), processes, threads, queues, env_file))
+    sys.exit(run_workers(settings_of(ctx), processes, threads, queues, env_file))
