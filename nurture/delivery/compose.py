@@ -12,6 +12,7 @@ from nurture.delivery.links import add_open_pixel, link_rewriter, open_url
 from nurture.delivery.mime import Envelope, build_message
 from nurture.errors import ConfigError
 from nurture.settings import Settings
+from nurture.store.enums import DeliveryKind
 from nurture.tokens import Purpose, link, subscriber_payload
 
 CONFIRM_TEMPLATE = "_system/confirm"
@@ -79,7 +80,7 @@ def compose_step(
     envelope = build_message(
         sender=sender, to=subscriber.email, subject=rendered.subject, html=rendered.html,
         text=rendered.text, list_id=seq.name, list_name=seq.name, unsubscribe_url=unsub,
-        feedback=(step.id, seq.name, "sequence"), signer=signer_for(settings),
+        feedback=(step.id, seq.name, DeliveryKind.SEQUENCE), signer=signer_for(settings),
     )  # fmt: skip
     return Composed(rendered, envelope)
 
@@ -101,7 +102,7 @@ def compose_confirmation(
     envelope = build_message(
         sender=sender, to=subscriber.email, subject=rendered.subject, html=rendered.html,
         text=rendered.text, list_id="confirm", list_name="Subscription confirmation",
-        unsubscribe_url=unsub, feedback=("optin", "subscription", "confirm"),
+        unsubscribe_url=unsub, feedback=("optin", "subscription", DeliveryKind.CONFIRM),
         signer=signer_for(settings),
     )  # fmt: skip
     return Composed(rendered, envelope)

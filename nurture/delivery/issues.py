@@ -24,7 +24,7 @@ from nurture.delivery.links import add_open_pixel, link_rewriter, open_url
 from nurture.delivery.mime import build_message
 from nurture.errors import TemplateError
 from nurture.settings import Settings
-from nurture.store.tables import Broadcast, Delivery
+from nurture.store.tables import Broadcast, Delivery, DeliveryKind
 
 #: Every broadcast email is one mailing list, whatever its issue.
 LIST_ID = "newsletter"
@@ -109,7 +109,7 @@ def compose_issue(
     envelope = build_message(
         sender=sender, to=view.email, subject=rendered.subject, html=rendered.html,
         text=rendered.text, list_id=LIST_ID, list_name=f"{brand(sender)} newsletter",
-        unsubscribe_url=unsub, feedback=(content.slug, "newsletter", "broadcast"),
+        unsubscribe_url=unsub, feedback=(content.slug, "newsletter", DeliveryKind.BROADCAST),
         signer=signer_for(settings),
     )  # fmt: skip
     return Composed(rendered, envelope)
