@@ -325,3 +325,40 @@ def test_the_plain_address_fast_path_agrees_with_email_validator():
         except SubscriberError:
             ours = None
         assert ours == reference(raw), raw
+
+
+def test_an_address_named_again_in_a_later_batch_is_one_subscriber_with_both_rows(
+    runner, env, settings, workspace, tmp_path, monkeypatch
+):
+    """Rows are checked while earlier batches are written: a repeat of an address from an
+    earlier batch still merges into the one subscriber (tags of both, the later field)."""
+    monkeypatch.setattr(importing, "BATCH", 2)
+    (workspace / "sequences" / "gear.yaml").write_text(GEAR)
+    (workspace / "nurture.toml").write_text((workspace / "nurture.toml").read_text() + FIELDS)
+    path = write(tmp_path / "people.csv", "email,tags,company\n"
+                 "ana@example.com,,Old Co\nbo@example.com,,\ncy@example.com,,\n"
+                 "ANA@example.com,gear,New Co\ndi@example.com,,\nana@example.com,vip,\n")  # fmt: skip
+    result = invoke(runner, env, "subscribers", "import", str(path), "--confirmed")
+    assert result.exit_code == 0, result.output
+    assert "Imported 4 new, 2 already known, 0 bad rows." in result.output
+    subs = subscribers(settings)
+    assert set(subs) == {"ana@example.com", "bo@example.com", "cy@example.com", "di@example.com"}
+    assert subs["ana@example.com"].attributes == {"company": "New Co"}
+    with session_scope(settings) as session:
+        tags = set(session.scalars(select(Tag.name).join(Subscriber)
+                                   .where(Subscriber.email == "ana@example.com")))  # fmt: skip
+    assert tags == {"gear", "vip"}
+    assert ("ana@example.com", "gear") in enrolments(settings)
+
+
+def test_a_file_broken_near_its_end_writes_nothing(runner, env, settings, tmp_path, monkeypatch):
+    """Batches are written while later rows are checked, yet a file that cannot be read
+    (here: not UTF-8 on its last row) is refused before the first batch is written."""
+    monkeypatch.setattr(importing, "BATCH", 2)
+    good = "".join(f"p{i}@example.com\n" for i in range(9))
+    path = tmp_path / "people.csv"
+    path.write_bytes(b"email\n" + good.encode() + b"caf\xe9@example.com\n")
+    result = invoke(runner, env, "subscribers", "import", str(path), "--confirmed")
+    assert result.exit_code == 1
+    assert "is not UTF-8 text; save it as CSV UTF-8" in result.output
+    assert subscribers(settings) == {}

@@ -214,7 +214,7 @@ def subscribers_import(ctx: click.Context, file: Path, confirmed: bool) -> None:
     settings = settings_of(ctx)
     parsed = read_import(settings, file)
     if sys.stderr.isatty():
-        with click.progressbar(length=len(parsed.rows), label="Importing", file=sys.stderr) as bar:
+        with click.progressbar(length=len(parsed.lines), label="Importing", file=sys.stderr) as bar:
             outcome = import_parsed(settings, file, parsed, confirmed=confirmed,
                                     progress=bar.update)  # fmt: skip
     else:  # a pipe or a log file: a bar's carriage returns would be noise (or a bare label)

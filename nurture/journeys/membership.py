@@ -13,8 +13,9 @@ from pathlib import Path
 from nurture import clock
 from nurture.content.fields import fields_for, parse_pairs
 from nurture.content.sequences import catalog_for
+from nurture.people import importing
 from nurture.people.activity import on_tag
-from nurture.people.csvfile import Parsed, read_rows
+from nurture.people.csvfile import Parsed, Scanned, checked_batches, scan
 from nurture.people.importing import import_rows
 from nurture.people.subscribers import (
     ConsentInfo,
@@ -110,9 +111,10 @@ def unsubscribe_subscriber(settings: Settings, address: str, sequence: str | Non
                     consent=ConsentInfo(source="cli", wording=None))  # fmt: skip
 
 
-def read_import(settings: Settings, file: Path) -> Parsed:
-    """Every row of a CSV file checked against the declared fields; nothing written yet."""
-    return read_rows(file, fields_for(settings.workspace))
+def read_import(settings: Settings, file: Path) -> Scanned:
+    """A CSV file read whole: a file that cannot be read at all is refused here, before
+    anything is written; its rows are checked while they are written."""
+    return scan(file, fields_for(settings.workspace))
 
 
 @dataclass(frozen=True)
@@ -125,14 +127,16 @@ class Imported:
 
 
 def import_parsed(
-    settings: Settings, file: Path, parsed: Parsed, *, confirmed: bool,
+    settings: Settings, file: Path, scanned: Scanned, *, confirmed: bool,
     progress: Callable[[int], None] = lambda n: None,
 ) -> Imported:  # fmt: skip
-    """Write the checked rows of `file`, a batch per transaction (consent source 'import')."""
+    """Check and write the rows of `file`, a batch per transaction (consent source 'import')."""
     consent = ConsentInfo(source="import", form=file.name, wording=None)
+    parsed = Parsed()
     outcome = import_rows(lambda: session_scope(settings), catalog_for(settings.sequences_dir),
-                          parsed.rows, clock.now(), confirmed=confirmed, consent=consent,
-                          file=file.name, progress=progress)  # fmt: skip
+                          checked_batches(scanned, parsed, importing.BATCH),
+                          lambda: list(parsed.late.values()), clock.now(), confirmed=confirmed,
+                          consent=consent, file=file.name, progress=progress)  # fmt: skip
     problems = sorted(parsed.problems + outcome.problems, key=_line_of)
     return Imported(outcome.added, outcome.existing + parsed.repeats, problems,
                     outcome.confirmations)  # fmt: skip

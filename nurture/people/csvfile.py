@@ -1,6 +1,7 @@
 """Reading an import file: the CSV parsed with the csv module (so no line separator
 inside a quoted cell can split a row), headers mapped to columns, every row checked by
-the rules of `subscribers add` before anything is written."""
+the rules of `subscribers add` as it is written (a file that cannot be read at all is
+refused before any row is)."""
 
 from __future__ import annotations
 
@@ -41,50 +42,88 @@ class Row:
 
 
 @dataclass
+class Scanned:
+    """A file read whole and split into cells. What makes the whole file unreadable (not
+    UTF-8, not CSV, no email column) is found here, before any row is written."""
+
+    name: str
+    columns: list[str]
+    converters: Converters
+    #: Each non-blank row's cells, with the line it starts on.
+    lines: list[tuple[int, list[str]]]
+
+
+@dataclass
 class Parsed:
-    rows: list[Row]
     #: Each bad row as `file:line: why`.
-    problems: list[str]
-    #: Rows naming an address an earlier row named (merged into that one).
+    problems: list[str] = field(default_factory=list)
+    #: Rows naming an address an earlier row of the same batch named (merged into it).
     repeats: int = 0
+    #: Rows naming an address of a batch already handed out, merged by address: written
+    #: after every batch, as a known address's new tags and fields.
+    late: dict[str, Row] = field(default_factory=dict)
 
 
-def read_rows(path: Path, fields: Fields) -> Parsed:
-    """Every good row, and each bad one by line. A blank row is skipped silently.
+def scan(path: Path, fields: Fields) -> Scanned:
+    """The file's rows as cells; a blank row is skipped silently.
 
     The file is parsed by the csv module over a file opened with newline="": a line
     break inside a quoted cell (or a U+2028 anywhere) stays inside its cell.
     """
-    parsed = Parsed(rows=[], problems=[])
-    seen: dict[str, Row] = {}
+    lines: list[tuple[int, list[str]]] = []
     try:
-        with _no_collections(), path.open(encoding="utf-8-sig", newline="") as f:
+        with no_collections(), path.open(encoding="utf-8-sig", newline="") as f:
             reader = csv.reader(f)
             columns = _columns(path, next(reader, []), fields)
-            converters = {n: fields.converter(n) for n in columns if n in fields.types}
             end = reader.line_num
             for cells in reader:
                 line, end = end + 1, reader.line_num  # a quoted cell may span lines
-                if not (cells and cells[0].strip()) and not any(c.strip() for c in cells):
-                    continue
-                try:
-                    row = _row(line, columns, cells, converters)
-                except SubscriberError as e:
-                    parsed.problems.append(f"{path.name}:{line}: {e}")
-                    continue
-                first = seen.get(row.email)
-                if first is None:
-                    seen[row.email] = row
-                    parsed.rows.append(row)
-                else:  # the same address twice: one subscriber with both rows' data
-                    parsed.repeats += 1
-                    first.tags = sorted(set(first.tags) | set(row.tags))
-                    first.attributes.update(row.attributes)
+                if (cells and cells[0].strip()) or any(c.strip() for c in cells):
+                    lines.append((line, cells))
     except UnicodeDecodeError:
         raise NurtureError(f"{path} is not UTF-8 text; save it as CSV UTF-8") from None
     except csv.Error as e:
         raise NurtureError(f"{path}:{reader.line_num}: not a CSV file ({e})") from None
-    return parsed
+    converters = {n: fields.converter(n) for n in columns if n in fields.types}
+    return Scanned(path.name, columns, converters, lines)
+
+
+def checked_batches(scanned: Scanned, parsed: Parsed, size: int) -> Iterator[tuple[list[Row], int]]:
+    """Batches of good rows, each address once, checked by the rules of `subscribers add`
+    as they are asked for (so an import checks one batch while it writes another), each
+    with how many of the file's rows it covers. Bad rows go to `parsed.problems`."""
+    seen: dict[str, tuple[Row, int]] = {}
+    batch: list[Row] = []
+    number = covered = 0
+    for line, cells in scanned.lines:
+        covered += 1
+        try:
+            row = _row(line, scanned.columns, cells, scanned.converters)
+        except SubscriberError as e:
+            parsed.problems.append(f"{scanned.name}:{line}: {e}")
+            continue
+        first, where = seen.get(row.email, (None, -1))
+        if first is None:
+            seen[row.email] = (row, number)
+            batch.append(row)
+        elif where == number:  # the same address twice: one subscriber with both rows' data
+            parsed.repeats += 1
+            _merge(first, row)
+        elif row.email in parsed.late:
+            parsed.repeats += 1
+            _merge(parsed.late[row.email], row)
+        else:
+            parsed.late[row.email] = row
+        if len(batch) == size:
+            yield batch, covered
+            batch, covered, number = [], 0, number + 1
+    if batch or covered:
+        yield batch, covered
+
+
+def _merge(first: Row, later: Row) -> None:
+    first.tags = sorted(set(first.tags) | set(later.tags))
+    first.attributes.update(later.attributes)
 
 
 #: Headers that other tools (spreadsheets, mailing-list exports) write for our columns,
@@ -103,7 +142,7 @@ def column_name(header: str) -> str:
 
 
 @contextmanager
-def _no_collections() -> Iterator[None]:
+def no_collections() -> Iterator[None]:
     """The cycle collector paused: parsing makes three objects a row and no cycles, yet
     each collection would walk every row kept so far (a third of the parse time for
     100,000 rows)."""

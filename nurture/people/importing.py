@@ -1,4 +1,5 @@
-"""Bulk import from CSV: every row checked first, then written BATCH rows at a time.
+"""Bulk import from CSV: the file read whole first (an unreadable file writes nothing), then
+rows checked a batch at a time while the batch before is written, BATCH rows a transaction.
 
 Why in bulk: the one-row `subscribers.add` costs ~7 statements per row (5,000 rows took
 minutes). Here a batch costs a fixed handful of statements (the new rows staged by COPY
@@ -15,8 +16,8 @@ from __future__ import annotations
 import gc
 import json
 import os
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,7 +27,7 @@ from sqlalchemy import Table, bindparam, column, select, table, true, update
 from sqlalchemy.orm import Session
 
 from nurture.content.sequences import Catalog, Sequence
-from nurture.people.csvfile import Row
+from nurture.people.csvfile import Row, no_collections
 from nurture.people.enrolment import enroll_many, enroll_new
 from nurture.people.subscribers import (
     ConsentInfo,
@@ -65,12 +66,6 @@ class Outcome:
     existing: int = 0
     problems: list[str] = field(default_factory=list)
     confirmations: list[int] = field(default_factory=list)
-
-
-def batches(rows: list[Row], size: int | None = None) -> Iterator[list[Row]]:
-    size = size or BATCH
-    for start in range(0, len(rows), size):
-        yield rows[start : start + size]
 
 
 def import_batch(
@@ -206,11 +201,16 @@ def _update_known(session: Session, known: dict[str, Any], by_email: dict[str, R
 
 
 def import_rows(
-    session_scope: Callable[[], Any], catalog: Catalog, rows: list[Row], now: datetime, *,
-    confirmed: bool, consent: ConsentInfo, file: str = "",
-    progress: Callable[[int], None] = lambda n: None,
+    session_scope: Callable[[], Any], catalog: Catalog, batches: Iterable[tuple[list[Row], int]],
+    late: Callable[[], list[Row]], now: datetime, *, confirmed: bool, consent: ConsentInfo,
+    file: str = "", progress: Callable[[int], None] = lambda n: None,
 ) -> Outcome:  # fmt: skip
     """Write checked rows, one transaction per batch (committed batches stay written).
+
+    `batches` yields each batch with the number of file rows it covers, and may check
+    rows as it goes: the next batch is taken while the last one is being written. Then
+    `late()` (rows repeating an address of an earlier batch) is written once every batch
+    is, as known addresses.
 
     On PostgreSQL batches are written by WRITERS connections at once: most of an import's
     time is the database checking each new consent's and enrolment's foreign key, in
@@ -219,31 +219,51 @@ def import_rows(
     SQLite has one writer at a time: there, one connection.
     """
     outcome = Outcome()
-    gc.freeze()  # the parsed rows live to the end: no collection need walk them again
-    try:
+    gc.freeze()  # what was made before, and the rows checked now, live to the end: no
+    with no_collections():  # collection need walk them
         with session_scope() as session:  # read once: a list's suppressions are few
             suppressed = set(session.scalars(select(Suppression.email_hash)))
             postgresql = session.get_bind().dialect.name == "postgresql"
 
         def write(batch: list[Row]) -> Outcome:
             done = Outcome()
-            with session_scope() as session, _sqlite_cache(session):
-                import_batch(session, catalog, batch, now, confirmed=confirmed,
-                             consent=consent, outcome=done, suppressed=suppressed, file=file)  # fmt: skip
+            if batch:
+                with session_scope() as session, _sqlite_cache(session):
+                    import_batch(session, catalog, batch, now, confirmed=confirmed,
+                                 consent=consent, outcome=done, suppressed=suppressed,
+                                 file=file)  # fmt: skip
             return done
 
-        with ThreadPoolExecutor(WRITERS if postgresql else 1) as pool:
-            pending = {pool.submit(write, batch): len(batch) for batch in batches(rows)}
-            try:
-                for future in as_completed(pending):
-                    _merge(outcome, future.result())
-                    progress(pending[future])
-            finally:  # on an error, batches not yet begun are not begun
-                for future in pending:
-                    future.cancel()
-    finally:
-        gc.unfreeze()
+        _write_all(WRITERS if postgresql else 1, write, batches, outcome, progress)
+        _merge(outcome, write(late()))
+    gc.unfreeze()  # (after an error, the process ends)
     return outcome
+
+
+def _write_all(
+    writers: int, write: Callable[[list[Row]], Outcome],
+    batches: Iterable[tuple[list[Row], int]], outcome: Outcome, progress: Callable[[int], None],
+) -> None:  # fmt: skip
+    """Each batch written by one of `writers` threads as soon as it is checked; the next
+    batch is checked meanwhile, at most two per writer ahead."""
+    with ThreadPoolExecutor(writers) as pool:
+        pending: dict[Future[Outcome], int] = {}
+
+        def settle(futures: Iterable[Future[Outcome]]) -> None:
+            for future in list(futures):
+                _merge(outcome, future.result())  # a failed batch raises here
+                progress(pending.pop(future))
+
+        try:
+            for batch, covered in batches:
+                pending[pool.submit(write, batch)] = covered
+                settle([f for f in pending if f.done()])
+                if len(pending) > 2 * writers:
+                    settle([next(as_completed(pending))])
+            settle(as_completed(pending))
+        finally:  # on an error, batches not yet begun are not begun
+            for future in pending:
+                future.cancel()
 
 
 #: SQLite page cache for an import's batch, in KiB (the default is 2 MiB).
