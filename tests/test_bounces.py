@@ -205,6 +205,10 @@ def test_stats_shows_rates_per_step_and_sequence_and_warns_on_complaints(
     ("NURTURE_SOFT_BOUNCE_LIMIT", "often", "such as '3 in 30d'"),
     ("NURTURE_BOUNCE_ADDRESS", "bounces+x@bounce.crumb.example", "without '+'"),
     ("NURTURE_BOUNCE_ADDRESS", "Bounces <b@crumb.example>", "plain address"),
+    ("NURTURE_SES_TOPIC_ARNS", "ses-feedback", "SNS topic ARNs such as"),
+    ("NURTURE_SES_TOPIC_ARNS", "arn:aws:sns:eu-west-1:123456789012:feedback, "
+     "arn:aws:sqs:eu-west-1:123456789012:q", "got 'arn:aws:sqs"),
+    ("NURTURE_SENDGRID_WEBHOOK_KEY", "not base64!", "the verification key SendGrid shows"),
 ])  # fmt: skip
 def test_bounce_settings_are_checked_with_one_sentence(env, runner, name, value, says):
     result = runner.invoke(cli, ["bounces", "fetch", "--maildir", "."], env={**env, name: value})
