@@ -8,10 +8,14 @@ import binascii
 import re
 from collections.abc import Callable
 from datetime import timedelta
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nurture.errors import ConfigError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
 #: Reads one setting by its short name (settings._Source.get: it remembers the name).
 Getter = Callable[[str], str | None]
@@ -84,6 +88,23 @@ def _sendgrid_key(get: Getter) -> bytes | None:
             f"(base64, such as 'MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE…'), got {value[:20]!r}"
         )
     return der
+
+
+@lru_cache(maxsize=4)
+def sendgrid_verification_key(der: bytes) -> EllipticCurvePublicKey:
+    """The P-256 public key in NURTURE_SENDGRID_WEBHOOK_KEY; ConfigError if it is none.
+    Read where it is used and by `nurture validate`, not at start-up: see _sendgrid_key."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+    try:
+        key = load_der_public_key(der)
+    except ValueError:
+        key = None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+        raise ConfigError(f"{PREFIX}SENDGRID_WEBHOOK_KEY is not an ECDSA P-256 public key: "
+                          "copy the verification key of SendGrid's signed event webhook")  # fmt: skip
+    return key
 
 
 def bounce_settings(get: Getter) -> dict[str, Any]:

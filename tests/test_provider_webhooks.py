@@ -14,8 +14,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from sqlalchemy import select
 
+from nurture.cli import cli
 from nurture.delivery.bounces import sns
-from nurture.delivery.bounces.sendgrid import signed_by, verification_key
+from nurture.delivery.bounces.sendgrid import signed_by
+from nurture.mailsettings import sendgrid_verification_key
 from nurture.people.subscribers import email_hash
 from nurture.settings import load_settings
 from nurture.store.engine import session_scope
@@ -308,7 +310,7 @@ def test_sendgrid_calls_that_do_not_verify_change_nothing(hsettings, sink):
 def test_sendgrids_own_published_example_verifies():
     """The key, signature and payload SendGrid's libraries test against: proof that the
     signed bytes are the timestamp and the body as sent, and the key format read right."""
-    key = verification_key(base64.b64decode(
+    key = sendgrid_verification_key(base64.b64decode(
         "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEEDr2LjtURuePQzplybdC+u4CwrqDqBaWjcMMsTbhdbcwHBcep"
         "xo7yAQGhHPTnlvFYPAZFceEu/1FwCM/QmGUhA=="))  # fmt: skip
     payload = b'{"category":"example_payload","event":"test_event","message_id":"message_id"}'
@@ -318,10 +320,14 @@ def test_sendgrids_own_published_example_verifies():
     assert not signed_by(key, signature, "1588788368", payload)
 
 
-def test_a_sendgrid_key_that_is_no_p256_key_is_a_clear_error(hooks_env, sink):
+def test_a_sendgrid_key_that_is_no_p256_key_is_a_clear_error(hooks_env, sink, runner):
     env = {**hooks_env, "NURTURE_SENDGRID_WEBHOOK_KEY": "bm90IGEga2V5"}  # "not a key"
     client = create_app(load_settings(env["NURTURE_WORKSPACE"], env=env)).test_client()
     body = _sendgrid_events({"event": "spamreport", "email": "ana@example.com"})
     answer = _post_sendgrid(client, body, sendgrid_headers(ec_key(), body))
     assert answer.status_code == 500
     assert answer.get_json()["error"].startswith("NURTURE_SENDGRID_WEBHOOK_KEY is not an ECDSA")
+    result = runner.invoke(cli, ["validate"], env=env)
+    assert result.exit_code == 1
+    assert "nurture.toml: NURTURE_SENDGRID_WEBHOOK_KEY is not an ECDSA P-256" in result.output
+    assert "Traceback" not in result.output

@@ -17,17 +17,16 @@ import json
 import logging
 from collections.abc import Mapping
 from datetime import datetime
-from functools import lru_cache
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 from nurture.delivery.bounces.answers import REPLAY_WINDOW, Answer, answer
 from nurture.delivery.bounces.reading import REASON_MAX, Notice
 from nurture.errors import ConfigError
+from nurture.mailsettings import sendgrid_verification_key
 from nurture.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,19 +36,6 @@ TIMESTAMP_HEADER = "x-twilio-email-event-webhook-timestamp"
 #: `dropped` reasons that say what the address is: SendGrid's own lists of them.
 DROPPED = {"Bounced Address": "bounced", "Invalid": "bounced",
            "Spam Reporting Address": "complained"}  # fmt: skip
-
-
-@lru_cache(maxsize=4)
-def verification_key(der: bytes) -> ec.EllipticCurvePublicKey:
-    """The P-256 public key in NURTURE_SENDGRID_WEBHOOK_KEY (ConfigError if it is none)."""
-    try:
-        key = load_der_public_key(der)
-    except ValueError:
-        key = None
-    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
-        raise ConfigError("NURTURE_SENDGRID_WEBHOOK_KEY is not an ECDSA P-256 public key: "
-                          "copy the verification key of SendGrid's signed event webhook")  # fmt: skip
-    return key
 
 
 def signed_by(key: ec.EllipticCurvePublicKey, signature: str, timestamp: str, body: bytes) -> bool:
@@ -72,7 +58,7 @@ def handle_sendgrid(settings: Settings, body: bytes, headers: Mapping[str, str],
     if not signature or not timestamp:
         return Answer(401, "no SendGrid signature: turn on the signed event webhook")
     try:
-        key = verification_key(settings.sendgrid_webhook_key)
+        key = sendgrid_verification_key(settings.sendgrid_webhook_key)
     except ConfigError as e:
         log.error("%s", e)
         return Answer(500, str(e))

@@ -30,6 +30,13 @@ POSTMARK_SOFT = frozenset({"SoftBounce", "Transient", "DnsError", "Blocked", "DM
 PROVIDERS = ("ses", "postmark", "mailgun", "sendgrid")
 
 
+def webhooks_on(settings: Settings) -> list[str]:
+    """The providers whose webhook is set up (the others answer 403)."""
+    on = {"ses": settings.ses_topic_arns, "postmark": settings.postmark_webhook_token,
+          "mailgun": settings.mailgun_signing_key, "sendgrid": settings.sendgrid_webhook_key}  # fmt: skip
+    return [p for p in PROVIDERS if on[p]]
+
+
 def handle_webhook(
     settings: Settings, provider: str, body: bytes, headers: Mapping[str, str],
     query: Mapping[str, str], now: datetime | None = None,
