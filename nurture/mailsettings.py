@@ -3,13 +3,19 @@ the DKIM key. Kept apart from settings.py, which reads them through these helper
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Callable
 from datetime import timedelta
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nurture.errors import ConfigError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
 #: Reads one setting by its short name (settings._Source.get: it remembers the name).
 Getter = Callable[[str], str | None]
@@ -44,6 +50,63 @@ def _bounce_address(get: Getter) -> str | None:
     return value
 
 
+#: An SNS topic's ARN: partition, region, 12-digit account, name (`.fifo` for FIFO topics).
+_TOPIC_ARN = re.compile(
+    r"arn:aws(?:-cn|-us-gov)?:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]{1,256}(?:\.fifo)?"
+)
+
+
+def _ses_topic_arns(get: Getter) -> tuple[str, ...]:
+    """NURTURE_SES_TOPIC_ARNS: the SNS topics SES reports to, comma-separated. A
+    signature only proves a message came from SNS, from anyone's topic: the topic is
+    what says it is ours."""
+    arns = tuple(a for a in (get("ses_topic_arns") or "").replace(",", " ").split() if a)
+    for arn in arns:
+        if not _TOPIC_ARN.fullmatch(arn):
+            raise ConfigError(
+                f"{PREFIX}SES_TOPIC_ARNS must list SNS topic ARNs such as "
+                f"'arn:aws:sns:eu-west-1:123456789012:ses-feedback', got {arn!r}"
+            )
+    return arns
+
+
+def _sendgrid_key(get: Getter) -> bytes | None:
+    """NURTURE_SENDGRID_WEBHOOK_KEY, the base64 text SendGrid shows (a PEM is read too),
+    as DER bytes. That it is a P-256 public key is checked where it is used and by
+    `nurture validate` (the parser is too slow to import for every command)."""
+    value = get("sendgrid_webhook_key")
+    if value is None:
+        return None
+    text = "".join(ln for ln in value.splitlines() if not ln.startswith("-----"))
+    try:
+        der = base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        der = b""
+    if not der:
+        raise ConfigError(
+            f"{PREFIX}SENDGRID_WEBHOOK_KEY must be the verification key SendGrid shows "
+            f"(base64, such as 'MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE…'), got {value[:20]!r}"
+        )
+    return der
+
+
+@lru_cache(maxsize=4)
+def sendgrid_verification_key(der: bytes) -> EllipticCurvePublicKey:
+    """The P-256 public key in NURTURE_SENDGRID_WEBHOOK_KEY; ConfigError if it is none.
+    Read where it is used and by `nurture validate`, not at start-up: see _sendgrid_key."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+    try:
+        key = load_der_public_key(der)
+    except ValueError:
+        key = None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+        raise ConfigError(f"{PREFIX}SENDGRID_WEBHOOK_KEY is not an ECDSA P-256 public key: "
+                          "copy the verification key of SendGrid's signed event webhook")  # fmt: skip
+    return key
+
+
 def bounce_settings(get: Getter) -> dict[str, Any]:
     """What handling bounces and complaints reads (docs/deliverability.md)."""
     soft_count, soft_window = _soft_bounce_limit(get)
@@ -54,6 +117,8 @@ def bounce_settings(get: Getter) -> dict[str, Any]:
         "bounce_imap_url": get("bounce_imap_url"),
         "postmark_webhook_token": get("postmark_webhook_token"),
         "mailgun_signing_key": get("mailgun_signing_key"),
+        "ses_topic_arns": _ses_topic_arns(get),
+        "sendgrid_webhook_key": _sendgrid_key(get),
     }
 
 

@@ -112,6 +112,10 @@ class Settings:
     #: Webhook secrets: Postmark's token in the webhook URL, Mailgun's signing key.
     postmark_webhook_token: str | None = None
     mailgun_signing_key: str | None = None
+    #: The SNS topics whose SES notifications /webhooks/ses accepts (none: it is off).
+    ses_topic_arns: tuple[str, ...] = ()
+    #: SendGrid's event webhook verification key (DER of an ECDSA P-256 public key).
+    sendgrid_webhook_key: bytes | None = None
 
     @property
     def embedded(self) -> bool:

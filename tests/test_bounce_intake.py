@@ -140,7 +140,7 @@ def test_mailgun_webhook_verified_tampered_and_replayed(bsettings, sink):
     assert answer.status_code == 200 and answer.get_json() == {"outcome": "hard bounce"}
     assert _status(bsettings, "ana@example.com")[:2] == ("bounced", ["bounced"])
     replayed = post(body)
-    assert replayed.status_code == 401 and "seen before" in replayed.get_json()["error"]
+    assert replayed.status_code == 409 and "handled before" in replayed.get_json()["error"]
     assert _status(bsettings, "ana@example.com")[1] == ["bounced"]
 
 

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from nurture import queue
 from nurture.broadcast import fanout
 from nurture.cli import cli
+from nurture.delivery import sending
 from nurture.delivery.bounces.handling import handle_message
 from nurture.people.subscribers import email_hash
 from nurture.settings import load_settings
@@ -156,6 +157,37 @@ def test_a_complaint_while_a_broadcast_is_mid_send_stops_the_rest_to_that_addres
     assert len(sink.messages) == 1 + 100
 
 
+def test_a_complaint_mid_group_stops_the_email_already_claimed_for_that_address(
+    bounce_env, bsettings, sink, runner, monkeypatch
+):
+    """The send-time re-check runs when a group of up to 25 is claimed; the complaint
+    lands after that, while the group is on the wire. The last look before each email's
+    SMTP transaction (its `handed` mark) still holds that one back."""
+    add_people(bsettings, [{"email": f"r{i}@example.com"} for i in range(5)])
+    complainer = send_welcome(bsettings, sink, "ana@example.com")  # last in the group
+    real_deliver, delivered = sending._deliver, []
+
+    def complaint_after_the_first_email(settings, job):
+        real_deliver(settings, job)
+        delivered.append(job.delivery.id)
+        if len(delivered) == 1:  # the group is claimed and composed; the complaint arrives
+            assert handle_message(bsettings, sample("yahoo-arf.eml", complainer)).suppressed
+
+    monkeypatch.setattr(sending, "_deliver", complaint_after_the_first_email)
+    result = runner.invoke(cli, ["broadcast", "send", str(ISSUE), "--at", "now",
+                                 "--no-local-time", "--no-archive"], env=bounce_env)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert len(sink.to(complainer.address)) == 1  # the welcome only, not the issue
+    assert all(len(sink.to(f"r{i}@example.com")) == 1 for i in range(5))
+    with session_scope(bsettings) as session:
+        [(status, attempts, error)] = session.execute(
+            select(Delivery.status, Delivery.attempts, Delivery.error).where(
+                Delivery.kind == "broadcast", Delivery.id.not_in(delivered))
+        ).all()  # fmt: skip
+    assert (status, attempts) == ("skipped", 1)  # claimed with the group, then held back
+    assert error == "address was suppressed after the email was claimed"
+
+
 def test_receive_exits_as_a_pipe_transport_expects(bounce_env, bsettings, sink, runner):
     sent = send_welcome(bsettings, sink, "ana@example.com")
     result = runner.invoke(cli, ["bounces", "receive"], env=bounce_env,
@@ -205,6 +237,10 @@ def test_stats_shows_rates_per_step_and_sequence_and_warns_on_complaints(
     ("NURTURE_SOFT_BOUNCE_LIMIT", "often", "such as '3 in 30d'"),
     ("NURTURE_BOUNCE_ADDRESS", "bounces+x@bounce.crumb.example", "without '+'"),
     ("NURTURE_BOUNCE_ADDRESS", "Bounces <b@crumb.example>", "plain address"),
+    ("NURTURE_SES_TOPIC_ARNS", "ses-feedback", "SNS topic ARNs such as"),
+    ("NURTURE_SES_TOPIC_ARNS", "arn:aws:sns:eu-west-1:123456789012:feedback, "
+     "arn:aws:sqs:eu-west-1:123456789012:q", "got 'arn:aws:sqs"),
+    ("NURTURE_SENDGRID_WEBHOOK_KEY", "not base64!", "the verification key SendGrid shows"),
 ])  # fmt: skip
 def test_bounce_settings_are_checked_with_one_sentence(env, runner, name, value, says):
     result = runner.invoke(cli, ["bounces", "fetch", "--maildir", "."], env={**env, name: value})

@@ -21,6 +21,9 @@ from tests.conftest import ROOT
 from tests.helpers.deliverability import HttpsApp, LocalDns, good_records, self_signed
 
 DOMAIN = "crumb.example"
+#: A P-256 public key as SendGrid shows its verification key.
+SENDGRID_KEY = ("MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEEDr2LjtURuePQzplybdC+u4CwrqDqBaWjcMMsTbhdbcw"
+                "HBcepxo7yAQGhHPTnlvFYPAZFceEu/1FwCM/QmGUhA==")  # fmt: skip
 
 
 @pytest.fixture
@@ -59,15 +62,18 @@ def lines(output: str) -> dict[str, str]:
 
 def test_doctor_passes_on_a_correct_set_up_and_verifies_a_sent_email(runner, https_env, key, sink):
     with LocalDns(good_records(DOMAIN, key)) as dns:
-        env = https_env | {"NURTURE_DNS_SERVER": dns.address}
+        env = https_env | {"NURTURE_DNS_SERVER": dns.address,
+                           "NURTURE_SES_TOPIC_ARNS": "arn:aws:sns:eu-west-1:123456789012:ses",
+                           "NURTURE_SENDGRID_WEBHOOK_KEY": SENDGRID_KEY}  # fmt: skip
         result = doctor(runner, env, "--send-to", "me@crumb.example")
         assert result.exit_code == 0, result.output
         assert lines(result.output) == {
             "SPF": "pass", "DKIM": "pass", "DMARC": "pass", "one-click unsubscribe": "pass",
             "postal address": "pass", "emails": "pass", "bounces and complaints": "pass",
-            "test email to me@crumb.example": "pass",
+            "bounce intake": "pass", "test email to me@crumb.example": "pass",
         }  # fmt: skip
-        assert "8 checks: 0 failed, 0 warnings" in result.output
+        assert "pass  bounce intake: POST /webhooks/ses, POST /webhooks/sendgrid" in result.output
+        assert "9 checks: 0 failed, 0 warnings" in result.output
         [received] = sink.to("me@crumb.example")
         lookup = dkimpy_lookup(resolver_for(load_settings(env=env)))
         assert dkim.verify(received.data, dnsfunc=lookup)
@@ -102,11 +108,20 @@ def test_doctor_fails_on_missing_records_plain_http_and_no_postal_address(runner
     found = lines(result.output)
     assert found == found | {"SPF": "fail", "DKIM": "fail", "DMARC": "fail",
                              "one-click unsubscribe": "fail", "postal address": "fail",
-                             "emails": "pass"}  # fmt: skip
+                             "emails": "pass", "bounce intake": "warn"}  # fmt: skip
+    assert "nothing reads the bounces and complaints that arrive after the send" in result.output
     assert "no SPF record at crumb.example" in result.output
     assert "emails are not signed (DKIM is off)" in result.output
     assert "NURTURE_BASE_URL is http://crumb.example, not https" in result.output
     assert "Traceback" not in result.output
+
+
+def test_doctor_fails_on_a_sendgrid_key_that_cannot_verify(runner, env):
+    with LocalDns({}) as dns:
+        result = doctor(runner, env | {"NURTURE_DNS_SERVER": dns.address,
+                                       "NURTURE_SENDGRID_WEBHOOK_KEY": "bm90IGEga2V5"})  # fmt: skip
+    assert lines(result.output)["bounce intake"] == "fail"
+    assert "NURTURE_SENDGRID_WEBHOOK_KEY is not an ECDSA P-256 public key" in result.output
 
 
 def test_a_dns_server_setting_that_is_not_an_address_is_one_clear_error(runner, env):

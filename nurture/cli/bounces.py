@@ -10,8 +10,8 @@ from pathlib import Path
 import click
 
 from nurture.cli import cli, command, database_error, settings_of
-from nurture.delivery.bounces.handling import handle_message
-from nurture.delivery.bounces.mailbox import Fetched, fetch_imap, fetch_maildir
+from nurture.delivery.bounces.handling import Tally, handle_message
+from nurture.delivery.bounces.mailbox import fetch_imap, fetch_maildir
 from nurture.delivery.bounces.reading import UnreadableMessage
 from nurture.errors import NurtureError
 from nurture.people.suppression import (
@@ -81,11 +81,11 @@ def bounces_fetch(ctx: click.Context, maildir: Path | None) -> None:
       nurture bounces fetch --maildir /var/mail/bounces
     """
     settings = settings_of(ctx)
-    fetched: Fetched = fetch_maildir(settings, maildir) if maildir else fetch_imap(settings)
+    fetched: Tally = fetch_maildir(settings, maildir) if maildir else fetch_imap(settings)
     if not fetched.outcomes:
         click.echo("No new messages.")
         return
-    click.echo(", ".join(f"{n} {outcome}" for outcome, n in sorted(fetched.outcomes.items())))
+    click.echo(str(fetched))
 
 
 @cli.group("suppression")

@@ -61,7 +61,9 @@ def keygen(ctx: click.Context, selector: str | None, domain: str | None, out: Pa
 def doctor(ctx: click.Context, send_to: str | None) -> None:
     """Check what mailbox providers check: SPF, DKIM, DMARC, one-click unsubscribe, the emails, complaint rates.
 
-    Prints each check as pass, warn or fail with its fix; exits 1 when any fails.
+    Prints each check as pass, warn or fail with its fix; exits 1 when any fails. The
+    last says how bounces come back: the VERP address, the IMAP mailbox, and which
+    provider webhooks (/webhooks/ses, postmark, mailgun, sendgrid) are set up.
 
     \b
     Example:

@@ -9,7 +9,8 @@ from nurture.content.lints import lint_workspace
 from nurture.content.rendering import Renderer, renderer_for
 from nurture.content.sequences import catalog_for
 from nurture.content.yamlmarks import line_for, load_with_lines
-from nurture.errors import SequenceError
+from nurture.errors import ConfigError, SequenceError
+from nurture.mailsettings import sendgrid_verification_key
 from nurture.sender import aligned, sender_domain
 from nurture.settings import Settings
 
@@ -97,6 +98,11 @@ def validate_workspace(
             "NURTURE_POSTAL_ADDRESS is not set: bulk email law (CAN-SPAM) wants a postal "
             "address in every email", warning=True))  # fmt: skip
     problems.extend(dkim_problems(settings))
+    if settings.sendgrid_webhook_key is not None:
+        try:
+            sendgrid_verification_key(settings.sendgrid_webhook_key)
+        except ConfigError as e:
+            problems.append(SequenceError("nurture.toml", None, str(e)))
     unique = {str(p): p for p in problems}
     return sorted(unique.values(), key=lambda p: (p.warning, p.path, p.line or 0, p.message))
 

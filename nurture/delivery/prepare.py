@@ -16,13 +16,13 @@ from nurture.content.sequences import Catalog, catalog_for
 from nurture.delivery import statements as sql
 from nurture.delivery.compose import Composed, compose_confirmation, compose_step
 from nurture.delivery.issues import compose_broadcast
-from nurture.delivery.states import Job, Outcome, temporary
+from nurture.delivery.states import Job, Outcome, sendable_status, temporary
 from nurture.delivery.verp import verp_address
 from nurture.errors import ConfigError, TemplateError
 from nurture.logsafe import bug_summary, domain_of, frames
 from nurture.people.subscribers import email_hash
 from nurture.settings import Settings
-from nurture.store.tables import DeliveryKind, EnrollmentStatus, SubscriberStatus
+from nurture.store.tables import DeliveryKind, EnrollmentStatus
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def prepare(settings: Settings, session: Session, jobs: list[Job]) -> Catalog:
     found = Found.load(session, jobs)
     for job in jobs:
         if (reader := found.readers.get(job.delivery.id)) is not None:
-            job.domain = domain_of(reader.email)
+            job.domain, job.address_hash = domain_of(reader.email), email_hash(reader.email)
         reason = found.why_not(job.delivery)
         if reason is not None:
             job.outcome, job.error = Outcome.SKIPPED, reason
@@ -92,12 +92,7 @@ class Found:
             return "subscriber no longer exists"
         if email_hash(sub.email) in self.suppressed:
             return "address is suppressed"
-        wanted = (
-            SubscriberStatus.PENDING
-            if delivery.kind == DeliveryKind.CONFIRM
-            else SubscriberStatus.ACTIVE
-        )
-        if sub.status != wanted:
+        if sub.status != sendable_status(delivery.kind):
             return f"subscriber is {sub.status}"
         if delivery.enrollment_id is not None and sub.enrollment_status != EnrollmentStatus.ACTIVE:
             return f"enrolment is {sub.enrollment_status}"

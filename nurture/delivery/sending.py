@@ -29,6 +29,7 @@ from nurture.delivery.states import (
     claimable,
     hand,
     handing,
+    held_back,
     postpone,
     record,
     record_sent,
@@ -191,14 +192,18 @@ def _send_each(
     Returns the sent ones' results, and why the rest was handed back, if it was."""
     results: list[Attempt] = []
     for i, job in enumerate(to_send):
-        if not job.handed:  # the one before was not sent: mark this one on its own
+        if not job.handed:  # not marked with the one before's record: mark it on its own
             try:
                 job.handed = hand(db, job)
+                why = None if job.handed else held_back(db, job)
             except SQLAlchemyError as e:
                 if not lost(e):
                     raise
                 _postpone(to_send[i:])
                 return results, DB_LOST
+            if why is not None:  # suppressed or gone since the claim: it stays unsent
+                job.outcome, job.error = Outcome.SKIPPED, why
+                continue
             if not job.handed:  # taken back meanwhile: the rest is no longer ours either
                 break
         _deliver(settings, job)
@@ -221,10 +226,8 @@ def _send_each(
             _postpone(to_send[i + 1 :])
             return results, DB_LOST
         results.append(result)
-        if following is not None:
+        if following is not None:  # not marked: the loop's first step says why
             following.handed = following_handed
-            if not following_handed:  # taken back meanwhile (see above)
-                break
     return results, None
 
 

@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from sqlalchemy import BindParameter, Table, Update, bindparam, case, func, select, update
+from sqlalchemy import (
+    BindParameter,
+    Table,
+    Update,
+    bindparam,
+    case,
+    exists,
+    func,
+    select,
+    update,
+)
 
 from nurture.journeys.scheduling import TAKEN_BACK
 from nurture.store.tables import (
@@ -42,13 +52,25 @@ RELEASE = (
     .values(status=DeliveryStatus.RETRY, next_attempt_at=bindparam("now"),
             attempts=_d.c.attempts - 1, handed_at=None)
 )  # fmt: skip
+_suppressed = exists().where(Suppression.email_hash == bindparam("hhash"))
+_still = exists().where(_s.c.id == _d.c.subscriber_id, _s.c.status == bindparam("hstatus"))
 #: Marks a claimed delivery as handed to SMTP, if its claim (`htoken`) still holds:
 #: committed before its SMTP transaction starts, so `send-due` knows what may have left.
+#: It is also the last look before the wire: not if the address (`hhash`) was
+#: suppressed, or the subscriber left `hstatus`, since the group was claimed.
 HAND = (
     update(_d)
     .where(_d.c.id == bindparam("hid"), _d.c.attempts == bindparam("htoken"),
-           _d.c.status == DeliveryStatus.SENDING)
+           _d.c.status == DeliveryStatus.SENDING, ~_suppressed, _still)
     .values(handed_at=bindparam("now"))
+)  # fmt: skip
+#: Why HAND did not mark a delivery whose claim still holds: (subscriber status,
+#: address suppressed); no row when the claim itself was lost.
+HELD_BACK = (
+    select(_s.c.status, _suppressed.label("suppressed"))
+    .select_from(_d.join(_s, _s.c.id == _d.c.subscriber_id))
+    .where(_d.c.id == bindparam("hid"), _d.c.attempts == bindparam("htoken"),
+           _d.c.status == DeliveryStatus.SENDING)
 )  # fmt: skip
 #: Each delivery's subscriber, and its enrolment's state.
 READERS = (

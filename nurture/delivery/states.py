@@ -39,10 +39,12 @@ from nurture.store.engine import session_scope
 from nurture.store.tables import (
     TO_SEND,
     Delivery,
+    DeliveryKind,
     DeliveryStatus,
     Enrollment,
     EnrollmentStatus,
     Subscriber,
+    SubscriberStatus,
     utcnow,
 )
 
@@ -114,6 +116,14 @@ class Job:
     postponed: bool = False
     #: The recipient's domain: all of the address that a log line names.
     domain: str = "@?"
+    #: The recipient's address hash, for the last suppression check before the wire.
+    address_hash: str | None = None
+
+
+def sendable_status(kind: str) -> SubscriberStatus:
+    """The status a subscriber must still have for a delivery of `kind` to go out: a
+    confirmation goes to a pending subscriber, everything else to an active one."""
+    return SubscriberStatus.PENDING if kind == DeliveryKind.CONFIRM else SubscriberStatus.ACTIVE
 
 
 def temporary(token: int, error: str) -> tuple[Outcome, str]:
@@ -178,18 +188,34 @@ def release(session: Session, delivery_ids: list[int], now: datetime) -> None:
 def handing(job: Job | None, now: datetime) -> dict[str, Any]:
     """Parameters of statements.HAND for `job` (None: the statement marks nothing)."""
     if job is None:
-        return {"hid": None, "htoken": None, "now": now}
-    return {"hid": job.delivery.id, "htoken": job.delivery.attempts, "now": now}
+        return {"hid": None, "htoken": None, "now": now, "hhash": None, "hstatus": None}
+    return {"hid": job.delivery.id, "htoken": job.delivery.attempts, "now": now,
+            "hhash": job.address_hash, "hstatus": sendable_status(job.delivery.kind)}  # fmt: skip
 
 
 def hand(db: Db, job: Job) -> bool:
     """Mark `job` handed on its own (after an email that was not sent); False if its
-    claim no longer holds."""
+    claim no longer holds, or its address may no longer be mailed (`held_back` says)."""
     params = handing(job, utcnow())
     if db.autocommit is not None:
         return bool(db.autocommit.execute(sql.HAND, params).rowcount)
     with db.session.begin():
         return bool(db.session.connection().execute(sql.HAND, params).rowcount)
+
+
+def held_back(db: Db, job: Job) -> str | None:
+    """Why `job`, not handed, must not go out though its claim holds: its address was
+    suppressed (a complaint, a hard bounce) or its subscriber left since the claim.
+    None when the claim was lost: the rest of the group is no longer ours either."""
+    with db.session.begin():
+        row = db.session.connection().execute(sql.HELD_BACK, handing(job, utcnow())).first()
+    if row is None:
+        return None
+    if row.suppressed:
+        return "address was suppressed after the email was claimed"
+    if row.status != sendable_status(job.delivery.kind):
+        return f"subscriber is {row.status}"
+    return None
 
 
 def record_sent(

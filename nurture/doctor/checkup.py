@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from nurture.doctor.dns import resolver_for
 from nurture.doctor.endpoints import check_base_url, check_postal_address
+from nurture.doctor.intake import check_intake
 from nurture.doctor.rates import check_rates
 from nurture.doctor.records import check_dkim, check_dmarc, check_spf
 from nurture.doctor.report import Check
@@ -22,6 +23,7 @@ def run_doctor(settings: Settings, send_to: str | None = None) -> list[Check]:
         check_postal_address(settings),
         check_samples(settings),
         check_rates(settings),
+        check_intake(settings),
     ]
     if send_to:
         checks.append(check_send(settings, resolver, send_to))

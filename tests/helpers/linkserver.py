@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -32,18 +32,15 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-class LinkServer:
-    def __init__(self) -> None:
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self.server.hits = Counter()  # type: ignore[attr-defined]
+class LocalServer:
+    """A threaded HTTP server on 127.0.0.1 for one `with` block, answering with `handler`."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    @property
-    def hits(self) -> Counter[tuple[str, str]]:
-        return self.server.hits  # type: ignore[attr-defined, no-any-return]
-
-    def __enter__(self) -> LinkServer:
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 
@@ -51,3 +48,13 @@ class LinkServer:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join()
+
+
+class LinkServer(LocalServer):
+    def __init__(self) -> None:
+        super().__init__(_Handler)
+        self.server.hits = Counter()  # type: ignore[attr-defined]
+
+    @property
+    def hits(self) -> Counter[tuple[str, str]]:
+        return self.server.hits  # type: ignore[attr-defined, no-any-return]

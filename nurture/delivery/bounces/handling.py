@@ -5,7 +5,7 @@ applied: a hard bounce or a complaint suppresses at once, soft bounces after
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import func, select, update
@@ -30,6 +30,19 @@ class Handled:
     outcome: str
     delivery_id: int | None = None
     suppressed: bool = False
+
+
+@dataclass
+class Tally:
+    """How many reports came to each outcome: the one line a command or webhook says."""
+
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+    def add(self, handled: Handled) -> None:
+        self.outcomes[handled.outcome] = self.outcomes.get(handled.outcome, 0) + 1
+
+    def __str__(self) -> str:
+        return ", ".join(f"{n} {outcome}" for outcome, n in sorted(self.outcomes.items()))
 
 
 def handle_message(settings: Settings, raw: bytes) -> Handled:

@@ -10,13 +10,13 @@ folder when the mailbox has one; nothing is deleted.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from imapclient import IMAPClient
 
-from nurture.delivery.bounces.handling import Handled, handle_message
+from nurture.delivery.bounces.handling import Handled, Tally, handle_message
 from nurture.delivery.bounces.reading import UnreadableMessage
 from nurture.errors import ConfigError
 from nurture.settings import Settings
@@ -27,14 +27,6 @@ PROCESSED_FOLDER = "Processed"
 IMAP_BATCH = 500
 
 
-@dataclass
-class Fetched:
-    outcomes: dict[str, int] = field(default_factory=dict)
-
-    def add(self, handled: Handled) -> None:
-        self.outcomes[handled.outcome] = self.outcomes.get(handled.outcome, 0) + 1
-
-
 def _handle(settings: Settings, raw: bytes) -> Handled:
     try:
         return handle_message(settings, raw)
@@ -42,13 +34,13 @@ def _handle(settings: Settings, raw: bytes) -> Handled:
         return Handled("not a bounce")
 
 
-def fetch_maildir(settings: Settings, folder: Path) -> Fetched:
+def fetch_maildir(settings: Settings, folder: Path) -> Tally:
     """Handle every message in `folder`/new, each claimed by its move to cur/ (flag S).
     A database failure puts the message back in new/ and stops, for the next run."""
     new, cur = folder / "new", folder / "cur"
     if not new.is_dir() or not cur.is_dir():
         raise ConfigError(f"{folder} is not a Maildir (it needs new/ and cur/)")
-    fetched = Fetched()
+    fetched = Tally()
     for entry in sorted(os.listdir(new)):
         if entry.startswith("."):
             continue
@@ -89,13 +81,13 @@ def imap_place(url: str) -> ImapPlace:
                      unquote(parts.path.lstrip("/")) or "INBOX")  # fmt: skip
 
 
-def fetch_imap(settings: Settings) -> Fetched:
+def fetch_imap(settings: Settings) -> Tally:
     """Handle the unseen messages of the IMAP folder in NURTURE_BOUNCE_IMAP_URL."""
     if not settings.bounce_imap_url:
         raise ConfigError("NURTURE_BOUNCE_IMAP_URL is not set: name the bounce mailbox, e.g. "
                           "imaps://bounces:secret@mail.crumb.example/INBOX")  # fmt: skip
     place = imap_place(settings.bounce_imap_url)
-    fetched = Fetched()
+    fetched = Tally()
     with IMAPClient(place.host, port=place.port, ssl=place.secure, timeout=30) as client:
         client.login(place.user, place.password)
         client.select_folder(place.folder)

@@ -1,9 +1,11 @@
 """Provider webhooks, verified as each provider documents before anything changes.
 
-Postmark signs nothing: its webhook URL carries a secret (basic-auth password or a
-`token` parameter). Mailgun signs `timestamp + token` with HMAC-SHA256 and the
-webhook signing key; a timestamp more than five minutes away or a token seen before
-is a replay. A call that does not verify changes nothing and is answered 4xx.
+Amazon SES reports through SNS, which signs every message (ses.py, sns.py). SendGrid
+signs its event batches with ECDSA (sendgrid.py). Postmark signs nothing: its webhook
+URL carries a secret (basic-auth password or a `token` parameter). Mailgun signs
+`timestamp + token` with HMAC-SHA256 and the webhook signing key; a timestamp more
+than five minutes away or a token seen before is a replay. A call that does not
+verify changes nothing and is answered 4xx.
 """
 
 from __future__ import annotations
@@ -13,27 +15,26 @@ import hashlib
 import hmac
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from nurture import clock
-from nurture.delivery.bounces.handling import Handled, handle_notice
+from nurture.delivery.bounces.answers import IGNORED, REPLAY_WINDOW, Answer, answer
 from nurture.delivery.bounces.reading import REASON_MAX, Notice
+from nurture.delivery.bounces.sendgrid import handle_sendgrid
+from nurture.delivery.bounces.ses import handle_ses
 from nurture.settings import Settings
 
-#: How far a signed timestamp may be from now (Mailgun's advice: reject older calls).
-REPLAY_WINDOW = 300
 POSTMARK_HARD = frozenset({"HardBounce", "BadEmailAddress", "ManuallyDeactivated"})
 POSTMARK_SOFT = frozenset({"SoftBounce", "Transient", "DnsError", "Blocked", "DMARCPolicy"})
-PROVIDERS = ("postmark", "mailgun")
+PROVIDERS = ("ses", "postmark", "mailgun", "sendgrid")
 
 
-@dataclass(frozen=True)
-class Answer:
-    status: int
-    message: str
-    handled: Handled | None = None
+def webhooks_on(settings: Settings) -> list[str]:
+    """The providers whose webhook is set up (the others answer 403)."""
+    on = {"ses": settings.ses_topic_arns, "postmark": settings.postmark_webhook_token,
+          "mailgun": settings.mailgun_signing_key, "sendgrid": settings.sendgrid_webhook_key}  # fmt: skip
+    return [p for p in PROVIDERS if on[p]]
 
 
 def handle_webhook(
@@ -44,22 +45,19 @@ def handle_webhook(
     now = now or clock.now()
     if provider not in PROVIDERS:
         return Answer(404, f"no webhook for {provider!r}: use one of {', '.join(PROVIDERS)}")
+    if provider == "sendgrid":  # its signature covers the raw body, read it as it came
+        return handle_sendgrid(settings, body, headers, now)
     try:
         payload = json.loads(body)
     except (ValueError, RecursionError):
         return Answer(400, "the body is not JSON")
     if not isinstance(payload, dict):
         return Answer(400, "the body is not a JSON object")
+    if provider == "ses":
+        return handle_ses(settings, payload, now)
     if provider == "postmark":
         return _postmark(settings, payload, headers, query)
     return _mailgun(settings, payload, now)
-
-
-def _handled(settings: Settings, notice: Notice | None) -> Answer:
-    if notice is None:
-        return Answer(200, "ignored: not a bounce or complaint")
-    handled = handle_notice(settings, notice, by_address=True)
-    return Answer(200, handled.outcome, handled)
 
 
 def _postmark(settings: Settings, payload: dict[str, Any], headers: Mapping[str, str],
@@ -88,8 +86,8 @@ def _postmark(settings: Settings, payload: dict[str, Any], headers: Mapping[str,
                         reason=f"{kind}: {reason}"[:REASON_MAX], provider="postmark",
                         key=key)  # fmt: skip
     else:
-        return Answer(200, "ignored: not a bounce or complaint")
-    return _handled(settings, notice)
+        return Answer(200, IGNORED)
+    return answer(settings, [notice])
 
 
 def _mailgun(settings: Settings, payload: dict[str, Any], now: datetime) -> Answer:
@@ -109,10 +107,7 @@ def _mailgun(settings: Settings, payload: dict[str, Any], now: datetime) -> Answ
     if not isinstance(event, dict):
         return Answer(400, "no event-data in the body")
     notice = _mailgun_notice(event, f"mailgun:{token}")
-    answer = _handled(settings, notice)
-    if answer.handled is not None and answer.handled.outcome == "duplicate":
-        return Answer(401, "this Mailgun token was seen before (a replay)")
-    return answer
+    return answer(settings, [notice] if notice else [], "this Mailgun token")
 
 
 def _mailgun_notice(event: dict[str, Any], key: str) -> Notice | None:
