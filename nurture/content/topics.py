@@ -62,14 +62,19 @@ class Topics:
 
     def unknown(self, name: str) -> str | None:
         """Why `name` is no declared topic (one sentence with a hint), or None."""
+        found = self.unknown_parts(name)
+        return None if found is None else f"{found[0]} ({found[1]})"
+
+    def unknown_parts(self, name: str) -> tuple[str, str] | None:
+        """`unknown` as (what is wrong, the hint), for a caller that shows them apart."""
         if name in self.labels:
             return None
         if not self.on:
-            return (f"topic {name!r}, but nurture.toml declares no topics: add a [topics] "
-                    f'table, e.g. {_example(name)} = "Label readers see"')  # fmt: skip
+            return (f"topic {name!r}, but nurture.toml declares no topics",
+                    f'add a [topics] table, e.g. {_example(name)} = "Label readers see"')  # fmt: skip
         close = difflib.get_close_matches(name, list(self.labels), n=1)
         hint = f"did you mean '{close[0]}'?" if close else f"declared: {', '.join(self.labels)}"
-        return f"unknown topic {name!r} ({hint})"
+        return f"unknown topic {name!r}", hint
 
 
 def _example(name: str) -> str:

@@ -114,6 +114,8 @@ class Job:
     postponed: bool = False
     #: The recipient's domain: all of the address that a log line names.
     domain: str = "@?"
+    #: Held by the reader's pause: handed back, due again when the pause ends.
+    held_until: datetime | None = None
 
 
 def temporary(token: int, error: str) -> tuple[Outcome, str]:

@@ -27,7 +27,9 @@ def upgrade() -> None:
         sa.Column("topic", sa.String(100), nullable=False),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
-            ["subscriber_id"], ["subscribers.id"], ondelete="CASCADE",
+            ["subscriber_id"],
+            ["subscribers.id"],
+            ondelete="CASCADE",
             name=op.f("fk_left_topics_subscriber_id_subscribers"),
         ),  # fmt: skip
         sa.PrimaryKeyConstraint("id", name=op.f("pk_left_topics")),
