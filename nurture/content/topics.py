@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nurture.content.fields import clean_text
+from nurture.content.fields import clean_text, read_when_changed
 from nurture.content.sequences import Catalog, Sequence
 from nurture.content.yamlmarks import load_with_lines
 from nurture.errors import SequenceError
@@ -91,14 +91,7 @@ _cache: dict[Path, tuple[float, Topics]] = {}
 
 def topics_for(workspace: Path) -> Topics:
     """The workspace's topics, read again only when nurture.toml changed."""
-    path = workspace / TOML
-    stamp = path.stat().st_mtime if path.exists() else 0.0
-    cached = _cache.get(path)
-    if cached and cached[0] == stamp:
-        return cached[1]
-    topics = _load(path)
-    _cache[path] = (stamp, topics)
-    return topics
+    return read_when_changed(workspace / TOML, _cache, _load)
 
 
 def key_lines(text: str) -> dict[tuple[str, ...], int]:
