@@ -152,6 +152,21 @@ def test_an_email_already_queued_waits_out_the_pause(runner, env, settings, sink
     assert subjects(sink, "ana@example.com") == ["Tip one", "Tip two"]
 
 
+def test_resuming_early_sends_what_the_pause_held(runner, env, sink, client):
+    with freeze_time(START, ignore=REAL_TIME_MODULES) as frozen:
+        start_two_readers(runner, env)
+        [tip] = sink.to("ana@example.com")
+        client.post(unsubscribe_path(tip), data={"action": "pause:90"})
+        frozen.move_to(START + timedelta(days=2, minutes=1))
+        cli_ok(runner, env, "send-due")
+        assert subjects(sink, "ana@example.com") == ["Tip one"]
+        resumed = client.post(unsubscribe_path(tip), data={"action": "resume"})
+        assert "Your emails have resumed." in page_text(resumed)
+        assert "Resume my emails now" not in page_text(resumed)
+        cli_ok(runner, env, "send-due")
+    assert subjects(sink, "ana@example.com") == ["Tip one", "Tip two"]
+
+
 def test_one_click_leaves_everything_at_once(runner, env, sink, client, tmp_path):
     with freeze_time(START, ignore=REAL_TIME_MODULES) as frozen:
         start_two_readers(runner, env)

@@ -175,13 +175,20 @@ def pause(sub: Subscriber, until: datetime) -> None:
 
 
 def resume(session: Session, sub: Subscriber, now: datetime) -> None:
-    """End a pause now: the steps it held are due again at once."""
+    """End a pause now: the steps it held, and the emails a worker handed back for it,
+    are due again at once (the next `send-due` takes them)."""
     sub.paused_until = None
     session.execute(
         update(Enrollment)
         .where(Enrollment.subscriber_id == sub.id, Enrollment.status == EnrollmentStatus.ACTIVE,
                Enrollment.waiting_for.startswith(PAUSED))
         .values(next_due_at=now, waiting_for=None)
+    )  # fmt: skip
+    session.execute(
+        update(Delivery)
+        .where(Delivery.subscriber_id == sub.id, Delivery.status == DeliveryStatus.RETRY,
+               Delivery.next_attempt_at > now, Delivery.error.contains(PAUSED))
+        .values(next_attempt_at=now)
     )  # fmt: skip
 
 
