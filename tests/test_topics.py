@@ -80,6 +80,14 @@ def test_without_topics_a_sequence_topic_is_an_error_and_the_rest_unchanged(runn
             ) in result.output  # fmt: skip
 
 
+def test_the_form_snippet_offers_the_signup_topics(runner, workspace):
+    with_topics(workspace)
+    result = runner.invoke(cli, ["--workspace", str(workspace), "form-snippet"],
+                           env={"NURTURE_DATABASE_URL": "sqlite://"})  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert 'name="topics" value="tips"' in result.output and "Baking tips" in result.output
+
+
 def test_key_lines_reads_tables_quoted_and_dotted_keys():
     lines = key_lines('a = 1\n[topics]\n"x y" = "X"\ntips = "T"\n[other]\ntopics.z = 1\n')
     assert lines[("a",)] == 1 and lines[("topics",)] == 2
