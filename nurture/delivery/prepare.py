@@ -124,10 +124,12 @@ class Found:
         topic = (sub.broadcast_topic or BROADCAST_TOPIC if delivery.kind == DeliveryKind.BROADCAST
                  else topic_of(seq) if seq else str(delivery.sequence))  # fmt: skip
         left = self.holds.left_reason(sub.id, topic)
+        if left is not None:
+            return left, None
         until = self.holds.paused_until(sub.id)
-        if left or until is None:
-            return None if left is None else (left, None)
-        return paused_reason(until), until if delivery.kind == DeliveryKind.SEQUENCE else None
+        if until is None:
+            return None
+        return paused_reason(until), (until if delivery.kind == DeliveryKind.SEQUENCE else None)
 
     def view(self, delivery: Any) -> SubscriberView:
         sub = self.readers[delivery.id]
