@@ -94,7 +94,8 @@ class Found:
         sub_ids = list({row.id for row in readers.values()})
         for sub_id, name in conn.execute(sql.TAGS, {"ids": sub_ids}):
             tags.setdefault(sub_id, []).append(name)
-        return cls(readers, suppressed, tags, Holds.load(session, sub_ids, utcnow()))
+        paused = {row.id: row.paused_until for row in readers.values()}
+        return cls(readers, suppressed, tags, Holds.load(session, sub_ids, utcnow(), paused))
 
     def why_not(self, delivery: Any) -> str | None:
         """The reason this delivery must not go out now, if there is one."""

@@ -55,7 +55,7 @@ HAND = (
 #: Each delivery's subscriber, its enrolment's state and its broadcast's topic.
 READERS = (
     select(_d.c.id.label("delivery_id"), _s.c.id, _s.c.email, _s.c.first_name, _s.c.timezone,
-           _s.c.attributes, _s.c.status, _s.c.link_key,
+           _s.c.attributes, _s.c.status, _s.c.link_key, _s.c.paused_until,
            _e.c.status.label("enrollment_status"), _b.c.topic.label("broadcast_topic"))
     .select_from(_d.join(_s, _s.c.id == _d.c.subscriber_id)
                  .outerjoin(_e, _e.c.id == _d.c.enrollment_id)
