@@ -245,3 +245,13 @@ def test_without_topics_the_unsubscribe_page_is_as_before(runner, env, sink, set
     )
     page = page_text(create_app(settings).test_client().get(unsubscribe_path(welcome)))
     assert "Unsubscribe from everything" in page and "Your email preferences" not in page
+
+
+def test_without_signup_topics_a_signup_cannot_choose_topics(settings):
+    app = create_app(settings)
+    answer = post_signup(app.test_client(), app, json=True, topics=["tips"])
+    assert answer.status_code == 400
+    assert answer.json["fields"] == {"topics": "this form cannot choose topics (list those it "
+                                     "may offer in signup_topics in nurture.toml)"}  # fmt: skip
+    assert count(settings, Subscriber) == 0
+    app.extensions["nurture"].background.stop()

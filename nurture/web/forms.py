@@ -21,7 +21,7 @@ from nurture.people.subscribers import (
 )
 from nurture.people.tags import TAG, tag_name
 
-FIELDS = ("email", "first_name", "timezone", "sequence", "tags", "topics")
+FIELDS = ("email", "first_name", "timezone", "sequence", "tags")
 #: A field people never see; bots that fill every input fill this one too.
 HONEYPOT = "website"
 MAX_TAGS = 20
@@ -136,8 +136,9 @@ def parse_signup(
     ones (`signup_topics`) may be chosen."""
     signup = Signup()
     fields = fields or Fields()
-    takes = (*FIELDS, *fields.signup)
-    unknown = sorted(k for k in data if k not in takes and k != HONEYPOT)
+    takes = (*FIELDS, *(("topics",) if offered else ()), *fields.signup)
+    # `topics` where none are offered gets a sentence of its own (_topics)
+    unknown = sorted(k for k in data if k not in takes and k not in (HONEYPOT, "topics"))
     if unknown:
         signup.errors["form"] = _unknown_field(unknown[0], takes, fields)
     for name in fields.signup:
