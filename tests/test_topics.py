@@ -29,7 +29,8 @@ def test_bad_topic_names_and_labels_are_errors_at_their_line(runner, workspace):
     (workspace / "nurture.toml").write_text(
         TOPICS_TOML.replace(
             "[topics]\n",
-            (f'[topics]\n"Baking Tips" = "Tips"\nempty = "  "\nnumber = 3\nlong = "{"x" * 101}"\n'),
+            '[topics]\n"Baking Tips" = "Tips"\nempty = "  "\nnumber = 3\n'
+            f'long = "{"x" * 101}"\ntimezone = "UTC"\n',
         ).replace('signup_topics = ["newsletter", "tips"]', 'signup_topics = ["newsleter"]')
     )
     result = validate(runner, workspace)
@@ -44,6 +45,8 @@ def test_bad_topic_names_and_labels_are_errors_at_their_line(runner, workspace):
         "nurture.toml:8: [topics] number: the label must be text in quotes, like "
         'number = "Baking tips"',
         "nurture.toml:9: [topics] long: the label is longer than 100 characters",
+        "nurture.toml:10: [topics] timezone is a setting, not a topic: settings go before the "
+        "first [table] of nurture.toml",
     ]
 
 

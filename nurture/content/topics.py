@@ -21,13 +21,14 @@ import difflib
 import re
 import tomllib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from nurture.content.fields import clean_text, read_when_changed
 from nurture.content.sequences import Catalog, Sequence
 from nurture.content.yamlmarks import load_with_lines
 from nurture.errors import SequenceError
+from nurture.settings import TOML_TABLES, Settings
 
 #: The topic a broadcast belongs to when it names none.
 BROADCAST_TOPIC = "newsletter"
@@ -38,6 +39,8 @@ LABEL_MAX = 100
 TOML = "nurture.toml"
 _HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(?:#.*)?$")
 _KEY = re.compile(r"""^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_.-]+)\s*=""")
+#: Names of settings: one written after `[topics]` by mistake is no topic.
+_SETTINGS = frozenset({f.name for f in fields(Settings)} | {"from", *TOML_TABLES})
 #: Where a problem of nurture.toml is reported: (the key's path, the message).
 ProblemSink = Callable[[tuple[str, ...], str], None]
 
@@ -155,6 +158,9 @@ def _labels(table: object, problem: ProblemSink) -> dict[str, str]:
             hint = f" (did you mean '{close}'?)" if NAME.match(close) else ""
             problem(key, f"[topics] {name!r} is not a topic name: use lower-case letters, "
                     f"digits, '-' and '_', starting with a letter{hint}")  # fmt: skip
+        elif name in _SETTINGS:
+            problem(key, f"[topics] {name} is a setting, not a topic: settings go before the "
+                    "first [table] of nurture.toml")  # fmt: skip
         elif not isinstance(raw, str):
             problem(key, f'[topics] {name}: the label must be text in quotes, like {name} = '
                     '"Baking tips"')  # fmt: skip
