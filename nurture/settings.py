@@ -50,8 +50,9 @@ DEFAULT_LINK_LIMIT = "60 per minute; 600 per hour"
 DEFAULT_TOKEN_LIMIT = "10 per minute; 40 per hour"  # noqa: S105 - a limit, not a secret
 #: Names known besides the settings `load_settings` reads (those it records as it reads
 #: them, so there is no second list to forget): tables of nurture.toml read by
-#: nurture.content.fields, and variables that say where the settings are.
-TOML_TABLES = ("fields", "signup_fields")
+#: nurture.content.fields and nurture.content.topics, and variables that say where the
+#: settings are.
+TOML_TABLES = ("fields", "signup_fields", "topics", "signup_topics")
 LOCATION_VARIABLES = ("workspace", "env_file")
 #: Variables of the test suite and the benchmarks, never settings.
 DEV_PREFIXES = (PREFIX + "TEST_", PREFIX + "BENCH_")

@@ -65,6 +65,8 @@ class Claim:
     key: str | None
     sequence: str | None
     issued_at: datetime
+    #: The topic of the email the link came in (topics on); None in links without one.
+    topic: str | None = None
 
     def holds_for(self, sub: LinkHolder) -> bool:
         """True when `sub` is the person this link was sent to. An id alone is not
@@ -75,10 +77,14 @@ class Claim:
         return hmac.compare_digest(self.key.encode(), sub.link_key.encode())
 
 
-def subscriber_payload(subscriber_id: int, key: str, sequence: str | None = None) -> dict[str, Any]:
+def subscriber_payload(
+    subscriber_id: int, key: str, sequence: str | None = None, topic: str | None = None
+) -> dict[str, Any]:
     payload: dict[str, Any] = {"s": subscriber_id, "k": key}
     if sequence is not None:
         payload["q"] = sequence
+    if topic is not None:
+        payload["t"] = topic
     return payload
 
 
@@ -93,12 +99,13 @@ def read_claim(secret: str, purpose: Purpose, token: str) -> Claim:
     except BadSignature:
         raise TokenError("this link is not valid") from None
     try:
-        key, sequence = payload.get("k"), payload.get("q")
+        key, sequence, topic = payload.get("k"), payload.get("q"), payload.get("t")
         return Claim(
             subscriber_id=int(payload["s"]),
             key=None if key is None else str(key),
             sequence=None if sequence is None else str(sequence),
             issued_at=issued,
+            topic=None if topic is None else str(topic),
         )
     except (AttributeError, KeyError, TypeError, ValueError):
         raise TokenError("this link is not valid") from None

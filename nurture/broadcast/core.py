@@ -17,6 +17,7 @@ from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from nurture.broadcast.source import Issue
+from nurture.content.topics import BROADCAST_TOPIC
 from nurture.delivery.issues import web_url as web_url  # where the archive links
 from nurture.errors import NurtureError
 from nurture.settings import Settings
@@ -116,6 +117,7 @@ def save(
         row.slug = _free_slug(session, base, row.id)
     row.subject, row.preheader, row.segment = issue.subject, issue.preheader, issue.segment
     row.body_html, row.body_text, row.archive = issue.body_html, issue.body_text, issue.archive
+    row.topic = issue.topic or BROADCAST_TOPIC
     if schedule:
         row.state, row.send_at, row.local_at = BroadcastState.SCHEDULED, send_at, local_at
     session.flush()

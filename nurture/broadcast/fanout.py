@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from nurture import clock
 from nurture.broadcast.audience import next_batch
-from nurture.people.segments import audience_clause
+from nurture.people.segments import audience_clause, issue_topic
 from nurture.settings import Settings
 from nurture.store.engine import session_scope
 from nurture.store.tables import (
@@ -71,7 +71,8 @@ def fan_out_batch(settings: Settings, broadcast_id: int, size: int | None = None
         )  # fmt: skip
         if broadcast is None:
             return None
-        clause = audience_clause(settings, broadcast.segment)
+        clause = audience_clause(settings, broadcast.segment, topic=issue_topic(broadcast),
+                                 now=now)  # fmt: skip
         rows, last = next_batch(session, clause, broadcast.checkpoint, size or BATCH)
         if last is None:
             broadcast.fanned_out_at = now

@@ -16,7 +16,7 @@ from nurture.content.rendering import sample_context
 from nurture.delivery.compose import Composed, sender_for
 from nurture.delivery.sending import send_delivery
 from nurture.errors import NurtureError, SubscriberError
-from nurture.people.segments import audience_clause
+from nurture.people.segments import audience_clause, issue_topic
 from nurture.people.subscribers import get as get_subscriber
 from nurture.settings import Settings
 from nurture.store.engine import session_scope
@@ -54,7 +54,7 @@ def dry_run(settings: Settings, issue: Issue) -> Audience:
     """The audience and a few of its addresses; nothing is saved."""
     send_at, local_at = core.schedule_times(settings, issue.send_at, issue.local_time, clock.now())
     with session_scope(settings) as session:
-        clause = audience_clause(settings, issue.segment)
+        clause = audience_clause(settings, issue.segment, topic=issue_topic(issue), now=clock.now())
         return Audience(send_at, local_at, audience.count(session, clause),
                         audience.sample(session, clause))  # fmt: skip
 
@@ -102,7 +102,8 @@ def schedule(settings: Settings, issue: Issue) -> Scheduled:
     """Schedule the issue (refused if this source is already on its way)."""
     with session_scope(settings) as session:
         row = core.save(session, settings, issue, clock.now(), schedule=True)
-        size = audience.count(session, audience_clause(settings, row.segment))
+        clause = audience_clause(settings, row.segment, topic=issue_topic(row), now=clock.now())
+        size = audience.count(session, clause)
         due = row.send_at is not None and row.send_at <= clock.now()
         return Scheduled(row.id, row.send_at, row.local_at, due, size)
 

@@ -20,6 +20,7 @@ import jinja2
 import yaml
 from markdown_it import MarkdownIt
 
+from nurture.content.topics import BROADCAST_TOPIC, Topics, topics_for
 from nurture.content.yamlmarks import DuplicateKey, RefusedYAML, explain, load_with_lines
 from nurture.delivery.compose import renderer_for
 from nurture.errors import NurtureError
@@ -34,6 +35,7 @@ FRONT_MATTER: dict[str, tuple[type, ...]] = {
     "archive": (bool,),
     "preheader": (str,),
     "slug": (str,),
+    "topic": (str,),
 }
 _JINJA = re.compile(r"{{.*?}}|{%.*?%}|{#.*?#}", re.DOTALL)
 _HOLE = "nurturejinja{}x"
@@ -59,6 +61,8 @@ class Issue:
     send_at: str | datetime | date | None = None
     local_time: bool = False
     archive: bool = False
+    #: The topic it belongs to (nurture.content.topics); None: BROADCAST_TOPIC.
+    topic: str | None = None
     #: Lines before the body in the file, so a template error points at the right line.
     line_offset: int = 0
 
@@ -89,7 +93,7 @@ def slugify(text: str) -> str:
     return _SLUG.sub("-", text.lower()).strip("-")[:80] or "issue"
 
 
-def _front_matter(text: str, shown: str) -> tuple[dict[str, Any], str, int]:
+def _front_matter(text: str, shown: str, topics: Topics) -> tuple[dict[str, Any], str, int]:
     """(front matter, body, lines before the body) of a Markdown file."""
     lines = text.splitlines(keepends=True)
     if not lines or lines[0].strip() != "---":
@@ -123,6 +127,8 @@ def _front_matter(text: str, shown: str) -> tuple[dict[str, Any], str, int]:
         if value is not None and not isinstance(value, FRONT_MATTER[key]):
             wanted = " or ".join(t.__name__ for t in FRONT_MATTER[key])
             raise SourceError(f"{shown}:{line}: '{key}' must be a {wanted}, got {value!r}")
+        if key == "topic" and isinstance(value, str) and (why := topics.unknown(value)):
+            raise SourceError(f"{shown}:{line}: topic: {why}")
     body = "".join(lines[end + 1 :])
     blank = len(body) - len(body.lstrip("\n"))  # blank lines between front matter and text
     return data, body.strip("\n") + "\n", end + 1 + blank
@@ -155,11 +161,12 @@ def _template(settings: Settings, source: str) -> Issue:
 def load_issue(settings: Settings, source: str, **overrides: Any) -> Issue:
     """Read SOURCE; keyword overrides (from the command line) win over front matter
     when they are not None."""
+    topics = topics_for(settings.workspace)
     path = _markdown_file(settings, source)
     if path is None:
         issue = _template(settings, source)
     else:
-        data, body, offset = _front_matter(path.read_text(encoding="utf-8"), source)
+        data, body, offset = _front_matter(path.read_text(encoding="utf-8"), source, topics)
         # one name per file, however it was typed, so the same issue is not sent twice
         with contextlib.suppress(ValueError):
             source = str(path.resolve().relative_to(settings.workspace.resolve()))
@@ -168,10 +175,16 @@ def load_issue(settings: Settings, source: str, **overrides: Any) -> Issue:
             body_text=body, slug=slugify(data.get("slug") or path.stem),
             preheader=data.get("preheader"), segment=data.get("segment"),
             send_at=data.get("send_at"), local_time=bool(data.get("local_time")),
-            archive=bool(data.get("archive")), line_offset=offset,
+            archive=bool(data.get("archive")), line_offset=offset, topic=data.get("topic"),
         )  # fmt: skip
     issue = replace(issue, **{k: v for k, v in overrides.items() if v is not None})
     if not issue.subject.strip():
         where = "add 'subject:' to the front matter" if path else "give --subject"
         raise SourceError(f"{source}: the issue has no subject ({where})")
+    if issue.topic is not None and (why := topics.unknown(issue.topic)):
+        raise SourceError(f"{source}: --topic: {why}")  # the front matter's: at its line above
+    if issue.topic is None and topics.on and BROADCAST_TOPIC not in topics.labels:
+        raise SourceError(f"{source}: the issue names no topic, and [topics] does not declare "
+                          f"the default one, {BROADCAST_TOPIC}: give --topic or topic: in the "
+                          f"front matter (declared: {', '.join(topics.labels)})")  # fmt: skip
     return issue

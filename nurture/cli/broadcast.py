@@ -14,7 +14,8 @@ from nurture.broadcast.report import COLUMNS
 from nurture.broadcast.source import Issue
 from nurture.cli import cli, command, settings_of
 from nurture.cli.content import echo_composed
-from nurture.people.segments import TERMS
+from nurture.content.topics import topics_for
+from nurture.people.segments import TERMS, issue_topic
 from nurture.settings import Settings
 
 _SEGMENT_HELP = "\n".join(f"  {line}" for line in TERMS.values())
@@ -46,6 +47,12 @@ def _when(settings: Settings, send_at: datetime | None, local_at: str | None) ->
     "--segment", metavar="EXPR", help="Who gets it, e.g. 'tag:customers and not tag:churned'."
 )
 @click.option(
+    "--topic",
+    metavar="NAME",
+    help="The topic it belongs to (nurture.toml [topics]); readers who left it don't get "
+    "it. Default: front matter, else newsletter.",
+)
+@click.option(
     "--at", "at", metavar="WHEN", help="'YYYY-MM-DD HH:MM' in NURTURE_TIMEZONE, or 'now'."
 )
 @click.option(
@@ -67,10 +74,11 @@ def _when(settings: Settings, send_at: datetime | None, local_at: str | None) ->
 @click.option("--dry-run", is_flag=True, help="Print the audience and a sample; send nothing.")
 @click.pass_context
 def send(ctx: click.Context, source: str, subject: str | None, segment: str | None,
-         at: str | None, local_time: bool | None, archive: bool | None, test_to: str | None,
+         topic: str | None, at: str | None, local_time: bool | None, archive: bool | None, test_to: str | None,
          dry_run: bool) -> None:  # fmt: skip
     """Send SOURCE (a Markdown file with front matter, or a template name) to every
-    active subscriber in the segment, now or at a time.
+    active subscriber in the segment, now or at a time. With topics declared, readers
+    who left its topic, or paused their emails, are left out.
 
     Each subscriber gets it once, even if this command or a worker is stopped halfway:
     `nurture send-due` resumes the fan-out. A scheduled issue goes out at the first
@@ -81,10 +89,12 @@ def send(ctx: click.Context, source: str, subject: str | None, segment: str | No
       nurture broadcast send newsletters/2026-12-monthly.md --dry-run
       nurture broadcast send newsletters/2026-12-monthly.md --test-to me@crumb.example
       nurture broadcast send newsletters/2026-12-monthly.md --at '2026-12-08 09:00' --local-time
+      nurture broadcast send newsletters/tips-01.md --topic tips --dry-run
     """
     settings = settings_of(ctx)
     issue = operations.load_checked(settings, source, subject=subject, segment=segment,
-                                    send_at=at, local_time=local_time, archive=archive)  # fmt: skip
+                                    topic=topic, send_at=at, local_time=local_time,
+                                    archive=archive)  # fmt: skip
     if dry_run:
         _dry_run(settings, issue)
     elif test_to:
@@ -97,6 +107,8 @@ def _dry_run(settings: Settings, issue: Issue) -> None:
     found = operations.dry_run(settings, issue)
     click.echo(f"Subject:  {issue.subject}")
     click.echo(f"Segment:  {issue.segment or 'all active subscribers'}")
+    if topics_for(settings.workspace).on:
+        click.echo(f"Topic:    {issue_topic(issue)} (readers who left it or pause are left out)")
     click.echo(f"Send at:  {_when(settings, found.send_at, found.local_at)}")
     click.echo(f"Audience: {found.size:,} subscribers (active, not suppressed)")
     if found.sample:

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 def validate(ctx: click.Context, check_links: bool) -> None:
     """Check every sequence and template; print each problem as path:line: message.
 
+    Topics are checked too: [topics] and signup_topics in nurture.toml, each sequence's
+    topic and the `topic:` of each newsletters/*.md issue.
+
     Exits 1 when there is any error (warnings alone exit 0), so it fits a git hook or CI.
     It also lints a rendered sample of every email: links must be absolute, the text
     part must not be empty (errors); images want alt text, links a telling text, the

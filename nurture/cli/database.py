@@ -23,6 +23,13 @@ timezone = "UTC"
 # database_url = "postgresql://nurture@localhost/nurture"
 # redis_url = "redis://localhost:6379/0"
 # smtp_url = "smtp+starttls://user@smtp.example.com:587"
+
+# Topics readers can choose on the unsubscribe page (docs/topics.md); without this table
+# the page offers "this sequence" or "everything". Each sequence then needs a topic.
+# signup_topics = ["newsletter"]
+# [topics]
+# newsletter = "The monthly newsletter"
+# from-curious-to-customer = "Getting started"
 """
 
 

@@ -19,7 +19,13 @@ from nurture.journeys.membership import (
     unsubscribe_subscriber,
     untag_subscriber,
 )
-from nurture.reports.directory import export_columns, export_rows, list_subscribers, show_subscriber
+from nurture.reports.directory import (
+    Card,
+    export_columns,
+    export_rows,
+    list_subscribers,
+    show_subscriber,
+)
 
 
 @cli.group("subscribers")
@@ -110,6 +116,9 @@ def subscribers_show(ctx: click.Context, email: str) -> None:
                    f"{'  (' + c.where + ')' if c.where else ''}")  # fmt: skip
         if c.wording and c.action == "requested":
             click.echo(f"      wording: {c.wording}")
+        if c.topics:
+            click.echo(f"      topics: {c.topics}")
+    _echo_preferences(card)
     click.echo("enrolments:")
     rounds = {e.sequence for e in card.enrollments if e.round > 1}
     for e in card.enrollments:
@@ -119,6 +128,18 @@ def subscribers_show(ctx: click.Context, email: str) -> None:
     for d in card.emails:
         extra = f"  ({d.error})" if d.error else ""
         click.echo(f"  {d.at:%Y-%m-%d %H:%M}  {d.status:<9} {d.what}  {d.subject or ''}{extra}")
+
+
+def _echo_preferences(card: Card) -> None:
+    """The reader's own choices, when they made any (preference centre)."""
+    if card.topics_left or card.paused_until or card.reasons:
+        click.echo("preferences:")
+        click.echo(f"  topics left: {', '.join(card.topics_left) or '-'}")
+    if card.paused_until:
+        click.echo(f"  paused until {card.paused_until:%Y-%m-%d %H:%M} UTC")
+    for at, kind, reason, text in card.reasons:
+        words = f": {text!r}" if text else ""
+        click.echo(f"  {at:%Y-%m-%d %H:%M}  {kind} because {reason}{words}")
 
 
 @command(subscribers, "tag")

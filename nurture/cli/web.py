@@ -69,7 +69,8 @@ def form_snippet_cmd(ctx: click.Context, sequence: str | None, tags: tuple[str, 
     """Print an HTML signup form to paste into another site.
 
     It posts to NURTURE_BASE_URL/subscribe, works without JavaScript, and carries a
-    hidden honeypot field that catches bots. Set NURTURE_BASE_URL first.
+    hidden honeypot field that catches bots. Set NURTURE_BASE_URL first. With
+    signup_topics in nurture.toml it offers those topics as checkboxes.
 
     \b
     Example:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from nurture.errors import ConfigError, SubscriberError
 
@@ -153,18 +153,25 @@ def parse_pairs(items: Iterable[str]) -> dict[str, str]:
 
 
 _cache: dict[Path, tuple[float, Fields]] = {}
+T = TypeVar("T")
 
 
 def fields_for(workspace: Path) -> Fields:
     """The workspace's fields, read again only when nurture.toml changed."""
-    path = workspace / "nurture.toml"
+    return read_when_changed(workspace / "nurture.toml", _cache, _load)
+
+
+def read_when_changed(
+    path: Path, cache: dict[Path, tuple[float, T]], load: Callable[[Path], T]
+) -> T:
+    """What `load` makes of `path`, kept in `cache` until the file changes (or appears)."""
     stamp = path.stat().st_mtime if path.exists() else 0.0
-    cached = _cache.get(path)
+    cached = cache.get(path)
     if cached and cached[0] == stamp:
         return cached[1]
-    fields = _load(path)
-    _cache[path] = (stamp, fields)
-    return fields
+    value = load(path)
+    cache[path] = (stamp, value)
+    return value
 
 
 def _load(path: Path) -> Fields:

@@ -181,6 +181,8 @@ class Sequence(_Strict):
     exit_when: ExitWhen | None = None
     readiness: Readiness | None = None
     reentry: bool = False
+    #: The topic its emails belong to (nurture.content.topics); None: its own name.
+    topic: str | None = None
     steps: tuple[Step, ...] = Field(min_length=1)
     path: str = Field(default="", exclude=True)
     #: (top-level key, line) as written, for problems found after loading.
@@ -218,7 +220,7 @@ class Sequence(_Strict):
 
 _KNOWN_KEYS: dict[str, list[str]] = {
     "sequence": ["name", "trigger", "from", "description", "send_window", "exit_when",
-                 "readiness", "reentry", "steps"],
+                 "readiness", "reentry", "topic", "steps"],
     "steps": ["id", "after", "stage", "subject", "preheader", "template", "when", "wait_up_to",
               "otherwise"],
     "when": list(Condition.model_fields),

@@ -7,6 +7,7 @@ from typing import Any
 
 from nurture.content.rendering import Rendered, SubscriberView, renderer_for
 from nurture.content.sequences import Sequence, Step
+from nurture.content.topics import topic_of, topics_for
 from nurture.delivery.dkim import signer_for
 from nurture.delivery.links import add_open_pixel, link_rewriter, open_url
 from nurture.delivery.mime import Envelope, build_message
@@ -33,9 +34,28 @@ def sender_for(settings: Settings, seq: Sequence | None = None) -> str:
     return sender
 
 
-def unsubscribe_url(settings: Settings, subscriber_id: int, sequence: str | None, key: str) -> str:
+def unsubscribe_url(
+    settings: Settings, subscriber_id: int, sequence: str | None, key: str,
+    topic: str | None = None,
+) -> str:  # fmt: skip
     return link(settings.base_url, settings.secret_key, Purpose.UNSUBSCRIBE,
-                subscriber_payload(subscriber_id, key, sequence))  # fmt: skip
+                subscriber_payload(subscriber_id, key, sequence, topic))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class MailingList:
+    """The list an email belongs to: its `List-Id` (id and name) and, with topics on,
+    the topic its unsubscribe link names for the preference centre."""
+
+    id: str
+    name: str
+    topic: str | None = None
+
+    @classmethod
+    def of(cls, settings: Settings, topic: str, list_id: str, name: str) -> MailingList:
+        """The topic's list when topics are on; else the list (list_id, name) of old."""
+        topics = topics_for(settings.workspace)
+        return cls(topic, topics.label(topic), topic) if topics.on else cls(list_id, name)
 
 
 def confirm_url(settings: Settings, subscriber_id: int, key: str) -> str:
@@ -59,7 +79,8 @@ def compose_step(
     delivery_id: int | None = None,
 ) -> Composed:
     sender = sender_for(settings, seq)
-    unsub = unsubscribe_url(settings, subscriber_id, seq.name, subscriber.link_key)
+    listed = MailingList.of(settings, topic_of(seq), seq.name, seq.name)
+    unsub = unsubscribe_url(settings, subscriber_id, seq.name, subscriber.link_key, listed.topic)
     context: dict[str, Any] = {
         "subscriber": subscriber,
         "sequence": {"name": seq.name},
@@ -79,7 +100,7 @@ def compose_step(
         rendered = replace(rendered, html=add_open_pixel(rendered.html, pixel))
     envelope = build_message(
         sender=sender, to=subscriber.email, subject=rendered.subject, html=rendered.html,
-        text=rendered.text, list_id=seq.name, list_name=seq.name, unsubscribe_url=unsub,
+        text=rendered.text, list_id=listed.id, list_name=listed.name, unsubscribe_url=unsub,
         feedback=(step.id, seq.name, DeliveryKind.SEQUENCE), signer=signer_for(settings),
     )  # fmt: skip
     return Composed(rendered, envelope)

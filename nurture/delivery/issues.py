@@ -18,7 +18,8 @@ from markupsafe import Markup
 from sqlalchemy.orm import Session
 
 from nurture.content.rendering import Renderer, SubscriberView
-from nurture.delivery.compose import Composed, brand, sender_for, unsubscribe_url
+from nurture.content.topics import BROADCAST_TOPIC
+from nurture.delivery.compose import Composed, MailingList, brand, sender_for, unsubscribe_url
 from nurture.delivery.dkim import signer_for
 from nurture.delivery.links import add_open_pixel, link_rewriter, open_url
 from nurture.delivery.mime import build_message
@@ -52,6 +53,8 @@ class Content(Protocol):
     def body_html(self) -> str: ...
     @property
     def body_text(self) -> str | None: ...
+    @property
+    def topic(self) -> str | None: ...
 
 
 class IssueRenderer(Renderer):
@@ -94,9 +97,9 @@ def compose_issue(
     *, delivery_id: int | None = None, test: bool = False,
 ) -> Composed:  # fmt: skip
     sender = sender_for(settings)
-    unsub = unsubscribe_url(
-        settings, subscriber_id, None, view.link_key
-    )  # a newsletter: leave everything
+    listed = MailingList.of(settings, content.topic or BROADCAST_TOPIC, LIST_ID,
+                            f"{brand(sender)} newsletter")  # fmt: skip
+    unsub = unsubscribe_url(settings, subscriber_id, None, view.link_key, listed.topic)
     subject = (TEST_PREFIX if test else "") + content.subject
     rewrite = link_rewriter(settings, delivery_id)
     rendered = issue_renderer(settings.templates_dir, content.body_html, content.body_text).render(
@@ -108,7 +111,7 @@ def compose_issue(
         rendered = replace(rendered, html=add_open_pixel(rendered.html, pixel))
     envelope = build_message(
         sender=sender, to=view.email, subject=rendered.subject, html=rendered.html,
-        text=rendered.text, list_id=LIST_ID, list_name=f"{brand(sender)} newsletter",
+        text=rendered.text, list_id=listed.id, list_name=listed.name,
         unsubscribe_url=unsub, feedback=(content.slug, "newsletter", DeliveryKind.BROADCAST),
         signer=signer_for(settings),
     )  # fmt: skip

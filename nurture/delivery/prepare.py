@@ -1,11 +1,13 @@
-"""Re-check and compose a group of claimed deliveries, reading what they need in three
+"""Re-check and compose a group of claimed deliveries, reading what they need in a few
 queries for the whole group: whether each may still go out (subscriber, suppression,
-enrolment), and its email (a sequence step, a confirmation or a newsletter issue)."""
+enrolment, the reader's topics and pause), and its email (a sequence step, a
+confirmation or a newsletter issue)."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -13,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from nurture.content.rendering import SubscriberView
 from nurture.content.sequences import Catalog, catalog_for
+from nurture.content.topics import BROADCAST_TOPIC, topic_of
 from nurture.delivery import statements as sql
 from nurture.delivery.compose import Composed, compose_confirmation, compose_step
 from nurture.delivery.issues import compose_broadcast
@@ -20,15 +23,16 @@ from nurture.delivery.states import Job, Outcome, sendable_status, temporary
 from nurture.delivery.verp import verp_address
 from nurture.errors import ConfigError, TemplateError
 from nurture.logsafe import bug_summary, domain_of, frames
+from nurture.people.preferences import Holds, paused_reason
 from nurture.people.subscribers import email_hash
 from nurture.settings import Settings
-from nurture.store.tables import DeliveryKind, EnrollmentStatus
+from nurture.store.tables import DeliveryKind, EnrollmentStatus, utcnow
 
 log = logging.getLogger(__name__)
 
 
 def prepare(settings: Settings, session: Session, jobs: list[Job]) -> Catalog:
-    """Re-check and compose each claimed delivery, reading what they need in three
+    """Re-check and compose each claimed delivery, reading what they need in a few
     queries for the whole group; a delivery that must not go out gets its outcome here."""
     catalog = catalog_for(settings.sequences_dir)  # once per group: it looks at the files
     if not jobs:
@@ -40,6 +44,11 @@ def prepare(settings: Settings, session: Session, jobs: list[Job]) -> Catalog:
         reason = found.why_not(job.delivery)
         if reason is not None:
             job.outcome, job.error = Outcome.SKIPPED, reason
+            continue
+        held = found.held(job.delivery, catalog)
+        if held is not None:  # a sequence step waits out a pause; anything else is skipped
+            job.outcome = Outcome.SKIPPED if held[1] is None else Outcome.RETRY
+            job.error, job.held_until = held
             continue
         token = job.delivery.attempts
         try:
@@ -64,11 +73,13 @@ def prepare(settings: Settings, session: Session, jobs: list[Job]) -> Catalog:
 @dataclass
 class Found:
     """What a group's checks and templates read: each delivery's subscriber and
-    enrolment state, suppressions and tags, each loaded for the whole group at once."""
+    enrolment state, suppressions, tags and the readers' choices, each loaded for the
+    whole group at once."""
 
     readers: dict[int, Any]  # by delivery id
     suppressed: set[str]
     tags: dict[int, list[str]]  # by subscriber id
+    holds: Holds
 
     @classmethod
     def load(cls, session: Session, jobs: list[Job]) -> Found:
@@ -83,7 +94,8 @@ class Found:
         sub_ids = list({row.id for row in readers.values()})
         for sub_id, name in conn.execute(sql.TAGS, {"ids": sub_ids}):
             tags.setdefault(sub_id, []).append(name)
-        return cls(readers, suppressed, tags)
+        paused = {row.id: row.paused_until for row in readers.values()}
+        return cls(readers, suppressed, tags, Holds.load(session, sub_ids, utcnow(), paused))
 
     def why_not(self, delivery: Any) -> str | None:
         """The reason this delivery must not go out now, if there is one."""
@@ -97,6 +109,23 @@ class Found:
         if delivery.enrollment_id is not None and sub.enrollment_status != EnrollmentStatus.ACTIVE:
             return f"enrolment is {sub.enrollment_status}"
         return None
+
+    def held(self, delivery: Any, catalog: Catalog) -> tuple[str, datetime | None] | None:
+        """(why, until) when the reader's choices stop this email: a topic they left, or
+        a pause; `until` is set for a sequence step, which waits out the pause."""
+        if delivery.kind == DeliveryKind.CONFIRM or delivery.is_test:
+            return None
+        sub = self.readers[delivery.id]
+        seq = catalog.get(delivery.sequence or "")
+        topic = (sub.broadcast_topic or BROADCAST_TOPIC if delivery.kind == DeliveryKind.BROADCAST
+                 else topic_of(seq) if seq else str(delivery.sequence))  # fmt: skip
+        left = self.holds.left_reason(sub.id, topic)
+        if left is not None:
+            return left, None
+        until = self.holds.paused_until(sub.id)
+        if until is None:
+            return None
+        return paused_reason(until), (until if delivery.kind == DeliveryKind.SEQUENCE else None)
 
     def view(self, delivery: Any) -> SubscriberView:
         sub = self.readers[delivery.id]

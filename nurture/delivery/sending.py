@@ -273,6 +273,10 @@ def _record_others(
         if job.outcome is None or job.outcome == Outcome.SENT:
             continue
         d = job.delivery
+        if job.held_until is not None:  # a pause: back when it ends, through send-due
+            unclaim(session, [job], job.held_until, job.error)
+            results.append(Attempt(Outcome.RETRY, job.error))
+            continue
         result = record(session, settings, d.id, d.attempts, job.outcome, job.error,
                          bounced=job.bounced, composed=job.composed,
                          server_down=job.server_down)  # fmt: skip

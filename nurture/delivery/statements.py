@@ -23,6 +23,7 @@ from sqlalchemy import (
 from nurture.journeys.scheduling import TAKEN_BACK
 from nurture.store.tables import (
     TO_SEND,
+    Broadcast,
     Delivery,
     DeliveryStatus,
     Enrollment,
@@ -35,6 +36,7 @@ from nurture.store.tables import (
 _d = cast(Table, Delivery.__table__)
 _s = cast(Table, Subscriber.__table__)
 _e = cast(Table, Enrollment.__table__)
+_b = cast(Table, Broadcast.__table__)
 _ids: BindParameter[list[int]] = bindparam("ids", expanding=True)
 CLAIM = (
     update(_d)
@@ -72,13 +74,14 @@ HELD_BACK = (
     .where(_d.c.id == bindparam("hid"), _d.c.attempts == bindparam("htoken"),
            _d.c.status == DeliveryStatus.SENDING)
 )  # fmt: skip
-#: Each delivery's subscriber, and its enrolment's state.
+#: Each delivery's subscriber, its enrolment's state and its broadcast's topic.
 READERS = (
     select(_d.c.id.label("delivery_id"), _s.c.id, _s.c.email, _s.c.first_name, _s.c.timezone,
-           _s.c.attributes, _s.c.status, _s.c.link_key,
-           _e.c.status.label("enrollment_status"))
+           _s.c.attributes, _s.c.status, _s.c.link_key, _s.c.paused_until,
+           _e.c.status.label("enrollment_status"), _b.c.topic.label("broadcast_topic"))
     .select_from(_d.join(_s, _s.c.id == _d.c.subscriber_id)
-                 .outerjoin(_e, _e.c.id == _d.c.enrollment_id))
+                 .outerjoin(_e, _e.c.id == _d.c.enrollment_id)
+                 .outerjoin(_b, _b.c.id == _d.c.broadcast_id))
     .where(_d.c.id.in_(_ids))
 )  # fmt: skip
 SUPPRESSED = select(Suppression.email_hash).where(

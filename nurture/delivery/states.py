@@ -118,6 +118,8 @@ class Job:
     domain: str = "@?"
     #: The recipient's address hash, for the last suppression check before the wire.
     address_hash: str | None = None
+    #: Held by the reader's pause: handed back, due again when the pause ends.
+    held_until: datetime | None = None
 
 
 def sendable_status(kind: str) -> SubscriberStatus:

@@ -2,6 +2,8 @@
 divert, or end the enrolment because its goal was reached.
 
 Rules, in order:
+0. The reader's choices: a topic they left ends the enrolment; a pause holds the step
+   until it ends (nurture.people.preferences).
 1. Goal: an `exit_when` event or tag ends the enrolment at once.
 2. Gate: a step's `when` must hold. Without `wait_up_to` a closed gate skips the step;
    with it the subscriber waits until the step's due time plus `wait_up_to` (new
@@ -29,6 +31,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from nurture.content.durations import format_duration
 from nurture.content.sequences import Sequence, Step
+from nurture.content.topics import topic_of
 from nurture.journeys.windows import next_opening
 from nurture.people.engagement import (
     Activity,
@@ -39,6 +42,7 @@ from nurture.people.engagement import (
     goal_reached,
     load_facts,
 )
+from nurture.people.preferences import Holds, paused_reason
 from nurture.store.tables import NOT_GOING, Delivery, DeliveryKind, Event, Tag
 from nurture.zones import zone_for
 
@@ -114,6 +118,8 @@ class Planner:
     facts_loaded: set[int] = field(default_factory=set)
     tags: dict[int, set[str]] = field(default_factory=dict)
     activity: dict[int, list[Activity]] = field(default_factory=dict)
+    #: The topics each subscriber of the batch left and the pauses running.
+    holds: Holds = field(default_factory=Holds)
     _openings: dict[tuple[str, ZoneInfo], datetime] = field(default_factory=dict)
     _today: dict[ZoneInfo, date] = field(default_factory=dict)
 
@@ -135,6 +141,7 @@ class Planner:
         )
         for sid, created in recent:
             self.sent_days.setdefault(sid, []).append(created)
+        self.holds = Holds.load(self.session, ids, self.now)
         if facts_for:
             self._load_facts(sorted(set(facts_for)))
 
@@ -162,6 +169,9 @@ class Planner:
         return self.zones.get(subscriber_id) or zone_for(None, self.default_zone)
 
     def decide(self, row: DueRow, seq: Sequence, step: Step) -> Decision:
+        held = self._held(row, seq)
+        if held is not None:
+            return held
         if seq.exit_when is not None or step.when is not None:
             facts = self.facts(row, seq)
             reached = goal_reached(seq.exit_when, facts)
@@ -172,6 +182,15 @@ class Planner:
                 if gate is not None:
                     return gate
         return self._timing(row, seq)
+
+    def _held(self, row: DueRow, seq: Sequence) -> Decision | None:
+        """The reader's choices come first: a topic they left ends the enrolment, a pause
+        holds the step until it ends (then it goes on where it was)."""
+        left = self.holds.left_reason(row.subscriber_id, topic_of(seq))
+        if left:
+            return Decision(Verdict.EXIT, left)
+        until = self.holds.paused_until(row.subscriber_id)
+        return None if until is None else Decision(Verdict.LATER, paused_reason(until), at=until)
 
     def _gate(self, row: DueRow, seq: Sequence, step: Step, facts: Facts) -> Decision | None:
         assert step.when is not None

@@ -14,7 +14,7 @@ from datetime import date, datetime, timedelta
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from nurture.people.segments import audience_clause
+from nurture.people.segments import audience_clause, issue_topic
 from nurture.settings import Settings
 from nurture.store.tables import (
     NOT_GOING,
@@ -60,7 +60,8 @@ def broadcast_days(
         day = due_at(broadcast, timezone, settings.timezone).astimezone(zone).date()
         if start <= day <= end and day not in days:
             member = select(Subscriber.id).where(
-                Subscriber.id == subscriber_id, audience_clause(settings, broadcast.segment)
+                Subscriber.id == subscriber_id,
+                audience_clause(settings, broadcast.segment, topic=issue_topic(broadcast)),
             )
             if session.scalar(member) is not None:
                 days.add(day)

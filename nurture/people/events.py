@@ -24,7 +24,7 @@ from nurture.store.engine import session_scope
 from nurture.store.tables import Delivery, Event
 
 #: Event names the tracking endpoints write; `POST /api/events` may not forge them.
-RESERVED = frozenset({"open", "click", "unsubscribe", "bounced", "complained"})
+RESERVED = frozenset({"open", "click", "unsubscribe", "bounced", "complained", "preferences"})
 #: At most one open and one click event is kept per email per this long.
 TRACK_EVERY = timedelta(minutes=1)
 #: A custom event name: short, lower case, no spaces (`demo_booked`, `pricing:viewed`).

@@ -7,14 +7,22 @@ every function here answers None. Pages show only what `Holder` carries.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from nurture.content.sequences import catalog_for
+from nurture.content.sequences import Catalog, catalog_for
+from nurture.people.enrolment import enroll
 from nurture.people.events import last_sent_delivery, record
-from nurture.people.subscribers import ConsentInfo, confirm_signup, resubscribe, unsubscribe
+from nurture.people.preferences import Reason, apply_signup_choice, remembered_choice
+from nurture.people.subscribers import (
+    SIGNUP_SEQUENCE,
+    ConsentInfo,
+    confirm,
+    resubscribe,
+    unsubscribe,
+)
 from nurture.settings import Settings
 from nurture.store.engine import session_scope
 from nurture.store.tables import Subscriber, SubscriberStatus
@@ -85,23 +93,48 @@ def confirm_by_link(
         return before
 
 
+def confirm_signup(
+    session: Session, catalog: Catalog, sub: Subscriber, now: datetime, consent: ConsentInfo
+) -> list[str]:
+    """Confirm, with the signup's topic choice (recorded with the consent), and also enrol
+    in the sequence the signup form asked for, if any."""
+    was_pending = sub.status == SubscriberStatus.PENDING
+    if was_pending:
+        consent = replace(consent, topics=tuple(remembered_choice(sub.attributes)[0]))
+        apply_signup_choice(session, sub, now)
+    names = confirm(session, catalog, sub, now, consent)
+    wanted = catalog.get(str((sub.attributes or {}).get(SIGNUP_SEQUENCE) or ""))
+    if was_pending and wanted is not None and enroll(session, sub.id, wanted, now):
+        names.append(wanted.name)
+    return names
+
+
 def unsubscribe_by_link(
     settings: Settings, claim: Claim, now: datetime, consent: ConsentInfo, *,
-    only: str | None, one_click: bool,
+    only: str | None, one_click: bool, reason: Reason | None = None,
 ) -> Holder | None:  # fmt: skip
-    """Leave sequence `only`, or everything when None, and record the unsubscribe against
-    the email they most likely acted on. Returns them as they are after; someone who
-    had already left or bounced is left as they were."""
+    """Leave sequence `only`, or everything when None, and record the unsubscribe (with
+    the reader's reason, if given) against the email they most likely acted on. Returns
+    them as they are after; someone who had already left or bounced is left as they were."""
     with session_scope(settings) as session:
         sub = holder(session, claim)
         if sub is None:
             return None
-        if not Holder.of(sub).gone:
-            unsubscribe(session, sub, now, sequence=only, consent=consent)
-            record(session, sub.id, "unsubscribe", now,
-                   delivery_id=last_sent_delivery(session, sub.id, claim.sequence),
-                   data={"sequence": only, "one_click": one_click})  # fmt: skip
+        leave(session, sub, claim, now, consent, only=only, one_click=one_click, reason=reason)
         return Holder.of(sub)
+
+
+def leave(
+    session: Session, sub: Subscriber, claim: Claim, now: datetime, consent: ConsentInfo, *,
+    only: str | None = None, one_click: bool = False, reason: Reason | None = None,
+) -> None:  # fmt: skip
+    """`unsubscribe_by_link`'s change, in the caller's transaction."""
+    if Holder.of(sub).gone:
+        return
+    unsubscribe(session, sub, now, sequence=only, consent=consent)
+    data = {"sequence": only, "one_click": one_click, **(reason.data() if reason else {})}
+    record(session, sub.id, "unsubscribe", now,
+           delivery_id=last_sent_delivery(session, sub.id, claim.sequence), data=data)  # fmt: skip
 
 
 def resubscribe_by_link(

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, and_, exists, not_, or_, select, true
 
 from nurture.content.sequences import Catalog, catalog_for
+from nurture.content.topics import BROADCAST_TOPIC, Topics, topics_for
 from nurture.errors import NurtureError
+from nurture.people.preferences import not_left, not_paused
 from nurture.people.tags import tag_name
 from nurture.settings import Settings
 from nurture.store.tables import Enrollment, EnrollmentStatus, Subscriber, SubscriberStatus, Tag
@@ -37,6 +40,7 @@ TERMS = {
     "status": "status:STATUS       pending, active, unsubscribed, bounced",
     "signed_up_before": "signed_up_before:YYYY-MM-DD",
     "signed_up_after": "signed_up_after:YYYY-MM-DD  (on or after that day)",
+    "topic": "topic:NAME          has not left this topic (nurture.toml [topics])",
 }
 _BARE = {"ready"}  # terms without a value
 _KEYWORDS = {"and", "or", "not"}
@@ -227,6 +231,7 @@ class Compiler:
     text: str
     catalog: Catalog
     timezone: str
+    topics: Topics = field(default_factory=Topics)
 
     def fail(self, term: Term, message: str, hint: str = "") -> SegmentError:
         return SegmentError(self.text, term.position, message, hint)
@@ -304,17 +309,38 @@ class Compiler:
     def _signed_up_after(self, term: Term) -> ColumnElement[bool]:
         return Subscriber.created_at >= self._day(term)
 
+    def _topic(self, term: Term) -> ColumnElement[bool]:
+        why = self.topics.unknown_parts(term.value or "")
+        if why:
+            raise self.fail(term, *why)
+        return not_left(term.value or "")
 
-def compile_segment(text: str | None, catalog: Catalog, timezone: str) -> ColumnElement[bool]:
+
+def compile_segment(
+    text: str | None, catalog: Catalog, timezone: str, topics: Topics | None = None
+) -> ColumnElement[bool]:
     """The WHERE clause of a segment (days are midnight in `timezone`); no segment: true."""
     if text is None or not text.strip():
         return true()
-    return Compiler(text, catalog, timezone).compile(parse(text))
+    return Compiler(text, catalog, timezone, topics or Topics()).compile(parse(text))
 
 
-def audience_clause(settings: Settings, segment: str | None) -> ColumnElement[bool]:
-    """Active subscribers in `segment` (every active one without a segment). Suppressed
+def issue_topic(issue: Any) -> str:
+    """The topic of a broadcast row, or of an issue not yet saved."""
+    return str(issue.topic or BROADCAST_TOPIC)
+
+
+def audience_clause(
+    settings: Settings, segment: str | None, *, topic: str | None = None,
+    now: datetime | None = None,
+) -> ColumnElement[bool]:  # fmt: skip
+    """Active subscribers in `segment` (every active one without a segment), and with a
+    `topic`, those who have not left it, and at `now`, those not pausing. Suppressed
     addresses are left out separately: they are stored as hashes SQL cannot compare."""
     catalog = catalog_for(settings.sequences_dir)
-    return and_(Subscriber.status == SubscriberStatus.ACTIVE,
-                compile_segment(segment, catalog, settings.timezone))  # fmt: skip
+    clause = and_(Subscriber.status == SubscriberStatus.ACTIVE,
+                  compile_segment(segment, catalog, settings.timezone,
+                                  topics_for(settings.workspace)))  # fmt: skip
+    if topic is not None:
+        clause = and_(clause, not_left(topic))
+    return clause if now is None else and_(clause, not_paused(now))

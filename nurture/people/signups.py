@@ -14,8 +14,9 @@ written into the statements, and every signup runs, in one transaction:
    way, locked (a concurrent signup of the same address waits for this one)
 2. INSERT a consent ... WHERE a confirmation is due: 0 or 1 row
 3. INSERT the confirmation delivery ... WHERE it is due, RETURNING its id: 0 or 1 row
-4. only when the form names a sequence or tags (the input, never the address): UPDATE
-   the remembered sequence WHERE due, INSERT the tags WHERE the subscriber is new
+4. only when the form names a sequence, topics or tags (the input, never the address):
+   UPDATE the remembered sequence and topic choice WHERE due, INSERT the tags WHERE the
+   subscriber is new
 
 and the caller enqueues one message either way, naming the delivery or nothing. What
 still differs is how many rows the database writes, microseconds inside a round trip.
@@ -58,6 +59,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.expression import ColumnElement, FromClause
 
+from nurture.content.topics import topics_for
+from nurture.people.preferences import SIGNUP_TOPICS, choice_text
 from nurture.people.subscribers import (
     CONFIRMATION_RESEND_AFTER,
     SIGNUP_SEQUENCE,
@@ -94,15 +97,16 @@ def _p(name: str, kind: Any) -> Any:
     return bindparam(name, type_=kind)
 
 
-def _remembered(dialect: str, attributes: ColumnElement[Any]) -> ColumnElement[Any]:
-    """The subscriber's attributes with the sequence this signup asked for."""
-    sequence = _p("sequence", String)
+def _remembered(
+    dialect: str, attributes: ColumnElement[Any], key: str, value: ColumnElement[Any]
+) -> ColumnElement[Any]:
+    """The subscriber's attributes with `key` set to what this signup asked for."""
     if dialect == "postgresql":
         merged = attributes.cast(postgresql.JSONB).op("||")(
-            func.jsonb_build_object(literal(SIGNUP_SEQUENCE), sequence)
+            func.jsonb_build_object(literal(key), value)
         )
         return merged.cast(JSON)
-    return func.json_set(attributes, literal(f"$.{SIGNUP_SEQUENCE}"), sequence)
+    return func.json_set(attributes, literal(f"$.{key}"), value)
 
 
 def _upsert(dialect: str) -> Any:
@@ -121,14 +125,25 @@ def _upsert(dialect: str) -> Any:
     due = and_(s.c.status.in_(statuses),
                or_(s.c.confirmation_sent_at.is_(None),
                    s.c.confirmation_sent_at <= _p("resend_before", UTCDateTime())))  # fmt: skip
-    remember = and_(due, _p("sequence", String).is_not(None))
+    sequence, topics = _p("sequence", String), _p("topics", String)
+    # The sequence and the topics asked for, kept until confirmation (when one is due).
+    attributes: ColumnElement[Any] = case(
+        (
+            and_(due, sequence.is_not(None)),
+            _remembered(dialect, s.c.attributes, SIGNUP_SEQUENCE, sequence),
+        ),
+        else_=s.c.attributes,
+    )
+    attributes = case(
+        (and_(due, topics.is_not(None)), _remembered(dialect, attributes, SIGNUP_TOPICS, topics)),
+        else_=attributes,
+    )
     # Subscribing again after leaving: links from before act no more (tokens.Claim).
     rejoin = and_(due, s.c.status == literal(SubscriberStatus.UNSUBSCRIBED))
     known = {
         "status": case((due, literal(SubscriberStatus.PENDING, String)), else_=s.c.status),
         "confirmation_sent_at": case((due, _NOW), else_=s.c.confirmation_sent_at),
-        "attributes": case((remember, _remembered(dialect, s.c.attributes)),
-                           else_=s.c.attributes),
+        "attributes": attributes,
         "link_key": case((rejoin, _p("key", String)), else_=s.c.link_key),
     }  # fmt: skip
     return (
@@ -141,7 +156,17 @@ def _upsert(dialect: str) -> Any:
 def _consent(row: FromClause) -> Any:
     """2. The consent ledger's record of a signup that sends a confirmation."""
     return _CONSENTS.insert().from_select(
-        ["subscriber_id", "action", "at", "source", "ip", "user_agent", "form", "wording"],
+        [
+            "subscriber_id",
+            "action",
+            "at",
+            "source",
+            "ip",
+            "user_agent",
+            "form",
+            "wording",
+            "topics",
+        ],
         select(
             row.c.id,
             literal("requested", String),
@@ -151,6 +176,7 @@ def _consent(row: FromClause) -> Any:
             _p("user_agent", String),
             _p("form", String),
             _p("wording", Text),
+            _p("agreed", Text),
         ).where(row.c.confirmation_sent_at == _NOW),  # fmt: skip
     )
 
@@ -220,22 +246,27 @@ def request_signup(
     engine: Engine, address: str, now: datetime, *, consent: ConsentInfo,
     first_name: str | None = None, timezone: str | None = None, tags: list[str] | None = None,
     sequence: str | None = None, attributes: dict[str, str] | None = None,
+    topics: tuple[list[str], list[str]] | None = None,
 ) -> int | None:  # fmt: skip
     """Sign `address` up from a public form, in a transaction of its own; returns the
     confirmation delivery to send, if one is due.
 
     `address` is normalised (subscribers.normalize_email), `timezone` checked and
     `sequence` known, `attributes` are checked `signup_fields`: the form's parser did
-    that. They are written for a new subscriber only, like the first name. The caller
+    that. They are written for a new subscriber only, like the first name. `topics`,
+    (agreed, left unticked) when the form offered some, is remembered like `sequence`
+    until confirmation and its agreed topics recorded with the consent. The caller
     answers the same whatever this returns, and enqueues one message either way.
     """
     names = tag_names(tags or [])
+    choice = choice_text(*topics) if topics is not None else None
     params = {
         "email": address, "hash": email_hash(address), "now": now,
         "resend_before": now - CONFIRMATION_RESEND_AFTER,
         "first_name": clean_first_name(first_name), "timezone": timezone,
-        "attributes": {**(attributes or {}), **({SIGNUP_SEQUENCE: sequence} if sequence else {})},
-        "sequence": sequence,
+        "attributes": {**(attributes or {}), **({SIGNUP_SEQUENCE: sequence} if sequence else {}),
+                       **({SIGNUP_TOPICS: choice} if choice else {})},
+        "sequence": sequence, "topics": choice, "agreed": " ".join(topics[0]) if topics else None,
         "source": consent.source, "ip": consent.ip,
         "user_agent": (consent.user_agent or None) and consent.user_agent[:400],
         "form": consent.form, "wording": consent.wording, "names": names,
@@ -259,11 +290,15 @@ def sign_up(
     settings: Settings, address: str, now: datetime, *, consent: ConsentInfo,
     first_name: str | None = None, timezone: str | None = None, tags: list[str] | None = None,
     sequence: str | None = None, attributes: dict[str, str] | None = None,
+    topics: list[str] | None = None,
 ) -> int | None:  # fmt: skip
-    """`request_signup` on the settings' database: what the signup form calls."""
+    """`request_signup` on the settings' database: what the signup form calls. `topics`
+    are those ticked of the ones the form offers (None: it offered none)."""
+    offered = topics_for(settings.workspace).signup
+    choice = None if topics is None else (topics, [t for t in offered if t not in topics])
     return request_signup(
         get_engine(settings), address, now, consent=consent, first_name=first_name,
-        timezone=timezone, tags=tags, sequence=sequence, attributes=attributes,
+        timezone=timezone, tags=tags, sequence=sequence, attributes=attributes, topics=choice,
     )  # fmt: skip
 
 

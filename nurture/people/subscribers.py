@@ -135,6 +135,8 @@ class ConsentInfo:
     user_agent: str | None = None
     form: str | None = None
     wording: str | None = DEFAULT_WORDING
+    #: The topics this consent is about; none: the whole subscription.
+    topics: tuple[str, ...] = ()
 
 
 def find(session: Session, address: str) -> Subscriber | None:
@@ -228,7 +230,7 @@ def add(
     session.add(sub)
     session.flush()
     add_tags(session, sub.id, names)
-    _record_consent(session, sub.id, "requested", now, consent)
+    record_consent(session, sub.id, "requested", now, consent)
     if confirmed:
         confirm(session, catalog, sub, now, consent)
     else:
@@ -268,7 +270,7 @@ def confirm(
         raise SubscriberError(f"{sub.email} is {sub.status} and cannot be confirmed")
     sub.status = SubscriberStatus.ACTIVE
     sub.confirmed_at = now
-    _record_consent(session, sub.id, "confirmed", now, consent)
+    record_consent(session, sub.id, "confirmed", now, consent)
     names = enroll_triggered(session, sub.id, catalog, "signup", now)
     # Tags held while pending start their sequences now; one held from an earlier
     # subscription is no new trigger, so it starts no new round of a `reentry` sequence.
@@ -286,7 +288,7 @@ def unsubscribe(
     if sequence is None and sub.status != SubscriberStatus.UNSUBSCRIBED:
         sub.status = SubscriberStatus.UNSUBSCRIBED
         sub.unsubscribed_at = now
-        _record_consent(session, sub.id, "withdrawn", now, consent or ConsentInfo())
+        record_consent(session, sub.id, "withdrawn", now, consent or ConsentInfo())
 
 
 def confirmation_allowed(
@@ -325,20 +327,8 @@ def resubscribe(
     session.refresh(sub)
     if won is None:
         return None
-    _record_consent(session, sub.id, "requested", now, consent)
+    record_consent(session, sub.id, "requested", now, consent)
     return queue_confirmation(session, sub, now) if allowed else None
-
-
-def confirm_signup(
-    session: Session, catalog: Catalog, sub: Subscriber, now: datetime, consent: ConsentInfo
-) -> list[str]:
-    """Confirm, and also enrol in the sequence the signup form asked for, if any."""
-    was_pending = sub.status == SubscriberStatus.PENDING
-    names = confirm(session, catalog, sub, now, consent)
-    wanted = catalog.get(str((sub.attributes or {}).get(SIGNUP_SEQUENCE) or ""))
-    if was_pending and wanted is not None and enroll(session, sub.id, wanted, now):
-        names.append(wanted.name)
-    return names
 
 
 def bounce(session: Session, sub: Subscriber, now: datetime, reason: str) -> None:
@@ -372,14 +362,14 @@ def forget(session: Session, sub: Subscriber, now: datetime) -> None:
     session.execute(delete(Subscriber).where(Subscriber.id == sub.id))
 
 
-def _record_consent(
+def record_consent(
     session: Session, subscriber_id: int, action: str, now: datetime, info: ConsentInfo
 ) -> None:
     session.add(
         Consent(
             subscriber_id=subscriber_id, action=action, at=now, source=info.source,
             ip=info.ip, user_agent=(info.user_agent or None) and info.user_agent[:400],
-            form=info.form, wording=info.wording,
+            form=info.form, wording=info.wording, topics=" ".join(info.topics) or None,
         )
     )  # fmt: skip
 

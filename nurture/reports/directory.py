@@ -5,19 +5,22 @@ back plain values, so a caller prints without touching the database."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
+from nurture import clock
 from nurture.content.fields import fields_for
 from nurture.content.sequences import catalog_for
 from nurture.people.engagement import live_score
+from nurture.people.preferences import PREFERENCES_EVENT, REASONS, left_topics
 from nurture.people.subscribers import get, tags_of
 from nurture.settings import Settings
 from nurture.store.engine import session_scope
 from nurture.store.sql import among
-from nurture.store.tables import Consent, Delivery, Enrollment, Subscriber, Tag
+from nurture.store.tables import Consent, Delivery, Enrollment, Event, Subscriber, Tag
 
 #: Subscribers (and their tags) read per round trip while exporting.
 EXPORT_CHUNK = 1000
@@ -58,6 +61,7 @@ class ConsentLine:
     source: str
     where: str  # ip, form and user agent, those known, comma-separated
     wording: str | None
+    topics: str | None = None  # the topics agreed to or left; None: the whole subscription
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,11 @@ class Card:
     consents: list[ConsentLine]
     enrollments: list[EnrollmentLine]
     emails: list[EmailLine]
+    #: The reader's choices (nurture.people.preferences): topics left, a pause running,
+    #: and the reasons they gave, as (when, what they did, the reason's code, their words).
+    topics_left: list[str] = field(default_factory=list)
+    paused_until: datetime | None = None
+    reasons: list[tuple[datetime, str, str, str]] = field(default_factory=list)
 
 
 def show_subscriber(settings: Settings, address: str) -> Card:
@@ -128,14 +137,29 @@ def show_subscriber(settings: Settings, address: str) -> Card:
             score=score, ready_at=sub.ready_at, created_at=sub.created_at, source=sub.source,
             consents=[ConsentLine(c.at, c.action, c.source,
                                   ", ".join(x for x in (c.ip, c.form, c.user_agent) if x),
-                                  c.wording) for c in consents],
+                                  c.wording, c.topics) for c in consents],
             enrollments=[EnrollmentLine(e.sequence, e.round, e.status, e.ended_at, e.end_reason,
                                         e.next_step_id, e.next_due_at, e.waiting_for)
                          for e in enrollments],
             emails=[EmailLine(d.sent_at or d.created_at, d.status,
                               f"{d.sequence}/{d.step_id}" if d.kind == "sequence" else d.kind,
                               d.subject, d.error) for d in emails],
+            topics_left=sorted(left_topics(session, sub.id)), paused_until=_running(sub.paused_until),
+            reasons=_reasons(session, sub.id),
         )  # fmt: skip
+
+
+def _running(paused_until: datetime | None) -> datetime | None:
+    return paused_until if paused_until is not None and paused_until > clock.now() else None
+
+
+def _reasons(session: Session, subscriber_id: int) -> list[tuple[datetime, str, str, str]]:
+    """The reasons a reader gave for leaving or changing their topics, oldest first."""
+    events = session.scalars(select(Event).where(
+        Event.subscriber_id == subscriber_id, Event.kind.in_(["unsubscribe", PREFERENCES_EVENT])
+    ).order_by(Event.at, Event.id))  # fmt: skip
+    return [(e.at, e.kind, REASONS.get(e.data.get("reason", ""), "-"), e.data.get("reason_text", ""))
+            for e in events if e.data and (e.data.get("reason") or e.data.get("reason_text"))]  # fmt: skip
 
 
 def export_columns(settings: Settings) -> list[str]:

@@ -113,6 +113,8 @@ class Subscriber(Base):
     #: Signed into every confirm and unsubscribe link and checked on use; a new one is
     #: drawn when the person subscribes again, so links from before stop working.
     link_key: Mapped[str] = mapped_column(String(32), default=new_link_key)
+    #: Paused on the preference centre: nothing is sent before this time.
+    paused_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Tag(Base):
@@ -140,6 +142,20 @@ class Consent(Base):
     user_agent: Mapped[str | None] = mapped_column(String(400))
     form: Mapped[str | None] = mapped_column(String(200))
     wording: Mapped[str | None] = mapped_column(Text)
+    #: The topics agreed to or left, space-separated; None: the whole subscription.
+    topics: Mapped[str | None] = mapped_column(Text)
+
+
+class LeftTopic(Base):
+    """A topic a subscriber left (nurture.content.topics): none of its emails go to them."""
+
+    __tablename__ = "left_topics"
+    __table_args__ = (UniqueConstraint("subscriber_id", "topic", name="uq_left_topics_topic"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    topic: Mapped[str] = mapped_column(String(100))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Enrollment(Base):
@@ -294,6 +310,7 @@ class Broadcast(Base):
     body_html: Mapped[str] = mapped_column(Text)  # a Jinja HTML fragment
     body_text: Mapped[str | None] = mapped_column(Text)  # its Jinja text twin, if any
     segment: Mapped[str | None] = mapped_column(Text)  # None: every active subscriber
+    topic: Mapped[str | None] = mapped_column(String(100))  # None: topics.BROADCAST_TOPIC
     state: Mapped[str] = mapped_column(String(16), default=BroadcastState.DRAFT)
     #: When the fan-out may start; with `local_at`, the earliest zone's turn.
     send_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

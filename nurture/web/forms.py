@@ -38,6 +38,8 @@ class Signup:
     tags: list[str] = field(default_factory=list)
     #: Values of the workspace's `signup_fields`, checked and converted.
     attributes: dict[str, str] = field(default_factory=dict)
+    #: The topics ticked, of those the form offers (`signup_topics`); None: no choice.
+    topics: list[str] | None = None
     #: What was typed, to show the form again with the errors.
     raw: dict[str, str] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
@@ -82,6 +84,30 @@ def _tags(data: Mapping[str, Any], signup: Signup, allowed: frozenset[str]) -> l
     return tags
 
 
+def _topics(data: Mapping[str, Any], signup: Signup, offered: tuple[str, ...]) -> None:
+    """The topics chosen. A form that offers topics always sends `topics` (a hidden empty
+    one besides the checkboxes), so ticking none is a choice too, and refused."""
+    value = data.get("topics")
+    if value is None:
+        return
+    if isinstance(value, str):
+        value = value.replace(",", " ").split()
+    if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+        signup.errors["topics"] = "topics must be a list of topic names"
+        return
+    chosen = list(dict.fromkeys(t.strip().lower() for t in value if t.strip()))
+    refused = [t for t in chosen if t not in offered]
+    if not offered:
+        signup.errors["topics"] = ("this form cannot choose topics (list those it may offer "
+                                   "in signup_topics in nurture.toml)")  # fmt: skip
+    elif refused:
+        signup.errors["topics"] = (f"this form does not offer the topic {refused[0][:40]!r}: "
+                                   f"it offers {', '.join(offered)}")  # fmt: skip
+    elif not chosen:
+        signup.errors["topics"] = "Choose at least one topic."
+    signup.topics = chosen
+
+
 def _refusal(tag: str, allowed: frozenset[str]) -> str:
     if not allowed:
         return f"this form cannot set tags ({tag!r} was sent)"
@@ -100,16 +126,19 @@ def _unknown_field(name: str, takes: tuple[str, ...], fields: Fields) -> str:
 def parse_signup(
     data: Mapping[str, Any], catalog: Callable[[], Catalog],
     allowed_tags: frozenset[str] = frozenset(), fields: Fields | None = None,
+    offered: tuple[str, ...] = (),
 ) -> Signup:  # fmt: skip
     """`catalog` is asked for the workspace's sequences only when the form names one: a
     look at the sequence files on every signup would cost more than checking the rest.
     Tags outside `allowed_tags` (NURTURE_SIGNUP_TAGS) are refused, not dropped: the
     page that sends them is wrong and its author should hear so. Of the declared
-    `fields`, a signup may set only `signup_fields`."""
+    `fields`, a signup may set only `signup_fields`; of the topics, only the `offered`
+    ones (`signup_topics`) may be chosen."""
     signup = Signup()
     fields = fields or Fields()
-    takes = (*FIELDS, *fields.signup)
-    unknown = sorted(k for k in data if k not in takes and k != HONEYPOT)
+    takes = (*FIELDS, *(("topics",) if offered else ()), *fields.signup)
+    # `topics` where none are offered gets a sentence of its own (_topics)
+    unknown = sorted(k for k in data if k not in takes and k not in (HONEYPOT, "topics"))
     if unknown:
         signup.errors["form"] = _unknown_field(unknown[0], takes, fields)
     for name in fields.signup:
@@ -152,4 +181,5 @@ def parse_signup(
     signup.sequence = sequence or None
 
     signup.tags = _tags(data, signup, allowed_tags)
+    _topics(data, signup, offered)
     return signup

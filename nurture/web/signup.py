@@ -15,9 +15,11 @@ from werkzeug.wrappers import Response
 
 from nurture import clock
 from nurture.content.fields import fields_for
+from nurture.content.topics import topics_for
 from nurture.people.links import confirm_by_link, link_holder
 from nurture.people.signups import sign_up
 from nurture.people.subscribers import DEFAULT_WORDING
+from nurture.settings import Settings
 from nurture.tokens import Claim, Purpose
 from nurture.web.body import BadBody, json_object
 from nurture.web.common import (
@@ -46,7 +48,8 @@ def form() -> ResponseReturnValue:
         "sequence": sequence if catalog().get(sequence) else "",
         "tags": request.args.get("tags", "")[:200],
     }
-    return page("subscribe.html", values=values, errors={}, wording=DEFAULT_WORDING)
+    return page("subscribe.html", values=values, errors={}, wording=DEFAULT_WORDING,
+                topics=offered_topics(settings()), ticked=[])  # fmt: skip
 
 
 @bp.post("/subscribe")
@@ -57,16 +60,18 @@ def subscribe() -> ResponseReturnValue:
         return too_many(wait)
     as_json = request.is_json
     try:
-        data = json_object('{"email": "ana@example.com"}') if as_json else request.form.to_dict()
+        data = json_object('{"email": "ana@example.com"}') if as_json else _form_data()
     except BadBody as e:
         return error(400, "Bad request", str(e))
-    signup = parse_signup(data, catalog, s.signup_tags, fields_for(s.workspace))
+    offered = topics_for(s.workspace).signup
+    signup = parse_signup(data, catalog, s.signup_tags, fields_for(s.workspace), offered)
     if signup.errors:
         if as_json:
             message = "; ".join(f"{k}: {v}" for k, v in signup.errors.items())
             return jsonify(error=message, fields=signup.errors), 400
         return page("subscribe.html", 400, values=signup.raw, errors=signup.errors,
-                    wording=DEFAULT_WORDING)  # fmt: skip
+                    wording=DEFAULT_WORDING, topics=offered_topics(s),
+                    ticked=signup.topics or [])  # fmt: skip
     delivery_id = None
     if not signup.spam:  # a bot filled the hidden field: answer as usual, keep nothing
         # The same statements whatever the address is (nurture.people.signups)...
@@ -74,7 +79,7 @@ def subscribe() -> ResponseReturnValue:
             s, signup.email, clock.now(),
             consent=consent_info("api" if as_json else "form"),
             first_name=signup.first_name, timezone=signup.timezone, tags=signup.tags,
-            sequence=signup.sequence, attributes=signup.attributes,
+            sequence=signup.sequence, attributes=signup.attributes, topics=signup.topics,
         )  # fmt: skip
     _wait_out(started, s.signup_seconds)  # an operator's floor (NURTURE_SIGNUP_SECONDS)
     response = make_response(
@@ -87,6 +92,20 @@ def subscribe() -> ResponseReturnValue:
     response.call_on_close(partial(state().background.send_signup, delivery_id))
     response.headers["Cache-Control"] = NO_STORE  # it names the address just given
     return response
+
+
+def _form_data() -> dict[str, object]:
+    """The form's fields; `topics` as the list of its checkboxes."""
+    data: dict[str, object] = dict(request.form.to_dict())
+    if "topics" in request.form:
+        data["topics"] = request.form.getlist("topics")
+    return data
+
+
+def offered_topics(s: Settings) -> list[tuple[str, str]]:
+    """(name, label) of the topics a signup form offers, in the order declared."""
+    topics = topics_for(s.workspace)
+    return [(name, topics.label(name)) for name in topics.signup]
 
 
 @bp.after_request

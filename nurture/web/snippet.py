@@ -7,6 +7,7 @@ from pathlib import Path
 import jinja2
 
 from nurture.content.sequences import Catalog
+from nurture.content.topics import topics_for
 from nurture.errors import NurtureError
 from nurture.people.subscribers import DEFAULT_WORDING
 from nurture.settings import Settings
@@ -26,10 +27,12 @@ def form_snippet(
         hint = (" (list the tags a form may set in signup_tags in nurture.toml, or "
                 "NURTURE_SIGNUP_TAGS)" if "tags" in checked.errors else "")  # fmt: skip
         raise NurtureError("; ".join(checked.errors.values()) + hint)
+    topics = topics_for(settings.workspace)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
     return env.get_template("snippet.html").render(
         action=f"{settings.base_url}/subscribe",
         values={"sequence": sequence or "", "tags": " ".join(checked.tags)},
         wording=DEFAULT_WORDING,
         brand=brand(settings),
+        topics=[(name, topics.label(name)) for name in topics.signup],
     )
