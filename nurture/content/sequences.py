@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from nurture.content.durations import parse_duration
+from nurture.content.experiments import Goal, Share, Variant
 from nurture.content.stepchecks import check_steps
 from nurture.content.yamlmarks import DuplicateKey, explain, line_for, load_with_lines
 from nurture.errors import SequenceError
@@ -155,6 +156,8 @@ class Step(_Strict):
     when: Condition | None = None
     wait_up_to: Duration | None = None
     otherwise: str | None = None
+    #: An experiment (`content/experiments.py`): each subscriber gets one of these.
+    variants: tuple[Variant, ...] = ()
     line: int = Field(default=0, exclude=True)
 
     @field_validator("id")
@@ -181,6 +184,10 @@ class Sequence(_Strict):
     exit_when: ExitWhen | None = None
     readiness: Readiness | None = None
     reentry: bool = False
+    #: The share of subscribers who get none of its emails, to measure its lift.
+    holdout: Share | None = None
+    #: The event counted as a conversion by `stats --experiment`.
+    goal: Goal | None = None
     steps: tuple[Step, ...] = Field(min_length=1)
     path: str = Field(default="", exclude=True)
     #: (top-level key, line) as written, for problems found after loading.
@@ -218,9 +225,11 @@ class Sequence(_Strict):
 
 _KNOWN_KEYS: dict[str, list[str]] = {
     "sequence": ["name", "trigger", "from", "description", "send_window", "exit_when",
-                 "readiness", "reentry", "steps"],
+                 "readiness", "reentry", "holdout", "goal", "steps"],
     "steps": ["id", "after", "stage", "subject", "preheader", "template", "when", "wait_up_to",
-              "otherwise"],
+              "otherwise", "variants"],
+    "variants": list(Variant.model_fields),
+    "goal": list(Goal.model_fields),
     "when": list(Condition.model_fields),
     "send_window": ["days", "hours"],
     "exit_when": ["event", "tag"],

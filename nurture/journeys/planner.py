@@ -13,6 +13,11 @@ Rules, in order:
    calendar day, all sequences together; one over the cap waits for the next day.
 5. Broadcast day: on a local day with a newsletter for this subscriber, the broadcast
    wins and the step waits a day (`nurture.broadcast.sameday`).
+
+Experiments (`content/experiments.py`): after the goal, a subscriber in the sequence's
+`holdout:` share skips the step (noted as variant `holdout`); a step with `variants:`
+is sent as the variant their address picks, or as the kept one once the experiment
+ended (`journeys/experiments.py`).
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from nurture.content.durations import format_duration
+from nurture.content.experiments import HOLDOUT, HOLDOUT_REASON, held_out, pick, step_experiment
 from nurture.content.sequences import Sequence, Step
+from nurture.journeys.experiments import ended
 from nurture.journeys.windows import next_opening
 from nurture.people.engagement import (
     Activity,
@@ -39,7 +46,7 @@ from nurture.people.engagement import (
     goal_reached,
     load_facts,
 )
-from nurture.store.tables import NOT_GOING, Delivery, DeliveryKind, Event, Tag
+from nurture.store.tables import NOT_GOING, Delivery, DeliveryKind, Event, Subscriber, Tag
 from nurture.zones import zone_for
 
 #: Sequence deliveries that count against the daily cap.
@@ -66,6 +73,8 @@ class Decision:
     reason: str = ""
     at: datetime | None = None
     target: str | None = None
+    #: The experiment variant it is sent as (SEND), or `holdout` (SKIP).
+    variant: str | None = None
 
 
 @dataclass(frozen=True)
@@ -114,14 +123,24 @@ class Planner:
     facts_loaded: set[int] = field(default_factory=set)
     tags: dict[int, set[str]] = field(default_factory=dict)
     activity: dict[int, list[Activity]] = field(default_factory=dict)
+    #: Addresses, which experiments assign by; read one at a time if not loaded.
+    emails: dict[int, str] = field(default_factory=dict)
+    #: {experiment: the variant everyone gets since it ended}, read by `load`.
+    kept: dict[str, str] = field(default_factory=dict)
     _openings: dict[tuple[str, ZoneInfo], datetime] = field(default_factory=dict)
     _today: dict[ZoneInfo, date] = field(default_factory=dict)
 
-    def load(self, timezones: dict[int, str | None], facts_for: list[int] | None = None) -> None:
-        """Take the batch's subscribers with their time zones (read with the claim) and
-        read their recent sends; with `facts_for`, also the tags and activity of those
-        subscribers (the ones whose step has a goal or a gate)."""
+    def load(
+        self, timezones: dict[int, str | None], facts_for: list[int] | None = None,
+        emails: dict[int, str] | None = None,
+    ) -> None:  # fmt: skip
+        """Take the batch's subscribers with their time zones and addresses (read with
+        the claim) and read their recent sends and the ended experiments; with
+        `facts_for`, also the tags and activity of those subscribers (the ones whose
+        step has a goal or a gate)."""
         ids = sorted(timezones)
+        self.emails.update(emails or {})
+        self.kept = {name: end.kept for name, end in ended(self.session).items()}
         for sid, tz in timezones.items():
             self.zones[sid] = zone_for(tz, self.default_zone)
             self.tz_names[sid] = tz
@@ -162,16 +181,32 @@ class Planner:
         return self.zones.get(subscriber_id) or zone_for(None, self.default_zone)
 
     def decide(self, row: DueRow, seq: Sequence, step: Step) -> Decision:
+        facts = None
         if seq.exit_when is not None or step.when is not None:
             facts = self.facts(row, seq)
             reached = goal_reached(seq.exit_when, facts)
             if reached:
                 return Decision(Verdict.EXIT, reached)
-            if step.when is not None:
-                gate = self._gate(row, seq, step, facts)
-                if gate is not None:
-                    return gate
-        return self._timing(row, seq)
+        if seq.holdout is not None and held_out(self.email(row), seq.name, seq.holdout):
+            return Decision(Verdict.SKIP, HOLDOUT_REASON, variant=HOLDOUT)
+        if step.when is not None and facts is not None:
+            gate = self._gate(row, seq, step, facts)
+            if gate is not None:
+                return gate
+        decision = self._timing(row, seq)
+        if decision.verdict == Verdict.SEND and step.variants:
+            name = step_experiment(seq.name, step.id)
+            variant = self.kept.get(name) or pick(step.variants, self.email(row), name)
+            return Decision(Verdict.SEND, variant=variant)
+        return decision
+
+    def email(self, row: DueRow) -> str:
+        sid = row.subscriber_id
+        if sid not in self.emails:
+            self.emails[sid] = (
+                self.session.scalar(select(Subscriber.email).where(Subscriber.id == sid)) or ""
+            )
+        return self.emails[sid]
 
     def _gate(self, row: DueRow, seq: Sequence, step: Step, facts: Facts) -> Decision | None:
         assert step.when is not None

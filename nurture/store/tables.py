@@ -217,6 +217,8 @@ class Delivery(Base):
     message_id: Mapped[str | None] = mapped_column(String(200), index=True)
     subject: Mapped[str | None] = mapped_column(String(300))
     error: Mapped[str | None] = mapped_column(Text)
+    #: The experiment variant this email is (or `holdout`: skipped, held out).
+    variant: Mapped[str | None] = mapped_column(String(64))
 
 
 class Event(Base):
@@ -307,6 +309,22 @@ class Broadcast(Base):
     fanned_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Its variants and test share, as scheduled (broadcast/experiment.py).
+    experiment: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: With a test share: when the winner is picked and sent to the rest.
+    pick_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ExperimentEnd(Base):
+    """An experiment ended: from `at` on, everyone gets the `kept` variant."""
+
+    __tablename__ = "experiment_ends"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    kept: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: How: `experiment end --keep B`, or picked by clicks, with the numbers.
+    how: Mapped[str] = mapped_column(Text)
 
 
 # One email per broadcast and subscriber; test copies are left out of the rule.
