@@ -47,6 +47,10 @@ _TRACKED = ("open", "click", "unsubscribe", "bounced", "complained")
 _EVENT = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}$")
 #: How a broadcast's test share picks its winner.
 PICK_BY = ("opens", "clicks", "conversions")
+#: A test share's winner is picked this long after the issue starts, by clicks, unless
+#: `--pick-after` / `--by` (or `pick_after:` / `pick_by:`) say otherwise.
+DEFAULT_PICK_AFTER = timedelta(hours=4)
+DEFAULT_PICK_BY = "clicks"
 
 
 def parse_share(value: Any) -> float:
@@ -144,8 +148,8 @@ class IssueExperiment(_Strict):
     variants: tuple[IssueVariant, ...]
     #: The share that gets the variants first; None: everyone gets them.
     test_share: float | None = None
-    pick_by: str = "clicks"
-    pick_after: timedelta = timedelta(hours=4)
+    pick_by: str = DEFAULT_PICK_BY
+    pick_after: timedelta = DEFAULT_PICK_AFTER
     goal: Goal | None = None
 
     @field_serializer("pick_after")

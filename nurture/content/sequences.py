@@ -251,7 +251,7 @@ class Catalog:
         return [s for s in self.sequences.values() if s.trigger == trigger]
 
 
-def _explain(err: Mapping[str, Any]) -> str:
+def explain_error(err: Mapping[str, Any]) -> str:
     """One sentence for a pydantic error, naming the field once."""
     loc = err["loc"]
     key = str(loc[-1]) if loc else ""
@@ -286,7 +286,7 @@ def _internal_keys(data: dict[Any, Any], lines: dict[Any, int], shown: str) -> l
     for i, step in enumerate(steps if isinstance(steps, list) else []):
         found += [("steps", i, key) for key in _INTERNAL["steps"] if isinstance(step, dict)
                   and key in step]  # fmt: skip
-    return [SequenceError(shown, lines.get(loc), _explain({"type": "extra_forbidden", "loc": loc}))
+    return [SequenceError(shown, lines.get(loc), explain_error({"type": "extra_forbidden", "loc": loc}))
             for loc in found]  # fmt: skip
 
 
@@ -324,7 +324,7 @@ def load_sequence(
                 o["loc"][: len(loc)] == loc and o is not err for o in errors
             ):
                 continue  # only a consequence of an invalid item, already reported
-            problems.append(SequenceError(shown, line_for(lines, loc), _explain(err)))
+            problems.append(SequenceError(shown, line_for(lines, loc), explain_error(err)))
     else:
         if not problems:
             return seq, []

@@ -1,13 +1,6 @@
 """`nurture stats --experiment NAME`: each variant's emails, opens, clicks and
-conversions, and how far apart the variants are, with a confidence interval.
-
-Counted per email, as the rest of `stats` counts: an email opened five times is one
-open, and bots' opens and clicks (`events.bot`) are left out; a click proves an open
-even when the pixel was blocked. A conversion is an email followed by the experiment's
-goal event (`goal: {event: …, within: …}`) from the same subscriber, after it was sent
-and within the goal's time when it has one. Only the emails assigned while the
-experiment ran are compared: those sent with the kept variant after it ended were not
-drawn at random and are counted apart (`after_end`).
+conversions (counted as `journeys/results.py` says), and how far apart the variants
+are, with a confidence interval.
 
 The interval is the usual 95% one for a difference of two proportions (Wald, normal
 approximation): (p2 - p1) ± 1.96 · sqrt(p1(1 - p1)/n1 + p2(1 - p2)/n2). It is rough
@@ -27,33 +20,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, and_, func, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from nurture.content.experiments import HOLDOUT, Goal
 from nurture.content.sequences import catalog_for
 from nurture.journeys.experiments import Experiment, find, goal_of
+from nurture.journeys.results import METRICS, ArmStats, arm_stats, in_time
 from nurture.settings import Settings
 from nurture.store.engine import session_scope
 from nurture.store.tables import Delivery, DeliveryKind, DeliveryStatus, Event
 
 #: The normal quantile of a two-sided 95% interval.
 Z95 = 1.959964
-#: What an experiment compares, in the order shown.
-METRICS = ("opened", "clicked", "converted")
-
-
-@dataclass(frozen=True)
-class ArmStats:
-    name: str
-    share: float  # of subscribers, by the weights
-    sent: int
-    opened: int
-    clicked: int
-    converted: int | None  # None: no goal to count
-
-    def count(self, metric: str) -> int | None:
-        return getattr(self, metric)  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
@@ -116,64 +95,13 @@ def report(settings: Settings, name: str) -> Report:
         lift = _lift(session, exp.sequence, goal) if seq is not None and seq.holdout else None
         if exp.kind == "holdout":
             return Report(exp, goal, [], [], 0, lift)
-        arms, after_end = _arms(session, exp, goal)
+        arms, after_end = arm_stats(session, exp, goal)
     control = arms[0]
     diffs = [d for arm in arms[1:] for metric in METRICS
              if (control.count(metric) is not None)
              and (d := difference(metric, (control.name, control.count(metric) or 0, control.sent),
                                   (arm.name, arm.count(metric) or 0, arm.sent))) is not None]  # fmt: skip
     return Report(exp, goal, arms, diffs, after_end, lift)
-
-
-def _scope(exp: Experiment) -> ColumnElement[bool]:
-    """The experiment's emails (sent or not), test copies left out."""
-    if exp.broadcast_id is not None:
-        return and_(Delivery.broadcast_id == exp.broadcast_id, Delivery.is_test.is_(False))
-    return and_(Delivery.kind == DeliveryKind.SEQUENCE, Delivery.sequence == exp.sequence,
-                Delivery.step_id == exp.step)  # fmt: skip
-
-
-def _arms(session: Session, exp: Experiment, goal: Goal | None) -> tuple[list[ArmStats], int]:
-    sent = and_(_scope(exp), Delivery.status == DeliveryStatus.SENT,
-                Delivery.variant.in_(exp.variants))  # fmt: skip
-    compared = sent if exp.ended is None else and_(sent, Delivery.created_at < exp.ended.at)
-    after_end = 0
-    if exp.ended is not None:
-        after_end = session.scalar(
-            select(func.count()).where(sent, Delivery.created_at >= exp.ended.at)
-        ) or 0  # fmt: skip
-    emails = func.count(func.distinct(Delivery.id))
-    by_variant = select(Delivery.variant, emails).where(compared).group_by(Delivery.variant)
-    counts = {"sent": dict(session.execute(by_variant).all())}
-    for metric, kinds in (("opened", ("open", "click")), ("clicked", ("click",))):
-        engaged = by_variant.join(Event, Event.delivery_id == Delivery.id).where(
-            Event.kind.in_(kinds), Event.bot.is_(False)
-        )
-        counts[metric] = dict(session.execute(engaged).all())
-    converted = _conversions(session, compared, goal) if goal is not None else None
-    arms = [ArmStats(name, share, counts["sent"].get(name, 0), counts["opened"].get(name, 0),
-                     counts["clicked"].get(name, 0),
-                     None if converted is None else converted.get(name, 0))
-            for name, share in exp.arms]  # fmt: skip
-    return arms, after_end
-
-
-def _conversions(session: Session, emails: ColumnElement[bool], goal: Goal) -> dict[str, int]:
-    """Emails followed by the goal event, per variant."""
-    rows = session.execute(
-        select(Delivery.id, Delivery.variant, Delivery.sent_at, Event.at)
-        .join(Event, and_(Event.subscriber_id == Delivery.subscriber_id, Event.kind == goal.event))
-        .where(emails, Event.at >= Delivery.sent_at)
-    )  # fmt: skip
-    done: dict[str | None, set[int]] = defaultdict(set)
-    for delivery_id, variant, sent_at, at in rows:
-        if _in_time(goal, sent_at, at):
-            done[variant].add(delivery_id)
-    return {str(variant): len(ids) for variant, ids in done.items()}
-
-
-def _in_time(goal: Goal, start: datetime | None, at: datetime) -> bool:
-    return start is not None and at >= start and (goal.within is None or at <= start + goal.within)
 
 
 def _lift(session: Session, sequence: str | None, goal: Goal | None) -> Lift:
@@ -199,7 +127,7 @@ def _lift(session: Session, sequence: str | None, goal: Goal | None) -> Lift:
         firsts[sid].append(at)
 
     def converted(group: Mapping[int, datetime | None]) -> int:
-        return sum(any(_in_time(goal, start, at) for at in firsts.get(sid, ()))
+        return sum(any(in_time(goal, start, at) for at in firsts.get(sid, ()))
                    for sid, start in group.items())  # fmt: skip
 
     h, m = converted(held), converted(mailed)
