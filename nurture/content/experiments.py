@@ -281,5 +281,6 @@ def _alike(items: list[tuple[int, dict[str, Any]]]) -> tuple[str, int, str] | No
 
 def did_you_mean(name: str, known: Seq[str]) -> str:
     """' (did you mean 'x'?)' or ''."""
-    close = difflib.get_close_matches(name, list(known), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    by_lower = {k.lower(): k for k in known}
+    close = difflib.get_close_matches(name.lower(), list(by_lower), n=1)
+    return f" (did you mean '{by_lower[close[0]]}'?)" if close else ""
