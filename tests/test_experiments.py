@@ -184,3 +184,65 @@ def test_an_experiment_ends_once(runner, env, workspace):
     again = runner.invoke(cli, ["experiment", "end", "ab.hello", "--keep", "B"], env=env)
     assert again.exit_code == 1
     assert re.fullmatch(r"Error: ab\.hello already ended on \S+ \S+ UTC, keeping A\n", again.output)
+
+
+BAD = """\
+name: bad
+trigger: manual
+holdout: 10
+goal: {event: click, witin: 3d}
+steps:
+  - id: hello
+    subject: "Hello"
+    preheader: "Hi."
+    template: curious-to-customer/welcome
+    variants:
+      - {name: A, weight: 50%}
+      - {name: A, weight: 40%, template: curious-to-customer/welcom}
+      - {name: holdout, subjct: x}
+  - id: solo
+    subject: "Solo"
+    preheader: "Solo."
+    template: curious-to-customer/teach
+    variants:
+      - {name: only, weight: -1}
+"""
+
+
+def test_validate_points_at_each_experiment_mistake(runner, workspace):
+    use_sequences(workspace, bad=BAD)
+    result = runner.invoke(cli, ["validate"], env={"NURTURE_WORKSPACE": str(workspace)})
+    assert result.exit_code == 1
+    said = [line.removeprefix("sequences/bad.yaml:") for line in result.output.splitlines()
+            if line.startswith("sequences/bad.yaml:")]  # fmt: skip
+    assert said == [
+        "3: holdout: 10 is not a percentage: write it like 10%",
+        "4: event: 'click' is counted already: a goal is an event of your own, like purchased "
+        "or demo_booked",
+        "4: unknown key 'witin' (did you mean 'within'?)",
+        "10: step 'hello': variants: give every variant's weight as a percentage, or none "
+        "(weights are then relative, 1 by default)",
+        "12: step 'hello': variant name 'A' is written twice",
+        "12: template 'curious-to-customer/welcom' not found (expected "
+        "templates/email/curious-to-customer/welcom.html) (did you mean "
+        "'curious-to-customer/welcome'?)",
+        "13: name: 'holdout' is kept for the subscribers a sequence holds out",
+        "13: unknown key 'subjct' (did you mean 'subject'?)",
+        "18: step 'solo': variants: an experiment needs at least two variants",
+        "19: weight: -1 must be more than 0",
+        "13: warning: step 'hello': variants 'A' and 'holdout' send the same email",
+    ]
+
+
+def test_percentages_must_add_up_and_a_good_file_is_clean(runner, workspace):
+    uneven = AB.replace("weight: 50%}", "weight: 40%}", 1)
+    use_sequences(workspace, ab=uneven)
+    result = runner.invoke(cli, ["validate"], env={"NURTURE_WORKSPACE": str(workspace)})
+    assert (
+        "sequences/ab.yaml:10: step 'hello': variants: the percentages add up to 90%, not 100%"
+        in result.output
+    )
+    use_sequences(workspace, ab=AB, held=HELD)
+    result = runner.invoke(cli, ["validate"], env={"NURTURE_WORKSPACE": str(workspace)})
+    assert result.exit_code == 0, result.output
+    assert result.output.endswith("2 sequences, 4 steps: 0 errors, 0 warnings\n")
