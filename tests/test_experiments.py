@@ -246,3 +246,20 @@ def test_percentages_must_add_up_and_a_good_file_is_clean(runner, workspace):
     result = runner.invoke(cli, ["validate"], env={"NURTURE_WORKSPACE": str(workspace)})
     assert result.exit_code == 0, result.output
     assert result.output.endswith("2 sequences, 4 steps: 0 errors, 0 warnings\n")
+
+
+def test_preview_renders_a_variant(runner, workspace):
+    use_sequences(workspace, ab=AB)
+    env = {"NURTURE_WORKSPACE": str(workspace)}
+    b = runner.invoke(cli, ["preview", "ab", "hello", "--variant", "B"], env=env)
+    assert b.exit_code == 0 and b.output.startswith("Subject: Hello B\n")
+    assert HEADINGS["B"] in b.output and HEADINGS["A"] not in b.output
+    as_written = runner.invoke(cli, ["preview", "ab", "hello"], env=env)
+    assert as_written.output.startswith("Subject: Hello A\n") and HEADINGS["A"] in as_written.output
+    wrong = runner.invoke(cli, ["preview", "ab", "hello", "--variant", "b"], env=env)
+    assert wrong.exit_code == 1
+    assert (
+        wrong.output == "Error: ab hello has no variant 'b' (did you mean 'B'?) (variants: A, B)\n"
+    )
+    none = runner.invoke(cli, ["preview", "ab", "later", "--variant", "B"], env=env)
+    assert none.output == "Error: ab later has no variant 'B' (it has no variants)\n"

@@ -160,3 +160,11 @@ def test_a_test_share_needs_variants(runner, env, tmp_path):
     assert result.exit_code == 1
     assert result.output.endswith("--test-share needs variants to test: list them under "
                                   "`variants:` in the front matter\n")  # fmt: skip
+
+
+def test_broadcast_preview_renders_a_variant(runner, env, tmp_path):
+    issue = issue_file(tmp_path, FRONT, BODY)
+    b = runner.invoke(cli, ["broadcast", "preview", str(issue), "--variant", "B"], env=env)
+    assert b.exit_code == 0 and b.output.startswith("Subject: News B\n")
+    wrong = runner.invoke(cli, ["broadcast", "preview", str(issue), "--variant", "C"], env=env)
+    assert wrong.exit_code == 1 and wrong.output.endswith("has no variant 'C' (variants: A, B)\n")

@@ -12,6 +12,7 @@ from nurture import clock
 from nurture.broadcast import audience, core, report
 from nurture.broadcast.compose import check_issue, compose_issue
 from nurture.broadcast.source import Issue, load_issue
+from nurture.content.experiments import variant_problem
 from nurture.content.rendering import sample_context
 from nurture.delivery.compose import Composed, sender_for
 from nurture.delivery.issues import as_variant
@@ -60,11 +61,18 @@ def _check_experiment(issue: Issue) -> None:
                                   "`goal: {event: purchased}` to the front matter")  # fmt: skip
 
 
-def preview(settings: Settings, source: str, subject: str | None = None) -> Composed:
-    """The issue rendered for a sample subscriber, exactly as it would be sent."""
+def preview(
+    settings: Settings, source: str, subject: str | None = None, variant: str | None = None
+) -> Composed:
+    """The issue (as `variant` sends it) rendered for a sample subscriber, exactly as it
+    would be sent."""
     issue = load_checked(settings, source, subject=subject)
+    problem = variant and variant_problem(source, variant, [v.name for v in issue.variants])
+    if problem:
+        raise NurtureError(problem)
     web = f"{settings.base_url}/archive/{issue.slug}"
-    return compose_issue(settings, issue, sample_context()["subscriber"], 0, web)
+    content = as_variant(issue, issue.variants, variant)
+    return compose_issue(settings, content, sample_context()["subscriber"], 0, web)
 
 
 @dataclass(frozen=True)

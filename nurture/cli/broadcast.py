@@ -178,15 +178,19 @@ def _schedule(settings: Settings, issue: Issue) -> None:
 @click.option("--subject", help="Subject line, for a template without front matter.")
 @click.option("--format", "fmt", type=click.Choice(["html", "text", "eml"]), default="text",
               show_default=True, help="Which part to print; eml is the whole message.")  # fmt: skip
+@click.option("--variant", help="Render this variant of an issue with `variants:`.")
 @click.pass_context
-def preview(ctx: click.Context, source: str, subject: str | None, fmt: str) -> None:
+def preview(
+    ctx: click.Context, source: str, subject: str | None, fmt: str, variant: str | None
+) -> None:
     """Render an issue for a sample subscriber, exactly as it would be sent.
 
     \b
     Example:
       nurture broadcast preview newsletters/2026-12-monthly.md --format html > issue.html
+      nurture broadcast preview newsletters/december.md --variant B
     """
-    echo_composed(operations.preview(settings_of(ctx), source, subject), fmt)
+    echo_composed(operations.preview(settings_of(ctx), source, subject, variant), fmt)
 
 
 @command(broadcast, "list")

@@ -54,17 +54,21 @@ def validate(ctx: click.Context, check_links: bool) -> None:
 @click.option("--subscriber", "email", help="Render for this subscriber instead of a sample one.")
 @click.option("--format", "fmt", type=click.Choice(["html", "text", "eml"]), default="text",
               show_default=True, help="Which part to print; eml is the whole message.")  # fmt: skip
+@click.option("--variant", help="Render this variant of a step with `variants:`.")
 @click.pass_context
-def preview(ctx: click.Context, sequence: str, step: str, email: str | None, fmt: str) -> None:
+def preview(
+    ctx: click.Context, sequence: str, step: str, email: str | None, fmt: str, variant: str | None
+) -> None:
     """Render one email exactly as it would be sent.
 
     \b
     Example:
       nurture preview from-curious-to-customer welcome --format html > welcome.html
+      nurture preview from-curious-to-customer welcome --variant B
     """
     from nurture.delivery.preview import preview_step
 
-    echo_composed(preview_step(settings_of(ctx), sequence, step, email), fmt)
+    echo_composed(preview_step(settings_of(ctx), sequence, step, email, variant), fmt)
 
 
 def echo_composed(composed: Composed, fmt: str) -> None:

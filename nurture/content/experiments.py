@@ -279,6 +279,14 @@ def _alike(items: list[tuple[int, dict[str, Any]]]) -> tuple[str, int, str] | No
     return None
 
 
+def variant_problem(owner: str, name: str, names: Seq[str]) -> str | None:
+    """Why `name` is not one of the variants `names` of `owner`, or None when it is."""
+    if name in names:
+        return None
+    listed = f"variants: {', '.join(names)}" if names else "it has no variants"
+    return f"{owner} has no variant {name!r}{did_you_mean(name, names)} ({listed})"
+
+
 def did_you_mean(name: str, known: Seq[str]) -> str:
     """' (did you mean 'x'?)' or ''."""
     by_lower = {k.lower(): k for k in known}

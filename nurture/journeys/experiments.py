@@ -24,6 +24,7 @@ from nurture.content.experiments import (
     did_you_mean,
     percent,
     step_experiment,
+    variant_problem,
 )
 from nurture.content.sequences import Catalog, Sequence, catalog_for
 from nurture.errors import NurtureError
@@ -166,10 +167,9 @@ def record_end(session: Session, exp: Experiment, keep: str, now: datetime, how:
     if exp.kind == "holdout":
         raise ExperimentError(f"{exp.name} is the holdout of a sequence, not variants: remove "
                               "`holdout:` from its file to mail everyone")  # fmt: skip
-    if keep not in exp.variants:
-        raise ExperimentError(f"{exp.name} has no variant {keep!r}"
-                              f"{did_you_mean(keep, exp.variants)} (variants: "
-                              f"{', '.join(exp.variants)})")  # fmt: skip
+    problem = variant_problem(exp.name, keep, exp.variants)
+    if problem:
+        raise ExperimentError(problem)
     if exp.ended is not None:
         raise ExperimentError(f"{exp.name} already ended on {exp.ended.at:%Y-%m-%d %H:%M} UTC, "
                               f"keeping {exp.ended.kept}")  # fmt: skip
