@@ -79,11 +79,15 @@ class Experiment:
 
 
 def goal_of(seq: Sequence) -> Goal | None:
-    """A sequence's conversion: its `goal:`, else the one event of its `exit_when:`."""
+    """A sequence's conversion: its `goal:`, else the one event of its `exit_when:` (when
+    it is an event a goal may be: not `bounced` or `complained`)."""
     if seq.goal is not None:
         return seq.goal
     events = seq.exit_when.event if seq.exit_when else ()
-    return Goal(event=events[0]) if len(events) == 1 else None
+    try:
+        return Goal(event=events[0]) if len(events) == 1 else None
+    except ValueError:  # pydantic's ValidationError: not an event a goal may be
+        return None
 
 
 def ended(session: Session) -> dict[str, Ended]:
@@ -187,12 +191,8 @@ def end(settings: Settings, name: str, keep: str) -> tuple[Experiment, Ended]:
     now = clock.now()
     with session_scope(settings) as session:
         exp = find(session, catalog, name)
-        done = record_end(session, exp, keep, now, f"nurture experiment end --keep {keep}")
-        if exp.broadcast_id is not None:  # the rest of its audience gets it at once
-            row = session.get(Broadcast, exp.broadcast_id)
-            if row is not None and row.pick_at is not None and row.pick_at > now:
-                row.pick_at = now
-        return exp, done
+        # a broadcast waiting for its test share's winner: send-due sends the rest now
+        return exp, record_end(session, exp, keep, now, f"nurture experiment end --keep {keep}")
 
 
 def listing(settings: Settings) -> list[Experiment]:
