@@ -3,6 +3,7 @@ numbers `stats --experiment` shows, a holdout that gets nothing, `experiment end
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -263,3 +264,22 @@ def test_preview_renders_a_variant(runner, workspace):
     )
     none = runner.invoke(cli, ["preview", "ab", "later", "--variant", "B"], env=env)
     assert none.output == "Error: ab later has no variant 'B' (it has no variants)\n"
+
+
+def test_plan_lists_experiment_edits(runner, env, workspace, settings, sink):
+    use_sequences(workspace, ab=AB)
+    seed(settings, "ab", 4)
+    invoke(runner, env, "send-due")  # records the version plan compares with
+    edited = AB.replace("goal:", "holdout: 25%\ngoal:").replace(
+        '{name: B, weight: 50%, subject: "Hello B"', '{name: B, weight: 50%, subject: "Hi B"'
+    )
+    (workspace / "sequences" / "ab.yaml").write_text(edited)
+    plan = runner.invoke(cli, ["plan"], env=env)
+    assert "  ab: holdout: none → 25%" in plan.output, plan.output
+    assert ("  ab / hello: variants: A (weight 50), B (weight 50, subject 'Hello B', template "
+            "'curious-to-customer/audience') → A (weight 50), B (weight 50, subject 'Hi B', "
+            "template 'curious-to-customer/audience')") in plan.output  # fmt: skip
+    assert "  ab: holdout 25%, mailed 75%, running" in plan.output
+    as_json = json.loads(runner.invoke(cli, ["plan", "--format", "json"], env=env).output)
+    assert {e["name"]: e["shares"] for e in as_json["experiments"]} == {
+        "ab": {"holdout": 0.25, "mailed": 0.75}, "ab.hello": {"A": 0.5, "B": 0.5}}  # fmt: skip
