@@ -109,7 +109,8 @@ BAD_FRONT = [
      "issue.md:5: unknown key 'subjct' (did you mean 'subject'?)"),
     ('subject: "N"\nvariants:\n  - {name: A}\n  - {name: B, template: curious-to-customer/welcom}',
      "issue.md:5: variant B: curious-to-customer/welcom: neither a Markdown file nor a template "
-     "(expected templates/email/curious-to-customer/welcom.html)"),
+     "(expected templates/email/curious-to-customer/welcom.html) (did you mean "
+     "'curious-to-customer/welcome'?)"),
     ('subject: "N"\nvariants:\n  - {name: A, weight: 60%}\n  - {name: B, weight: 30%}',
      "issue.md:3: variants: the percentages add up to 90%, not 100%"),
     ('subject: "N"\nvariants:\n  - {name: A}\n  - {name: B}\ntest_share: "0%"',

@@ -173,13 +173,14 @@ def _markdown_file(settings: Settings, source: str) -> Path | None:
 
 
 def _template(settings: Settings, source: str) -> Issue:
-    env = renderer_for(settings.templates_dir).env
+    renderer = renderer_for(settings.templates_dir)
+    env = renderer.env
     name = source.removesuffix(".html")
     try:
         html = env.loader.get_source(env, f"{name}.html")[0]  # type: ignore[union-attr]
     except jinja2.TemplateNotFound:
         raise SourceError(f"{source}: neither a Markdown file nor a template "
-                          f"(expected templates/email/{name}.html)") from None  # fmt: skip
+                          f"(expected templates/email/{name}.html){renderer.suggest(name)}") from None  # fmt: skip
     try:
         text: str | None = env.loader.get_source(env, f"{name}.txt")[0]  # type: ignore[union-attr]
     except jinja2.TemplateNotFound:

@@ -224,11 +224,11 @@ class Renderer:
         if not found:
             problems.append(
                 SequenceError(where.path, where.line, f"template '{template}' not found "
-                              f"(expected templates/email/{template}.html){self._hint(template)}")
+                              f"(expected templates/email/{template}.html){self.suggest(template)}")
             )  # fmt: skip
         return problems
 
-    def _hint(self, template: str) -> str:
+    def suggest(self, template: str) -> str:
         """' (did you mean …?)' among the workspace's email templates."""
         names = [n.removesuffix(".html") for n in self.env.list_templates(extensions=["html"])
                  if not n.startswith("_")]  # fmt: skip

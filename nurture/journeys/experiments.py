@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import make_url, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -109,8 +109,8 @@ def kept_variants(settings: Settings) -> dict[str, str]:
 
 
 def _sqlite_exists(url: str) -> bool:
-    path = url.removeprefix("sqlite:///")
-    return path == ":memory:" or Path(path).is_file()
+    path = make_url(url).database
+    return not path or path == ":memory:" or Path(path).is_file()
 
 
 def of_sequences(catalog: Catalog, ends: dict[str, Ended]) -> list[Experiment]:
