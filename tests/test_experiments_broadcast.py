@@ -95,6 +95,12 @@ def test_without_a_test_share_each_reader_gets_a_variant_at_once(runner, env, se
                                                                 tmp_path):  # fmt: skip
     add_people(settings, [{"email": e} for e in READERS])
     issue = issue_file(tmp_path, FRONT, BODY)
+    dry = invoke(runner, env, "broadcast", "send", str(issue), "--dry-run").output
+    assert "Variants: A 50%, B 50%\n" in dry
+    dry = invoke(
+        runner, env, "broadcast", "send", str(issue), "--dry-run", "--test-share", "20%"
+    ).output
+    assert "Variants: A 50%, B 50% to a 20% test share, then the winner by clicks\n" in dry
     out = invoke(runner, env, "broadcast", "send", str(issue)).output
     assert "Broadcast #1: 40 emails, 40 sent." in out
     assert sorted(set(received_variants(sink).values())) == ["A", "B"]

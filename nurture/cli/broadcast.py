@@ -137,6 +137,12 @@ def _dry_run(settings: Settings, issue: Issue) -> None:
     click.echo(f"Segment:  {issue.segment or 'all active subscribers'}")
     click.echo(f"Send at:  {_when(settings, found.send_at, found.local_at)}")
     click.echo(f"Audience: {found.size:,} subscribers (active, not suppressed)")
+    if issue.variants:
+        total = sum(v.weight for v in issue.variants)
+        arms = ", ".join(f"{v.name} {percent(v.weight / total)}" for v in issue.variants)
+        test = (f" to a {percent(issue.test_share)} test share, then the winner by "
+                f"{issue.pick_by or DEFAULT_PICK_BY}" if issue.test_share else "")  # fmt: skip
+        click.echo(f"Variants: {arms}{test}")
     if found.sample:
         click.echo(f"Sample:   {', '.join(found.sample)}")
     click.echo("Dry run: nothing was saved or sent.")
