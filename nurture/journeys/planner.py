@@ -201,6 +201,7 @@ class Planner:
         return decision
 
     def email(self, row: DueRow) -> str:
+        """The subscriber's address, which experiments assign by."""
         sid = row.subscriber_id
         if sid not in self.emails:
             self.emails[sid] = (

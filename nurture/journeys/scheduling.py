@@ -91,9 +91,10 @@ def claim_due(
     if not send:
         return []
     queued = conn.execute(_queue(session, send, now)).all()
-    if variants:  # experiments: the variant each email is, decided with it
-        conn.execute(_SET_VARIANT, [{"did": did, "v": variants[eid]}
-                                    for did, eid in queued if eid in variants])  # fmt: skip
+    # experiments: the variant each email is, decided with it
+    chosen = [{"did": did, "v": variants[eid]} for did, eid in queued if eid in variants]
+    if chosen:
+        conn.execute(_SET_VARIANT, chosen)
     return [did for did, _ in queued]
 
 

@@ -96,12 +96,21 @@ def report(settings: Settings, name: str) -> Report:
         if exp.kind == "holdout":
             return Report(exp, goal, [], [], 0, lift)
         arms, after_end = arm_stats(session, exp, goal)
-    control = arms[0]
-    diffs = [d for arm in arms[1:] for metric in METRICS
-             if (control.count(metric) is not None)
-             and (d := difference(metric, (control.name, control.count(metric) or 0, control.sent),
-                                  (arm.name, arm.count(metric) or 0, arm.sent))) is not None]  # fmt: skip
-    return Report(exp, goal, arms, diffs, after_end, lift)
+    return Report(exp, goal, arms, _against_first(arms), after_end, lift)
+
+
+def _against_first(arms: list[ArmStats]) -> list[Difference]:
+    """Each later variant against the first listed, metric by metric."""
+    control, found = arms[0], []
+    for arm in arms[1:]:
+        for metric in METRICS:
+            x1, x2 = control.count(metric), arm.count(metric)
+            if x1 is None or x2 is None:  # conversions without a goal
+                continue
+            d = difference(metric, (control.name, x1, control.sent), (arm.name, x2, arm.sent))
+            if d is not None:
+                found.append(d)
+    return found
 
 
 def _lift(session: Session, sequence: str | None, goal: Goal | None) -> Lift:
@@ -119,15 +128,15 @@ def _lift(session: Session, sequence: str | None, goal: Goal | None) -> Lift:
     if goal is None:
         return Lift(len(held), 0, len(mailed), 0, None)
     people = select(Delivery.subscriber_id).where(mine)
-    firsts: dict[int, list[datetime]] = defaultdict(list)
+    goal_events: dict[int, list[datetime]] = defaultdict(list)
     for sid, at in session.execute(
         select(Event.subscriber_id, Event.at).where(Event.kind == goal.event,
                                                     Event.subscriber_id.in_(people))
     ):  # fmt: skip
-        firsts[sid].append(at)
+        goal_events[sid].append(at)
 
     def converted(group: Mapping[int, datetime | None]) -> int:
-        return sum(any(in_time(goal, start, at) for at in firsts.get(sid, ()))
+        return sum(any(in_time(goal, start, at) for at in goal_events.get(sid, ()))
                    for sid, start in group.items())  # fmt: skip
 
     h, m = converted(held), converted(mailed)
