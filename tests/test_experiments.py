@@ -283,3 +283,14 @@ def test_plan_lists_experiment_edits(runner, env, workspace, settings, sink):
     as_json = json.loads(runner.invoke(cli, ["plan", "--format", "json"], env=env).output)
     assert {e["name"]: e["shares"] for e in as_json["experiments"]} == {
         "ab": {"holdout": 0.25, "mailed": 0.75}, "ab.hello": {"A": 0.5, "B": 0.5}}  # fmt: skip
+
+
+def test_without_a_goal_no_conversions_are_counted(runner, env, workspace, settings, sink):
+    use_sequences(workspace, ab=AB.replace("goal: {event: purchased, within: 3d}\n", ""))
+    seed(settings, "ab", 6)
+    invoke(runner, env, "send-due")
+    out = invoke(runner, env, "stats", "--experiment", "ab.hello")
+    assert "Goal: none declared, so no conversions (add e.g. `goal: {event: purchased}`)" in out
+    rows = [line.split() for line in out.splitlines() if re.match(r"\s+[AB]\s+\d+%", line)]
+    assert [row[-1] for row in rows] == ["-", "-"]
+    assert "converted" not in out.split("against A:")[-1]
