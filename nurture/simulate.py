@@ -9,6 +9,10 @@ SQLite database and outbox with a moving clock, so what it shows is what would
 happen, and no data of the workspace is touched. `--events` plays the subscriber's
 activity (`click:welcome@1d`, `open:get-known@5d`, `event:pricing_viewed@3d`,
 `tag:vip@2d`) at those offsets from signup, through the same code as real events.
+
+Experiments assign variants by address: `email` simulates a given one (the variant a
+real subscriber with that address gets), and the ended experiments of the workspace's
+database (`kept`) are copied in, so a kept variant shows as it is sent.
 """
 
 from __future__ import annotations
@@ -26,12 +30,14 @@ from sqlalchemy.orm import Session
 
 from nurture import clock
 from nurture.content.durations import parse_duration
+from nurture.content.experiments import step_experiment
 from nurture.content.sequences import Catalog, Sequence, catalog_for
 from nurture.errors import NurtureError
+from nurture.journeys.experiments import kept_variants
 from nurture.people.activity import on_activity, on_tag
 from nurture.people.engagement import live_score
 from nurture.people.enrolment import enroll, enroll_triggered
-from nurture.people.subscribers import add_tags
+from nurture.people.subscribers import add_tags, normalize_email
 from nurture.send_due import run_send_due
 from nurture.settings import Settings
 from nurture.store.engine import dispose, session_scope
@@ -40,6 +46,7 @@ from nurture.store.tables import (
     Enrollment,
     EnrollmentStatus,
     Event,
+    ExperimentEnd,
     Handoff,
     Subscriber,
     SubscriberStatus,
@@ -123,15 +130,22 @@ class Journey:
 
 
 def simulate(
-    settings: Settings, name: str, days: int, timezone: str | None, events: str | None = None
-) -> list[TimelineRow]:
+    settings: Settings, name: str, days: int, timezone: str | None, events: str | None = None,
+    email: str | None = None,
+) -> list[TimelineRow]:  # fmt: skip
+    """`nurture simulate`: with the workspace's ended experiments, when it has any."""
     zone = ZoneInfo(timezone or settings.timezone)
-    return play(settings, name, Signup(zone), parse_events(events), days).rows
+    signup = Signup(zone, email=normalize_email(email)) if email else Signup(zone)
+    catalog = catalog_for(settings.sequences_dir)
+    has_variants = any(step.variants for seq in catalog.sequences.values() for step in seq.steps)
+    kept = kept_variants(settings) if has_variants else {}
+    return play(settings, name, signup, parse_events(events), days, kept).rows
 
 
 def play(
-    settings: Settings, name: str, signup: Signup, planned: list[PlannedEvent], days: int
-) -> Journey:
+    settings: Settings, name: str, signup: Signup, planned: list[PlannedEvent], days: int,
+    kept: dict[str, str] | None = None,
+) -> Journey:  # fmt: skip
     """One subscriber's journey through sequence `name` for `days`, on a throw-away
     database; what `simulate` prints and `nurture test` checks."""
     catalog = catalog_for(settings.sequences_dir)
@@ -150,14 +164,16 @@ def play(
             sales_webhook_url=None, sales_email=None,  # nothing leaves a simulation
         )  # fmt: skip
         try:
-            return _run(sim, seq.name, days, signup, sorted(planned, key=lambda e: e.offset))
+            return _run(sim, seq.name, days, signup, sorted(planned, key=lambda e: e.offset),
+                        kept or {})  # fmt: skip
         finally:
             dispose(sim.database_url)
 
 
 def _run(
-    sim: Settings, name: str, days: int, signup: Signup, planned: list[PlannedEvent]
-) -> Journey:
+    sim: Settings, name: str, days: int, signup: Signup, planned: list[PlannedEvent],
+    kept: dict[str, str],
+) -> Journey:  # fmt: skip
     start = (signup.at or clock.now()).replace(second=0, microsecond=0)
     end = start + timedelta(days=days)
     catalog = catalog_for(sim.sequences_dir)
@@ -177,6 +193,8 @@ def _run(
             sub_id = sub.id
             if signup.tags:
                 add_tags(session, sub_id, list(signup.tags))
+            session.add_all(ExperimentEnd(name=n, kept=v, at=start, how="copied")
+                            for n, v in kept.items())  # fmt: skip
             _enroll_alongside(session, sub_id, catalog, seq, start)
         while True:
             with session_scope(sim) as session:
@@ -195,19 +213,19 @@ def _run(
             clock.set_frozen(max(due, clock.now()))
             run_send_due(sim)
             held.update({k: v for k, v in _held_back(sim).items() if k not in held})
-        return _journey(sim, catalog, seq, sub_id, start, notes, held)
+        return _journey(sim, catalog, seq, sub_id, start, notes, held, kept)
 
 
 def _journey(
     sim: Settings, catalog: Catalog, seq: Sequence, sub_id: int, start: datetime,
-    notes: list[TimelineRow], held: dict[tuple[str, str], str],
+    notes: list[TimelineRow], held: dict[tuple[str, str], str], kept: dict[str, str],
 ) -> Journey:  # fmt: skip
     with session_scope(sim) as session:
         sub = session.get(Subscriber, sub_id)
         assert sub is not None
         zone = ZoneInfo(sub.timezone or "UTC")
         deliveries = session.scalars(select(Delivery).order_by(Delivery.id)).all()
-        rows = [_row(catalog, seq, d, zone, held) for d in deliveries]
+        rows = [_row(catalog, seq, d, zone, held, kept) for d in deliveries]
         enrolment = session.scalars(
             select(Enrollment).where(Enrollment.sequence == seq.name).order_by(Enrollment.id)
         ).first()
@@ -227,7 +245,7 @@ def _journey(
 
 def _row(
     catalog: Catalog, seq: Sequence, d: Delivery, zone: ZoneInfo,
-    held: dict[tuple[str, str], str],
+    held: dict[tuple[str, str], str], kept: dict[str, str],
 ) -> TimelineRow:  # fmt: skip
     other = catalog.get(d.sequence or "")
     step = other.step(d.step_id or "") if other else None
@@ -235,10 +253,14 @@ def _row(
     label = d.step_id if d.sequence == seq.name else f"{d.sequence}/{d.step_id}"
     at = d.sent_at or d.created_at
     why = held.get((d.sequence or "", d.step_id or ""))
+    notes = [f"held back: {why}"] if why else []
+    if d.variant and not d.error:
+        ended = step_experiment(d.sequence or "", d.step_id or "") in kept
+        notes.insert(0, f"variant {d.variant}" + (" (kept: the experiment ended)" if ended else ""))
     return TimelineRow(
         at=at, local=at.astimezone(zone), step_id=label or "",
         stage=str(step.stage) if step else "", subject=d.subject or "",
-        status=str(d.status), note=d.error or (f"held back: {why}" if why else ""),
+        status=str(d.status), note=d.error or "; ".join(notes),
     )  # fmt: skip
 
 

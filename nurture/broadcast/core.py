@@ -17,6 +17,7 @@ from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from nurture.broadcast.source import Issue
+from nurture.content.experiments import DEFAULT_PICK_AFTER, DEFAULT_PICK_BY, IssueExperiment
 from nurture.content.topics import BROADCAST_TOPIC
 from nurture.delivery.issues import web_url as web_url  # where the archive links
 from nurture.errors import NurtureError
@@ -118,10 +119,23 @@ def save(
     row.subject, row.preheader, row.segment = issue.subject, issue.preheader, issue.segment
     row.body_html, row.body_text, row.archive = issue.body_html, issue.body_text, issue.archive
     row.topic = issue.topic or BROADCAST_TOPIC
+    row.experiment = experiment_of(issue)
     if schedule:
         row.state, row.send_at, row.local_at = BroadcastState.SCHEDULED, send_at, local_at
+        if issue.test_share is not None:
+            row.pick_at = send_at + (issue.pick_after or DEFAULT_PICK_AFTER)
     session.flush()
     return row
+
+
+def experiment_of(issue: Issue) -> dict[str, object] | None:
+    """What a broadcast keeps of the issue's experiment (None: it has no variants)."""
+    if not issue.variants:
+        return None
+    trial = IssueExperiment(variants=issue.variants, test_share=issue.test_share,
+                            pick_by=issue.pick_by or DEFAULT_PICK_BY,
+                            pick_after=issue.pick_after or DEFAULT_PICK_AFTER, goal=issue.goal)  # fmt: skip
+    return trial.model_dump(mode="json")
 
 
 def get(session: Session, broadcast_id: int) -> Broadcast:

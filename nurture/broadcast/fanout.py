@@ -11,6 +11,10 @@ lost queue message.
 
 With `--local-time` every delivery is written when the first zone's time comes, as
 `scheduled` with its own `next_attempt_at`, and `send-due` queues it when that comes.
+
+An issue with variants records each email's variant; with a test share only the test
+share's emails are written at first, and the rest after the winner is picked
+(broadcast/experiment.py).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from nurture import clock
 from nurture.broadcast.audience import next_batch
+from nurture.broadcast.experiment import LATER, chooser, pick_due
 from nurture.people.segments import audience_clause, issue_topic
 from nurture.settings import Settings
 from nurture.store.engine import session_scope
@@ -45,8 +50,9 @@ BATCH = 500
 
 @dataclass
 class Step:
-    """One batch: recipients written, and the deliveries to enqueue now."""
+    """One batch: recipients looked at, emails written, and those to enqueue now."""
 
+    looked_at: int
     written: int
     ready: list[int] = field(default_factory=list)
 
@@ -73,12 +79,16 @@ def fan_out_batch(settings: Settings, broadcast_id: int, size: int | None = None
             return None
         clause = audience_clause(settings, broadcast.segment, topic=issue_topic(broadcast),
                                  now=now)  # fmt: skip
+        variant_for = chooser(session, broadcast)
         rows, last = next_batch(session, clause, broadcast.checkpoint, size or BATCH)
         if last is None:
             broadcast.fanned_out_at = now
             return None
         values: list[dict[str, object]] = []
         for row in rows:
+            variant = variant_for(row.email)
+            if variant == LATER:  # outside the test share: the winner comes later
+                continue
             due = due_at(broadcast, row.timezone, settings.timezone)
             ready = due <= now
             values.append({
@@ -86,11 +96,12 @@ def fan_out_batch(settings: Settings, broadcast_id: int, size: int | None = None
                 "is_test": False, "created_at": now,
                 "status": DeliveryStatus.QUEUED if ready else DeliveryStatus.SCHEDULED,
                 "enqueued_at": now if ready else None, "next_attempt_at": None if ready else due,
+                "variant": variant,
             })  # fmt: skip
         written = _insert(session, values) if values else []
         broadcast.checkpoint = last
     ready_ids = [i for i, status in written if status == DeliveryStatus.QUEUED]
-    return Step(len(rows), ready_ids)
+    return Step(len(rows), len(written), ready_ids)
 
 
 #: Hands delivery ids to the queue and counts what happened (queue.dispatch): given by
@@ -108,7 +119,7 @@ def fan_out(
         counts["broadcast"] += step.written
         counts.update(dispatch(settings, step.ready))
         if on_batch is not None:
-            on_batch(step.written)
+            on_batch(step.looked_at)
     return counts
 
 
@@ -167,7 +178,7 @@ def finish(settings: Settings, now: datetime) -> None:
         session.execute(
             update(Broadcast)
             .where(Broadcast.state == BroadcastState.SENDING,
-                   Broadcast.fanned_out_at.is_not(None), ~pending)
+                   Broadcast.fanned_out_at.is_not(None), Broadcast.pick_at.is_(None), ~pending)
             .values(state=BroadcastState.SENT, finished_at=now)
         )  # fmt: skip
 
@@ -178,12 +189,16 @@ def fan_out_due_broadcasts(
 ) -> Counter[str]:  # fmt: skip
     """What `send-due` does for broadcasts: start the due ones, resume any fan-out a
     stopped process left, queue `--local-time` emails whose time came, mark finished
-    ones sent. `counts["broadcast"]` is the number of emails handed to the queue.
+    ones sent, and pick the winners of test shares whose time came (the rest of their
+    audience is then fanned out). `counts["broadcast"]` is the number of emails handed
+    to the queue.
 
     With `broadcast_id` (`broadcast send` of an issue due now) only that one is started
     and fanned out; `on_batch` hears of each batch written."""
     now = clock.now()
     start_due(settings, now, broadcast_id)
+    if broadcast_id is None:
+        pick_due(settings, now)
     if broadcast_id is not None:
         unfinished = [broadcast_id]
     else:

@@ -12,8 +12,10 @@ from nurture import clock
 from nurture.broadcast import audience, core, report
 from nurture.broadcast.compose import check_issue, compose_issue
 from nurture.broadcast.source import Issue, load_issue
+from nurture.content.experiments import variant_problem
 from nurture.content.rendering import sample_context
 from nurture.delivery.compose import Composed, sender_for
+from nurture.delivery.issues import as_variant
 from nurture.delivery.sending import send_delivery
 from nurture.errors import NurtureError, SubscriberError
 from nurture.people.segments import audience_clause, issue_topic
@@ -24,20 +26,53 @@ from nurture.store.tables import Broadcast, Delivery, DeliveryStatus
 
 
 def load_checked(settings: Settings, source: str, **overrides: Any) -> Issue:
-    """The issue from SOURCE with the command line's overrides, its segment, sender and
-    templates checked before anything is saved or sent."""
+    """The issue from SOURCE with the command line's overrides, its segment, sender,
+    experiment and templates (each variant's too) checked before anything is saved or
+    sent."""
     issue = load_issue(settings, source, **overrides)
     audience_clause(settings, issue.segment)  # a segment error before anything else
     sender_for(settings)
+    _check_experiment(issue)
     check_issue(settings, issue, source, issue.line_offset)
+    for variant in issue.variants:
+        try:
+            check_issue(settings, as_variant(issue, issue.variants, variant.name), source,
+                        issue.line_offset if variant.body_html is None else 0)  # fmt: skip
+        except NurtureError as e:
+            raise NurtureError(f"variant {variant.name}: {e}") from None
     return issue
 
 
-def preview(settings: Settings, source: str, subject: str | None = None) -> Composed:
-    """The issue rendered for a sample subscriber, exactly as it would be sent."""
+def _check_experiment(issue: Issue) -> None:
+    """A test share needs variants, and a way to pick that can be counted."""
+    if issue.test_share is None:
+        if issue.pick_after is not None or issue.pick_by is not None:
+            raise core.BroadcastError("--pick-after and --by (pick_after, pick_by) go with "
+                                      "--test-share (test_share): give it too")  # fmt: skip
+        return
+    if not issue.variants:
+        raise core.BroadcastError(f"{issue.source}: --test-share needs variants to test: "
+                                  "list them under `variants:` in the front matter")  # fmt: skip
+    if issue.local_time:
+        raise core.BroadcastError("--test-share cannot go with --local-time: the winner is "
+                                  "picked at one time for everyone (add --no-local-time)")  # fmt: skip
+    if issue.pick_by == "conversions" and issue.goal is None:
+        raise core.BroadcastError(f"{issue.source}: --by conversions needs a goal: add e.g. "
+                                  "`goal: {event: purchased}` to the front matter")  # fmt: skip
+
+
+def preview(
+    settings: Settings, source: str, subject: str | None = None, variant: str | None = None
+) -> Composed:
+    """The issue (as `variant` sends it) rendered for a sample subscriber, exactly as it
+    would be sent."""
     issue = load_checked(settings, source, subject=subject)
+    problem = variant and variant_problem(source, variant, [v.name for v in issue.variants])
+    if problem:
+        raise NurtureError(problem)
     web = f"{settings.base_url}/archive/{issue.slug}"
-    return compose_issue(settings, issue, sample_context()["subscriber"], 0, web)
+    content = as_variant(issue, issue.variants, variant)
+    return compose_issue(settings, content, sample_context()["subscriber"], 0, web)
 
 
 @dataclass(frozen=True)
@@ -96,6 +131,8 @@ class Scheduled:
     due: bool
     #: The audience as of now.
     size: int
+    #: With a test share: when its winner is picked for the rest.
+    pick_at: datetime | None = None
 
 
 def schedule(settings: Settings, issue: Issue) -> Scheduled:
@@ -105,7 +142,7 @@ def schedule(settings: Settings, issue: Issue) -> Scheduled:
         clause = audience_clause(settings, row.segment, topic=issue_topic(row), now=clock.now())
         size = audience.count(session, clause)
         due = row.send_at is not None and row.send_at <= clock.now()
-        return Scheduled(row.id, row.send_at, row.local_at, due, size)
+        return Scheduled(row.id, row.send_at, row.local_at, due, size, row.pick_at)
 
 
 def latest(settings: Settings, limit: int) -> list[tuple[Broadcast, int, int]]:

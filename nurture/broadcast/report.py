@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
+from nurture.journeys.experiments import Experiment, ended, of_broadcast
 from nurture.store.tables import (
     Broadcast,
     BroadcastState,
@@ -29,6 +30,8 @@ class Status:
     opened: int  # people, not opens; bots left out
     clicked: int
     tests: list[tuple[str, datetime | None, str]]  # (address, sent at, status), newest first
+    #: Its variants and test share, and the winner once picked.
+    experiment: Experiment | None = None
 
     @property
     def total(self) -> int:
@@ -58,7 +61,8 @@ def status(session: Session, broadcast: Broadcast) -> Status:
         .order_by(Delivery.id.desc())
     ).all()
     return Status(broadcast, counts, people["open"], people["click"],
-                  [(t.email, t.sent_at, t.status) for t in tests])  # fmt: skip
+                  [(t.email, t.sent_at, t.status) for t in tests],
+                  of_broadcast(broadcast, ended(session)))  # fmt: skip
 
 
 def listing(session: Session, limit: int = 50) -> list[tuple[Broadcast, int, int]]:

@@ -12,16 +12,35 @@ import contextlib
 import difflib
 import re
 from dataclasses import dataclass, replace
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import yaml
 from markdown_it import MarkdownIt
+from pydantic import BaseModel, ConfigDict, ValidationError
 
+from nurture.content.durations import parse_duration
+from nurture.content.experiments import (
+    PICK_BY,
+    Goal,
+    IssueVariant,
+    Variant,
+    check_variants,
+    did_you_mean,
+    parse_share,
+)
+from nurture.content.sequences import explain_error
 from nurture.content.topics import BROADCAST_TOPIC, Topics, topics_for
-from nurture.content.yamlmarks import DuplicateKey, RefusedYAML, explain, load_with_lines
+from nurture.content.yamlmarks import (
+    DuplicateKey,
+    Path_,
+    RefusedYAML,
+    explain,
+    line_for,
+    load_with_lines,
+)
 from nurture.delivery.compose import renderer_for
 from nurture.errors import NurtureError
 from nurture.settings import Settings
@@ -36,6 +55,13 @@ FRONT_MATTER: dict[str, tuple[type, ...]] = {
     "preheader": (str,),
     "slug": (str,),
     "topic": (str,),
+    # an experiment (README, Experiments): as `broadcast send --test-share … --pick-after …
+    # --by …`, which win over these
+    "variants": (list,),
+    "goal": (dict,),
+    "test_share": (str,),
+    "pick_after": (str,),
+    "pick_by": (str,),
 }
 _JINJA = re.compile(r"{{.*?}}|{%.*?%}|{#.*?#}", re.DOTALL)
 _HOLE = "nurturejinja{}x"
@@ -65,6 +91,14 @@ class Issue:
     topic: str | None = None
     #: Lines before the body in the file, so a template error points at the right line.
     line_offset: int = 0
+    #: An experiment: each reader gets one of the variants (`content/experiments.py`).
+    variants: tuple[IssueVariant, ...] = ()
+    goal: Goal | None = None
+    #: The share that gets the variants first; the winner goes to the rest `pick_after`
+    #: later, picked `pick_by` opens, clicks or conversions.
+    test_share: float | None = None
+    pick_after: timedelta | None = None
+    pick_by: str | None = None
 
 
 def markdown_to_html(markdown: str) -> str:
@@ -93,11 +127,14 @@ def slugify(text: str) -> str:
     return _SLUG.sub("-", text.lower()).strip("-")[:80] or "issue"
 
 
-def _front_matter(text: str, shown: str, topics: Topics) -> tuple[dict[str, Any], str, int]:
-    """(front matter, body, lines before the body) of a Markdown file."""
+def _front_matter(
+    text: str, shown: str, topics: Topics
+) -> tuple[dict[str, Any], str, int, dict[Path_, int]]:
+    """(front matter, body, lines before the body, the front matter's lines from 1) of a
+    Markdown file."""
     lines = text.splitlines(keepends=True)
     if not lines or lines[0].strip() != "---":
-        return {}, text, 0
+        return {}, text, 0, {}
     end = next((i for i, line in enumerate(lines[1:], 1) if line.strip() in ("---", "...")), None)
     if end is None:
         raise SourceError(f"{shown}:1: the front matter starting with '---' is never closed")
@@ -131,7 +168,7 @@ def _front_matter(text: str, shown: str, topics: Topics) -> tuple[dict[str, Any]
             raise SourceError(f"{shown}:{line}: topic: {why}")
     body = "".join(lines[end + 1 :])
     blank = len(body) - len(body.lstrip("\n"))  # blank lines between front matter and text
-    return data, body.strip("\n") + "\n", end + 1 + blank
+    return data, body.strip("\n") + "\n", end + 1 + blank, marks
 
 
 def _markdown_file(settings: Settings, source: str) -> Path | None:
@@ -144,18 +181,81 @@ def _markdown_file(settings: Settings, source: str) -> Path | None:
 
 
 def _template(settings: Settings, source: str) -> Issue:
-    env = renderer_for(settings.templates_dir).env
+    renderer = renderer_for(settings.templates_dir)
+    env = renderer.env
     name = source.removesuffix(".html")
     try:
         html = env.loader.get_source(env, f"{name}.html")[0]  # type: ignore[union-attr]
     except jinja2.TemplateNotFound:
         raise SourceError(f"{source}: neither a Markdown file nor a template "
-                          f"(expected templates/email/{name}.html)") from None  # fmt: skip
+                          f"(expected templates/email/{name}.html){renderer.suggest(name)}") from None  # fmt: skip
     try:
         text: str | None = env.loader.get_source(env, f"{name}.txt")[0]  # type: ignore[union-attr]
     except jinja2.TemplateNotFound:
         text = None
     return Issue(source=source, subject="", body_html=html, body_text=text, slug=slugify(name))
+
+
+class _Trial(BaseModel):
+    """The front matter's experiment keys, checked as a sequence file's are."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    variants: tuple[Variant, ...] = ()
+    goal: Goal | None = None
+
+
+def _experiment(
+    settings: Settings, data: dict[str, Any], marks: dict[Path_, int], shown: str
+) -> dict[str, Any]:
+    """The Issue fields of the front matter's experiment; SourceError at its line."""
+
+    def fail(loc: tuple[Any, ...], message: str) -> SourceError:
+        return SourceError(f"{shown}:{(line_for(marks, loc) or 0) + 1}: {message}")
+
+    errors = [p for p in check_variants(data.get("variants"), marks, shown, ("variants",))
+              if not p.warning]  # fmt: skip
+    if errors:
+        raise SourceError(f"{shown}:{(errors[0].line or 0) + 1}: {errors[0].message}")
+    try:
+        trial = _Trial.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise fail(first["loc"], explain_error(first)) from None
+    found: dict[str, Any] = {"goal": trial.goal}
+    for key, parse in (("test_share", parse_share), ("pick_after", parse_duration)):
+        try:
+            found[key] = parse(data[key]) if data.get(key) is not None else None
+        except ValueError as e:
+            raise fail((key,), f"{key}: {e}") from None
+    by = data.get("pick_by")
+    if by is not None and by not in PICK_BY:
+        raise fail(("pick_by",), f"pick_by: {by!r} is not one of {', '.join(PICK_BY)}"
+                   f"{did_you_mean(str(by), PICK_BY)}")  # fmt: skip
+    found["pick_by"] = by
+    variants = []
+    for j, v in enumerate(trial.variants):
+        html = text = None
+        if v.template is not None:
+            try:
+                html, text = _body_of(settings, v.template)
+            except SourceError as e:
+                raise fail(("variants", j, "template"), f"variant {v.name}: {e}") from None
+        variants.append(IssueVariant(**v.model_dump(), body_html=html, body_text=text))
+    found["variants"] = tuple(variants)
+    return found
+
+
+def _body_of(settings: Settings, source: str) -> tuple[str, str | None]:
+    """(HTML, text) of another issue file or template: a variant's body. Its front
+    matter is not read (its own variants could name this file again)."""
+    path = _markdown_file(settings, source)
+    if path is None:
+        issue = _template(settings, source)
+        return issue.body_html, issue.body_text
+    body = _front_matter(path.read_text(encoding="utf-8"), source, topics_for(settings.workspace))[
+        1
+    ]
+    return markdown_to_html(body), body
 
 
 def load_issue(settings: Settings, source: str, **overrides: Any) -> Issue:
@@ -166,7 +266,7 @@ def load_issue(settings: Settings, source: str, **overrides: Any) -> Issue:
     if path is None:
         issue = _template(settings, source)
     else:
-        data, body, offset = _front_matter(path.read_text(encoding="utf-8"), source, topics)
+        data, body, offset, marks = _front_matter(path.read_text(encoding="utf-8"), source, topics)
         # one name per file, however it was typed, so the same issue is not sent twice
         with contextlib.suppress(ValueError):
             source = str(path.resolve().relative_to(settings.workspace.resolve()))
@@ -176,6 +276,7 @@ def load_issue(settings: Settings, source: str, **overrides: Any) -> Issue:
             preheader=data.get("preheader"), segment=data.get("segment"),
             send_at=data.get("send_at"), local_time=bool(data.get("local_time")),
             archive=bool(data.get("archive")), line_offset=offset, topic=data.get("topic"),
+            **_experiment(settings, data, marks, source),
         )  # fmt: skip
     issue = replace(issue, **{k: v for k, v in overrides.items() if v is not None})
     if not issue.subject.strip():

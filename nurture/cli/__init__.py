@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "db": ("database", "Database schema management."),
     "dkim": ("deliverability", "DKIM signing: make the key whose public half goes in DNS."),
     "doctor": ("deliverability", "Check what mailbox providers check: SPF, DKIM, DMARC, one-click unsubscribe, the emails, complaint rates."),
+    "experiment": ("experiments", "A/B tests and holdouts: list them, end one keeping the winner."),
     "events": ("web", "Record custom events (as POST /api/events does)."),
     "form-snippet": ("web", "Print an HTML signup form to paste into another site."),
     "init": ("database", "Write a new workspace with the example sequence, templates, a newsletter issue and a nurture.toml."),

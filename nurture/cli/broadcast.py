@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
-from datetime import datetime
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 import click
@@ -14,11 +16,28 @@ from nurture.broadcast.report import COLUMNS
 from nurture.broadcast.source import Issue
 from nurture.cli import cli, command, settings_of
 from nurture.cli.content import echo_composed
+from nurture.content.durations import parse_duration
+from nurture.content.experiments import DEFAULT_PICK_BY, PICK_BY, parse_share, percent
 from nurture.content.topics import topics_for
 from nurture.people.segments import TERMS, issue_topic
 from nurture.settings import Settings
 
+T = TypeVar("T")
 _SEGMENT_HELP = "\n".join(f"  {line}" for line in TERMS.values())
+
+
+def _parsed(
+    parse: Callable[[str], T],
+) -> Callable[[click.Context, click.Parameter, str | None], T | None]:
+    """A click callback turning the parser's ValueError into a usage error."""
+
+    def callback(_ctx: click.Context, _param: click.Parameter, value: str | None) -> T | None:
+        try:
+            return None if value is None else parse(value)
+        except ValueError as e:
+            raise click.BadParameter(str(e)) from None
+
+    return callback
 
 
 @cli.group("broadcast")
@@ -72,10 +91,19 @@ def _when(settings: Settings, send_at: datetime | None, local_at: str | None) ->
     help="Send one copy to this subscriber, subject marked [TEST]; not counted.",
 )
 @click.option("--dry-run", is_flag=True, help="Print the audience and a sample; send nothing.")
+@click.option("--test-share", metavar="PERCENT", callback=_parsed(parse_share),
+              help="Send the front matter's variants to this share first (e.g. 20%), then "
+              "the winner to the rest.")  # fmt: skip
+@click.option("--pick-after", metavar="DURATION", callback=_parsed(parse_duration),
+              help="How long after the start the winner is picked (default 4h).")  # fmt: skip
+@click.option("--by", "pick_by", type=click.Choice(PICK_BY),
+              help="What picks the winner: the best rate of opens, clicks (default) or "
+              "conversions (the front matter's goal).")  # fmt: skip
 @click.pass_context
 def send(ctx: click.Context, source: str, subject: str | None, segment: str | None,
-         topic: str | None, at: str | None, local_time: bool | None, archive: bool | None, test_to: str | None,
-         dry_run: bool) -> None:  # fmt: skip
+         topic: str | None, at: str | None, local_time: bool | None, archive: bool | None,
+         test_to: str | None, dry_run: bool, test_share: float | None,
+         pick_after: timedelta | None, pick_by: str | None) -> None:  # fmt: skip
     """Send SOURCE (a Markdown file with front matter, or a template name) to every
     active subscriber in the segment, now or at a time. With topics declared, readers
     who left its topic, or paused their emails, are left out.
@@ -84,17 +112,26 @@ def send(ctx: click.Context, source: str, subject: str | None, segment: str | No
     `nurture send-due` resumes the fan-out. A scheduled issue goes out at the first
     `send-due` after its time.
 
+    An issue whose front matter lists `variants:` is an experiment named broadcast-ID:
+    each reader gets one variant by the weights. With --test-share only that share gets
+    the variants; the first `nurture send-due` after --pick-after picks the variant
+    with the best rate --by opens, clicks or conversions and sends it to everyone else
+    (see `nurture stats --experiment broadcast-ID`; `nurture experiment end
+    broadcast-ID --keep B` picks by hand).
+
     \b
     Example:
       nurture broadcast send newsletters/2026-12-monthly.md --dry-run
       nurture broadcast send newsletters/2026-12-monthly.md --test-to me@crumb.example
       nurture broadcast send newsletters/2026-12-monthly.md --at '2026-12-08 09:00' --local-time
       nurture broadcast send newsletters/tips-01.md --topic tips --dry-run
+      nurture broadcast send newsletters/subject-test.md --test-share 20% --pick-after 4h --by clicks
     """
     settings = settings_of(ctx)
     issue = operations.load_checked(settings, source, subject=subject, segment=segment,
                                     topic=topic, send_at=at, local_time=local_time,
-                                    archive=archive)  # fmt: skip
+                                    archive=archive, test_share=test_share,
+                                    pick_after=pick_after, pick_by=pick_by)  # fmt: skip
     if dry_run:
         _dry_run(settings, issue)
     elif test_to:
@@ -111,6 +148,12 @@ def _dry_run(settings: Settings, issue: Issue) -> None:
         click.echo(f"Topic:    {issue_topic(issue)} (readers who left it or pause are left out)")
     click.echo(f"Send at:  {_when(settings, found.send_at, found.local_at)}")
     click.echo(f"Audience: {found.size:,} subscribers (active, not suppressed)")
+    if issue.variants:
+        total = sum(v.weight for v in issue.variants)
+        arms = ", ".join(f"{v.name} {percent(v.weight / total)}" for v in issue.variants)
+        test = (f" to a {percent(issue.test_share)} test share, then the winner by "
+                f"{issue.pick_by or DEFAULT_PICK_BY}" if issue.test_share else "")  # fmt: skip
+        click.echo(f"Variants: {arms}{test}")
     if found.sample:
         click.echo(f"Sample:   {', '.join(found.sample)}")
     click.echo("Dry run: nothing was saved or sent.")
@@ -128,6 +171,8 @@ def _schedule(settings: Settings, issue: Issue) -> None:
     if not row.due:
         click.echo(f"Broadcast #{broadcast_id} scheduled for {when}, to {row.size:,} subscribers "
                    "as of now; `nurture send-due` sends it then.")  # fmt: skip
+        if row.pick_at is not None:
+            click.echo(f"Its winner goes to the rest after {_when(settings, row.pick_at, None)}.")
         return
     with click.progressbar(length=row.size, label=f"Broadcast #{broadcast_id}",
                            file=sys.stderr, show_pos=True) as bar:  # fmt: skip
@@ -137,6 +182,10 @@ def _schedule(settings: Settings, issue: Issue) -> None:
     done = (f"{counts['sent']:,} sent" if settings.embedded
             else f"{counts['enqueued']:,} handed to the workers")  # fmt: skip
     later = f" ({when})" if issue.local_time else ""
+    if row.pick_at is not None and issue.test_share is not None:
+        later = (f" to the {percent(issue.test_share)} test share; the winner by "
+                 f"{issue.pick_by or DEFAULT_PICK_BY} goes to the rest at the first "
+                 f"`nurture send-due` after {_when(settings, row.pick_at, None)}")  # fmt: skip
     click.echo(f"Broadcast #{broadcast_id}: {counts['broadcast']:,} emails, {done}{later}. "
                f"Progress: nurture broadcast status {broadcast_id}")  # fmt: skip
 
@@ -146,15 +195,19 @@ def _schedule(settings: Settings, issue: Issue) -> None:
 @click.option("--subject", help="Subject line, for a template without front matter.")
 @click.option("--format", "fmt", type=click.Choice(["html", "text", "eml"]), default="text",
               show_default=True, help="Which part to print; eml is the whole message.")  # fmt: skip
+@click.option("--variant", help="Render this variant of an issue with `variants:`.")
 @click.pass_context
-def preview(ctx: click.Context, source: str, subject: str | None, fmt: str) -> None:
+def preview(
+    ctx: click.Context, source: str, subject: str | None, fmt: str, variant: str | None
+) -> None:
     """Render an issue for a sample subscriber, exactly as it would be sent.
 
     \b
     Example:
       nurture broadcast preview newsletters/2026-12-monthly.md --format html > issue.html
+      nurture broadcast preview newsletters/december.md --variant B
     """
-    echo_composed(operations.preview(settings_of(ctx), source, subject), fmt)
+    echo_composed(operations.preview(settings_of(ctx), source, subject, variant), fmt)
 
 
 @command(broadcast, "list")
@@ -209,6 +262,15 @@ def status(ctx: click.Context, broadcast_id: int) -> None:
     if sent:
         click.echo(f"  opened:   {found.opened:,} people ({found.opened / sent:.0%}); "
                    f"clicked: {found.clicked:,} ({found.clicked / sent:.0%})")  # fmt: skip
+    exp = found.experiment
+    if exp is not None:
+        click.echo(f"  experiment: {exp.line()}")
+        if exp.ended is not None:
+            click.echo(f"  winner:   {exp.ended.kept} ({exp.ended.how})")
+        elif row.pick_at is not None:
+            click.echo(f"  winner:   picked at the first `nurture send-due` after "
+                       f"{_when(settings, row.pick_at, None)}")  # fmt: skip
+        click.echo(f"  numbers:  nurture stats --experiment {exp.name}")
     for address, at, state in found.tests:
         when = f"{at:%Y-%m-%d %H:%M} UTC" if isinstance(at, datetime) else "-"
         click.echo(f"  test copy to {address}: {state} {when} (not counted)")

@@ -57,17 +57,21 @@ def validate(ctx: click.Context, check_links: bool) -> None:
 @click.option("--subscriber", "email", help="Render for this subscriber instead of a sample one.")
 @click.option("--format", "fmt", type=click.Choice(["html", "text", "eml"]), default="text",
               show_default=True, help="Which part to print; eml is the whole message.")  # fmt: skip
+@click.option("--variant", help="Render this variant of a step with `variants:`.")
 @click.pass_context
-def preview(ctx: click.Context, sequence: str, step: str, email: str | None, fmt: str) -> None:
+def preview(
+    ctx: click.Context, sequence: str, step: str, email: str | None, fmt: str, variant: str | None
+) -> None:
     """Render one email exactly as it would be sent.
 
     \b
     Example:
       nurture preview from-curious-to-customer welcome --format html > welcome.html
+      nurture preview from-curious-to-customer welcome --variant B
     """
     from nurture.delivery.preview import preview_step
 
-    echo_composed(preview_step(settings_of(ctx), sequence, step, email), fmt)
+    echo_composed(preview_step(settings_of(ctx), sequence, step, email, variant), fmt)
 
 
 def echo_composed(composed: Composed, fmt: str) -> None:
@@ -87,27 +91,37 @@ def echo_composed(composed: Composed, fmt: str) -> None:
 @click.option("--timezone", help="The subscriber's IANA time zone (default NURTURE_TIMEZONE).")
 @click.option("--events", help="Activity to play, as KIND:NAME@WHEN after signup, comma-separated: "
               "click:STEP, open:STEP, event:NAME, tag:NAME (e.g. click:welcome@1d).")  # fmt: skip
+@click.option("--email", metavar="ADDRESS", help="The subscriber's address: experiments assign "
+              "variants and holdouts by it (default new.subscriber@example.com).")  # fmt: skip
 @click.pass_context
 def simulate(
-    ctx: click.Context, sequence: str, days: int, timezone: str | None, events: str | None
+    ctx: click.Context,
+    sequence: str,
+    days: int,
+    timezone: str | None,
+    events: str | None,
+    email: str | None,
 ) -> None:
     """Dry run: the dated timeline one new subscriber would receive. Touches no data.
 
     It runs the real scheduling and rendering code against a throw-away database.
 
-    Each row shows the local and UTC time; a gate's decision and why appear in brackets.
+    Each row shows the local and UTC time; a gate's decision and why appear in brackets,
+    as does the variant of a step with `variants:` (the one the address gets, or the kept
+    one once `nurture experiment end` ended it) and a holdout's skipped steps.
 
     \b
     Examples:
       nurture simulate from-curious-to-customer --days 30 --timezone Europe/London
       nurture simulate from-curious-to-customer --events "click:welcome@1d,event:pricing_viewed@3d"
+      nurture simulate from-curious-to-customer --email ana@example.com   # her variants
     """
     from nurture.people.subscribers import check_timezone
     from nurture.simulate import simulate as run_simulation
 
     settings = settings_of(ctx)
     check_timezone(timezone)
-    rows = run_simulation(settings, sequence, days, timezone, events)
+    rows = run_simulation(settings, sequence, days, timezone, events, email)
     if not rows:
         click.echo(f"Nothing would be sent within {days} days.")
         return

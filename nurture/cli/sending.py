@@ -8,9 +8,11 @@ import click
 
 from nurture import clock
 from nurture.cli import cli, command, settings_of
+from nurture.cli.experiments import echo_report
 from nurture.delivery.compose import sender_for
 from nurture.queue import broker_status
 from nurture.reports.deliverability import Deliverability
+from nurture.reports.experiments import report
 from nurture.reports.html import write_report
 from nurture.reports.overview import overview
 from nurture.reports.stats import COLUMNS
@@ -56,8 +58,13 @@ def _deliverability(found: Deliverability | None) -> None:
 @click.argument("sequence", required=False)
 @click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Write a report with a funnel chart to this file instead.")  # fmt: skip
+@click.option("--experiment", metavar="NAME", help="Instead, one experiment's variants: sent, "
+              "opened, clicked, converted, and their differences with 95% intervals "
+              "(names: `nurture experiment list`).")  # fmt: skip
 @click.pass_context
-def stats(ctx: click.Context, sequence: str | None, html_file: Path | None) -> None:
+def stats(
+    ctx: click.Context, sequence: str | None, html_file: Path | None, experiment: str | None
+) -> None:
     """Per step: emails sent, pending, failed, skipped, cancelled, and the people who
     opened, clicked, unsubscribed or bounced; per sequence, the funnel from education
     to sales (entered, finished education, became ready, got sales prompts, reached
@@ -68,11 +75,20 @@ def stats(ctx: click.Context, sequence: str | None, html_file: Path | None) -> N
     those ever taken back, how many were never sent and how many may have been sent
     twice. Last, the broker and its queue depth.
 
+    With --experiment NAME, one experiment instead: per variant the emails sent and how
+    many were opened (bots left out), clicked and followed by the goal event, then each
+    variant against the first with a 95% confidence interval; for a sequence with a
+    holdout, the lift of the whole sequence over the people it held out.
+
     \b
-    Example:
+    Examples:
       nurture stats from-curious-to-customer --html report.html
+      nurture stats --experiment from-curious-to-customer.welcome
     """
     settings = settings_of(ctx)
+    if experiment is not None:
+        echo_report(report(settings, experiment))
+        return
     found = overview(settings, sequence)
     if html_file:
         write_report(html_file, found.funnels, found.steps, found.handoffs, clock.now(),

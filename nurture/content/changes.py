@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nurture.content.durations import format_duration
+from nurture.content.experiments import percent
 from nurture.content.sequences import Catalog, Sequence, Step
 from nurture.content.snapshot import LAYOUT_FILES, TEMPLATES
 
@@ -44,6 +45,19 @@ def _yaml(value: object) -> str:
     return str(value)
 
 
+def _arms(step: Step) -> str:
+    """A step's variants as a line: 'A (weight 1), B (weight 1, subject 'Hi')'."""
+    if not step.variants:
+        return "none"
+    return ", ".join(f"{v.name} (weight {v.weight:g}" + "".join(
+        f", {k} {getattr(v, k)!r}" for k in ("subject", "preheader", "template")
+        if getattr(v, k) is not None) + ")" for v in step.variants)  # fmt: skip
+
+
+def _share(share: float | None) -> str:
+    return percent(share) if share is not None else "none"
+
+
 def _window(seq: Sequence) -> str:
     w = seq.send_window
     return "any time" if w is None else f"{','.join(w.days)} {w.hours}"
@@ -74,6 +88,9 @@ def step_changes(
                               f"template {before.template} → {step.template}"))  # fmt: skip
         elif any(old_files.get(p) != new_files.get(p) for p in _template_files(step)):
             out.append(Change(name, step.id, "template", f"template {step.template} edited"))
+        if before.variants != step.variants:
+            out.append(Change(name, step.id, "variants",
+                              f"variants: {_arms(before)} → {_arms(step)}"))  # fmt: skip
         if before.subject != step.subject:
             out.append(
                 Change(name, step.id, "subject", f"subject {before.subject!r} → {step.subject!r}")
@@ -90,6 +107,7 @@ def step_changes(
         ("trigger", old.trigger, new.trigger),
         ("readiness", str(old.readiness), str(new.readiness)),
         ("reentry", str(old.reentry), str(new.reentry)),
+        ("holdout", _share(old.holdout), _share(new.holdout)),
     ):
         if before_text != after_text:
             out.append(Change(name, None, kind, f"{kind}: {before_text} → {after_text}"))

@@ -224,9 +224,16 @@ class Renderer:
         if not found:
             problems.append(
                 SequenceError(where.path, where.line, f"template '{template}' not found "
-                              f"(expected templates/email/{template}.html)")
+                              f"(expected templates/email/{template}.html){self.suggest(template)}")
             )  # fmt: skip
         return problems
+
+    def suggest(self, template: str) -> str:
+        """' (did you mean …?)' among the workspace's email templates."""
+        names = [n.removesuffix(".html") for n in self.env.list_templates(extensions=["html"])
+                 if not n.startswith("_")]  # fmt: skip
+        close = difflib.get_close_matches(template, names, n=1)
+        return f" (did you mean '{close[0]}'?)" if close else ""
 
     def check_layout(self) -> list[SequenceError]:
         problems: list[SequenceError] = []

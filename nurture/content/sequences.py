@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from nurture.content.durations import parse_duration
+from nurture.content.experiments import Goal, Share, Variant
 from nurture.content.stepchecks import check_steps
 from nurture.content.yamlmarks import DuplicateKey, explain, line_for, load_with_lines
 from nurture.errors import SequenceError
@@ -155,6 +156,8 @@ class Step(_Strict):
     when: Condition | None = None
     wait_up_to: Duration | None = None
     otherwise: str | None = None
+    #: An experiment (`content/experiments.py`): each subscriber gets one of these.
+    variants: tuple[Variant, ...] = ()
     line: int = Field(default=0, exclude=True)
 
     @field_validator("id")
@@ -183,6 +186,10 @@ class Sequence(_Strict):
     reentry: bool = False
     #: The topic its emails belong to (nurture.content.topics); None: its own name.
     topic: str | None = None
+    #: The share of subscribers who get none of its emails, to measure its lift.
+    holdout: Share | None = None
+    #: The event counted as a conversion by `stats --experiment`.
+    goal: Goal | None = None
     steps: tuple[Step, ...] = Field(min_length=1)
     path: str = Field(default="", exclude=True)
     #: (top-level key, line) as written, for problems found after loading.
@@ -220,9 +227,11 @@ class Sequence(_Strict):
 
 _KNOWN_KEYS: dict[str, list[str]] = {
     "sequence": ["name", "trigger", "from", "description", "send_window", "exit_when",
-                 "readiness", "reentry", "topic", "steps"],
+                 "readiness", "reentry", "topic", "holdout", "goal", "steps"],
     "steps": ["id", "after", "stage", "subject", "preheader", "template", "when", "wait_up_to",
-              "otherwise"],
+              "otherwise", "variants"],
+    "variants": list(Variant.model_fields),
+    "goal": list(Goal.model_fields),
     "when": list(Condition.model_fields),
     "send_window": ["days", "hours"],
     "exit_when": ["event", "tag"],
@@ -244,7 +253,7 @@ class Catalog:
         return [s for s in self.sequences.values() if s.trigger == trigger]
 
 
-def _explain(err: Mapping[str, Any]) -> str:
+def explain_error(err: Mapping[str, Any]) -> str:
     """One sentence for a pydantic error, naming the field once."""
     loc = err["loc"]
     key = str(loc[-1]) if loc else ""
@@ -279,7 +288,7 @@ def _internal_keys(data: dict[Any, Any], lines: dict[Any, int], shown: str) -> l
     for i, step in enumerate(steps if isinstance(steps, list) else []):
         found += [("steps", i, key) for key in _INTERNAL["steps"] if isinstance(step, dict)
                   and key in step]  # fmt: skip
-    return [SequenceError(shown, lines.get(loc), _explain({"type": "extra_forbidden", "loc": loc}))
+    return [SequenceError(shown, lines.get(loc), explain_error({"type": "extra_forbidden", "loc": loc}))
             for loc in found]  # fmt: skip
 
 
@@ -317,7 +326,7 @@ def load_sequence(
                 o["loc"][: len(loc)] == loc and o is not err for o in errors
             ):
                 continue  # only a consequence of an invalid item, already reported
-            problems.append(SequenceError(shown, line_for(lines, loc), _explain(err)))
+            problems.append(SequenceError(shown, line_for(lines, loc), explain_error(err)))
     else:
         if not problems:
             return seq, []

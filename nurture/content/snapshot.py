@@ -19,11 +19,14 @@ LAYOUT_FILES = (f"{TEMPLATES}/_layout.html", f"{TEMPLATES}/_layout.txt")
 
 
 def sequence_files(root: Path, seq: Sequence) -> dict[str, str]:
-    """The sequence's file, the templates its steps use (HTML and the text twin when
-    there is one) and the layout, by path relative to `root`: what a recorded version
+    """The sequence's file, the templates its steps and their variants use (HTML and the
+    text twin when there is one) and the layout, by path relative to `root`: what a recorded version
     keeps, so a layout edit is a change too."""
+    templates = {step.template for step in seq.steps} | {
+        v.template for step in seq.steps for v in step.variants if v.template
+    }
     paths = {seq.path, *LAYOUT_FILES} | {
-        f"{TEMPLATES}/{step.template}{ext}" for step in seq.steps for ext in (".html", ".txt")
+        f"{TEMPLATES}/{t}{ext}" for t in templates for ext in (".html", ".txt")
     }
     return {
         p: (root / p).read_text(encoding="utf-8") for p in sorted(paths) if (root / p).is_file()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
+from nurture.content.experiments import check_variants
 from nurture.content.yamlmarks import Path_, line_for
 from nurture.errors import SequenceError
 
@@ -30,6 +31,10 @@ def check_steps(data: dict[str, Any], lines: dict[Path_, int], shown: str) -> li
             first[sid] = i
     for i, step in items:
         problems.extend(_gate(step, i, first, data.get("readiness") is not None, lines, shown))
+        sid = step.get("id")
+        label = f"step '{sid}': " if isinstance(sid, str) else ""
+        problems.extend(check_variants(step.get("variants"), lines, shown,
+                                       ("steps", i, "variants"), label))  # fmt: skip
     return problems
 
 

@@ -16,9 +16,11 @@ from nurture.sender import aligned, sender_domain
 from nurture.settings import Settings
 
 
-def _steps(settings: Settings) -> Iterator[tuple[str, Any, int, Any, int, Any, int]]:
+def _steps(
+    settings: Settings, *, variants: bool = False
+) -> Iterator[tuple[str, Any, int, Any, int, Any, int]]:
     """(path, template, its line, subject, its line, preheader, its line) of every step of
-    every file, also of
+    every file (and with `variants`, of every step's variant), also of
     files that failed to load, so a marketer sees template and YAML problems in one run."""
     root = settings.sequences_dir.parent
     for file in sorted(settings.sequences_dir.glob("*.y*ml")):
@@ -33,6 +35,13 @@ def _steps(settings: Settings) -> Iterator[tuple[str, Any, int, Any, int, Any, i
                 yield (shown, step.get("template"), line_for(lines, ("steps", i, "template")) or 0,
                        step.get("subject"), line_for(lines, ("steps", i, "subject")) or 0,
                        step.get("preheader"), line_for(lines, ("steps", i, "preheader")) or 0)  # fmt: skip
+                arms = step.get("variants") if variants else None
+                for j, v in enumerate(arms if isinstance(arms, list) else []):
+                    at = ("steps", i, "variants", j)
+                    if isinstance(v, dict):
+                        yield (shown, v.get("template"), line_for(lines, (*at, "template")) or 0,
+                               v.get("subject"), line_for(lines, (*at, "subject")) or 0,
+                               v.get("preheader"), line_for(lines, (*at, "preheader")) or 0)  # fmt: skip
 
 
 def summary(settings: Settings, problems: list[SequenceError]) -> str:
@@ -61,7 +70,9 @@ def template_problems(settings: Settings, renderer: Renderer) -> list[SequenceEr
     """The layout's and every step's template, subject and preheader problems (a missing
     template, a syntax error, an unknown variable): what would stop an email being sent."""
     problems = renderer.check_layout()
-    for path, template, template_line, subject, subject_line, pre, pre_line in _steps(settings):
+    for path, template, template_line, subject, subject_line, pre, pre_line in _steps(
+        settings, variants=True
+    ):
         if isinstance(template, str):
             problems.extend(renderer.check(template, SequenceError(path, template_line, "")))
         if isinstance(subject, str):

@@ -8,6 +8,7 @@ the same fragment rendered for nobody in particular: no name, no address, no tok
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -17,6 +18,7 @@ import jinja2
 from markupsafe import Markup
 from sqlalchemy.orm import Session
 
+from nurture.content.experiments import IssueExperiment, IssueVariant
 from nurture.content.rendering import Renderer, SubscriberView
 from nurture.content.topics import BROADCAST_TOPIC
 from nurture.delivery.compose import Composed, MailingList, brand, sender_for, unsubscribe_url
@@ -118,6 +120,38 @@ def compose_issue(
     return Composed(rendered, envelope)
 
 
+@dataclass(frozen=True)
+class VariantContent:
+    """An issue as one of its variants sends it."""
+
+    slug: str
+    subject: str
+    preheader: str | None
+    body_html: str
+    body_text: str | None
+    topic: str | None
+
+
+def as_variant(content: Content, variants: Sequence[IssueVariant], name: str | None) -> Content:
+    """`content` as variant `name` sends it (as written when it has no such variant)."""
+    v = next((v for v in variants if v.name == name), None)
+    if v is None:
+        return content
+    body = (v.body_html, v.body_text) if v.body_html is not None else (
+        content.body_html, content.body_text)  # fmt: skip
+    return VariantContent(
+        content.slug, v.subject or content.subject,
+        v.preheader if v.preheader is not None else content.preheader, *body, content.topic,
+    )  # fmt: skip
+
+
+def broadcast_variants(broadcast: Broadcast) -> tuple[IssueVariant, ...]:
+    """The variants a broadcast was scheduled with (none: not an experiment)."""
+    if not broadcast.experiment:
+        return ()
+    return IssueExperiment.model_validate(broadcast.experiment).variants
+
+
 def compose_broadcast(
     settings: Settings, session: Session, delivery: Delivery, view: SubscriberView
 ) -> Composed:
@@ -125,8 +159,9 @@ def compose_broadcast(
     broadcast = session.get(Broadcast, delivery.broadcast_id)
     if broadcast is None:
         raise TemplateError(f"broadcast #{delivery.broadcast_id} no longer exists")
+    content = as_variant(broadcast, broadcast_variants(broadcast), delivery.variant)
     return compose_issue(
-        settings, broadcast, view, delivery.subscriber_id, web_url(settings, broadcast),
+        settings, content, view, delivery.subscriber_id, web_url(settings, broadcast),
         delivery_id=delivery.id, test=delivery.is_test,
     )  # fmt: skip
 

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from nurture.content.experiments import apply_variant
 from nurture.content.rendering import SubscriberView
 from nurture.content.sequences import Catalog, catalog_for
 from nurture.content.topics import BROADCAST_TOPIC, topic_of
@@ -146,6 +147,7 @@ def _compose(settings: Settings, session: Session, catalog: Catalog, delivery: A
     step = seq.step(delivery.step_id or "") if seq else None
     if seq is None or step is None:
         raise TemplateError(f"step {delivery.sequence}/{delivery.step_id} no longer exists")
+    step = apply_variant(step, delivery.variant)  # the variant decided with the claim
     return compose_step(settings, seq, step, view, delivery.subscriber_id, delivery.id)
 
 

@@ -3,6 +3,7 @@ a real one: what `nurture preview` prints."""
 
 from __future__ import annotations
 
+from nurture.content.experiments import apply_variant, variant_problem
 from nurture.content.rendering import SubscriberView
 from nurture.content.sequences import catalog_for
 from nurture.delivery.compose import Composed, compose_step
@@ -16,9 +17,11 @@ SAMPLE = SubscriberView(email="sam@example.com", first_name="Sam")
 
 
 def preview_step(
-    settings: Settings, sequence: str, step: str, address: str | None = None
-) -> Composed:
-    """The composed email of SEQUENCE's STEP; NurtureError names what is not known."""
+    settings: Settings, sequence: str, step: str, address: str | None = None,
+    variant: str | None = None,
+) -> Composed:  # fmt: skip
+    """The composed email of SEQUENCE's STEP (as `variant` sends it); NurtureError names
+    what is not known."""
     catalog = catalog_for(settings.sequences_dir)
     seq = catalog.get(sequence)
     if seq is None:
@@ -29,6 +32,11 @@ def preview_step(
     if found is None:
         raise NurtureError(f"{sequence} has no step {step!r} (steps: "
                            f"{', '.join(s.id for s in seq.steps)})")  # fmt: skip
+    if variant is not None:
+        problem = variant_problem(f"{sequence} {step}", variant, [v.name for v in found.variants])
+        if problem:
+            raise NurtureError(problem)
+        found = apply_variant(found, variant)
     view, sub_id = SAMPLE, 0
     if address:
         with session_scope(settings) as session:

@@ -47,6 +47,8 @@ class Position:
     since: datetime
     #: Why the step waits past its due time (the planner's note), if it does.
     waiting_for: str | None = None
+    #: The subscriber's address: experiments assign by it.
+    email: str = ""
 
 
 @dataclass
@@ -70,7 +72,7 @@ def positions(session: Session, sequences: set[str]) -> list[Position]:
         select(Enrollment.id, Enrollment.subscriber_id, Subscriber.timezone, Enrollment.sequence,
                Enrollment.next_step_id, Enrollment.next_due_at,
                func.coalesce(Enrollment.last_sent_at, Enrollment.enrolled_at),
-               Enrollment.waiting_for)
+               Enrollment.waiting_for, Subscriber.email)
         .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
         .where(Enrollment.status == EnrollmentStatus.ACTIVE, Enrollment.sequence.in_(sequences),
                Enrollment.next_due_at.is_not(None), Enrollment.next_step_id.is_not(None))
@@ -106,7 +108,8 @@ def _walk(
 ) -> dict[int, Outcome]:
     """`forecast` for one chunk of people."""
     base.load({p.subscriber_id: p.timezone for p in people},
-              facts_for=[p.subscriber_id for p in people])  # fmt: skip
+              facts_for=[p.subscriber_id for p in people],
+              emails={p.subscriber_id: p.email for p in people})  # fmt: skip
     outcomes = {p.enrollment_id: Outcome() for p in people}
     # (when, enrolment, step id, since, decisions so far)
     due = [(max(p.due_at, now), p.enrollment_id, p.step_id, p.since, 0) for p in people]

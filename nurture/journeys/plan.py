@@ -27,6 +27,7 @@ from nurture.content.snapshot import (
 )
 from nurture.content.validation import template_problems
 from nurture.errors import NurtureError
+from nurture.journeys.experiments import Experiment, ended, of_sequences
 from nurture.journeys.forecast import Outcome, Position, forecast, positions
 from nurture.journeys.versions import recorded_files, retimed
 from nurture.settings import Settings
@@ -60,6 +61,8 @@ class Plan:
     people: int = 0
     #: {sequence: {step: [emails before, emails after]}} over the next HORIZON.
     forecast: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    #: The workspace's experiments, with those `nurture experiment end` ended.
+    experiments: list[Experiment] = field(default_factory=list)
 
     @property
     def moves_people(self) -> bool:
@@ -95,6 +98,7 @@ def make_plan(settings: Settings, since: str | None = None, now: datetime | None
         moved = [_shifted(p, old, new, now) for p in people]
         before = forecast(session, settings, old, people, now, HORIZON)
         after = forecast(session, settings, new, moved, now, HORIZON)
+        plan.experiments = of_sequences(new, ended(session))
         session.rollback()  # nothing was written; nothing may be
     plan.people = len(people)
     plan.effects = _effects(people, before, after, plan.changes)

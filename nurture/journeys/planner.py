@@ -15,6 +15,11 @@ Rules, in order:
    calendar day, all sequences together; one over the cap waits for the next day.
 5. Broadcast day: on a local day with a newsletter for this subscriber, the broadcast
    wins and the step waits a day (`nurture.broadcast.sameday`).
+
+Experiments (`content/experiments.py`): after the goal, a subscriber in the sequence's
+`holdout:` share skips the step (noted as variant `holdout`); a step with `variants:`
+is sent as the variant their address picks, or as the kept one once the experiment
+ended (`journeys/experiments.py`).
 """
 
 from __future__ import annotations
@@ -30,8 +35,10 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from nurture.content.durations import format_duration
+from nurture.content.experiments import HOLDOUT, HOLDOUT_REASON, held_out, pick, step_experiment
 from nurture.content.sequences import Sequence, Step
 from nurture.content.topics import topic_of
+from nurture.journeys.experiments import ended
 from nurture.journeys.windows import next_opening
 from nurture.people.engagement import (
     Activity,
@@ -43,7 +50,7 @@ from nurture.people.engagement import (
     load_facts,
 )
 from nurture.people.preferences import Holds, paused_reason
-from nurture.store.tables import NOT_GOING, Delivery, DeliveryKind, Event, Tag
+from nurture.store.tables import NOT_GOING, Delivery, DeliveryKind, Event, Subscriber, Tag
 from nurture.zones import zone_for
 
 #: Sequence deliveries that count against the daily cap.
@@ -70,6 +77,8 @@ class Decision:
     reason: str = ""
     at: datetime | None = None
     target: str | None = None
+    #: The experiment variant it is sent as (SEND), or `holdout` (SKIP).
+    variant: str | None = None
 
 
 @dataclass(frozen=True)
@@ -120,14 +129,24 @@ class Planner:
     activity: dict[int, list[Activity]] = field(default_factory=dict)
     #: The topics each subscriber of the batch left and the pauses running.
     holds: Holds = field(default_factory=Holds)
+    #: Addresses, which experiments assign by; read one at a time if not loaded.
+    emails: dict[int, str] = field(default_factory=dict)
+    #: {experiment: the variant everyone gets since it ended}, read by `load`.
+    kept: dict[str, str] = field(default_factory=dict)
     _openings: dict[tuple[str, ZoneInfo], datetime] = field(default_factory=dict)
     _today: dict[ZoneInfo, date] = field(default_factory=dict)
 
-    def load(self, timezones: dict[int, str | None], facts_for: list[int] | None = None) -> None:
-        """Take the batch's subscribers with their time zones (read with the claim) and
-        read their recent sends; with `facts_for`, also the tags and activity of those
-        subscribers (the ones whose step has a goal or a gate)."""
+    def load(
+        self, timezones: dict[int, str | None], facts_for: list[int] | None = None,
+        emails: dict[int, str] | None = None,
+    ) -> None:  # fmt: skip
+        """Take the batch's subscribers with their time zones and addresses (read with
+        the claim) and read their recent sends and the ended experiments; with
+        `facts_for`, also the tags and activity of those subscribers (the ones whose
+        step has a goal or a gate)."""
         ids = sorted(timezones)
+        self.emails.update(emails or {})
+        self.kept = {name: end.kept for name, end in ended(self.session).items()}
         for sid, tz in timezones.items():
             self.zones[sid] = zone_for(tz, self.default_zone)
             self.tz_names[sid] = tz
@@ -172,16 +191,33 @@ class Planner:
         held = self._held(row, seq)
         if held is not None:
             return held
+        facts = None
         if seq.exit_when is not None or step.when is not None:
             facts = self.facts(row, seq)
             reached = goal_reached(seq.exit_when, facts)
             if reached:
                 return Decision(Verdict.EXIT, reached)
-            if step.when is not None:
-                gate = self._gate(row, seq, step, facts)
-                if gate is not None:
-                    return gate
-        return self._timing(row, seq)
+        if seq.holdout is not None and held_out(self.email(row), seq.name, seq.holdout):
+            return Decision(Verdict.SKIP, HOLDOUT_REASON, variant=HOLDOUT)
+        if step.when is not None and facts is not None:
+            gate = self._gate(row, seq, step, facts)
+            if gate is not None:
+                return gate
+        decision = self._timing(row, seq)
+        if decision.verdict == Verdict.SEND and step.variants:
+            name = step_experiment(seq.name, step.id)
+            variant = self.kept.get(name) or pick(step.variants, self.email(row), name)
+            return Decision(Verdict.SEND, variant=variant)
+        return decision
+
+    def email(self, row: DueRow) -> str:
+        """The subscriber's address, which experiments assign by."""
+        sid = row.subscriber_id
+        if sid not in self.emails:
+            self.emails[sid] = (
+                self.session.scalar(select(Subscriber.email).where(Subscriber.id == sid)) or ""
+            )
+        return self.emails[sid]
 
     def _held(self, row: DueRow, seq: Sequence) -> Decision | None:
         """The reader's choices come first: a topic they left ends the enrolment, a pause

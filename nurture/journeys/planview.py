@@ -20,6 +20,16 @@ def plan_json(plan: Plan) -> dict[str, Any]:
             seq: {step: {"before": b, "after": a} for step, (b, a) in steps.items()}
             for seq, steps in plan.forecast.items()
         },  # fmt: skip
+        "experiments": [
+            {
+                "name": e.name,
+                "kind": e.kind,
+                "shares": dict(e.arms),
+                "kept": e.ended.kept if e.ended else None,
+                "ended_at": e.ended.at.isoformat() if e.ended else None,
+            }
+            for e in plan.experiments
+        ],  # fmt: skip
     }
 
 
@@ -33,6 +43,8 @@ def plan_text(plan: Plan) -> str:
         [f"  {c.sequence}{f' / {c.step}' if c.step else ''}: {c.text}" for c in plan.changes]
         or ["  none"]
     )
+    if plan.experiments:
+        lines += ["", "Experiments:"] + [f"  {e.line()}" for e in plan.experiments]
     lines += ["", f"People in these sequences now (active enrolments): {plan.people}", "Effects:"]
     lines += [f"  {e.sequence} / {e.step}: {e.text}" for e in plan.effects] or [
         "  no one is affected"

@@ -81,7 +81,7 @@ def claim_due(
         return []
     steps = [_step(catalog, r) for r in rows]
     planner = _planner(session, settings, now, rows, steps)
-    send, skipped, later = _decide(session, planner, rows, steps, now)
+    send, skipped, later, variants = _decide(session, planner, rows, steps, now)
     # One statement each, whatever the batch size: an executemany (pipelined by psycopg,
     # multi-row VALUES by SQLAlchemy) and INSERT … SELECT.
     if later:
@@ -90,7 +90,12 @@ def claim_due(
         conn.execute(_insert_deliveries(session), skipped)
     if not send:
         return []
-    return list(conn.execute(_queue(session, send, now)).scalars())
+    queued = conn.execute(_queue(session, send, now)).all()
+    # experiments: the variant each email is, decided with it
+    chosen = [{"did": did, "v": variants[eid]} for did, eid in queued if eid in variants]
+    if chosen:
+        conn.execute(_SET_VARIANT, chosen)
+    return [did for did, _ in queued]
 
 
 def _take_due(
@@ -108,6 +113,7 @@ def _take_due(
             # what `after` counts from; one column, so one timestamp to convert a row
             func.coalesce(Enrollment.last_sent_at, Enrollment.enrolled_at).label("since"),
             Subscriber.timezone,
+            Subscriber.email,
         )  # fmt: skip
         .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
         .where(
@@ -139,6 +145,7 @@ def _planner(
         planner.defer = partial(defer_for_broadcasts, session, settings)
     planner.load(
         {r.subscriber_id: r.timezone for r in rows},
+        emails={r.subscriber_id: r.email for r in rows},
         facts_for=[r.subscriber_id for r, (seq, step) in zip(rows, steps, strict=True)
                    if step is not None and (seq.exit_when is not None or step.when is not None)],
     )  # fmt: skip
@@ -148,12 +155,14 @@ def _planner(
 def _decide(
     session: Session, planner: Planner, rows: list[Any], steps: list[tuple[Sequence, Step | None]],
     now: datetime,
-) -> tuple[list[int], list[dict[str, object]], list[dict[str, object]]]:  # fmt: skip
+) -> tuple[list[int], list[dict[str, object]], list[dict[str, object]], dict[int, str]]:  # fmt: skip
     """Put each due step to the planner: (enrolments to send now, skipped deliveries to
-    write, reschedules). The rare endings are written here, a statement each."""
+    write, reschedules, the experiment variant of each enrolment's email). The rare
+    endings are written here, a statement each."""
     send: list[int] = []  # enrolments whose step goes out now
     skipped: list[dict[str, object]] = []
     later: list[dict[str, object]] = []
+    variants: dict[int, str] = {}
     for row, (seq, step) in zip(rows, steps, strict=True):
         if step is None:  # the step was deleted from the file; nothing left to send in order
             _end(session, row.id, now, EnrollmentStatus.COMPLETED,
@@ -165,10 +174,12 @@ def _decide(
         )
         if decision.verdict == Verdict.SEND:
             send.append(row.id)
+            if decision.variant is not None:
+                variants[row.id] = decision.variant
             continue
         base = {"subscriber_id": row.subscriber_id, "enrollment_id": row.id,
                 "kind": DeliveryKind.SEQUENCE, "sequence": row.sequence, "step_id": step.id,
-                "created_at": now}  # fmt: skip
+                "created_at": now, "variant": decision.variant}  # fmt: skip
         if decision.verdict in (Verdict.LATER, Verdict.WAIT):
             later.append({"enrollment_id": row.id, "at": decision.at,
                           "why": decision.reason[:200]})  # fmt: skip
@@ -181,7 +192,7 @@ def _decide(
             skipped.append({**base, "status": DeliveryStatus.SKIPPED, "error": decision.reason})
             target = seq.step(decision.target) if decision.target else seq.after(step.id)
             _move(session, row.id, target, now)
-    return send, skipped, later
+    return send, skipped, later, variants
 
 
 _ENROLLMENTS = cast(Table, Enrollment.__table__)
@@ -190,6 +201,9 @@ _RESCHEDULE = (
     update(_ENROLLMENTS)
     .where(_ENROLLMENTS.c.id == bindparam("enrollment_id"))
     .values(next_due_at=bindparam("at"), waiting_for=bindparam("why"))
+)
+_SET_VARIANT = (
+    update(_DELIVERIES).where(_DELIVERIES.c.id == bindparam("did")).values(variant=bindparam("v"))
 )
 
 
@@ -205,7 +219,11 @@ def _queue(session: Session, enrollment_ids: list[int], now: datetime) -> Insert
     ).where(among(session, e.c.id, enrollment_ids))  # fmt: skip
     columns = ["subscriber_id", "enrollment_id", "sequence", "step_id", "kind", "status",
                "is_test", "attempts", "created_at", "enqueued_at"]  # fmt: skip
-    return _insert_deliveries(session).from_select(columns, rows).returning(_DELIVERIES.c.id)
+    return (
+        _insert_deliveries(session)
+        .from_select(columns, rows)
+        .returning(_DELIVERIES.c.id, _DELIVERIES.c.enrollment_id)
+    )
 
 
 def _insert_deliveries(session: Session) -> Insert:

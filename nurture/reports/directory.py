@@ -142,7 +142,8 @@ def show_subscriber(settings: Settings, address: str) -> Card:
                                         e.next_step_id, e.next_due_at, e.waiting_for)
                          for e in enrollments],
             emails=[EmailLine(d.sent_at or d.created_at, d.status,
-                              f"{d.sequence}/{d.step_id}" if d.kind == "sequence" else d.kind,
+                              (f"{d.sequence}/{d.step_id}" if d.kind == "sequence" else d.kind)
+                              + (f" [variant {d.variant}]" if d.variant else ""),
                               d.subject, d.error) for d in emails],
             topics_left=sorted(left_topics(session, sub.id)), paused_until=_running(sub.paused_until),
             reasons=_reasons(session, sub.id),

@@ -2,28 +2,30 @@
 
 from __future__ import annotations
 
-import base64
-import secrets
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     Boolean,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
-    MetaData,
     String,
     Text,
-    TypeDecorator,
     UniqueConstraint,
     false,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
-from nurture import clock
+from nurture.store.columns import (  # noqa: F401 - re-exported
+    LINK_KEY_BYTES,
+    Base,
+    UTCDateTime,
+    new_link_key,
+    new_link_keys,
+    utcnow,
+)
 from nurture.store.enums import (  # noqa: F401 - re-exported: the tables' vocabulary
     IN_FLIGHT,
     NOT_GOING,
@@ -36,59 +38,6 @@ from nurture.store.enums import (  # noqa: F401 - re-exported: the tables' vocab
     HandoffStatus,
     SubscriberStatus,
 )
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Stores UTC and always hands back aware datetimes, on SQLite as on PostgreSQL."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to the database; use aware UTC times")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def utcnow() -> datetime:
-    return clock.now()
-
-
-class Base(DeclarativeBase):
-    # Named constraints keep Alembic's batch mode on SQLite able to alter them.
-    metadata = MetaData(
-        naming_convention={
-            "ix": "ix_%(column_0_label)s",
-            "uq": "uq_%(table_name)s_%(column_0_name)s",
-            "ck": "ck_%(table_name)s_%(constraint_name)s",
-            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-            "pk": "pk_%(table_name)s",
-        }
-    )
-
-
-#: Random bytes in a link key: 16 URL-safe characters, no padding.
-LINK_KEY_BYTES = 12
-
-
-def new_link_key() -> str:
-    """A fresh random key for a subscriber's links (see Subscriber.link_key)."""
-    return secrets.token_urlsafe(LINK_KEY_BYTES)
-
-
-def new_link_keys(n: int) -> list[str]:
-    """`n` keys as `new_link_key` draws them, from one read of the system's randomness (a
-    bulk import): 12 bytes encode to exactly 16 characters, so the slices are whole keys."""
-    text = base64.urlsafe_b64encode(secrets.token_bytes(LINK_KEY_BYTES * n)).decode()
-    return [text[i : i + 16] for i in range(0, len(text), 16)]
 
 
 class Subscriber(Base):
@@ -233,6 +182,8 @@ class Delivery(Base):
     message_id: Mapped[str | None] = mapped_column(String(200), index=True)
     subject: Mapped[str | None] = mapped_column(String(300))
     error: Mapped[str | None] = mapped_column(Text)
+    #: The experiment variant this email is (or `holdout`: skipped, held out).
+    variant: Mapped[str | None] = mapped_column(String(64))
 
 
 class Event(Base):
@@ -324,6 +275,22 @@ class Broadcast(Base):
     fanned_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Its variants and test share, as scheduled (broadcast/experiment.py).
+    experiment: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: With a test share: when the winner is picked and sent to the rest.
+    pick_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ExperimentEnd(Base):
+    """An experiment ended: from `at` on, everyone gets the `kept` variant."""
+
+    __tablename__ = "experiment_ends"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    kept: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: How: `experiment end --keep B`, or picked by clicks, with the numbers.
+    how: Mapped[str] = mapped_column(Text)
 
 
 # One email per broadcast and subscriber; test copies are left out of the rule.
