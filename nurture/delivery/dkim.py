@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import textwrap
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -74,7 +75,7 @@ class Signer:
 
         policy = CanonicalizationPolicy.from_c_value(CANONICALIZATION)
         headers, body = dkim.rfc822_parse(data)
-        signed = headers_to_sign(headers)
+        signed = headers_to_sign(name for name, _ in headers)
         body_hash = hashlib.sha256(policy.canonicalize_body(body)).digest()
         tags = [(b"v", b"1"), (b"a", ALGORITHM), (b"c", CANONICALIZATION),
                 (b"d", self.domain), (b"i", b"@" + self.domain), (b"q", b"dns/txt"),
@@ -91,9 +92,9 @@ class Signer:
         return FIELD + b": " + _folded(tags, end=b"\r\n")
 
 
-def headers_to_sign(headers: list[tuple[bytes, bytes]]) -> list[bytes]:
-    """SIGNED_HEADERS that the message has, in that order (as `include_headers`)."""
-    present = {name.lower() for name, _ in headers}
+def headers_to_sign(names: Iterable[bytes]) -> list[bytes]:
+    """SIGNED_HEADERS among a message's header names, in that order (`include_headers`)."""
+    present = {name.lower() for name in names}
     return [h for h in SIGNED_HEADERS if h in present]
 
 
