@@ -6,8 +6,8 @@ signature (relaxed/relaxed, rsa-sha256) is made right after the message builder 
 the bytes, so every kind of email is signed in the same place.
 
 dkimpy parses, canonicalizes and folds, exactly as its own `dkim.sign`; the RSA step is
-OpenSSL's (through `cryptography`), since dkimpy's pure-Python RSA costs about 20 ms an
-email (bench/dkim.py). RSASSA-PKCS1-v1_5 is deterministic, so the header is the one
+OpenSSL's (through `cryptography`): 0.85 ms of CPU an email where dkimpy's pure-Python
+RSA took 7.5 (bench/dkim.py). RSASSA-PKCS1-v1_5 is deterministic, so the header is the one
 `dkim.sign` writes for the same message and second, byte for byte (tests/test_dkim.py).
 
 dkimpy is imported only where a key is used: it pulls in dnspython's resolver, a fifth
