@@ -24,7 +24,7 @@ test: $(PY)
 	$(PY) -m pytest
 
 # Speed against this machine's own limits (bench/README.md): needs the local PostgreSQL,
-# Redis and wrk; starts nothing it does not stop. About 6 minutes.
+# Redis and wrk; starts nothing it does not stop. About 11 minutes.
 bench: $(PY)
 	$(PIP) -e '.[test]'
 	$(PY) -m bench

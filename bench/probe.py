@@ -12,6 +12,9 @@ microsecond, a few times per email. Each worker process writes its totals to
 - database: send_batch minus compose and SMTP (claim, checks, outcome, ORM, driver)
 - queue: everything else the process did while it ran (Dramatiq: fetch, decode, ack,
   rate-limit slots, heartbeats)
+
+With NURTURE_BENCH_DKIMPY set, emails are signed as nurture signed them before
+(bench.dkim.DkimpySigner), for the DKIM benchmark's before-and-after.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from typing import Any
 
 import dramatiq
 from dramatiq.middleware import Middleware
+
+from bench.dkim import DKIMPY, sign_with_dkimpy
 
 _totals: dict[str, float] = {}
 _calls: dict[str, int] = {}
@@ -108,5 +113,7 @@ def setup_worker() -> None:
 
     tasks.setup_worker()
     install()
+    if os.environ.get(DKIMPY):
+        sign_with_dkimpy()
     folder = Path(os.environ["NURTURE_BENCH_PROBE_DIR"])
     dramatiq.get_broker().add_middleware(Probe(folder))

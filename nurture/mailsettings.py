@@ -16,6 +16,7 @@ from nurture.errors import ConfigError
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 #: Reads one setting by its short name (settings._Source.get: it remembers the name).
 Getter = Callable[[str], str | None]
@@ -128,8 +129,9 @@ _PEM_KEY = re.compile(r"-----BEGIN (?:RSA )?PRIVATE KEY-----\s+([A-Za-z0-9+/=\s]
 
 def dkim_settings(get: Getter, ws: Path) -> dict[str, Any]:
     """The three DKIM settings, all or none. The key file is read here, so a wrong path
-    is one clear error at start-up rather than a failed send; `nurture validate`
-    parses the key whole (which needs dkimpy, too slow to import for every command)."""
+    is one clear error at start-up rather than a failed send; `nurture validate` and
+    the signer load the key whole (dkim_private_key: OpenSSL, not worth importing for
+    every command)."""
     selector, domain, key = (get(name) for name in _DKIM)
     missing = [f"{PREFIX}{n.upper()}" for n in _DKIM if not get(n)]
     if len(missing) == len(_DKIM):
@@ -148,3 +150,34 @@ def dkim_settings(get: Getter, ws: Path) -> dict[str, Any]:
                           "(make one with `nurture dkim keygen`)")  # fmt: skip
     return {"dkim_selector": selector, "dkim_domain": str(domain).lower().rstrip("."),
             "dkim_key": path}  # fmt: skip
+
+
+#: Receivers ignore signatures made with shorter RSA keys (RFC 8301).
+DKIM_MIN_KEY_BITS = 1024
+
+
+def dkim_private_key(path: Path) -> RSAPrivateKey:
+    """The RSA key in NURTURE_DKIM_KEY, loaded by OpenSSL; ConfigError naming the file
+    when it cannot sign. The one check of the key: the signer and `nurture validate`
+    both call it, so validate accepts exactly the keys that sign."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    try:
+        key = load_pem_private_key(path.read_bytes(), password=None)
+    except OSError as e:
+        raise ConfigError(f"{PREFIX}DKIM_KEY: cannot read {path}: {e.strerror}") from None
+    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
+        why = "it is encrypted" if isinstance(e, TypeError) else "OpenSSL cannot read it"
+        raise ConfigError(f"{PREFIX}DKIM_KEY: {path} is not a usable RSA private key ({why}; "
+                          "make one with `nurture dkim keygen`)") from None  # fmt: skip
+    if not isinstance(key, RSAPrivateKey):
+        kind = type(key).__name__.removeprefix("_").removesuffix("PrivateKey") or "other"
+        raise ConfigError(f"{PREFIX}DKIM_KEY: {path} is not a usable RSA private key ({kind} "
+                          "keys do not sign rsa-sha256; make one with `nurture dkim keygen`)")  # fmt: skip
+    if key.key_size < DKIM_MIN_KEY_BITS:
+        raise ConfigError(f"{PREFIX}DKIM_KEY: {path} is not a usable RSA private key (it has "
+                          f"{key.key_size} bits and receivers ignore signatures under "
+                          f"{DKIM_MIN_KEY_BITS}; make a new one with `nurture dkim keygen`)")  # fmt: skip
+    return key

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import base64
 import re
+import subprocess
+from datetime import UTC, datetime
 from email import message_from_bytes
 from email.policy import default as default_policy
 
 import dkim
 import pytest
 from click.testing import CliRunner
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from dkim.crypto import parse_pem_private_key, parse_public_key
+from freezegun import freeze_time
 
 from nurture.cli import cli
 from nurture.delivery.dkim import keygen
@@ -71,6 +76,10 @@ def test_a_sent_email_is_signed_and_verifies_against_the_published_key(runner, d
         assert dkim.verify(received.data, dnsfunc=lookup)
         tampered = received.data.replace(b"List-Unsubscribe: <", b"List-Unsubscribe: <x", 1)
         assert not dkim.verify(tampered, dnsfunc=lookup)
+        head, blank, body = received.data.partition(b"\r\n\r\n")
+        assert b"Welcome" in body
+        assert not dkim.verify(head + blank + body.replace(b"Welcome", b"Welcame", 1),
+                               dnsfunc=lookup)  # fmt: skip
     msg = message_from_bytes(received.data, policy=default_policy)
     tags = dict(t.strip().split("=", 1) for t in str(msg["DKIM-Signature"]).split(";"))
     assert (tags["d"], tags["s"], tags["a"], tags["c"]) == (DOMAIN, "nurture", "rsa-sha256",
@@ -156,3 +165,54 @@ def test_confirmations_and_newsletters_are_signed_in_the_same_place(
         lookup = dkimpy_lookup(resolver_for(settings))
         assert dkim.verify(confirmation.data, dnsfunc=lookup)
         assert dkim.verify(newsletter.data, dnsfunc=lookup)
+
+
+def test_the_signature_is_byte_for_byte_the_one_dkimpy_makes(runner, dkim_env, sink, key):
+    invoke(runner, dkim_env, "subscribers", "add", "ana@example.com", "--confirmed")
+    assert invoke(runner, dkim_env, "send-due").exit_code == 0
+    [received] = sink.to("ana@example.com")
+    first = re.match(rb"DKIM-Signature:.*?\r\n(?![ \t])", received.data, re.DOTALL)
+    assert first is not None
+    header, message = first[0], received.data[first.end() :]
+    second = int(re.search(rb"\bt=([0-9]+);", header)[1])
+    with freeze_time(datetime.fromtimestamp(second, UTC)):
+        expected = dkim.sign(
+            message, b"nurture", DOMAIN.encode(), key.path.read_bytes(),
+            canonicalize=(b"relaxed", b"relaxed"), signature_algorithm=b"rsa-sha256",
+            include_headers=[b"from", b"to", b"subject", b"date", b"message-id",
+                             b"list-unsubscribe", b"list-unsubscribe-post", b"list-id",
+                             b"feedback-id", b"mime-version", b"content-type"],
+        )  # fmt: skip
+    assert header == expected
+
+
+def _ec_key(path):
+    pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )  # fmt: skip
+    path.write_bytes(pem)
+
+
+def _short_rsa_key(path):
+    path.write_bytes(subprocess.run(["openssl", "genrsa", "512"], check=True,
+                                    capture_output=True).stdout)  # fmt: skip
+
+
+@pytest.mark.parametrize(("make", "reason"), [
+    (_ec_key, "(EC keys do not sign rsa-sha256; make one with `nurture dkim keygen`)"),
+    (_short_rsa_key, "(it has 512 bits and receivers ignore signatures under 1024;"),
+])  # fmt: skip
+def test_a_key_that_cannot_make_a_valid_signature_is_refused_and_nothing_goes_unsigned(
+    runner, dkim_env, sink, tmp_path, make, reason
+):
+    bad = tmp_path / "bad.pem"
+    make(bad)
+    env = dkim_env | {"NURTURE_DKIM_KEY": str(bad)}
+    result = invoke(runner, env, "validate")
+    assert result.exit_code == 1
+    assert f"NURTURE_DKIM_KEY: {bad} is not a usable RSA private key {reason}" in result.output
+    invoke(runner, env, "subscribers", "add", "ana@example.com", "--confirmed")
+    result = invoke(runner, env, "send-due")  # kept for when the key is fixed, never unsigned
+    assert "Traceback" not in result.output and "1 retry" in result.output
+    assert sink.to("ana@example.com") == []

@@ -11,7 +11,7 @@ from nurture.content.sequences import catalog_for
 from nurture.content.topics import topic_problems
 from nurture.content.yamlmarks import line_for, load_with_lines
 from nurture.errors import ConfigError, SequenceError
-from nurture.mailsettings import sendgrid_verification_key
+from nurture.mailsettings import dkim_private_key, sendgrid_verification_key
 from nurture.sender import aligned, sender_domain
 from nurture.settings import Settings
 
@@ -125,14 +125,11 @@ def dkim_problems(settings: Settings) -> list[SequenceError]:
     From (a warning: DMARC then passes only through SPF, and Gmail wants both)."""
     if settings.dkim_key is None or settings.dkim_domain is None:
         return []
-    from dkim.crypto import UnparsableKeyError, parse_pem_private_key  # only when DKIM is on
-
     problems = []
     try:
-        parse_pem_private_key(settings.dkim_key.read_bytes())
-    except (UnparsableKeyError, ValueError, OSError) as e:
-        problems.append(SequenceError("nurture.toml", None, f"NURTURE_DKIM_KEY: "
-            f"{settings.dkim_key} is not a usable RSA private key ({str(e).splitlines()[0]})"))  # fmt: skip
+        dkim_private_key(settings.dkim_key)
+    except ConfigError as e:
+        problems.append(SequenceError("nurture.toml", None, str(e)))
     from_domain = sender_domain(settings.sender or "")
     if from_domain and not aligned(settings.dkim_domain, from_domain):
         problems.append(SequenceError("nurture.toml", None,
