@@ -21,6 +21,7 @@ from nurture.errors import ConfigError
 from nurture.mailsettings import bounce_settings, dkim_settings
 from nurture.secretkey import MIN_SECRET_LENGTH, SECRET_FILE, check_key, generated_key
 from nurture.sender import sender_problem
+from nurture.sunsetpolicy import SunsetPolicy, load_policy
 from nurture.urls import check_database_url, check_redis_url, check_smtp_url
 
 PREFIX = "NURTURE_"
@@ -50,8 +51,9 @@ DEFAULT_LINK_LIMIT = "60 per minute; 600 per hour"
 DEFAULT_TOKEN_LIMIT = "10 per minute; 40 per hour"  # noqa: S105 - a limit, not a secret
 #: Names known besides the settings `load_settings` reads (those it records as it reads
 #: them, so there is no second list to forget): tables of nurture.toml read by
-#: nurture.content.fields, and variables that say where the settings are.
-TOML_TABLES = ("fields", "signup_fields")
+#: nurture.content.fields and nurture.sunsetpolicy, and variables that say where the
+#: settings are.
+TOML_TABLES = ("fields", "signup_fields", "sunset")
 LOCATION_VARIABLES = ("workspace", "env_file")
 #: Variables of the test suite and the benchmarks, never settings.
 DEV_PREFIXES = (PREFIX + "TEST_", PREFIX + "BENCH_")
@@ -112,6 +114,8 @@ class Settings:
     #: Webhook secrets: Postmark's token in the webhook URL, Mailgun's signing key.
     postmark_webhook_token: str | None = None
     mailgun_signing_key: str | None = None
+    #: The `[sunset]` policy of nurture.toml (nurture.sunsetpolicy); None: nobody is sunset.
+    sunset: SunsetPolicy | None = None
 
     @property
     def embedded(self) -> bool:
@@ -357,6 +361,7 @@ def load_settings(
         **dkim_settings(src.get, ws),
         dns_server=src.get("dns_server"),
         **bounce_settings(src.get),
+        sunset=load_policy(ws, src.toml),
         secret_key=_key(src, ws),  # last: nothing is written when another setting is wrong
     )
     return _with_warnings(settings, src, path)

@@ -58,7 +58,7 @@ def run_validate(runner, workspace: Path, **env: str):
 def test_the_example_workspace_is_valid(runner, workspace):
     result = run_validate(runner, workspace)
     assert result.exit_code == 0, result.output
-    assert "1 sequences, 11 steps: 0 errors, 0 warnings" in result.output
+    assert "2 sequences, 14 steps: 0 errors, 0 warnings" in result.output
 
 
 def test_every_kind_of_problem_is_reported_with_its_line(runner, broken):

@@ -8,6 +8,7 @@ from typing import Any
 from nurture.content.lints import lint_workspace
 from nurture.content.rendering import Renderer, renderer_for
 from nurture.content.sequences import catalog_for
+from nurture.content.winback import winback_problems
 from nurture.content.yamlmarks import line_for, load_with_lines
 from nurture.errors import SequenceError
 from nurture.sender import aligned, sender_domain
@@ -82,6 +83,7 @@ def validate_workspace(
         settings.sequences_dir, quiet=True
     )  # the command reuses it for its summary
     problems.extend(catalog.problems)
+    problems.extend(winback_problems(settings.sunset, catalog))
     renderer = renderer_for(settings.templates_dir)
     renderer.fields = dict(fields or {})
     problems.extend(template_problems(settings, renderer))

@@ -3,6 +3,7 @@
     tag:customers and not tag:churned
     ready or (in:from-curious-to-customer and stage:sales)
     attr:plan=pro and signed_up_before:2026-06-01
+    opened:30d and not step:welcome:clicked
 
 Terms are joined with `and`, `or`, `not` and parentheses (`not` binds tightest, then
 `and`, then `or`). Every term becomes a SQL expression built by SQLAlchemy, never a
@@ -20,8 +21,12 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, and_, exists, not_, or_, select, true
 
+from nurture import clock
+from nurture.content.durations import parse_duration
 from nurture.content.sequences import Catalog, catalog_for
 from nurture.errors import NurtureError
+from nurture.people.engaged import UnknownStep, engaged, inactive, resolve_step, step_engaged
+from nurture.people.sunset import newsletters_stopped
 from nurture.people.tags import tag_name
 from nurture.settings import Settings
 from nurture.store.tables import Enrollment, EnrollmentStatus, Subscriber, SubscriberStatus, Tag
@@ -37,6 +42,10 @@ TERMS = {
     "status": "status:STATUS       pending, active, unsubscribed, bounced",
     "signed_up_before": "signed_up_before:YYYY-MM-DD",
     "signed_up_after": "signed_up_after:YYYY-MM-DD  (on or after that day)",
+    "opened": "opened:30d          opened (or clicked) an email in the last 30 days",
+    "clicked": "clicked:90d         clicked a link in an email in the last 90 days",
+    "inactive": "inactive:120d       no open or click for 120 days (or since signing up)",
+    "step": "step:STEP:ACTION    was sent, opened or clicked step STEP (step:SEQ:STEP:ACTION)",
 }
 _BARE = {"ready"}  # terms without a value
 _KEYWORDS = {"and", "or", "not"}
@@ -304,6 +313,28 @@ class Compiler:
     def _signed_up_after(self, term: Term) -> ColumnElement[bool]:
         return Subscriber.created_at >= self._day(term)
 
+    def _since(self, term: Term) -> datetime:
+        """`now` less the term's duration (opened:30d): engagement terms look back."""
+        try:
+            return clock.now() - parse_duration(term.value or "")
+        except ValueError as e:
+            raise self.fail(term, str(e).split(":")[0], f"like {term.name}:30d") from None
+
+    def _opened(self, term: Term) -> ColumnElement[bool]:
+        return engaged(Subscriber.id, self._since(term))
+
+    def _clicked(self, term: Term) -> ColumnElement[bool]:
+        return engaged(Subscriber.id, self._since(term), ("click",))
+
+    def _inactive(self, term: Term) -> ColumnElement[bool]:
+        return inactive(self._since(term))
+
+    def _step(self, term: Term) -> ColumnElement[bool]:
+        try:
+            return step_engaged(*resolve_step(self.catalog, term.value or ""))
+        except UnknownStep as e:
+            raise self.fail(term, e.message, e.hint) from None
+
 
 def compile_segment(text: str | None, catalog: Catalog, timezone: str) -> ColumnElement[bool]:
     """The WHERE clause of a segment (days are midnight in `timezone`); no segment: true."""
@@ -313,8 +344,12 @@ def compile_segment(text: str | None, catalog: Catalog, timezone: str) -> Column
 
 
 def audience_clause(settings: Settings, segment: str | None) -> ColumnElement[bool]:
-    """Active subscribers in `segment` (every active one without a segment). Suppressed
-    addresses are left out separately: they are stored as hashes SQL cannot compare."""
+    """Active subscribers in `segment` (every active one without a segment), less those
+    the sunset policy stopped newsletters to. Suppressed addresses are left out
+    separately: they are stored as hashes SQL cannot compare."""
     catalog = catalog_for(settings.sequences_dir)
-    return and_(Subscriber.status == SubscriberStatus.ACTIVE,
-                compile_segment(segment, catalog, settings.timezone))  # fmt: skip
+    clause = and_(Subscriber.status == SubscriberStatus.ACTIVE,
+                  compile_segment(segment, catalog, settings.timezone))  # fmt: skip
+    if settings.sunset is not None:  # while a policy stands, whom it stopped gets none
+        clause = and_(clause, ~newsletters_stopped())
+    return clause

@@ -27,6 +27,7 @@ from nurture import clock
 from nurture.store.enums import (  # noqa: F401 - re-exported: the tables' vocabulary
     IN_FLIGHT,
     NOT_GOING,
+    SUNSET_OPEN,
     TO_SEND,
     UNSETTLED,
     BroadcastState,
@@ -35,6 +36,7 @@ from nurture.store.enums import (  # noqa: F401 - re-exported: the tables' vocab
     EnrollmentStatus,
     HandoffStatus,
     SubscriberStatus,
+    SunsetOutcome,
 )
 
 
@@ -370,3 +372,23 @@ class SuppressionRemoval(Base):
     why: Mapped[str] = mapped_column(Text)
     by: Mapped[str] = mapped_column(String(100))
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Sunset(Base):
+    """One round of the `[sunset]` policy for one subscriber: found inactive at
+    `started_at`, sent the win-back (`enrollment_id`), and how it ended. The ledger
+    `stats` counts, and what keeps a stopped subscriber out of broadcasts."""
+
+    __tablename__ = "sunsets"
+    __table_args__ = (Index("ix_sunsets_subscriber_outcome", "subscriber_id", "outcome"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    #: The win-back round they were enrolled in; None without a `winback` sequence.
+    enrollment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("enrollments.id", ondelete="SET NULL")
+    )
+    outcome: Mapped[str] = mapped_column(String(16), default=SunsetOutcome.WINBACK)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: When the outcome was decided (won back, unsubscribed, stopped, left).
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

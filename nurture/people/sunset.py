@@ -1,0 +1,316 @@
+"""The `[sunset]` policy, applied: who went silent is sent the win-back, who answers is won
+back, who stays silent is unsubscribed (reason "inactive") or stops receiving newsletters.
+
+One run, in one transaction at one `now`, goes in this order:
+1. won back: a round whose subscriber opened or clicked (or confirmed again, or reached
+   the win-back's goal) since it started ends; so does a stopped one who reads again;
+2. left: a round whose subscriber unsubscribed or bounced by themselves is closed;
+3. enter: whoever is inactive and in no round starts one, in the win-back sequence;
+4. decide: a round whose win-back ended `grace` ago (at once without a win-back) gets
+   `then`.
+Each step is one set-based statement or a few (UPDATE … WHERE … IN (SELECT …), INSERT …
+SELECT): a run costs the same statements for a hundred subscribers or a million, and
+nobody is looked at one by one in Python. The `sunsets` table is the ledger. The dry
+run asks the same clauses with SELECTs only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, exists, func, insert, or_, select, update
+from sqlalchemy.orm import Session, aliased
+
+from nurture.content.sequences import Catalog, Sequence, catalog_for
+from nurture.content.winback import winback_sequence
+from nurture.errors import ConfigError
+from nurture.people.engaged import engaged, inactive, joined_at, last_engaged
+from nurture.settings import Settings
+from nurture.store.engine import session_scope
+from nurture.store.sql import constant
+from nurture.store.tables import (
+    SUNSET_OPEN,
+    TO_SEND,
+    Delivery,
+    DeliveryKind,
+    DeliveryStatus,
+    Enrollment,
+    EnrollmentStatus,
+    Subscriber,
+    SubscriberStatus,
+    Sunset,
+    SunsetOutcome,
+)
+from nurture.sunsetpolicy import UNSUBSCRIBE, SunsetPolicy
+
+#: Why the policy ended someone's enrolments and emails: the reason they were unsubscribed.
+INACTIVE = "inactive (sunset)"
+WON_BACK = "won back"
+#: Why a stopped subscriber's newsletters still waiting were cancelled.
+STOPPED = "newsletters stopped: inactive (sunset)"
+#: Broadcast emails not sent yet, which stopping newsletters cancels.
+WAITING = (DeliveryStatus.SCHEDULED, *TO_SEND)
+#: PostgreSQL advisory lock held by a run, so two `send-due` hosts never both enrol the
+#: same person (on SQLite every transaction is BEGIN IMMEDIATE: they queue anyway).
+LOCK = 0x73756E73  # "suns"
+_NO_CHANGE = {"synchronize_session": False}
+#: The tables as the rules' subqueries name them: apart from an UPDATE of the same table
+#: around them, so they never correlate with the row being updated.
+_ENROLMENT = aliased(Enrollment)
+_PERSON = aliased(Subscriber)
+
+
+#: Each count of a run in words, in the order they are said.
+WORDS = {"winback": "sent the win-back", "won_back": "won back",
+         "unsubscribed": "unsubscribed (inactive)", "stopped": "newsletters stopped",
+         "left": "left during the win-back"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SunsetCounts:
+    """What a run did, or would do."""
+
+    won_back: int = 0
+    winback: int = 0  # sent the win-back
+    unsubscribed: int = 0
+    stopped: int = 0
+    left: int = 0
+
+    def in_words(self) -> dict[str, int]:
+        """{"sent the win-back": 3, …}, every count: what `send-due` adds to its own."""
+        return {words: getattr(self, name) for name, words in WORDS.items()}
+
+    def parts(self) -> list[str]:
+        """["3 sent the win-back", …], the counts that are not 0."""
+        return [f"{n} {words}" for words, n in self.in_words().items() if n]
+
+
+@dataclass(frozen=True)
+class Affected:
+    """One person a run would move, for the dry run's list."""
+
+    email: str
+    action: str  # "win-back", "won back", "unsubscribe", "stop broadcasts"
+    last_engaged: datetime | None
+    joined: datetime
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The policy's clauses at one `now`."""
+
+    policy: SunsetPolicy
+    winback: Sequence | None
+    now: datetime
+
+    @property
+    def cutoff(self) -> datetime:
+        return self.now - self.policy.inactive_for
+
+    def _subscriber(self, *where: ColumnElement[bool]) -> ColumnElement[bool]:
+        return exists(select(_PERSON.id).where(_PERSON.id == Sunset.subscriber_id, *where))
+
+    def _returned(self, since: Any) -> ColumnElement[bool]:
+        """The round's subscriber opened or clicked, or confirmed again, since `since`."""
+        return or_(engaged(Sunset.subscriber_id, since),
+                   self._subscriber(_PERSON.confirmed_at > since))  # fmt: skip
+
+    def won_back(self) -> ColumnElement[bool]:
+        """Rounds (of active subscribers) that end because the reader answered."""
+        goal = exists(select(_ENROLMENT.id).where(_ENROLMENT.id == Sunset.enrollment_id,
+                                                  _ENROLMENT.end_reason.like("goal reached%")))  # fmt: skip
+        return and_(
+            self._subscriber(_PERSON.status == SubscriberStatus.ACTIVE),
+            or_(and_(Sunset.outcome == SunsetOutcome.WINBACK,
+                     or_(self._returned(Sunset.started_at), goal)),
+                and_(Sunset.outcome == SunsetOutcome.STOPPED, self._returned(Sunset.decided_at))),
+        )  # fmt: skip
+
+    def left(self) -> ColumnElement[bool]:
+        """Rounds whose subscriber left by themselves (unsubscribed, bounced)."""
+        return and_(Sunset.outcome == SunsetOutcome.WINBACK,
+                    ~self._subscriber(_PERSON.status == SubscriberStatus.ACTIVE))  # fmt: skip
+
+    def entering(self) -> ColumnElement[bool]:
+        """Subscribers found inactive now, in no round, and in none that ended lately (a
+        goal reached without a click must not start the win-back again at once)."""
+        recent = exists(select(Sunset.id).where(
+            Sunset.subscriber_id == Subscriber.id,
+            or_(Sunset.outcome.in_(SUNSET_OPEN),
+                func.coalesce(Sunset.decided_at, Sunset.started_at) > self.cutoff),
+        ))  # fmt: skip
+        found = [Subscriber.status == SubscriberStatus.ACTIVE, inactive(self.cutoff), ~recent]
+        if self.winback is not None:
+            found.append(~exists(select(_ENROLMENT.id).where(
+                _ENROLMENT.subscriber_id == Subscriber.id,
+                _ENROLMENT.sequence == self.winback.name,
+                _ENROLMENT.status == EnrollmentStatus.ACTIVE,
+            )))  # fmt: skip
+        return and_(*found)
+
+    def due(self) -> ColumnElement[bool]:
+        """Rounds whose win-back ended `grace` ago, or that have none: `then` applies."""
+        over = exists(select(_ENROLMENT.id).where(
+            _ENROLMENT.id == Sunset.enrollment_id,
+            _ENROLMENT.status != EnrollmentStatus.ACTIVE,
+            _ENROLMENT.ended_at <= self.now - self.policy.grace,
+        ))  # fmt: skip
+        return and_(Sunset.outcome == SunsetOutcome.WINBACK,
+                    or_(Sunset.enrollment_id.is_(None), over))  # fmt: skip
+
+
+def newsletters_stopped() -> ColumnElement[bool]:
+    """Subscribers the policy stopped sending newsletters to (then = "stop_broadcasts")."""
+    return exists(select(Sunset.id).where(Sunset.subscriber_id == Subscriber.id,
+                                          Sunset.outcome == SunsetOutcome.STOPPED))  # fmt: skip
+
+
+def rules_for(policy: SunsetPolicy, catalog: Catalog, now: datetime) -> Rules:
+    """ConfigError when the win-back sequence is missing or starts by itself."""
+    return Rules(policy, winback_sequence(policy, catalog), now)
+
+
+def apply_sunset(session: Session, rules: Rules) -> SunsetCounts:
+    """One run of the policy (see the module's docstring), in the caller's transaction."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(LOCK)))
+    won_back = _win_back(session, rules)
+    left = _close(session, rules.left(), SunsetOutcome.LEFT, rules.now)
+    entered = _enter(session, rules)
+    decided = _decide(session, rules)
+    then_unsubscribe = rules.policy.then == UNSUBSCRIBE
+    return SunsetCounts(
+        won_back=won_back, winback=entered if rules.winback else 0, left=left,
+        unsubscribed=decided if then_unsubscribe else 0,
+        stopped=0 if then_unsubscribe else decided,
+    )  # fmt: skip
+
+
+def _close(session: Session, where: ColumnElement[bool], outcome: str, now: datetime) -> int:
+    """Give the rounds `where` their outcome; how many."""
+    done = session.execute(update(Sunset).where(where).values(outcome=outcome, decided_at=now),
+                           execution_options=_NO_CHANGE)  # fmt: skip
+    return int(done.rowcount)  # type: ignore[attr-defined]
+
+
+def _end(session: Session, where: ColumnElement[bool], now: datetime, reason: str) -> None:
+    """End the active enrolments `where`, cancelling their emails not sent yet."""
+    ending = select(Enrollment.id).where(where, Enrollment.status == EnrollmentStatus.ACTIVE)
+    session.execute(update(Delivery).where(Delivery.enrollment_id.in_(ending),
+                                           Delivery.status.in_(TO_SEND))
+                    .values(status=DeliveryStatus.CANCELLED, error=reason),
+                    execution_options=_NO_CHANGE)  # fmt: skip
+    session.execute(update(Enrollment).where(where, Enrollment.status == EnrollmentStatus.ACTIVE)
+                    .values(status=EnrollmentStatus.EXITED, next_due_at=None, ended_at=now,
+                            end_reason=reason), execution_options=_NO_CHANGE)  # fmt: skip
+
+
+def _win_back(session: Session, rules: Rules) -> int:
+    rounds = select(Sunset.enrollment_id).where(rules.won_back(),
+                                                Sunset.outcome == SunsetOutcome.WINBACK)  # fmt: skip
+    _end(session, Enrollment.id.in_(rounds), rules.now, WON_BACK)
+    return _close(session, rules.won_back(), SunsetOutcome.WON_BACK, rules.now)
+
+
+def _enter(session: Session, rules: Rules) -> int:
+    """Start a round for everyone found inactive; with a win-back, enrol them in a new
+    round of it (one INSERT … SELECT) and note the enrolment on their round."""
+    now = rules.now
+    found = select(Subscriber.id, constant(Sunset.outcome, SunsetOutcome.WINBACK),
+                   constant(Sunset.started_at, now)).where(rules.entering())  # fmt: skip
+    entered = int(session.execute(insert(Sunset).from_select(
+        ["subscriber_id", "outcome", "started_at"], found, include_defaults=False
+    )).rowcount)  # type: ignore[attr-defined]  # fmt: skip
+    seq = rules.winback
+    if seq is None or not entered:
+        return entered
+    mine = and_(Enrollment.subscriber_id == Sunset.subscriber_id, Enrollment.sequence == seq.name)
+    next_round = select(func.coalesce(func.max(Enrollment.round), 0) + 1).where(mine)
+    first = seq.steps[0]
+    waiting = and_(Sunset.outcome == SunsetOutcome.WINBACK, Sunset.enrollment_id.is_(None))
+    values = {"sequence": seq.name, "status": EnrollmentStatus.ACTIVE,
+              "next_step_id": first.id, "next_due_at": now + first.after, "enrolled_at": now}  # fmt: skip
+    rows = select(Sunset.subscriber_id, next_round.scalar_subquery(),
+                  *(constant(Enrollment.__table__.c[k], v) for k, v in values.items()))  # type: ignore[attr-defined]  # fmt: skip
+    session.execute(insert(Enrollment).from_select(
+        ["subscriber_id", "round", *values], rows.where(waiting), include_defaults=False
+    ))  # fmt: skip
+    latest = select(func.max(Enrollment.id)).where(
+        mine, Enrollment.status == EnrollmentStatus.ACTIVE
+    )
+    session.execute(update(Sunset).where(waiting).values(enrollment_id=latest.scalar_subquery()),
+                    execution_options=_NO_CHANGE)  # fmt: skip
+    return entered
+
+
+def _decide(session: Session, rules: Rules) -> int:
+    """`then` for every round that is due: unsubscribe (enrolments ended, emails not sent
+    yet cancelled, as an unsubscribe does), or cancel their newsletters waiting."""
+    people = select(Sunset.subscriber_id).where(rules.due())
+    if rules.policy.then == UNSUBSCRIBE:
+        _end(session, Enrollment.subscriber_id.in_(people), rules.now, INACTIVE)
+        session.execute(update(Delivery).where(Delivery.subscriber_id.in_(people),
+                                               Delivery.status.in_(TO_SEND))
+                        .values(status=DeliveryStatus.CANCELLED, error=INACTIVE),
+                        execution_options=_NO_CHANGE)  # fmt: skip
+        session.execute(update(Subscriber).where(Subscriber.id.in_(people),
+                                                 Subscriber.status == SubscriberStatus.ACTIVE)
+                        .values(status=SubscriberStatus.UNSUBSCRIBED, unsubscribed_at=rules.now),
+                        execution_options=_NO_CHANGE)  # fmt: skip
+        return _close(session, rules.due(), SunsetOutcome.UNSUBSCRIBED, rules.now)
+    session.execute(update(Delivery).where(Delivery.subscriber_id.in_(people),
+                                           Delivery.kind == DeliveryKind.BROADCAST,
+                                           Delivery.is_test.is_(False), Delivery.status.in_(WAITING))
+                    .values(status=DeliveryStatus.CANCELLED, error=STOPPED),
+                    execution_options=_NO_CHANGE)  # fmt: skip
+    return _close(session, rules.due(), SunsetOutcome.STOPPED, rules.now)
+
+
+# -- the dry run -----------------------------------------------------------------------
+def _people(where: ColumnElement[bool], *, rounds: bool) -> Select[Any]:
+    query = select(Subscriber.email, last_engaged(), joined_at())
+    if rounds:
+        query = query.join(Sunset, Sunset.subscriber_id == Subscriber.id)
+    return query.where(where).order_by(Subscriber.id)
+
+
+def preview_sunset(session: Session, rules: Rules) -> tuple[SunsetCounts, list[Affected]]:
+    """What `apply_sunset` would do now, and to whom; changes nothing."""
+    then = "unsubscribe" if rules.policy.then == UNSUBSCRIBE else "stop broadcasts"
+    due = and_(rules.due(), Subscriber.status == SubscriberStatus.ACTIVE, ~rules.won_back())
+    asked = [("won back", _people(rules.won_back(), rounds=True)),
+             ("win-back" if rules.winback else then, _people(rules.entering(), rounds=False)),
+             (then, _people(due, rounds=True))]  # fmt: skip
+    affected = [Affected(email, action, last, joined)
+                for action, query in asked for email, last, joined in session.execute(query)]  # fmt: skip
+    left = session.scalar(select(func.count()).select_from(Sunset).where(rules.left())) or 0
+    count = {a: sum(1 for row in affected if row.action == a) for a in {a for a, _ in asked}}
+    return SunsetCounts(
+        won_back=count.get("won back", 0), winback=count.get("win-back", 0), left=left,
+        unsubscribed=count.get("unsubscribe", 0), stopped=count.get("stop broadcasts", 0),
+    ), affected  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SunsetRun:
+    policy: SunsetPolicy
+    counts: SunsetCounts
+    #: Everyone a dry run would move (empty for a real run).
+    affected: list[Affected]
+
+
+def run_sunset(settings: Settings, now: datetime, *, dry_run: bool = False) -> SunsetRun:
+    """The policy now, in a transaction of its own (a dry run only reads); ConfigError
+    without a policy, or with a win-back sequence that cannot be used."""
+    policy = settings.sunset
+    if policy is None:
+        raise ConfigError('nurture.toml has no [sunset] policy: add one, like [sunset] with '
+                          'inactive_for = "120d", winback = "win-back", then = "unsubscribe"')  # fmt: skip
+    rules = rules_for(policy, catalog_for(settings.sequences_dir), now)
+    with session_scope(settings) as session:
+        if dry_run:
+            counts, affected = preview_sunset(session, rules)
+            return SunsetRun(policy, counts, affected)
+        return SunsetRun(policy, apply_sunset(session, rules), [])

@@ -1,0 +1,49 @@
+"""sunsets: each round of the [sunset] policy, from win-back to its outcome
+
+A new table only: one row each time a subscriber is found inactive, naming the
+win-back enrolment they were sent and how it ended (won back, unsubscribed as
+inactive, newsletters stopped, left). `subscribers` and `deliveries` are untouched.
+
+Revision ID: 0012
+Revises: 0010
+Create Date: 2026-12-01 09:00:00
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0012"
+down_revision = "0010"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "sunsets",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("subscriber_id", sa.Integer(), nullable=False),
+        sa.Column("enrollment_id", sa.Integer(), nullable=True),
+        sa.Column("outcome", sa.String(16), nullable=False),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["subscriber_id"],
+            ["subscribers.id"],
+            name=op.f("fk_sunsets_subscriber_id_subscribers"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["enrollment_id"],
+            ["enrollments.id"],
+            name=op.f("fk_sunsets_enrollment_id_enrollments"),
+            ondelete="SET NULL",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_sunsets")),
+    )
+    op.create_index("ix_sunsets_subscriber_outcome", "sunsets", ["subscriber_id", "outcome"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_sunsets_subscriber_outcome", table_name="sunsets")
+    op.drop_table("sunsets")
