@@ -29,6 +29,8 @@ from nurture.store.engine import get_engine, session_scope
 #: steps of a 1M-row table in 7.6-8.7 s instead of 10.8 s (bench/schedule.py medians).
 CLAIMERS = 2
 log = logging.getLogger(__name__)
+#: The count that says the policy could not run (its reason is logged).
+SUNSET_SKIPPED = "sunset skipped"
 
 
 def run_send_due(settings: Settings, limit: int | None = None) -> Counter[str]:
@@ -65,7 +67,7 @@ def sunset(settings: Settings) -> dict[str, int]:
         return run_sunset(settings, clock.now()).counts.in_words()
     except ConfigError as e:
         log.warning("%s", e)
-        return {}
+        return {SUNSET_SKIPPED: 1}
 
 
 def claim(
@@ -177,4 +179,6 @@ def summary(counts: Counter[str], embedded: bool) -> str:
     sunset_said = [f"{counts[words]} {words}" for words in WORDS.values() if counts[words]]
     if sunset_said:
         parts.append("sunset: " + ", ".join(sunset_said))
+    if counts[SUNSET_SKIPPED]:
+        parts.append("sunset not applied: its win-back sequence cannot be used (nurture validate)")
     return "send-due: " + ", ".join(parts)

@@ -106,9 +106,8 @@ def load_policy(workspace: Path, toml: dict[str, Any]) -> SunsetPolicy | None:
 
     table = toml[TABLE]
     if not isinstance(table, dict):
-        fail(TABLE, 'must be a table, like [sunset] with inactive_for = "120d" and '
-             'then = "unsubscribe"')  # fmt: skip
-        table = {}
+        raise ConfigError(f"nurture.toml:{lines.get(TABLE, 1)}: [sunset] must be a table, like "
+                          '[sunset] with inactive_for = "120d" and then = "unsubscribe"')  # fmt: skip
     for key in table:
         if key not in KEYS:
             fail(key, f"unknown key {key!r}{_hint(key, KEYS)}")

@@ -10,28 +10,43 @@ its images were blocked (as in nurture.people.engagement).
 from __future__ import annotations
 
 import difflib
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, exists, func, not_, or_, select
 
 from nurture.content.sequences import Catalog
 from nurture.people.engagement import TRACKING_KINDS
+from nurture.store.sql import constant
 from nurture.store.tables import Delivery, DeliveryStatus, Event, Subscriber
+
+#: Earlier than any event: the latest open of who never opened anything.
+NEVER = datetime(1970, 1, 1, tzinfo=UTC)
 
 #: What a `step:` term can ask of an email, and the events that prove it.
 STEP_ACTIONS: dict[str, tuple[str, ...]] = {"sent": (), "opened": TRACKING_KINDS,
                                             "clicked": ("click",)}  # fmt: skip
 
 
+def latest(subscriber_id: Any, kinds: tuple[str, ...] = TRACKING_KINDS) -> Any:
+    """A person's latest open or click (not a bot's), NULL for none: a correlated scalar
+    subquery, so one index probe a row whatever the planner knows of the tables
+    (PostgreSQL makes an EXISTS a join, and on rows written a moment ago, before any
+    statistics, chose nested loops that compared 17 million pairs for 4,000 people)."""
+    return (
+        select(func.max(Event.at))
+        .where(Event.subscriber_id == subscriber_id, Event.kind.in_(kinds),
+               Event.bot.is_(False))
+        .scalar_subquery()
+    )  # fmt: skip
+
+
 def engaged(subscriber_id: Any, since: Any, kinds: tuple[str, ...] = TRACKING_KINDS
             ) -> ColumnElement[bool]:  # fmt: skip
     """A person's open or click (not a bot's) at or after `since`: a time, or a column
-    of the row being tested (a sunset round's start)."""
-    return exists(select(Event.id).where(
-        Event.subscriber_id == subscriber_id, Event.kind.in_(kinds), Event.bot.is_(False),
-        Event.at >= since,
-    ))  # fmt: skip
+    of the row being tested (a sunset round's start). True or false, never NULL, so
+    that `not` means what it says."""
+    return func.coalesce(latest(subscriber_id, kinds), constant(Event.at, NEVER)) >= since
 
 
 def joined_at() -> ColumnElement[datetime]:
@@ -44,16 +59,6 @@ def inactive(cutoff: datetime) -> ColumnElement[bool]:
     the last engagement, or from joining for who never engaged, so nobody new is
     inactive on their first day."""
     return and_(joined_at() <= cutoff, not_(engaged(Subscriber.id, cutoff)))
-
-
-def last_engaged() -> Any:
-    """A subscriber's latest open or click (None: never), as a correlated subquery."""
-    return (
-        select(func.max(Event.at))
-        .where(Event.subscriber_id == Subscriber.id, Event.kind.in_(TRACKING_KINDS),
-               Event.bot.is_(False))
-        .scalar_subquery()
-    )  # fmt: skip
 
 
 class UnknownStep(LookupError):

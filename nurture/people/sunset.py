@@ -18,18 +18,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, and_, exists, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    and_,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session, aliased
 
 from nurture.content.sequences import Catalog, Sequence, catalog_for
 from nurture.content.winback import winback_sequence
 from nurture.errors import ConfigError
-from nurture.people.engaged import engaged, inactive, joined_at, last_engaged
+from nurture.people.engaged import NEVER, engaged, inactive, joined_at, latest
 from nurture.settings import Settings
 from nurture.store.engine import session_scope
-from nurture.store.sql import constant
+from nurture.store.sql import among, constant
 from nurture.store.tables import (
     SUNSET_OPEN,
     TO_SEND,
@@ -55,11 +65,17 @@ WAITING = (DeliveryStatus.SCHEDULED, *TO_SEND)
 #: PostgreSQL advisory lock held by a run, so two `send-due` hosts never both enrol the
 #: same person (on SQLite every transaction is BEGIN IMMEDIATE: they queue anyway).
 LOCK = 0x73756E73  # "suns"
-_NO_CHANGE = {"synchronize_session": False}
+#: Ids a statement when the rounds a run closed are carried over to their enrolments,
+#: emails and subscribers: SQLite takes at most 32,766 parameters a statement.
+CHUNK = 5000
 #: The tables as the rules' subqueries name them: apart from an UPDATE of the same table
 #: around them, so they never correlate with the row being updated.
 _ENROLMENT = aliased(Enrollment)
 _PERSON = aliased(Subscriber)
+_SUNSETS = cast(Table, Sunset.__table__)
+_ENROLMENTS = cast(Table, Enrollment.__table__)
+_DELIVERIES = cast(Table, Delivery.__table__)
+_SUBSCRIBERS = cast(Table, Subscriber.__table__)
 
 
 #: Each count of a run in words, in the order they are said.
@@ -109,20 +125,22 @@ class Rules:
     def cutoff(self) -> datetime:
         return self.now - self.policy.inactive_for
 
-    def _subscriber(self, *where: ColumnElement[bool]) -> ColumnElement[bool]:
-        return exists(select(_PERSON.id).where(_PERSON.id == Sunset.subscriber_id, *where))
+    def _person(self, column: Any) -> Any:
+        """`column` of the round's subscriber (a scalar subquery: see engaged.latest)."""
+        return select(column).where(_PERSON.id == Sunset.subscriber_id).scalar_subquery()
 
     def _returned(self, since: Any) -> ColumnElement[bool]:
         """The round's subscriber opened or clicked, or confirmed again, since `since`."""
-        return or_(engaged(Sunset.subscriber_id, since),
-                   self._subscriber(_PERSON.confirmed_at > since))  # fmt: skip
+        confirmed = func.coalesce(self._person(_PERSON.confirmed_at), constant(Sunset.started_at, NEVER))  # fmt: skip
+        return or_(engaged(Sunset.subscriber_id, since), confirmed > since)
 
     def won_back(self) -> ColumnElement[bool]:
-        """Rounds (of active subscribers) that end because the reader answered."""
-        goal = exists(select(_ENROLMENT.id).where(_ENROLMENT.id == Sunset.enrollment_id,
-                                                  _ENROLMENT.end_reason.like("goal reached%")))  # fmt: skip
+        """Rounds (of active subscribers) that end because the reader answered. Every
+        part is true or false, never NULL: the dry run asks for `not won_back`."""
+        reason = select(_ENROLMENT.end_reason).where(_ENROLMENT.id == Sunset.enrollment_id)
+        goal = func.coalesce(reason.scalar_subquery(), "").like("goal reached%")
         return and_(
-            self._subscriber(_PERSON.status == SubscriberStatus.ACTIVE),
+            self._person(_PERSON.status) == SubscriberStatus.ACTIVE,
             or_(and_(Sunset.outcome == SunsetOutcome.WINBACK,
                      or_(self._returned(Sunset.started_at), goal)),
                 and_(Sunset.outcome == SunsetOutcome.STOPPED, self._returned(Sunset.decided_at))),
@@ -131,40 +149,42 @@ class Rules:
     def left(self) -> ColumnElement[bool]:
         """Rounds whose subscriber left by themselves (unsubscribed, bounced)."""
         return and_(Sunset.outcome == SunsetOutcome.WINBACK,
-                    ~self._subscriber(_PERSON.status == SubscriberStatus.ACTIVE))  # fmt: skip
+                    self._person(_PERSON.status) != SubscriberStatus.ACTIVE)  # fmt: skip
 
     def entering(self) -> ColumnElement[bool]:
         """Subscribers found inactive now, in no round, and in none that ended lately (a
         goal reached without a click must not start the win-back again at once)."""
-        recent = exists(select(Sunset.id).where(
+        rounds = select(Sunset.id).where(
             Sunset.subscriber_id == Subscriber.id,
             or_(Sunset.outcome.in_(SUNSET_OPEN),
                 func.coalesce(Sunset.decided_at, Sunset.started_at) > self.cutoff),
-        ))  # fmt: skip
-        found = [Subscriber.status == SubscriberStatus.ACTIVE, inactive(self.cutoff), ~recent]
+        )  # fmt: skip
+        found = [Subscriber.status == SubscriberStatus.ACTIVE, inactive(self.cutoff),
+                 rounds.limit(1).scalar_subquery().is_(None)]  # fmt: skip
         if self.winback is not None:
-            found.append(~exists(select(_ENROLMENT.id).where(
+            found.append(select(_ENROLMENT.id).where(
                 _ENROLMENT.subscriber_id == Subscriber.id,
                 _ENROLMENT.sequence == self.winback.name,
                 _ENROLMENT.status == EnrollmentStatus.ACTIVE,
-            )))  # fmt: skip
+            ).limit(1).scalar_subquery().is_(None))  # fmt: skip
         return and_(*found)
 
     def due(self) -> ColumnElement[bool]:
         """Rounds whose win-back ended `grace` ago, or that have none: `then` applies."""
-        over = exists(select(_ENROLMENT.id).where(
+        over = select(_ENROLMENT.id).where(
             _ENROLMENT.id == Sunset.enrollment_id,
             _ENROLMENT.status != EnrollmentStatus.ACTIVE,
             _ENROLMENT.ended_at <= self.now - self.policy.grace,
-        ))  # fmt: skip
+        )  # fmt: skip
         return and_(Sunset.outcome == SunsetOutcome.WINBACK,
-                    or_(Sunset.enrollment_id.is_(None), over))  # fmt: skip
+                    or_(Sunset.enrollment_id.is_(None), over.scalar_subquery().is_not(None)))  # fmt: skip
 
 
 def newsletters_stopped() -> ColumnElement[bool]:
     """Subscribers the policy stopped sending newsletters to (then = "stop_broadcasts")."""
-    return exists(select(Sunset.id).where(Sunset.subscriber_id == Subscriber.id,
-                                          Sunset.outcome == SunsetOutcome.STOPPED))  # fmt: skip
+    stopped = select(Sunset.id).where(Sunset.subscriber_id == Subscriber.id,
+                                      Sunset.outcome == SunsetOutcome.STOPPED)  # fmt: skip
+    return stopped.limit(1).scalar_subquery().is_not(None)
 
 
 def rules_for(policy: SunsetPolicy, catalog: Catalog, now: datetime) -> Rules:
@@ -177,7 +197,7 @@ def apply_sunset(session: Session, rules: Rules) -> SunsetCounts:
     if session.get_bind().dialect.name == "postgresql":
         session.execute(select(func.pg_advisory_xact_lock(LOCK)))
     won_back = _win_back(session, rules)
-    left = _close(session, rules.left(), SunsetOutcome.LEFT, rules.now)
+    left = len(_close(session, rules.left(), SunsetOutcome.LEFT, rules.now, Sunset.id))
     entered = _enter(session, rules)
     decided = _decide(session, rules)
     then_unsubscribe = rules.policy.then == UNSUBSCRIBE
@@ -188,30 +208,45 @@ def apply_sunset(session: Session, rules: Rules) -> SunsetCounts:
     )  # fmt: skip
 
 
-def _close(session: Session, where: ColumnElement[bool], outcome: str, now: datetime) -> int:
-    """Give the rounds `where` their outcome; how many."""
-    done = session.execute(update(Sunset).where(where).values(outcome=outcome, decided_at=now),
-                           execution_options=_NO_CHANGE)  # fmt: skip
-    return int(done.rowcount)  # type: ignore[attr-defined]
+def _close(session: Session, where: ColumnElement[bool], outcome: str, now: datetime,
+           returning: Any) -> list[int | None]:  # fmt: skip
+    """Give the rounds `where` their outcome; returns `returning` of each (None: unset).
+
+    The rounds change first, and what follows them (enrolments, emails, subscribers) is
+    reached by the ids this returns: looked up by index, whatever the planner thinks of
+    a table it has no statistics for yet (a nested `IN (SELECT …)` over rows written a
+    moment ago made PostgreSQL take 12 s for 1,250 people)."""
+    stmt = update(_SUNSETS).where(where).values(outcome=outcome, decided_at=now)
+    return list(session.execute(stmt.returning(returning)).scalars())
 
 
-def _end(session: Session, where: ColumnElement[bool], now: datetime, reason: str) -> None:
-    """End the active enrolments `where`, cancelling their emails not sent yet."""
-    ending = select(Enrollment.id).where(where, Enrollment.status == EnrollmentStatus.ACTIVE)
-    session.execute(update(Delivery).where(Delivery.enrollment_id.in_(ending),
-                                           Delivery.status.in_(TO_SEND))
-                    .values(status=DeliveryStatus.CANCELLED, error=reason),
-                    execution_options=_NO_CHANGE)  # fmt: skip
-    session.execute(update(Enrollment).where(where, Enrollment.status == EnrollmentStatus.ACTIVE)
-                    .values(status=EnrollmentStatus.EXITED, next_due_at=None, ended_at=now,
-                            end_reason=reason), execution_options=_NO_CHANGE)  # fmt: skip
+def _set(session: Session, column: Any, given: list[int | None], *where: ColumnElement[bool],
+         **values: Any) -> list[int | None]:  # fmt: skip
+    """UPDATE `column`'s table SET `values` for the rows whose `column` is among `given` (a
+    chunk a statement) and `where`; returns the ids of the rows updated."""
+    table, done = column.table, []
+    ids = [i for i in given if i is not None]
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start : start + CHUNK]
+        stmt = update(table).where(among(session, column, chunk), *where).values(**values)
+        done += list(session.execute(stmt.returning(table.c.id)).scalars())
+    return done
+
+
+def _end(session: Session, column: Any, ids: list[int | None], now: datetime, reason: str
+         ) -> None:  # fmt: skip
+    """End the active enrolments whose `column` is among `ids`, and cancel their emails
+    not sent yet."""
+    ended = _set(session, column, ids, _ENROLMENTS.c.status == EnrollmentStatus.ACTIVE,
+                 status=EnrollmentStatus.EXITED, next_due_at=None, ended_at=now, end_reason=reason)  # fmt: skip
+    _set(session, _DELIVERIES.c.enrollment_id, ended, _DELIVERIES.c.status.in_(TO_SEND),
+         status=DeliveryStatus.CANCELLED, error=reason)  # fmt: skip
 
 
 def _win_back(session: Session, rules: Rules) -> int:
-    rounds = select(Sunset.enrollment_id).where(rules.won_back(),
-                                                Sunset.outcome == SunsetOutcome.WINBACK)  # fmt: skip
-    _end(session, Enrollment.id.in_(rounds), rules.now, WON_BACK)
-    return _close(session, rules.won_back(), SunsetOutcome.WON_BACK, rules.now)
+    won = _close(session, rules.won_back(), SunsetOutcome.WON_BACK, rules.now, Sunset.enrollment_id)
+    _end(session, _ENROLMENTS.c.id, won, rules.now, WON_BACK)  # a stopped one's ended long ago
+    return len(won)
 
 
 def _enter(session: Session, rules: Rules) -> int:
@@ -220,9 +255,10 @@ def _enter(session: Session, rules: Rules) -> int:
     now = rules.now
     found = select(Subscriber.id, constant(Sunset.outcome, SunsetOutcome.WINBACK),
                    constant(Sunset.started_at, now)).where(rules.entering())  # fmt: skip
-    entered = int(session.execute(insert(Sunset).from_select(
+    # SQLAlchemy counts the rows of an INSERT only when asked to (preserve_rowcount).
+    entered = int(session.execute(insert(_SUNSETS).from_select(
         ["subscriber_id", "outcome", "started_at"], found, include_defaults=False
-    )).rowcount)  # type: ignore[attr-defined]  # fmt: skip
+    ), execution_options={"preserve_rowcount": True}).rowcount)  # type: ignore[attr-defined]  # fmt: skip
     seq = rules.winback
     if seq is None or not entered:
         return entered
@@ -233,44 +269,40 @@ def _enter(session: Session, rules: Rules) -> int:
     values = {"sequence": seq.name, "status": EnrollmentStatus.ACTIVE,
               "next_step_id": first.id, "next_due_at": now + first.after, "enrolled_at": now}  # fmt: skip
     rows = select(Sunset.subscriber_id, next_round.scalar_subquery(),
-                  *(constant(Enrollment.__table__.c[k], v) for k, v in values.items()))  # type: ignore[attr-defined]  # fmt: skip
-    session.execute(insert(Enrollment).from_select(
+                  *(constant(_ENROLMENTS.c[k], v) for k, v in values.items()))  # fmt: skip
+    session.execute(insert(_ENROLMENTS).from_select(
         ["subscriber_id", "round", *values], rows.where(waiting), include_defaults=False
     ))  # fmt: skip
     latest = select(func.max(Enrollment.id)).where(
         mine, Enrollment.status == EnrollmentStatus.ACTIVE
     )
-    session.execute(update(Sunset).where(waiting).values(enrollment_id=latest.scalar_subquery()),
-                    execution_options=_NO_CHANGE)  # fmt: skip
+    session.execute(update(_SUNSETS).where(waiting).values(enrollment_id=latest.scalar_subquery()))
     return entered
 
 
 def _decide(session: Session, rules: Rules) -> int:
     """`then` for every round that is due: unsubscribe (enrolments ended, emails not sent
     yet cancelled, as an unsubscribe does), or cancel their newsletters waiting."""
-    people = select(Sunset.subscriber_id).where(rules.due())
-    if rules.policy.then == UNSUBSCRIBE:
-        _end(session, Enrollment.subscriber_id.in_(people), rules.now, INACTIVE)
-        session.execute(update(Delivery).where(Delivery.subscriber_id.in_(people),
-                                               Delivery.status.in_(TO_SEND))
-                        .values(status=DeliveryStatus.CANCELLED, error=INACTIVE),
-                        execution_options=_NO_CHANGE)  # fmt: skip
-        session.execute(update(Subscriber).where(Subscriber.id.in_(people),
-                                                 Subscriber.status == SubscriberStatus.ACTIVE)
-                        .values(status=SubscriberStatus.UNSUBSCRIBED, unsubscribed_at=rules.now),
-                        execution_options=_NO_CHANGE)  # fmt: skip
-        return _close(session, rules.due(), SunsetOutcome.UNSUBSCRIBED, rules.now)
-    session.execute(update(Delivery).where(Delivery.subscriber_id.in_(people),
-                                           Delivery.kind == DeliveryKind.BROADCAST,
-                                           Delivery.is_test.is_(False), Delivery.status.in_(WAITING))
-                    .values(status=DeliveryStatus.CANCELLED, error=STOPPED),
-                    execution_options=_NO_CHANGE)  # fmt: skip
-    return _close(session, rules.due(), SunsetOutcome.STOPPED, rules.now)
+    now, unsubscribe = rules.now, rules.policy.then == UNSUBSCRIBE
+    outcome = SunsetOutcome.UNSUBSCRIBED if unsubscribe else SunsetOutcome.STOPPED
+    people = _close(session, rules.due(), outcome, now, Sunset.subscriber_id)
+    if unsubscribe:
+        _end(session, _ENROLMENTS.c.subscriber_id, people, now, INACTIVE)
+        _set(session, _DELIVERIES.c.subscriber_id, people, _DELIVERIES.c.status.in_(TO_SEND),
+             status=DeliveryStatus.CANCELLED, error=INACTIVE)  # fmt: skip
+        _set(session, _SUBSCRIBERS.c.id, people,
+             _SUBSCRIBERS.c.status == SubscriberStatus.ACTIVE,
+             status=SubscriberStatus.UNSUBSCRIBED, unsubscribed_at=now)  # fmt: skip
+    else:
+        _set(session, _DELIVERIES.c.subscriber_id, people,
+             _DELIVERIES.c.kind == DeliveryKind.BROADCAST, _DELIVERIES.c.is_test.is_(False),
+             _DELIVERIES.c.status.in_(WAITING), status=DeliveryStatus.CANCELLED, error=STOPPED)  # fmt: skip
+    return len(people)
 
 
 # -- the dry run -----------------------------------------------------------------------
 def _people(where: ColumnElement[bool], *, rounds: bool) -> Select[Any]:
-    query = select(Subscriber.email, last_engaged(), joined_at())
+    query = select(Subscriber.email, latest(Subscriber.id), joined_at())
     if rounds:
         query = query.join(Sunset, Sunset.subscriber_id == Subscriber.id)
     return query.where(where).order_by(Subscriber.id)
