@@ -23,6 +23,12 @@ timezone = "UTC"
 # database_url = "postgresql://nurture@localhost/nurture"
 # redis_url = "redis://localhost:6379/0"
 # smtp_url = "smtp+starttls://user@smtp.example.com:587"
+
+# Readers silent for 120 days get the win-back series, then leave (`nurture sunset --help`):
+# [sunset]
+# inactive_for = "120d"
+# winback = "win-back"
+# then = "unsubscribe"     # or "stop_broadcasts"
 """
 
 
