@@ -62,6 +62,9 @@ def test_a_silent_reader_gets_the_win_back_then_is_unsubscribed_as_inactive(
         assert out == "send-due: 0 due, sunset: 1 unsubscribed (inactive)\n"
         shown = invoke(runner, env, "subscribers", "show", "quiet@example.com")
         assert "quiet@example.com  unsubscribed" in shown
+        assert (
+            "sunset: found inactive 2026-06-30 09:00, unsubscribed as inactive 2026-07-17" in shown
+        )
         assert "win-back                     completed" in shown
         assert "sunset: 0 in the win-back now, 0 won back, 1 unsubscribed as inactive" in invoke(
             runner, env, "stats"
@@ -101,6 +104,7 @@ def test_a_click_during_the_win_back_wins_the_reader_back_and_a_prefetch_does_no
         shown = invoke(runner, env, "subscribers", "show", "quiet@example.com")
         assert "quiet@example.com  active" in shown
         assert "win-back                     exited     ended 2026-07-04 09:00: won back" in shown
+        assert "sunset: found inactive 2026-07-01 09:00, won back 2026-07-04 09:00" in shown
         assert "1 won back" in invoke(runner, env, "stats")
 
         # silent again for 120 days after that click: a second round of the win-back

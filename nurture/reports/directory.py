@@ -5,7 +5,7 @@ back plain values, so a caller prints without touching the database."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import func, select
@@ -14,10 +14,19 @@ from nurture.content.fields import fields_for
 from nurture.content.sequences import catalog_for
 from nurture.people.engagement import live_score
 from nurture.people.subscribers import get, tags_of
+from nurture.reports.stats import SUNSET_WORDS
 from nurture.settings import Settings
 from nurture.store.engine import session_scope
 from nurture.store.sql import among
-from nurture.store.tables import Consent, Delivery, Enrollment, Subscriber, Tag
+from nurture.store.tables import (
+    Consent,
+    Delivery,
+    Enrollment,
+    Subscriber,
+    Sunset,
+    SunsetOutcome,
+    Tag,
+)
 
 #: Subscribers (and their tags) read per round trip while exporting.
 EXPORT_CHUNK = 1000
@@ -107,6 +116,8 @@ class Card:
     consents: list[ConsentLine]
     enrollments: list[EnrollmentLine]
     emails: list[EmailLine]
+    #: Each round of the sunset policy: "found inactive 2026-07-01, won back 2026-07-04".
+    sunsets: list[str] = field(default_factory=list)
 
 
 def show_subscriber(settings: Settings, address: str) -> Card:
@@ -121,6 +132,8 @@ def show_subscriber(settings: Settings, address: str) -> Card:
                                       .order_by(Enrollment.enrolled_at, Enrollment.id))  # fmt: skip
         emails = session.scalars(select(Delivery).where(Delivery.subscriber_id == sub.id)
                                  .order_by(Delivery.id))  # fmt: skip
+        rounds = session.scalars(select(Sunset).where(Sunset.subscriber_id == sub.id)
+                                 .order_by(Sunset.id))  # fmt: skip
         return Card(
             email=sub.email, status=sub.status, first_name=sub.first_name,
             timezone=sub.timezone, tags=tags_of(session, sub.id),
@@ -135,6 +148,9 @@ def show_subscriber(settings: Settings, address: str) -> Card:
             emails=[EmailLine(d.sent_at or d.created_at, d.status,
                               f"{d.sequence}/{d.step_id}" if d.kind == "sequence" else d.kind,
                               d.subject, d.error) for d in emails],
+            sunsets=[f"found inactive {r.started_at:%Y-%m-%d %H:%M}, {SUNSET_WORDS[SunsetOutcome(r.outcome)]}"
+                     + (f" {r.decided_at:%Y-%m-%d %H:%M}" if r.decided_at else "")
+                     for r in rounds],
         )  # fmt: skip
 
 
