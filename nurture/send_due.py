@@ -16,7 +16,7 @@ from nurture.errors import ConfigError
 from nurture.journeys.scheduling import BATCH, claim_due, requeue_stale
 from nurture.journeys.versions import record_workspace
 from nurture.people.handoff import due_handoffs
-from nurture.people.sunset import WORDS, run_sunset
+from nurture.people.sunset import LOOK_EVERY, WORDS, run_sunset
 from nurture.queue import CHUNK, backlog, dispatch, dispatch_handoffs
 from nurture.settings import Settings
 from nurture.store.engine import get_engine, session_scope
@@ -58,13 +58,13 @@ def run_send_due(settings: Settings, limit: int | None = None) -> Counter[str]:
 
 
 def sunset(settings: Settings) -> dict[str, int]:
-    """The `[sunset]` policy applied (nurture.people.sunset), its counts in words. A
-    win-back sequence that cannot be used stops the policy only, with a warning: the
-    steps due are still sent."""
+    """The `[sunset]` policy applied (nurture.people.sunset), its counts in words; the
+    newly inactive are looked for once in LOOK_EVERY. A win-back sequence that cannot be
+    used stops the policy only, with a warning: the steps due are still sent."""
     if settings.sunset is None:
         return {}
     try:
-        return run_sunset(settings, clock.now()).counts.in_words()
+        return run_sunset(settings, clock.now(), look_every=LOOK_EVERY).counts.in_words()
     except ConfigError as e:
         log.warning("%s", e)
         return {SUNSET_SKIPPED: 1}

@@ -150,3 +150,22 @@ def test_stop_broadcasts_keeps_sequences_and_a_reader_who_opens_gets_newsletters
         assert invoke(runner, env, "send-due") == "send-due: 0 due, sunset: 1 won back\n"
         newsletter("June")
     assert subjects(sink, "quiet@example.com") == ["April", "A tip", "June"]
+
+
+def test_send_due_looks_for_the_newly_inactive_once_an_hour(runner, env, sink, workspace):
+    """Looking reads the whole list, so send-due does it hourly; `nurture sunset` and
+    winning back do not wait."""
+    with_policy(workspace, inactive_for="120d", winback="win-back", then="unsubscribe")
+    settings = load_settings(workspace, env=env)
+    with freeze_time(START, ignore=REAL_TIME_MODULES) as frozen:
+        add_people(settings, [{"email": "quiet@example.com", "confirmed_at": START},
+                              {"email": "later@example.com",
+                               "confirmed_at": START + timedelta(minutes=30)}])  # fmt: skip
+        frozen.move_to(START + timedelta(days=120, minutes=10))
+        assert "sunset: 1 sent the win-back" in invoke(runner, env, "send-due")
+        frozen.move_to(START + timedelta(days=120, minutes=40))  # later@ is silent 120 days now
+        assert "sunset" not in invoke(runner, env, "send-due")
+        assert "later@example.com" in invoke(runner, env, "sunset", "--dry-run")
+        frozen.move_to(START + timedelta(days=120, minutes=70))
+        assert "sunset: 1 sent the win-back" in invoke(runner, env, "send-due")
+    assert subjects(sink, "later@example.com") == WINBACK[:1]

@@ -4,26 +4,23 @@ from __future__ import annotations
 
 import base64
 import secrets
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     Boolean,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
-    MetaData,
     String,
     Text,
-    TypeDecorator,
     UniqueConstraint,
     false,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
-from nurture import clock
+from nurture.store.base import Base, UTCDateTime, utcnow  # noqa: F401 - re-exported
 from nurture.store.enums import (  # noqa: F401 - re-exported: the tables' vocabulary
     IN_FLIGHT,
     NOT_GOING,
@@ -38,44 +35,7 @@ from nurture.store.enums import (  # noqa: F401 - re-exported: the tables' vocab
     SubscriberStatus,
     SunsetOutcome,
 )
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Stores UTC and always hands back aware datetimes, on SQLite as on PostgreSQL."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to the database; use aware UTC times")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def utcnow() -> datetime:
-    return clock.now()
-
-
-class Base(DeclarativeBase):
-    # Named constraints keep Alembic's batch mode on SQLite able to alter them.
-    metadata = MetaData(
-        naming_convention={
-            "ix": "ix_%(column_0_label)s",
-            "uq": "uq_%(table_name)s_%(column_0_name)s",
-            "ck": "ck_%(table_name)s_%(constraint_name)s",
-            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-            "pk": "pk_%(table_name)s",
-        }
-    )
-
+from nurture.store.sunsets import LastRun, Sunset  # noqa: F401 - re-exported: every table here
 
 #: Random bytes in a link key: 16 URL-safe characters, no padding.
 LINK_KEY_BYTES = 12
@@ -223,7 +183,11 @@ class Delivery(Base):
 
 class Event(Base):
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_subscriber_kind", "subscriber_id", "kind"),)
+    __table_args__ = (
+        Index("ix_events_subscriber_kind", "subscriber_id", "kind"),
+        # "opened or clicked since": one index range per person (segments, sunset)
+        Index("ix_events_engagement", "subscriber_id", "kind", "at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
@@ -372,23 +336,3 @@ class SuppressionRemoval(Base):
     why: Mapped[str] = mapped_column(Text)
     by: Mapped[str] = mapped_column(String(100))
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-
-class Sunset(Base):
-    """One round of the `[sunset]` policy for one subscriber: found inactive at
-    `started_at`, sent the win-back (`enrollment_id`), and how it ended. The ledger
-    `stats` counts, and what keeps a stopped subscriber out of broadcasts."""
-
-    __tablename__ = "sunsets"
-    __table_args__ = (Index("ix_sunsets_subscriber_outcome", "subscriber_id", "outcome"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
-    #: The win-back round they were enrolled in; None without a `winback` sequence.
-    enrollment_id: Mapped[int | None] = mapped_column(
-        ForeignKey("enrollments.id", ondelete="SET NULL")
-    )
-    outcome: Mapped[str] = mapped_column(String(16), default=SunsetOutcome.WINBACK)
-    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    #: When the outcome was decided (won back, unsubscribed, stopped, left).
-    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
