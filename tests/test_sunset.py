@@ -49,7 +49,7 @@ def test_a_silent_reader_gets_the_win_back_then_is_unsubscribed_as_inactive(
         entered = START + timedelta(days=120)
         frozen.move_to(entered)
         out = invoke(runner, env, "send-due")
-        assert out == "send-due: 1 due, 1 sent, sunset: 1 sent the win-back\n"
+        assert out == "send-due: 1 due, 1 sent, sunset: 1 into the win-back\n"
         assert subjects(sink, "quiet@example.com") == WINBACK[:1]
 
         last_call = entered + timedelta(days=10)
@@ -73,7 +73,7 @@ def test_a_silent_reader_gets_the_win_back_then_is_unsubscribed_as_inactive(
         settle(runner, env, frozen, START + timedelta(days=219, hours=23))
         assert sink.to("new@example.com") == []
         frozen.move_to(START + timedelta(days=220))
-        assert "sunset: 1 sent the win-back" in invoke(runner, env, "send-due")
+        assert "sunset: 1 into the win-back" in invoke(runner, env, "send-due")
         settle(runner, env, frozen, START + timedelta(days=400))
     assert subjects(sink, "quiet@example.com") == WINBACK  # nothing after the last call
     assert subjects(sink, "new@example.com") == WINBACK
@@ -92,12 +92,12 @@ def test_a_click_during_the_win_back_wins_the_reader_back_and_a_prefetch_does_no
         [first] = sink.to("quiet@example.com")
         track(client, first, "open", agent=PREFETCH)  # Apple's prefetch: nobody read it
         track(client, first, "click", agent="Barracuda link scanner")
-        assert "sunset: 1 sent the win-back" not in invoke(runner, env, "send-due")
+        assert "sunset: 1 into the win-back" not in invoke(runner, env, "send-due")
         assert "won back" not in invoke(runner, env, "sunset", "--dry-run")
 
         frozen.move_to(START + timedelta(days=124))
         track(client, first, "click")  # the reader
-        assert "would be 1 won back" in invoke(runner, env, "sunset", "--dry-run")
+        assert "it would move 1 won back" in invoke(runner, env, "sunset", "--dry-run")
         assert invoke(runner, env, "send-due") == "send-due: 0 due, sunset: 1 won back\n"
         settle(runner, env, frozen, START + timedelta(days=200))
         assert subjects(sink, "quiet@example.com") == WINBACK[:1]  # no more win-back emails
@@ -162,10 +162,10 @@ def test_send_due_looks_for_the_newly_inactive_once_an_hour(runner, env, sink, w
                               {"email": "later@example.com",
                                "confirmed_at": START + timedelta(minutes=30)}])  # fmt: skip
         frozen.move_to(START + timedelta(days=120, minutes=10))
-        assert "sunset: 1 sent the win-back" in invoke(runner, env, "send-due")
+        assert "sunset: 1 into the win-back" in invoke(runner, env, "send-due")
         frozen.move_to(START + timedelta(days=120, minutes=40))  # later@ is silent 120 days now
         assert "sunset" not in invoke(runner, env, "send-due")
         assert "later@example.com" in invoke(runner, env, "sunset", "--dry-run")
         frozen.move_to(START + timedelta(days=120, minutes=70))
-        assert "sunset: 1 sent the win-back" in invoke(runner, env, "send-due")
+        assert "sunset: 1 into the win-back" in invoke(runner, env, "send-due")
     assert subjects(sink, "later@example.com") == WINBACK[:1]

@@ -106,4 +106,4 @@ def test_a_valid_policy_passes_validate_and_is_shown(runner, env, workspace):
     out = invoke(runner, env, "sunset", "--dry-run")
     assert out == ("policy: no open or click for 112d: send them 'win-back'; if still silent 3d "
                    "after its last email, stop their newsletters\n"
-                   "dry run, nothing changed: nobody to move\n")  # fmt: skip
+                   "dry run, nothing changed; nobody to move\n")  # fmt: skip

@@ -4,6 +4,7 @@ SQLite and PostgreSQL; its dry run names the same people and changes nothing."""
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -92,7 +93,7 @@ def test_the_dry_run_command_lists_and_counts_without_changing_anything(runner, 
     lines = out.splitlines()
     assert lines[0] == ("policy: no open or click for 120d: send them 'win-back'; if still "
                         "silent 7d after its last email, stop their newsletters")  # fmt: skip
-    assert lines[1] == "dry run, nothing changed: would be 10 sent the win-back"
+    assert lines[1] == "dry run, nothing changed; it would move 10 into the win-back"
     listed = sorted(line.split()[0] for line in lines[3:])
     assert listed == sorted(p.email for p in people if p.inactive)
     assert (
@@ -106,3 +107,22 @@ def test_the_dry_run_command_lists_and_counts_without_changing_anything(runner, 
     found = json.loads(as_json)
     assert found["dry_run"] is True and found["counts"]["winback"] == 10
     assert sorted(a["email"] for a in found["affected"]) == listed
+
+
+def test_two_runs_at_once_give_each_person_one_round(env, workspace):
+    """send-due on two hosts at the same moment: the runs queue behind one lock, so
+    nobody is put in the win-back twice."""
+    with_policy(workspace, inactive_for="120d", winback="win-back", then="unsubscribe")
+    settings = load_settings(workspace, env=env)
+    people = mixed_list(1200, NOW, timedelta(days=120))
+    insert_people(settings, people)
+    inactive = {p.email for p in people if p.inactive}
+    with ThreadPoolExecutor(2) as pool:
+        runs = list(pool.map(lambda _: run_sunset(settings, NOW), range(2)))
+    assert sorted(r.counts.winback for r in runs) == [0, len(inactive)]
+    with session_scope(settings) as session:
+        rounds = session.execute(select(Sunset.subscriber_id, func.count())
+                                 .group_by(Sunset.subscriber_id)).all()  # fmt: skip
+        enrolled = session.scalar(select(func.count()).select_from(Enrollment))
+    assert len(rounds) == len(inactive) and {n for _, n in rounds} == {1}
+    assert enrolled == len(inactive)

@@ -33,7 +33,7 @@ def _json(run: SunsetRun, dry_run: bool) -> str:
 
 @command(cli, "sunset")
 @click.option("--dry-run", is_flag=True,
-              help="Show who would be sent the win-back, won back, unsubscribed or stopped; "
+              help="Show who would go into the win-back, be won back, unsubscribed or stopped; "
               "change nothing.")  # fmt: skip
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="json for tools (with --dry-run it lists everyone).")  # fmt: skip
@@ -70,9 +70,9 @@ def sunset(ctx: click.Context, dry_run: bool, fmt: str) -> None:
     if not dry_run:
         click.echo(f"sunset: {said or 'nobody to move'}")
         return
-    click.echo(f"dry run, nothing changed: {'would be ' + said if said else 'nobody to move'}")
+    click.echo(f"dry run, nothing changed; {'it would move ' + said if said else 'nobody to move'}")
     if run.affected:
-        click.echo(f"{'email':<40} {'would be':<16} {'last open/click':<16} joined")
+        click.echo(f"{'email':<40} {'action':<16} {'last open/click':<16} joined")
     for row in run.affected:
         click.echo(f"{row.email:<40} {row.action:<16} {_day(row.last_engaged):<16} "
                    f"{_day(row.joined)}")  # fmt: skip

@@ -86,7 +86,7 @@ _SUBSCRIBERS = cast(Table, Subscriber.__table__)
 
 
 #: Each count of a run in words, in the order they are said.
-WORDS = {"winback": "sent the win-back", "won_back": "won back",
+WORDS = {"winback": "into the win-back", "won_back": "won back",
          "unsubscribed": "unsubscribed (inactive)", "stopped": "newsletters stopped",
          "left": "left during the win-back"}  # fmt: skip
 
@@ -96,17 +96,17 @@ class SunsetCounts:
     """What a run did, or would do."""
 
     won_back: int = 0
-    winback: int = 0  # sent the win-back
+    winback: int = 0  # put in the win-back
     unsubscribed: int = 0
     stopped: int = 0
     left: int = 0
 
     def in_words(self) -> dict[str, int]:
-        """{"sent the win-back": 3, …}, every count: what `send-due` adds to its own."""
+        """{"into the win-back": 3, …}, every count: what `send-due` adds to its own."""
         return {words: getattr(self, name) for name, words in WORDS.items()}
 
     def parts(self) -> list[str]:
-        """["3 sent the win-back", …], the counts that are not 0."""
+        """["3 into the win-back", …], the counts that are not 0."""
         return [f"{n} {words}" for words, n in self.in_words().items() if n]
 
 
