@@ -1,17 +1,21 @@
-"""The `[sunset]` policy, applied: who went silent is sent the win-back, who answers is won
-back, who stays silent is unsubscribed (reason "inactive") or stops receiving newsletters.
+"""The `[sunset]` policy, applied: who went silent is put in the win-back, who answers is
+won back, who stays silent is unsubscribed (reason "inactive") or stops receiving
+newsletters.
 
-One run, in one transaction at one `now`, goes in this order:
+One run, in one transaction at one `now`, under one lock, goes in this order:
 1. won back: a round whose subscriber opened or clicked (or confirmed again, or reached
    the win-back's goal) since it started ends; so does a stopped one who reads again;
 2. left: a round whose subscriber unsubscribed or bounced by themselves is closed;
-3. enter: whoever is inactive and in no round starts one, in the win-back sequence;
+3. enter: whoever is inactive and in no round starts one, in the win-back sequence
+   (`send-due` looks once in LOOK_EVERY: this step reads the whole list);
 4. decide: a round whose win-back ended `grace` ago (at once without a win-back) gets
    `then`.
-Each step is one set-based statement or a few (UPDATE … WHERE … IN (SELECT …), INSERT …
-SELECT): a run costs the same statements for a hundred subscribers or a million, and
-nobody is looked at one by one in Python. The `sunsets` table is the ledger. The dry
-run asks the same clauses with SELECTs only.
+Each step is a few set-based statements (UPDATE … WHERE …, INSERT … SELECT; what follows
+from the rounds an UPDATE closed is reached by the ids it returns, a chunk a statement):
+nobody is looked at one by one in Python. Each person is tested by correlated scalar
+subqueries, an index probe each, never by a join the planner could turn quadratic on a
+table it has no statistics for yet. The `sunsets` table is the ledger. The dry run asks
+the same clauses with SELECTs only.
 """
 
 from __future__ import annotations
