@@ -117,7 +117,8 @@ def reset(engine: Engine) -> None:
 
 
 def measure(url: str, ws: Path, n: int, runs: int, log: Any) -> dict[str, Any]:
-    from nurture.people.sunset import LOOK_EVERY, run_sunset
+    from nurture.people.sunset import LOOK_EVERY
+    from nurture.people.sunsetrun import run_sunset
     from nurture.settings import load_settings
     from nurture.store import engine as db
 

@@ -16,7 +16,8 @@ from nurture.errors import ConfigError
 from nurture.journeys.scheduling import BATCH, claim_due, requeue_stale
 from nurture.journeys.versions import record_workspace
 from nurture.people.handoff import due_handoffs
-from nurture.people.sunset import LOOK_EVERY, WORDS, run_sunset
+from nurture.people.sunset import LOOK_EVERY, WORDS
+from nurture.people.sunsetrun import run_sunset
 from nurture.queue import CHUNK, backlog, dispatch, dispatch_handoffs
 from nurture.settings import Settings
 from nurture.store.engine import get_engine, session_scope

@@ -11,7 +11,7 @@ import pytest
 from freezegun import freeze_time
 from sqlalchemy import func, select
 
-from nurture.people.sunset import run_sunset
+from nurture.people.sunsetrun import run_sunset
 from nurture.settings import load_settings
 from nurture.store.engine import session_scope
 from nurture.store.tables import Enrollment, Event, Subscriber, Sunset

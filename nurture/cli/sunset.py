@@ -9,7 +9,7 @@ import click
 
 from nurture import clock
 from nurture.cli import cli, command, settings_of
-from nurture.people.sunset import SunsetRun, run_sunset
+from nurture.people.sunsetrun import SunsetRun, run_sunset
 
 
 def _day(at: datetime | None) -> str:

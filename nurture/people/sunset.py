@@ -26,7 +26,6 @@ from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
-    Select,
     Table,
     and_,
     func,
@@ -38,12 +37,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, aliased
 
-from nurture.content.sequences import Catalog, Sequence, catalog_for
+from nurture.content.sequences import Catalog, Sequence
 from nurture.content.winback import winback_sequence
-from nurture.errors import ConfigError
-from nurture.people.engaged import engaged, inactive, joined_at, latest
-from nurture.settings import Settings
-from nurture.store.engine import session_scope
+from nurture.people.engaged import engaged, inactive
 from nurture.store.sql import among, constant
 from nurture.store.tables import (
     SUNSET_OPEN,
@@ -112,16 +108,6 @@ class SunsetCounts:
     def parts(self) -> list[str]:
         """["3 into the win-back", …], the counts that are not 0."""
         return [f"{n} {words}" for words, n in self.in_words().items() if n]
-
-
-@dataclass(frozen=True)
-class Affected:
-    """One person a run would move, for the dry run's list."""
-
-    email: str
-    action: str  # "win-back", "won back", "unsubscribe", "stop broadcasts"
-    last_engaged: datetime | None
-    joined: datetime
 
 
 @dataclass(frozen=True)
@@ -209,7 +195,7 @@ def apply_sunset(session: Session, rules: Rules, look_every: timedelta | None = 
     """One run of the policy (see the module's docstring), in the caller's transaction.
     With `look_every`, the newly inactive are looked for only if the last look is that
     long ago: it reads the whole list, where the rest reads only the open rounds."""
-    if _no_jit(session):
+    if no_jit(session):
         session.execute(select(func.pg_advisory_xact_lock(LOCK)))
     won_back = _win_back(session, rules)
     left = len(_close(session, rules.left(), SunsetOutcome.LEFT, rules.now, Sunset.id))
@@ -223,7 +209,7 @@ def apply_sunset(session: Session, rules: Rules, look_every: timedelta | None = 
     )  # fmt: skip
 
 
-def _no_jit(session: Session) -> bool:
+def no_jit(session: Session) -> bool:
     """On PostgreSQL, no JIT compiling in this transaction; True there. A row's scalar
     subqueries make the planner price a look at a whole list high enough to compile it,
     which took 470 ms of a 550 ms look at 20,000 people (EXPLAIN ANALYZE)."""
@@ -334,54 +320,3 @@ def _decide(session: Session, rules: Rules) -> int:
              _DELIVERIES.c.kind == DeliveryKind.BROADCAST, _DELIVERIES.c.is_test.is_(False),
              _DELIVERIES.c.status.in_(WAITING), status=DeliveryStatus.CANCELLED, error=STOPPED)  # fmt: skip
     return len(people)
-
-
-# -- the dry run -----------------------------------------------------------------------
-def _people(where: ColumnElement[bool], *, rounds: bool) -> Select[Any]:
-    query = select(Subscriber.email, latest(Subscriber.id), joined_at())
-    if rounds:
-        query = query.join(Sunset, Sunset.subscriber_id == Subscriber.id)
-    return query.where(where).order_by(Subscriber.id)
-
-
-def preview_sunset(session: Session, rules: Rules) -> tuple[SunsetCounts, list[Affected]]:
-    """What `apply_sunset` would do now, and to whom; changes nothing."""
-    then = "unsubscribe" if rules.policy.then == UNSUBSCRIBE else "stop broadcasts"
-    _no_jit(session)
-    due = and_(rules.due(), Subscriber.status == SubscriberStatus.ACTIVE, ~rules.won_back())
-    asked = [("won back", _people(rules.won_back(), rounds=True)),
-             ("win-back" if rules.winback else then, _people(rules.entering(), rounds=False)),
-             (then, _people(due, rounds=True))]  # fmt: skip
-    affected = [Affected(email, action, last, joined)
-                for action, query in asked for email, last, joined in session.execute(query)]  # fmt: skip
-    left = session.scalar(select(func.count()).select_from(Sunset).where(rules.left())) or 0
-    count = {a: sum(1 for row in affected if row.action == a) for a in {a for a, _ in asked}}
-    return SunsetCounts(
-        won_back=count.get("won back", 0), winback=count.get("win-back", 0), left=left,
-        unsubscribed=count.get("unsubscribe", 0), stopped=count.get("stop broadcasts", 0),
-    ), affected  # fmt: skip
-
-
-@dataclass(frozen=True)
-class SunsetRun:
-    policy: SunsetPolicy
-    counts: SunsetCounts
-    #: Everyone a dry run would move (empty for a real run).
-    affected: list[Affected]
-
-
-def run_sunset(settings: Settings, now: datetime, *, dry_run: bool = False,
-               look_every: timedelta | None = None) -> SunsetRun:  # fmt: skip
-    """The policy now, in a transaction of its own (a dry run only reads; `look_every`:
-    see apply_sunset); ConfigError without a policy, or with a win-back sequence that
-    cannot be used."""
-    policy = settings.sunset
-    if policy is None:
-        raise ConfigError('nurture.toml has no [sunset] policy: add one, like [sunset] with '
-                          'inactive_for = "120d", winback = "win-back", then = "unsubscribe"')  # fmt: skip
-    rules = rules_for(policy, catalog_for(settings.sequences_dir), now)
-    with session_scope(settings) as session:
-        if dry_run:
-            counts, affected = preview_sunset(session, rules)
-            return SunsetRun(policy, counts, affected)
-        return SunsetRun(policy, apply_sunset(session, rules, look_every), [])
