@@ -212,7 +212,7 @@ def apply_sunset(session: Session, rules: Rules, look_every: timedelta | None = 
 def no_jit(session: Session) -> bool:
     """On PostgreSQL, no JIT compiling in this transaction; True there. A row's scalar
     subqueries make the planner price a look at a whole list high enough to compile it,
-    which took 470 ms of a 550 ms look at 20,000 people (EXPLAIN ANALYZE)."""
+    and for such a plan EXPLAIN ANALYZE showed compiling costing most of the look."""
     if session.get_bind().dialect.name != "postgresql":
         return False
     session.execute(text("SET LOCAL jit = off"))
@@ -237,7 +237,7 @@ def _close(session: Session, where: ColumnElement[bool], outcome: str, now: date
     The rounds change first, and what follows them (enrolments, emails, subscribers) is
     reached by the ids this returns: looked up by index, whatever the planner thinks of
     a table it has no statistics for yet (a nested `IN (SELECT …)` over rows written a
-    moment ago made PostgreSQL take 12 s for 1,250 people)."""
+    moment ago became a nested loop over both tables on PostgreSQL)."""
     stmt = update(_SUNSETS).where(where).values(outcome=outcome, decided_at=now)
     return list(session.execute(stmt.returning(returning)).scalars())
 
@@ -278,7 +278,8 @@ def _enter(session: Session, rules: Rules) -> int:
     The people found are read first and written by INSERT … SELECT over their ids
     (store.sql.insert_each), never by one INSERT whose subqueries read the table it
     fills: PostgreSQL plans that with the table empty (a seq scan costs nothing then),
-    and rescans its own new rows for every row: 443 s for 116,668 people."""
+    and rescans its own new rows for every row, which grows with the square of the
+    people found."""
     now = rules.now
     people = list(session.scalars(select(Subscriber.id).where(rules.entering())))
     seq = rules.winback
