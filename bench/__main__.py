@@ -1,7 +1,7 @@
 """`make bench`: the send path, scheduling, signup, import and start-up, each against its
 baseline.
 
-    python -m bench [--only send,schedule,signup,import,startup,dkim] [--runs 3] [--quick]
+    python -m bench [--only send,schedule,signup,import,startup,dkim,sunset] [--runs 3] [--quick]
 
 Prints a table per benchmark and writes bench/results/latest.json. Everything it starts
 (databases, Redis databases, the SMTP sink, workers, servers) it stops again.
@@ -22,7 +22,7 @@ from bench.services import ROOT, Unavailable
 from bench.stats import table
 
 RESULTS = ROOT / "bench" / "results"
-BENCHMARKS = ("send", "schedule", "signup", "import", "startup", "dkim")
+BENCHMARKS = ("send", "schedule", "signup", "import", "startup", "dkim", "sunset")
 #: Sizes for --quick: a check that the harness works, not a measurement.
 QUICK = {
     "send": {"n": 2_000},
@@ -31,6 +31,7 @@ QUICK = {
     "import": {"n": 5_000, "runs": 1},
     "startup": {"repeat": 3},
     "dkim": {"n": 50, "send_n": 200},
+    "sunset": {"n": 20_000, "sqlite_n": 5_000, "runs": 1},
 }
 
 
@@ -86,6 +87,10 @@ def _run(name: str, runs: int, sizes: dict[str, Any]) -> dict[str, Any]:
         from bench import importing
 
         return importing.run(**{"runs": runs, "log": log, **sizes})
+    if name == "sunset":
+        from bench import sunset
+
+        return sunset.run(**{"runs": runs, "log": log, **sizes})
     if name == "dkim":
         from bench import dkim
 
@@ -223,8 +228,22 @@ def _dkim_report(r: dict[str, Any]) -> str:
             f"{r['dkimpy_sign_us_per_email']:.0f} µs before")  # fmt: skip
 
 
+def _sunset_report(r: dict[str, Any]) -> str:
+    rows = []
+    for db in ("postgresql", "sqlite"):
+        d = r[db]
+        rows.append([f"{db}: bare INSERT … SELECT", d["subscribers"], d["inactive"],
+                     d["bare_first"], 1.0, d["bare_quiet"], 1.0, ""])  # fmt: skip
+        rows.append([f"{db}: nurture sunset", d["subscribers"], d["inactive"], d["first"],
+                     d["first_ratio"], d["quiet"], d["quiet_ratio"], d["between"]])  # fmt: skip
+    return table("sunset: the policy over a list of mixed activity (medians)",
+                 ["", "subscribers", "inactive", "first s", "ratio", "quiet s", "ratio",
+                  "between s"], rows)  # fmt: skip
+
+
 REPORTS = {"send": _send_report, "schedule": _schedule_report, "signup": _signup_report,
-           "import": _import_report, "startup": _startup_report, "dkim": _dkim_report}  # fmt: skip
+           "import": _import_report, "startup": _startup_report, "dkim": _dkim_report,
+           "sunset": _sunset_report}  # fmt: skip
 
 if __name__ == "__main__":
     sys.exit(main())

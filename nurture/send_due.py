@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections import Counter
@@ -11,9 +12,12 @@ from datetime import timedelta
 from nurture import clock
 from nurture.broadcast.fanout import fan_out_due_broadcasts
 from nurture.content.sequences import Catalog, catalog_for
+from nurture.errors import ConfigError
 from nurture.journeys.scheduling import BATCH, claim_due, requeue_stale
 from nurture.journeys.versions import record_workspace
 from nurture.people.handoff import due_handoffs
+from nurture.people.sunset import LOOK_EVERY, WORDS
+from nurture.people.sunsetrun import run_sunset
 from nurture.queue import CHUNK, backlog, dispatch, dispatch_handoffs
 from nurture.settings import Settings
 from nurture.store.engine import get_engine, session_scope
@@ -25,6 +29,9 @@ from nurture.store.engine import get_engine, session_scope
 #: their previous batch wrote. Two, for the two cores it was measured on: 100,000 due
 #: steps of a 1M-row table in 7.6-8.7 s instead of 10.8 s (bench/schedule.py medians).
 CLAIMERS = 2
+log = logging.getLogger(__name__)
+#: The count that says the policy could not run (its reason is logged).
+SUNSET_SKIPPED = "sunset skipped"
 
 
 def run_send_due(settings: Settings, limit: int | None = None) -> Counter[str]:
@@ -32,7 +39,11 @@ def run_send_due(settings: Settings, limit: int | None = None) -> Counter[str]:
     (FOR UPDATE SKIP LOCKED on PostgreSQL), so concurrent runs share the work."""
     record_workspace(settings)  # before claiming: an edited delay applies to this run
     catalog = catalog_for(settings.sequences_dir)
+    # The sunset policy first: whoever it stops gets no newsletter, and whoever it won back
+    # no further win-back email, in this very run.
+    sunset_counts = sunset(settings)
     counts = fan_out_due_broadcasts(settings, dispatch)  # counts["broadcast"]: newsletter emails
+    counts.update(sunset_counts)
     side_by_side = (limit is None and not settings.embedded
                     and get_engine(settings).dialect.name == "postgresql")  # fmt: skip
     if side_by_side:
@@ -45,6 +56,19 @@ def run_send_due(settings: Settings, limit: int | None = None) -> Counter[str]:
         handoffs = due_handoffs(session, clock.now())
     counts["handoffs"] += dispatch_handoffs(settings, handoffs)
     return counts
+
+
+def sunset(settings: Settings) -> dict[str, int]:
+    """The `[sunset]` policy applied (nurture.people.sunset), its counts in words; the
+    newly inactive are looked for once in LOOK_EVERY. A win-back sequence that cannot be
+    used stops the policy only, with a warning: the steps due are still sent."""
+    if settings.sunset is None:
+        return {}
+    try:
+        return run_sunset(settings, clock.now(), look_every=LOOK_EVERY).counts.in_words()
+    except ConfigError as e:
+        log.warning("%s", e)
+        return {SUNSET_SKIPPED: 1}
 
 
 def claim(
@@ -153,4 +177,9 @@ def summary(counts: Counter[str], embedded: bool) -> str:
         parts += [f"{counts[k]} {k}" for k in ("sent", "retry", "failed", "skipped") if counts[k]]
     else:
         parts.append(f"{counts['enqueued']} enqueued")
+    sunset_said = [f"{counts[words]} {words}" for words in WORDS.values() if counts[words]]
+    if sunset_said:
+        parts.append("sunset: " + ", ".join(sunset_said))
+    if counts[SUNSET_SKIPPED]:
+        parts.append("sunset not applied: its win-back sequence cannot be used (nurture validate)")
     return "send-due: " + ", ".join(parts)

@@ -21,6 +21,7 @@ from nurture.errors import ConfigError
 from nurture.mailsettings import bounce_settings, dkim_settings
 from nurture.secretkey import MIN_SECRET_LENGTH, SECRET_FILE, check_key, generated_key
 from nurture.sender import sender_problem
+from nurture.sunsetpolicy import SunsetPolicy, load_policy
 from nurture.urls import check_database_url, check_redis_url, check_smtp_url
 
 PREFIX = "NURTURE_"
@@ -50,9 +51,9 @@ DEFAULT_LINK_LIMIT = "60 per minute; 600 per hour"
 DEFAULT_TOKEN_LIMIT = "10 per minute; 40 per hour"  # noqa: S105 - a limit, not a secret
 #: Names known besides the settings `load_settings` reads (those it records as it reads
 #: them, so there is no second list to forget): tables of nurture.toml read by
-#: nurture.content.fields and nurture.content.topics, and variables that say where the
-#: settings are.
-TOML_TABLES = ("fields", "signup_fields", "topics", "signup_topics")
+#: nurture.content.fields, nurture.content.topics and nurture.sunsetpolicy, and variables
+#: that say where the settings are.
+TOML_TABLES = ("fields", "signup_fields", "topics", "signup_topics", "sunset")
 LOCATION_VARIABLES = ("workspace", "env_file")
 #: Variables of the test suite and the benchmarks, never settings.
 DEV_PREFIXES = (PREFIX + "TEST_", PREFIX + "BENCH_")
@@ -117,6 +118,8 @@ class Settings:
     ses_topic_arns: tuple[str, ...] = ()
     #: SendGrid's event webhook verification key (DER of an ECDSA P-256 public key).
     sendgrid_webhook_key: bytes | None = None
+    #: The `[sunset]` policy of nurture.toml (nurture.sunsetpolicy); None: nobody is sunset.
+    sunset: SunsetPolicy | None = None
 
     @property
     def embedded(self) -> bool:
@@ -362,6 +365,7 @@ def load_settings(
         **dkim_settings(src.get, ws),
         dns_server=src.get("dns_server"),
         **bounce_settings(src.get),
+        sunset=load_policy(ws, src.toml),
         secret_key=_key(src, ws),  # last: nothing is written when another setting is wrong
     )
     return _with_warnings(settings, src, path)

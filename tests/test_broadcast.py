@@ -142,7 +142,7 @@ def test_dry_run_prints_audience_and_sample_and_saves_nothing(runner, env, setti
         ("tag:customers and (ready or", "expected a term but found the end at position 28"),
         (
             "in:nowhere",
-            "no sequence named 'nowhere' at position 1 (known: from-curious-to-customer)",
+            "no sequence named 'nowhere' at position 1 (known: from-curious-to-customer, win-back)",
         ),
     ],
 )

@@ -31,7 +31,7 @@ def add_line(path: Path, text: str) -> int:
 def test_the_example_has_no_lint(runner, workspace):
     result = validate(runner, workspace)
     assert result.exit_code == 0
-    assert result.output.strip().splitlines() == ["1 sequences, 11 steps: 0 errors, 0 warnings"]
+    assert result.output.strip().splitlines() == ["2 sequences, 14 steps: 0 errors, 0 warnings"]
 
 
 @pytest.mark.parametrize(("href", "why"), [

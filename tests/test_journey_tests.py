@@ -131,7 +131,7 @@ def test_test_files_are_not_taken_for_sequences(runner, ws):
     clean = {k: None for k in os.environ if k.startswith("NURTURE_")}
     result = runner.invoke(cli, ["--workspace", str(ws), "validate"], env=clean)
     assert result.exit_code == 0, result.output
-    assert result.output.strip().splitlines()[-1].startswith("1 sequences, 11 steps: 0 errors")
+    assert result.output.strip().splitlines()[-1].startswith("2 sequences, 14 steps: 0 errors")
 
 
 def test_a_template_change_fails_the_snapshots_until_accepted(runner, ws):

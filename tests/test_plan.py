@@ -171,7 +171,9 @@ def test_recording_the_edit_moves_people_by_the_new_delay(
     again = plan(runner, env)
     assert again.exit_code == 0 and "Changes:\n  none" in again.output
     with db.engine_for(database_url).connect() as conn:
-        files = conn.execute(select(SequenceVersion.files)).scalar_one()
+        files = conn.execute(select(SequenceVersion.files).where(
+            SequenceVersion.sequence == "from-curious-to-customer"
+        )).scalar_one()  # fmt: skip
     assert "after: 5 days" in files[f"sequences/{SEQ}"]
     assert "templates/email/curious-to-customer/welcome.html" in files
 
@@ -216,7 +218,7 @@ def test_serve_records_the_sequences_it_starts_with(settings, database_url):
     check_database(settings)  # what `nurture serve` runs before its workers start
     with db.engine_for(database_url).connect() as conn:
         names = conn.execute(select(SequenceVersion.sequence)).scalars().all()
-    assert names == ["from-curious-to-customer"]
+    assert sorted(names) == ["from-curious-to-customer", "win-back"]
 
 
 def test_nothing_recorded_yet(runner, env):

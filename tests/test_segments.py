@@ -6,13 +6,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import insert
 
 from nurture.content.sequences import catalog_for
 from nurture.people.segments import AllOf, AnyOf, Not, SegmentError, Term, audience_clause, parse
 from nurture.store.engine import session_scope
-from nurture.store.tables import Enrollment, Subscriber
-from tests.helpers.broadcast import add_people
+from nurture.store.tables import Enrollment
+from tests.helpers.broadcast import add_people, chosen
 
 
 @pytest.fixture
@@ -42,16 +42,6 @@ def people(settings) -> dict[str, int]:
              "enrolled_at": early},
         ])  # fmt: skip
     return ids
-
-
-def chosen(settings, segment: str | None) -> list[str]:
-    with session_scope(settings) as session:
-        found = session.scalars(
-            select(Subscriber.email)
-            .where(audience_clause(settings, segment))
-            .order_by(Subscriber.email)
-        )
-        return [email.split("@")[0] for email in found]
 
 
 @pytest.mark.parametrize(
@@ -115,7 +105,7 @@ def test_syntax_errors_say_where_and_how_to_fix(segment, position, message):
     [
         (
             "in:nowhere",
-            "no sequence named 'nowhere' at position 1 (known: from-curious-to-customer)",
+            "no sequence named 'nowhere' at position 1 (known: from-curious-to-customer, win-back)",
         ),
         ("stage:closing", "no step has stage 'closing' at position 1 (known: education, sales)"),
         ("status:gone", "unknown status 'gone' at position 1 (known: pending, active"),

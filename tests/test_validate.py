@@ -58,7 +58,7 @@ def run_validate(runner, workspace: Path, **env: str):
 def test_the_example_workspace_is_valid(runner, workspace):
     result = run_validate(runner, workspace)
     assert result.exit_code == 0, result.output
-    assert "1 sequences, 11 steps: 0 errors, 0 warnings" in result.output
+    assert "2 sequences, 14 steps: 0 errors, 0 warnings" in result.output
 
 
 def test_every_kind_of_problem_is_reported_with_its_line(runner, broken):
@@ -75,7 +75,7 @@ def test_every_kind_of_problem_is_reported_with_its_line(runner, broken):
             "'frist_name' (did you mean 'subscriber.first_name'?)") in out  # fmt: skip
     assert "templates/email/broken/vars.html:2: undefined variable 'customer'" in out
     assert "templates/email/broken/syntax.html:3: template syntax: Unexpected end" in out
-    assert "3 sequences (2 with errors), 15 steps: 9 errors, 0 warnings" in out
+    assert "4 sequences (2 with errors), 18 steps: 9 errors, 0 warnings" in out
     lines = [line for line in out.splitlines() if line.startswith("sequences/broken.yaml")]
     assert lines == sorted(lines, key=lambda x: int(x.split(":")[1])), "sorted by line"
 
@@ -252,7 +252,7 @@ def test_the_summary_counts_every_file(runner, workspace):
     result = run_validate(runner, workspace)
     assert result.exit_code == 1
     assert result.output.splitlines()[-1] == (
-        "3 sequences (2 with errors), 12 steps: 2 errors, 0 warnings"
+        "4 sequences (2 with errors), 15 steps: 2 errors, 0 warnings"
     )
 
 

@@ -41,6 +41,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("web", "Run the web app (signup form, confirm and unsubscribe pages, tracking, API) with gunicorn."),
     "simulate": ("content", "Dry run: the dated timeline one new subscriber would receive. Touches no data."),
     "stats": ("sending", "Per step: emails sent, pending, failed, skipped, cancelled, and the people who opened, clicked, unsubscribed or bounced; per sequence, the funnel from education to sales (entered, finished education, became ready, got sales prompts, reached the goal) and the sales handoffs."),
+    "sunset": ("sunset", "Apply the [sunset] policy now: the silent get the win-back, then leave."),
     "suppression": ("bounces", "The suppression list: addresses never mailed again (kept hashed)."),
     "subscribers": ("people", "Add, browse, import, export and forget subscribers."),
     "test": ("content", "Run the journey tests in sequences/tests/*.yaml through the real scheduler."),

@@ -30,6 +30,12 @@ timezone = "UTC"
 # [topics]
 # newsletter = "The monthly newsletter"
 # from-curious-to-customer = "Getting started"
+#
+# Readers silent for 120 days get the win-back series, then leave (`nurture sunset --help`):
+# [sunset]
+# inactive_for = "120d"
+# winback = "win-back"
+# then = "unsubscribe"     # or "stop_broadcasts"
 """
 
 

@@ -110,6 +110,8 @@ def subscribers_show(ctx: click.Context, email: str) -> None:
     )
     click.echo(f"  score: {card.score} ({ready})")
     click.echo(f"  signed up {card.created_at:%Y-%m-%d %H:%M} UTC via {card.source}")
+    for line in card.sunsets:
+        click.echo(f"  sunset: {line}")
     click.echo("consent:")
     for c in card.consents:
         click.echo(f"  {c.at:%Y-%m-%d %H:%M}  {c.action:<10} via {c.source}"

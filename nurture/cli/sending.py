@@ -73,7 +73,8 @@ def stats(
     Then the deliveries in transit: queued, sending, waiting to retry; `stuck` ones were
     left mid-send by a worker that was lost (the next send-due takes them back), and of
     those ever taken back, how many were never sent and how many may have been sent
-    twice. Last, the broker and its queue depth.
+    twice. With a [sunset] policy, how many people are in the win-back, were won back,
+    unsubscribed as inactive or get no newsletters. Last, the broker and its queue depth.
 
     With --experiment NAME, one experiment instead: per variant the emails sent and how
     many were opened (bots left out), clicked and followed by the goal event, then each
@@ -115,5 +116,8 @@ def stats(
                    + ", ".join(f"{n} {k}" for k, n in sorted(found.handoffs.items()))
                    + (f"  ({failing} failing: check NURTURE_SALES_WEBHOOK_URL)" if failing else ""))  # fmt: skip
     _deliverability(found.deliverability)
+    if found.sunset or settings.sunset:
+        said = ", ".join(f"{n} {words}" for words, n in (found.sunset or {}).items())
+        click.echo(f"\nsunset: {said or 'nobody found inactive yet'}")
     click.echo(f"\n{found.health.line()}")
     click.echo(f"broker: {broker_status(settings)}")

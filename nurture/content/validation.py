@@ -9,6 +9,7 @@ from nurture.content.lints import lint_workspace
 from nurture.content.rendering import Renderer, renderer_for
 from nurture.content.sequences import catalog_for
 from nurture.content.topics import topic_problems
+from nurture.content.winback import winback_problems
 from nurture.content.yamlmarks import line_for, load_with_lines
 from nurture.errors import ConfigError, SequenceError
 from nurture.mailsettings import dkim_private_key, sendgrid_verification_key
@@ -96,6 +97,7 @@ def validate_workspace(
     )  # the command reuses it for its summary
     problems.extend(catalog.problems)
     problems.extend(topic_problems(settings.workspace, catalog))
+    problems.extend(winback_problems(settings.sunset, catalog))
     renderer = renderer_for(settings.templates_dir)
     renderer.fields = dict(fields or {})
     problems.extend(template_problems(settings, renderer))

@@ -3,6 +3,7 @@
     tag:customers and not tag:churned
     ready or (in:from-curious-to-customer and stage:sales)
     attr:plan=pro and signed_up_before:2026-06-01
+    opened:30d and not step:welcome:clicked
 
 Terms are joined with `and`, `or`, `not` and parentheses (`not` binds tightest, then
 `and`, then `or`). Every term becomes a SQL expression built by SQLAlchemy, never a
@@ -21,10 +22,14 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, and_, exists, not_, or_, select, true
 
+from nurture import clock
+from nurture.content.durations import parse_duration
 from nurture.content.sequences import Catalog, catalog_for
 from nurture.content.topics import BROADCAST_TOPIC, Topics, topics_for
 from nurture.errors import NurtureError
+from nurture.people.engaged import UnknownStep, engaged, inactive, resolve_step, step_engaged
 from nurture.people.preferences import not_left, not_paused
+from nurture.people.sunset import newsletters_stopped
 from nurture.people.tags import tag_name
 from nurture.settings import Settings
 from nurture.store.tables import Enrollment, EnrollmentStatus, Subscriber, SubscriberStatus, Tag
@@ -41,6 +46,10 @@ TERMS = {
     "signed_up_before": "signed_up_before:YYYY-MM-DD",
     "signed_up_after": "signed_up_after:YYYY-MM-DD  (on or after that day)",
     "topic": "topic:NAME          has not left this topic (nurture.toml [topics])",
+    "opened": "opened:30d          opened (or clicked) an email in the last 30 days",
+    "clicked": "clicked:90d         clicked a link in an email in the last 90 days",
+    "inactive": "inactive:120d       no open or click for 120 days (or since signing up)",
+    "step": "step:STEP:ACTION    was sent, opened or clicked step STEP (step:SEQ:STEP:ACTION)",
 }
 _BARE = {"ready"}  # terms without a value
 _KEYWORDS = {"and", "or", "not"}
@@ -315,6 +324,28 @@ class Compiler:
             raise self.fail(term, *why)
         return not_left(term.value or "")
 
+    def _since(self, term: Term) -> datetime:
+        """`now` less the term's duration (opened:30d): engagement terms look back."""
+        try:
+            return clock.now() - parse_duration(term.value or "")
+        except ValueError as e:
+            raise self.fail(term, str(e).split(":")[0], f"like {term.name}:30d") from None
+
+    def _opened(self, term: Term) -> ColumnElement[bool]:
+        return engaged(Subscriber.id, self._since(term))
+
+    def _clicked(self, term: Term) -> ColumnElement[bool]:
+        return engaged(Subscriber.id, self._since(term), ("click",))
+
+    def _inactive(self, term: Term) -> ColumnElement[bool]:
+        return inactive(self._since(term))
+
+    def _step(self, term: Term) -> ColumnElement[bool]:
+        try:
+            return step_engaged(*resolve_step(self.catalog, term.value or ""))
+        except UnknownStep as e:
+            raise self.fail(term, e.message, e.hint) from None
+
 
 def compile_segment(
     text: str | None, catalog: Catalog, timezone: str, topics: Topics | None = None
@@ -335,12 +366,15 @@ def audience_clause(
     now: datetime | None = None,
 ) -> ColumnElement[bool]:  # fmt: skip
     """Active subscribers in `segment` (every active one without a segment), and with a
-    `topic`, those who have not left it, and at `now`, those not pausing. Suppressed
-    addresses are left out separately: they are stored as hashes SQL cannot compare."""
+    `topic`, those who have not left it, and at `now`, those not pausing; less those the
+    sunset policy stopped newsletters to. Suppressed addresses are left out separately:
+    they are stored as hashes SQL cannot compare."""
     catalog = catalog_for(settings.sequences_dir)
     clause = and_(Subscriber.status == SubscriberStatus.ACTIVE,
                   compile_segment(segment, catalog, settings.timezone,
                                   topics_for(settings.workspace)))  # fmt: skip
     if topic is not None:
         clause = and_(clause, not_left(topic))
+    if settings.sunset is not None:  # while a policy stands, whom it stopped gets none
+        clause = and_(clause, ~newsletters_stopped())
     return clause if now is None else and_(clause, not_paused(now))

@@ -17,10 +17,20 @@ from nurture.content.sequences import catalog_for
 from nurture.people.engagement import live_score
 from nurture.people.preferences import PREFERENCES_EVENT, REASONS, left_topics
 from nurture.people.subscribers import get, tags_of
+from nurture.reports.stats import SUNSET_WORDS
 from nurture.settings import Settings
 from nurture.store.engine import session_scope
 from nurture.store.sql import among
-from nurture.store.tables import Consent, Delivery, Enrollment, Event, Subscriber, Tag
+from nurture.store.tables import (
+    Consent,
+    Delivery,
+    Enrollment,
+    Event,
+    Subscriber,
+    Sunset,
+    SunsetOutcome,
+    Tag,
+)
 
 #: Subscribers (and their tags) read per round trip while exporting.
 EXPORT_CHUNK = 1000
@@ -116,6 +126,8 @@ class Card:
     topics_left: list[str] = field(default_factory=list)
     paused_until: datetime | None = None
     reasons: list[tuple[datetime, str, str, str]] = field(default_factory=list)
+    #: Each round of the sunset policy: "found inactive 2026-07-01, won back 2026-07-04".
+    sunsets: list[str] = field(default_factory=list)
 
 
 def show_subscriber(settings: Settings, address: str) -> Card:
@@ -130,6 +142,8 @@ def show_subscriber(settings: Settings, address: str) -> Card:
                                       .order_by(Enrollment.enrolled_at, Enrollment.id))  # fmt: skip
         emails = session.scalars(select(Delivery).where(Delivery.subscriber_id == sub.id)
                                  .order_by(Delivery.id))  # fmt: skip
+        rounds = session.scalars(select(Sunset).where(Sunset.subscriber_id == sub.id)
+                                 .order_by(Sunset.id))  # fmt: skip
         return Card(
             email=sub.email, status=sub.status, first_name=sub.first_name,
             timezone=sub.timezone, tags=tags_of(session, sub.id),
@@ -147,6 +161,9 @@ def show_subscriber(settings: Settings, address: str) -> Card:
                               d.subject, d.error) for d in emails],
             topics_left=sorted(left_topics(session, sub.id)), paused_until=_running(sub.paused_until),
             reasons=_reasons(session, sub.id),
+            sunsets=[f"found inactive {r.started_at:%Y-%m-%d %H:%M}, {SUNSET_WORDS[SunsetOutcome(r.outcome)]}"
+                     + (f" {r.decided_at:%Y-%m-%d %H:%M}" if r.decided_at else "")
+                     for r in rounds],
         )  # fmt: skip
 
 

@@ -19,6 +19,7 @@ from nurture.reports.stats import (
     handoff_counts,
     scores,
     step_stats,
+    sunset_counts,
 )
 from nurture.settings import Settings
 from nurture.store.engine import session_scope
@@ -33,6 +34,8 @@ class Overview:
     handoffs: dict[str, int]
     health: DeliveryHealth
     deliverability: Deliverability | None = None
+    #: People by sunset outcome (reports.stats.SUNSET_WORDS); empty before any round.
+    sunset: dict[str, int] | None = None
 
 
 def overview(settings: Settings, sequence: str | None = None) -> Overview:
@@ -49,4 +52,5 @@ def overview(settings: Settings, sequence: str | None = None) -> Overview:
             handoffs=handoff_counts(session),
             health=delivery_health(session, clock.now(), settings.resend_after),
             deliverability=deliverability(session, clock.now(), sequence),
+            sunset=sunset_counts(session),
         )

@@ -22,6 +22,8 @@ from nurture.store.tables import (
     Handoff,
     Subscriber,
     SubscriberStatus,
+    Sunset,
+    SunsetOutcome,
 )
 
 
@@ -183,6 +185,23 @@ def scores(session: Session, seq: Sequence) -> Scores | None:
     values = sorted(live_scores(session, ids, [seq]).values())
     return Scores(seq.name, len(values), values[len(values) // 2] if values else 0,
                   seq.readiness.ready_at, sum(v >= seq.readiness.ready_at for v in values))  # fmt: skip
+
+
+#: The sunset outcomes as `stats` says them, in order.
+SUNSET_WORDS = {SunsetOutcome.WINBACK: "in the win-back now", SunsetOutcome.WON_BACK: "won back",
+                SunsetOutcome.UNSUBSCRIBED: "unsubscribed as inactive",
+                SunsetOutcome.STOPPED: "getting no newsletters",
+                SunsetOutcome.LEFT: "left during the win-back"}  # fmt: skip
+
+
+def sunset_counts(session: Session) -> dict[str, int]:
+    """People by where their sunset round stands ("won back": 3, …), every outcome;
+    empty when the policy never found anyone inactive."""
+    rows = dict(session.execute(
+        select(Sunset.outcome, func.count(func.distinct(Sunset.subscriber_id)))
+        .group_by(Sunset.outcome)
+    ).all())  # fmt: skip
+    return {words: rows.get(outcome, 0) for outcome, words in SUNSET_WORDS.items()} if rows else {}
 
 
 def handoff_counts(session: Session) -> dict[str, int]:

@@ -65,3 +65,17 @@ class BroadcastState(StrEnum):
     SENDING = "sending"  # fan-out started; emails are going out
     SENT = "sent"  # every email settled
     CANCELLED = "cancelled"
+
+
+class SunsetOutcome(StrEnum):
+    """Where one round of the `[sunset]` policy stands for a subscriber (table sunsets)."""
+
+    WINBACK = "winback"  # found inactive: in the win-back sequence, or its grace after it
+    WON_BACK = "won_back"  # opened or clicked (or confirmed again) since: they stay
+    UNSUBSCRIBED = "unsubscribed"  # still silent: unsubscribed, reason "inactive"
+    STOPPED = "stopped"  # still silent: no newsletters (then = "stop_broadcasts")
+    LEFT = "left"  # unsubscribed or bounced by themselves during the win-back
+
+
+#: A round not over yet: the subscriber is in win-back, or gets no newsletters.
+SUNSET_OPEN = (SunsetOutcome.WINBACK, SunsetOutcome.STOPPED)

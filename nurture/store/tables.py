@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import secrets
 from datetime import datetime
 from typing import Any
 
@@ -18,17 +20,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from nurture.store.columns import (  # noqa: F401 - re-exported
-    LINK_KEY_BYTES,
-    Base,
-    UTCDateTime,
-    new_link_key,
-    new_link_keys,
-    utcnow,
-)
+from nurture.store.base import Base, UTCDateTime, utcnow  # noqa: F401 - re-exported
 from nurture.store.enums import (  # noqa: F401 - re-exported: the tables' vocabulary
     IN_FLIGHT,
     NOT_GOING,
+    SUNSET_OPEN,
     TO_SEND,
     UNSETTLED,
     BroadcastState,
@@ -37,7 +33,24 @@ from nurture.store.enums import (  # noqa: F401 - re-exported: the tables' vocab
     EnrollmentStatus,
     HandoffStatus,
     SubscriberStatus,
+    SunsetOutcome,
 )
+from nurture.store.sunsets import LastRun, Sunset  # noqa: F401 - re-exported: every table here
+
+#: Random bytes in a link key: 16 URL-safe characters, no padding.
+LINK_KEY_BYTES = 12
+
+
+def new_link_key() -> str:
+    """A fresh random key for a subscriber's links (see Subscriber.link_key)."""
+    return secrets.token_urlsafe(LINK_KEY_BYTES)
+
+
+def new_link_keys(n: int) -> list[str]:
+    """`n` keys as `new_link_key` draws them, from one read of the system's randomness (a
+    bulk import): 12 bytes encode to exactly 16 characters, so the slices are whole keys."""
+    text = base64.urlsafe_b64encode(secrets.token_bytes(LINK_KEY_BYTES * n)).decode()
+    return [text[i : i + 16] for i in range(0, len(text), 16)]
 
 
 class Subscriber(Base):
@@ -188,7 +201,11 @@ class Delivery(Base):
 
 class Event(Base):
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_subscriber_kind", "subscriber_id", "kind"),)
+    __table_args__ = (
+        Index("ix_events_subscriber_kind", "subscriber_id", "kind"),
+        # "opened or clicked since": one index range per person (segments, sunset)
+        Index("ix_events_engagement", "subscriber_id", "kind", "at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))

@@ -8,6 +8,7 @@ from sqlalchemy import insert, select
 
 from nurture import clock
 from nurture.cli import cli
+from nurture.people.segments import audience_clause
 from nurture.people.subscribers import email_hash
 from nurture.store.engine import session_scope
 from nurture.store.tables import Subscriber, Suppression, Tag
@@ -35,6 +36,17 @@ def add_people(settings, people: list[dict], tags: dict[str, list[str]] | None =
                 {"email_hash": email_hash(e), "reason": "bounced", "at": now} for e in suppressed
             ])  # fmt: skip
     return ids
+
+
+def chosen(settings, segment: str | None) -> list[str]:
+    """Who a segment selects, by the part of their address before the @."""
+    with session_scope(settings) as session:
+        found = session.scalars(
+            select(Subscriber.email)
+            .where(audience_clause(settings, segment))
+            .order_by(Subscriber.email)
+        )
+        return [email.split("@")[0] for email in found]
 
 
 def issue_file(tmp_path: Path, front: str, body: str = "Hi {{ subscriber.first_name or 'there' }},\n\nNews.\n") -> Path:  # fmt: skip

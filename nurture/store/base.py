@@ -1,10 +1,9 @@
-"""What every table is built from: aware-UTC times, the declarative base with named
-constraints, and the random keys of a subscriber's links (tables.py re-exports them)."""
+"""What every table is built on: the declarative base with its naming convention, and the
+UTC timestamp column type. Apart from tables.py so that tables may live in modules of
+their own (nurture.store.sunsets) without importing each other."""
 
 from __future__ import annotations
 
-import base64
-import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,19 +48,3 @@ class Base(DeclarativeBase):
             "pk": "pk_%(table_name)s",
         }
     )
-
-
-#: Random bytes in a link key: 16 URL-safe characters, no padding.
-LINK_KEY_BYTES = 12
-
-
-def new_link_key() -> str:
-    """A fresh random key for a subscriber's links (see Subscriber.link_key)."""
-    return secrets.token_urlsafe(LINK_KEY_BYTES)
-
-
-def new_link_keys(n: int) -> list[str]:
-    """`n` keys as `new_link_key` draws them, from one read of the system's randomness (a
-    bulk import): 12 bytes encode to exactly 16 characters, so the slices are whole keys."""
-    text = base64.urlsafe_b64encode(secrets.token_bytes(LINK_KEY_BYTES * n)).decode()
-    return [text[i : i + 16] for i in range(0, len(text), 16)]
