@@ -142,7 +142,12 @@ def _sns_rejections(server, sent, now):
     tampered = server.message("Notification", body)
     tampered["Message"] = tampered["Message"].replace("Permanent", "Transient")
     not_sns = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    unsigned = {k: v for k, v in tampered.items() if k not in ("Signature", "SignatureVersion")}
+    no_topic = {k: v for k, v in server.message("Notification", body).items() if k != "TopicArn"}
     return [
+        ("unsigned", unsigned, 401, "the message is not signed (SNS signs every message"),
+        ("raw message delivery", json.loads(body), 401, "raw message delivery off"),
+        ("no TopicArn", no_topic, 403, "the SNS message has no TopicArn"),
         ("tampered", tampered, 401, "does not verify"),
         ("signed by another key", signed(server.message("Notification", body), not_sns), 401,
          "does not verify"),
