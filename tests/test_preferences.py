@@ -232,8 +232,28 @@ def test_the_reason_a_reader_gives_is_recorded(runner, env, sink, client):
                                                     "reason": "never-signed-up"})  # fmt: skip
     assert "You're unsubscribed" in page_text(gone)
     shown = cli_ok(runner, env, "subscribers", "show", "ana@example.com")
-    assert "preferences because Too many emails: 'Fewer, please'" in shown
+    assert 'preferences because Too many emails: "Fewer, please"' in shown
     assert "unsubscribe because I never signed up" in shown
+
+
+def test_show_quotes_every_reason_alike_and_a_reader_who_left_has_no_pause(
+    runner, env, settings, sink, client
+):
+    start_two_readers(runner, env)
+    [tip] = sink.to("ana@example.com")
+    client.post(unsubscribe_path(tip), data={"action": "pause:30"})
+    client.post(unsubscribe_path(tip), data={"action": "leave-topic", "reason": "not-relevant",
+                                             "reason_text": "I don't bake"})  # fmt: skip
+    assert "paused until" in cli_ok(runner, env, "subscribers", "show", "ana@example.com")
+    client.post(unsubscribe_path(tip), data={"action": "leave-all", "reason": "other",
+                                             "reason_text": "Moving away"})  # fmt: skip
+    shown = cli_ok(runner, env, "subscribers", "show", "ana@example.com")
+    assert 'preferences because Not relevant to me: "I don\'t bake"' in shown
+    assert 'unsubscribe because Another reason: "Moving away"' in shown
+    assert "paused until" not in shown
+    with session_scope(settings) as session:
+        assert session.scalar(select(Subscriber.paused_until).where(
+            Subscriber.email == "ana@example.com")) is None  # fmt: skip
 
 
 def test_without_topics_the_unsubscribe_page_is_as_before(runner, env, sink, settings):

@@ -138,7 +138,7 @@ def _echo_preferences(card: Card) -> None:
     if card.paused_until:
         click.echo(f"  paused until {card.paused_until:%Y-%m-%d %H:%M} UTC")
     for at, kind, reason, text in card.reasons:
-        words = f": {text!r}" if text else ""
+        words = f': "{text}"' if text else ""
         click.echo(f"  {at:%Y-%m-%d %H:%M}  {kind} because {reason}{words}")
 
 

@@ -20,7 +20,15 @@ from nurture.people.subscribers import get, tags_of
 from nurture.settings import Settings
 from nurture.store.engine import session_scope
 from nurture.store.sql import among
-from nurture.store.tables import Consent, Delivery, Enrollment, Event, Subscriber, Tag
+from nurture.store.tables import (
+    Consent,
+    Delivery,
+    Enrollment,
+    Event,
+    Subscriber,
+    SubscriberStatus,
+    Tag,
+)
 
 #: Subscribers (and their tags) read per round trip while exporting.
 EXPORT_CHUNK = 1000
@@ -145,13 +153,16 @@ def show_subscriber(settings: Settings, address: str) -> Card:
                               (f"{d.sequence}/{d.step_id}" if d.kind == "sequence" else d.kind)
                               + (f" [variant {d.variant}]" if d.variant else ""),
                               d.subject, d.error) for d in emails],
-            topics_left=sorted(left_topics(session, sub.id)), paused_until=_running(sub.paused_until),
+            topics_left=sorted(left_topics(session, sub.id)), paused_until=_running(sub),
             reasons=_reasons(session, sub.id),
         )  # fmt: skip
 
 
-def _running(paused_until: datetime | None) -> datetime | None:
-    return paused_until if paused_until is not None and paused_until > clock.now() else None
+def _running(sub: Subscriber) -> datetime | None:
+    """The pause still holding emails: none once the reader left everything or bounced."""
+    until = sub.paused_until
+    receiving = sub.status in (SubscriberStatus.ACTIVE, SubscriberStatus.PENDING)
+    return until if receiving and until is not None and until > clock.now() else None
 
 
 def _reasons(session: Session, subscriber_id: int) -> list[tuple[datetime, str, str, str]]:
