@@ -183,6 +183,25 @@ def test_one_click_leaves_everything_at_once(runner, env, sink, client, tmp_path
     )
 
 
+def test_a_form_post_without_an_action_changes_nothing_and_shows_the_page_again(
+    runner, env, sink, client
+):
+    start_two_readers(runner, env)
+    [tip] = sink.to("ana@example.com")
+    for data in ({}, {"reason": "too-many"}, {"action": "bogus"}):
+        answer = client.post(unsubscribe_path(tip), data=data)
+        assert answer.status_code == 200
+        assert "Nothing changed: choose one of the options below." in page_text(answer)
+        assert 'value="tips" checked' in page_text(answer)
+    shown = cli_ok(runner, env, "subscribers", "show", "ana@example.com")
+    assert shown.startswith("ana@example.com  active") and "withdrawn" not in shown
+    gone = client.post(unsubscribe_path(tip), data={"action": "leave-all"})
+    assert "You're unsubscribed" in page_text(gone)
+    assert cli_ok(runner, env, "subscribers", "show", "ana@example.com").startswith(
+        "ana@example.com  unsubscribed"
+    )
+
+
 def test_a_signup_for_some_topics_gets_those_only(runner, env, settings, sink, client, tmp_path):
     app = client.application
     form = client.get("/subscribe").get_data(as_text=True)
