@@ -77,3 +77,22 @@ def test_a_reader_who_left_cannot_be_paused(runner, env):
     result = run(runner, env, "unsubscribe", "ana@example.com", "--pause", "30d")
     assert result.exit_code == 1
     assert "ana@example.com is unsubscribed: no email reaches them already" in result.output
+
+
+def test_a_dry_run_says_how_many_readers_their_choices_leave_out(runner, env, tmp_path):
+    for who in ("ana", "bo", "cy"):
+        run(runner, env, "subscribers", "add", f"{who}@example.com", "--confirmed")
+    tips = str(issue(tmp_path, "Tips special", "tips"))
+    before = run(runner, env, "broadcast", "send", tips, "--dry-run")
+    assert "Audience: 3 subscribers (active, not suppressed)\n" in before.output
+    run(runner, env, "unsubscribe", "ana@example.com", "--topic", "tips")
+    run(runner, env, "unsubscribe", "bo@example.com", "--pause", "30d")
+    after = run(runner, env, "broadcast", "send", tips, "--dry-run")
+    assert after.exit_code == 0, after.output
+    assert ("Audience: 1 subscribers (active, not suppressed); left out: 1 left the topic, "
+            "1 paused\n") in after.output  # fmt: skip
+    news = run(runner, env, "broadcast", "send", str(issue(tmp_path, "December")), "--dry-run")
+    assert (
+        "Audience: 2 subscribers (active, not suppressed); left out: 0 left the topic, "
+        "1 paused\n" in news.output
+    )
