@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import re
+import shutil
 import subprocess
 from datetime import UTC, datetime
 from email import message_from_bytes
@@ -216,3 +217,40 @@ def test_a_key_that_cannot_make_a_valid_signature_is_refused_and_nothing_goes_un
     result = invoke(runner, env, "send-due")  # kept for when the key is fixed, never unsigned
     assert "Traceback" not in result.output and "1 retry" in result.output
     assert sink.to("ana@example.com") == []
+
+
+def _git(cwd, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True,
+                          check=False)  # fmt: skip
+
+
+def test_keygen_in_a_workspace_writes_a_key_git_ignores_and_warns_where_git_would_commit_it(
+    runner, tmp_path, monkeypatch
+):
+    workspace = tmp_path / "shop"
+    assert runner.invoke(cli, ["init", str(workspace)]).exit_code == 0
+    _git(workspace, "init", "-q")
+    monkeypatch.chdir(workspace)
+    made = runner.invoke(cli, ["dkim", "keygen", "--domain", DOMAIN])
+    assert made.exit_code == 0, made.output
+    assert (workspace / "dkim-nurture.pem").stat().st_mode & 0o777 == 0o600
+    assert "Warning" not in made.output
+    _git(workspace, "add", ".")
+    staged = _git(workspace, "diff", "--cached", "--name-only").stdout.split()
+    assert "nurture.toml" in staged and "dkim-nurture.pem" not in staged
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    _git(bare, "init", "-q")
+    monkeypatch.chdir(bare)
+    exposed = runner.invoke(cli, ["dkim", "keygen", "--selector", "nurture", "--domain", DOMAIN])
+    assert exposed.exit_code == 0, exposed.output
+    assert ("Warning: dkim-nurture.pem is inside a git work tree and not ignored"
+            in exposed.stderr)  # fmt: skip
+
+    only_openssl = tmp_path / "bin"
+    only_openssl.mkdir()
+    (only_openssl / "openssl").symlink_to(shutil.which("openssl"))
+    monkeypatch.setenv("PATH", str(only_openssl))
+    unchecked = runner.invoke(cli, ["dkim", "keygen", "--selector", "s", "--domain", DOMAIN])
+    assert unchecked.exit_code == 0 and "Warning" not in unchecked.output

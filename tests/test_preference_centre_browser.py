@@ -86,5 +86,5 @@ def test_a_reader_changes_topics_pauses_and_leaves(centre, browser, runner, java
            "NURTURE_DATABASE_URL": settings.database_url}  # fmt: skip
     shown = runner.invoke(cli, ["subscribers", "show", "ana@example.com"], env=env).output
     assert shown.startswith("ana@example.com  unsubscribed")
-    assert "preferences because Too many emails: 'Lovely, but weekly is plenty'" in shown
+    assert 'preferences because Too many emails: "Lovely, but weekly is plenty"' in shown
     assert "unsubscribe because I never signed up" in shown

@@ -183,6 +183,25 @@ def test_one_click_leaves_everything_at_once(runner, env, sink, client, tmp_path
     )
 
 
+def test_a_form_post_without_an_action_changes_nothing_and_shows_the_page_again(
+    runner, env, sink, client
+):
+    start_two_readers(runner, env)
+    [tip] = sink.to("ana@example.com")
+    for data in ({}, {"reason": "too-many"}, {"action": "bogus"}):
+        answer = client.post(unsubscribe_path(tip), data=data)
+        assert answer.status_code == 200
+        assert "Nothing changed: choose one of the options below." in page_text(answer)
+        assert 'value="tips" checked' in page_text(answer)
+    shown = cli_ok(runner, env, "subscribers", "show", "ana@example.com")
+    assert shown.startswith("ana@example.com  active") and "withdrawn" not in shown
+    gone = client.post(unsubscribe_path(tip), data={"action": "leave-all"})
+    assert "You're unsubscribed" in page_text(gone)
+    assert cli_ok(runner, env, "subscribers", "show", "ana@example.com").startswith(
+        "ana@example.com  unsubscribed"
+    )
+
+
 def test_a_signup_for_some_topics_gets_those_only(runner, env, settings, sink, client, tmp_path):
     app = client.application
     form = client.get("/subscribe").get_data(as_text=True)
@@ -232,8 +251,28 @@ def test_the_reason_a_reader_gives_is_recorded(runner, env, sink, client):
                                                     "reason": "never-signed-up"})  # fmt: skip
     assert "You're unsubscribed" in page_text(gone)
     shown = cli_ok(runner, env, "subscribers", "show", "ana@example.com")
-    assert "preferences because Too many emails: 'Fewer, please'" in shown
+    assert 'preferences because Too many emails: "Fewer, please"' in shown
     assert "unsubscribe because I never signed up" in shown
+
+
+def test_show_quotes_every_reason_alike_and_a_reader_who_left_has_no_pause(
+    runner, env, settings, sink, client
+):
+    start_two_readers(runner, env)
+    [tip] = sink.to("ana@example.com")
+    client.post(unsubscribe_path(tip), data={"action": "pause:30"})
+    client.post(unsubscribe_path(tip), data={"action": "leave-topic", "reason": "not-relevant",
+                                             "reason_text": "I don't bake"})  # fmt: skip
+    assert "paused until" in cli_ok(runner, env, "subscribers", "show", "ana@example.com")
+    client.post(unsubscribe_path(tip), data={"action": "leave-all", "reason": "other",
+                                             "reason_text": "Moving away"})  # fmt: skip
+    shown = cli_ok(runner, env, "subscribers", "show", "ana@example.com")
+    assert 'preferences because Not relevant to me: "I don\'t bake"' in shown
+    assert 'unsubscribe because Another reason: "Moving away"' in shown
+    assert "paused until" not in shown
+    with session_scope(settings) as session:
+        assert session.scalar(select(Subscriber.paused_until).where(
+            Subscriber.email == "ana@example.com")) is None  # fmt: skip
 
 
 def test_without_topics_the_unsubscribe_page_is_as_before(runner, env, sink, settings):

@@ -142,7 +142,12 @@ def _sns_rejections(server, sent, now):
     tampered = server.message("Notification", body)
     tampered["Message"] = tampered["Message"].replace("Permanent", "Transient")
     not_sns = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    unsigned = {k: v for k, v in tampered.items() if k not in ("Signature", "SignatureVersion")}
+    no_topic = {k: v for k, v in server.message("Notification", body).items() if k != "TopicArn"}
     return [
+        ("unsigned", unsigned, 401, "the message is not signed (SNS signs every message"),
+        ("raw message delivery", json.loads(body), 401, "raw message delivery off"),
+        ("no TopicArn", no_topic, 403, "the SNS message has no TopicArn"),
         ("tampered", tampered, 401, "does not verify"),
         ("signed by another key", signed(server.message("Notification", body), not_sns), 401,
          "does not verify"),
@@ -331,3 +336,26 @@ def test_a_sendgrid_key_that_is_no_p256_key_is_a_clear_error(hooks_env, sink, ru
     assert result.exit_code == 1
     assert "nurture.toml: NURTURE_SENDGRID_WEBHOOK_KEY is not an ECDSA P-256" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_sendgrid_event_whose_address_is_not_the_emails_recipient_is_unmatched(hsettings, sink):
+    client = create_app(hsettings).test_client()
+    ana = send_welcome(hsettings, sink, "ana@example.com")
+    ben = send_welcome(hsettings, sink, "ben@example.com")
+    body = _sendgrid_events({"event": "bounce", "type": "bounce", "email": ben.address,
+                             "smtp-id": ana.message_id, "reason": "550 no such user"})  # fmt: skip
+    answer = _post_sendgrid(client, body, sendgrid_headers(ec_key(), body))
+    assert answer.status_code == 200 and answer.get_json() == {"outcome": "unmatched"}
+    assert _status(hsettings, ana.address) == ("active", [], None)
+    assert _status(hsettings, ben.address) == ("active", [], None)
+
+
+def test_an_ses_bounce_suppresses_only_recipients_of_the_bounced_email(hsettings, sink, fake_sns):
+    client = create_app(hsettings).test_client()
+    ana = send_welcome(hsettings, sink, "ana@example.com")
+    ben = send_welcome(hsettings, sink, "ben@example.com")
+    body = ses_bounce(ben.address, ana.message_id, ana.envelope_sender)
+    answer = _post_sns(client, fake_sns.message("Notification", body))
+    assert answer.status_code == 200 and answer.get_json() == {"outcome": "unmatched"}
+    assert _status(hsettings, ana.address) == ("active", [], None)
+    assert _status(hsettings, ben.address) == ("active", [], None)

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import and_
+
 from nurture import clock
 from nurture.broadcast import audience, core, report
 from nurture.broadcast.compose import check_issue, compose_issue
@@ -18,6 +20,7 @@ from nurture.delivery.compose import Composed, sender_for
 from nurture.delivery.issues import as_variant
 from nurture.delivery.sending import send_delivery
 from nurture.errors import NurtureError, SubscriberError
+from nurture.people.preferences import not_left, not_paused
 from nurture.people.segments import audience_clause, issue_topic
 from nurture.people.subscribers import get as get_subscriber
 from nurture.settings import Settings
@@ -83,15 +86,25 @@ class Audience:
     local_at: str | None
     size: int
     sample: list[str]
+    #: Readers of the segment left out because they left the issue's topic.
+    left_topic: int = 0
+    #: Readers of the segment, still in the topic, left out because they pause.
+    paused: int = 0
 
 
 def dry_run(settings: Settings, issue: Issue) -> Audience:
-    """The audience and a few of its addresses; nothing is saved."""
-    send_at, local_at = core.schedule_times(settings, issue.send_at, issue.local_time, clock.now())
+    """The audience and a few of its addresses, and how many readers their own choices
+    leave out; nothing is saved."""
+    now, topic = clock.now(), issue_topic(issue)
+    send_at, local_at = core.schedule_times(settings, issue.send_at, issue.local_time, now)
     with session_scope(settings) as session:
-        clause = audience_clause(settings, issue.segment, topic=issue_topic(issue), now=clock.now())
+        clause = audience_clause(settings, issue.segment, topic=topic, now=now)
+        segment = audience_clause(settings, issue.segment)
         return Audience(send_at, local_at, audience.count(session, clause),
-                        audience.sample(session, clause))  # fmt: skip
+                        audience.sample(session, clause),
+                        left_topic=audience.count(session, and_(segment, ~not_left(topic))),
+                        paused=audience.count(session, and_(segment, not_left(topic),
+                                                            ~not_paused(now))))  # fmt: skip
 
 
 def send_test_copy(settings: Settings, issue: Issue, address: str) -> tuple[int, str]:

@@ -106,7 +106,7 @@ def send(ctx: click.Context, source: str, subject: str | None, segment: str | No
          pick_after: timedelta | None, pick_by: str | None) -> None:  # fmt: skip
     """Send SOURCE (a Markdown file with front matter, or a template name) to every
     active subscriber in the segment, now or at a time. With topics declared, readers
-    who left its topic, or paused their emails, are left out.
+    who left its topic, or paused their emails, are left out (--dry-run says how many).
 
     Each subscriber gets it once, even if this command or a worker is stopped halfway:
     `nurture send-due` resumes the fan-out. A scheduled issue goes out at the first
@@ -147,7 +147,9 @@ def _dry_run(settings: Settings, issue: Issue) -> None:
     if topics_for(settings.workspace).on:
         click.echo(f"Topic:    {issue_topic(issue)} (readers who left it or pause are left out)")
     click.echo(f"Send at:  {_when(settings, found.send_at, found.local_at)}")
-    click.echo(f"Audience: {found.size:,} subscribers (active, not suppressed)")
+    left_out = (f"; left out: {found.left_topic:,} left the topic, {found.paused:,} paused"
+                if found.left_topic or found.paused else "")  # fmt: skip
+    click.echo(f"Audience: {found.size:,} subscribers (active, not suppressed){left_out}")
     if issue.variants:
         total = sum(v.weight for v in issue.variants)
         arms = ", ".join(f"{v.name} {percent(v.weight / total)}" for v in issue.variants)

@@ -39,6 +39,10 @@ timezone = "UTC"
 """
 
 
+#: What a workspace keeps out of git: the database, sent emails, the secret, DKIM private keys.
+WORKSPACE_GITIGNORE = "nurture.db*\noutbox/\n.nurture-secret\ndkim-*.pem\n"
+
+
 @command(cli, "init")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default=".")
 def init(directory: Path) -> None:
@@ -56,7 +60,7 @@ def init(directory: Path) -> None:
     for name in ("sequences", "templates", "newsletters"):
         shutil.copytree(source / name, directory / name)
     (directory / "nurture.toml").write_text(NURTURE_TOML)
-    (directory / ".gitignore").write_text("nurture.db*\noutbox/\n.nurture-secret\n")
+    (directory / ".gitignore").write_text(WORKSPACE_GITIGNORE)
     click.echo(f"Wrote a workspace to {directory}. Next: cd {directory} && nurture validate")
 
 

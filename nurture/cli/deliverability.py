@@ -37,6 +37,7 @@ def keygen(ctx: click.Context, selector: str | None, domain: str | None, out: Pa
       $ nurture dkim keygen --selector mail --domain crumb.example
       mail._domainkey.crumb.example. IN TXT ( "v=DKIM1; k=rsa; p=MIIBIj…" "…" )
     """
+    from nurture.delivery.dkim import committable_in_git
     from nurture.delivery.dkim import keygen as make_key
     from nurture.sender import sender_domain
 
@@ -51,6 +52,10 @@ def keygen(ctx: click.Context, selector: str | None, domain: str | None, out: Pa
     click.echo(key.record)
     click.echo(f"\nThen set NURTURE_DKIM_SELECTOR={key.selector} NURTURE_DKIM_DOMAIN={key.domain} "
                f"NURTURE_DKIM_KEY={key.path.resolve()}")  # fmt: skip
+    if committable_in_git(key.path):
+        click.echo(f"\nWarning: {key.path} is inside a git work tree and not ignored; add it to "
+                   ".gitignore (as `nurture init` does with dkim-*.pem) so the private key is "
+                   "never committed.", err=True)  # fmt: skip
 
 
 @command(cli, "doctor")

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import csv
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import click
 
+from nurture import clock
 from nurture.cli import cli, command, settings_of
+from nurture.content.durations import parse_duration
+from nurture.errors import NurtureError
 from nurture.journeys.membership import (
     add_subscriber,
     forget_subscriber,
@@ -19,6 +23,7 @@ from nurture.journeys.membership import (
     unsubscribe_subscriber,
     untag_subscriber,
 )
+from nurture.people.centre import choose_for_reader, sequence_topic
 from nurture.reports.directory import (
     Card,
     export_columns,
@@ -26,6 +31,7 @@ from nurture.reports.directory import (
     list_subscribers,
     show_subscriber,
 )
+from nurture.settings import Settings
 
 
 @cli.group("subscribers")
@@ -140,7 +146,7 @@ def _echo_preferences(card: Card) -> None:
     if card.paused_until:
         click.echo(f"  paused until {card.paused_until:%Y-%m-%d %H:%M} UTC")
     for at, kind, reason, text in card.reasons:
-        words = f": {text!r}" if text else ""
+        words = f': "{text}"' if text else ""
         click.echo(f"  {at:%Y-%m-%d %H:%M}  {kind} because {reason}{words}")
 
 
@@ -271,14 +277,57 @@ def subscribers_forget(ctx: click.Context, email: str, yes: bool) -> None:
 
 @command(cli, "unsubscribe")
 @click.argument("email")
-@click.option("--sequence", help="Only leave this sequence.")
+@click.option("--sequence", help="Only leave this sequence (the reader stays in its topic).")
+@click.option("--topic", "topics", multiple=True, metavar="NAME",
+              help="Only leave this topic (repeat for more): its sequences end, its queued "
+                   "emails are cancelled, as in the preference centre.")  # fmt: skip
+@click.option("--pause", "pause_for", metavar="DURATION",
+              help="Hold every email for this long (e.g. 30d), as the preference centre's "
+                   "pause does.")  # fmt: skip
 @click.pass_context
-def unsubscribe_cmd(ctx: click.Context, email: str, sequence: str | None) -> None:
+def unsubscribe_cmd(
+    ctx: click.Context, email: str, sequence: str | None, topics: tuple[str, ...],
+    pause_for: str | None,
+) -> None:  # fmt: skip
     """Unsubscribe at once: nothing more is sent, even what is already queued.
 
+    With --topic or --pause (topics on, docs/topics.md), make instead the change a reader
+    who phones in asks for, as the preference centre would: recorded in the consent
+    ledger with source cli and on their timeline. --sequence leaves one sequence only;
+    the reader stays in its topic.
+
     \b
-    Example:
+    Examples:
       nurture unsubscribe ana@example.com
+      nurture unsubscribe ana@example.com --topic tips
+      nurture unsubscribe ana@example.com --pause 30d
     """
-    unsubscribe_subscriber(settings_of(ctx), email, sequence)
+    settings = settings_of(ctx)
+    if topics or pause_for:
+        if sequence:
+            raise NurtureError("give --sequence alone, or --topic/--pause without it")
+        _leave_some(settings, email, topics, pause_for)
+        return
+    unsubscribe_subscriber(settings, email, sequence)
     click.echo(f"Unsubscribed {email}{' from ' + sequence if sequence else ''}.")
+    topic = sequence_topic(settings, sequence) if sequence else None
+    if topic is not None:
+        click.echo(f"They stay in the topic '{topic}': its newsletters and other sequences "
+                   f"still reach them. To leave it: nurture unsubscribe {email} --topic {topic}")  # fmt: skip
+
+
+def _leave_some(
+    settings: Settings, email: str, topics: tuple[str, ...], pause_for: str | None
+) -> None:
+    try:
+        held = parse_duration(pause_for) if pause_for else None
+    except ValueError as e:
+        raise NurtureError(f"--pause: {e}") from None
+    if held is not None and held <= timedelta(0):
+        raise NurtureError("--pause: give a duration longer than zero, like 30d")
+    done = choose_for_reader(settings, email, clock.now(), leave=topics, pause_for=held)
+    for topic in topics:
+        said = "left" if topic in done.left else "had already left"
+        click.echo(f"{email} {said} the topic '{topic}'.")
+    if done.paused_until is not None:
+        click.echo(f"Paused {email} until {done.paused_until:%Y-%m-%d %H:%M} UTC.")

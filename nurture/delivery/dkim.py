@@ -185,6 +185,22 @@ def keygen(path: Path, selector: str, domain: str) -> NewKey:
     return NewKey(path, selector, domain.lower().rstrip("."), der)
 
 
+def committable_in_git(path: Path) -> bool:
+    """Whether `path` lies in a git work tree that does not ignore it: one `git add .` from
+    publishing the private key. False when git is absent or the path is outside a work tree."""
+    git = shutil.which("git")
+    if git is None:
+        return False
+    folder = path.resolve().parent
+    inside = subprocess.run([git, "-C", str(folder), "rev-parse", "--is-inside-work-tree"],
+                            capture_output=True, text=True, check=False)  # fmt: skip
+    if inside.returncode != 0 or inside.stdout.strip() != "true":
+        return False
+    ignored = subprocess.run([git, "-C", str(folder), "check-ignore", "-q", path.name],
+                             capture_output=True, check=False)  # fmt: skip
+    return ignored.returncode == 1
+
+
 def _openssl(command: list[str], stdin: bytes) -> bytes:
     done = subprocess.run(command, input=stdin, capture_output=True, check=False)
     if done.returncode != 0:

@@ -9,13 +9,15 @@ everything. The reader's reason, when given, is kept with the event that records
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
 from nurture.content.sequences import Catalog, catalog_for
 from nurture.content.topics import Topics, topic_of, topics_for
+from nurture.errors import SubscriberError
 from nurture.people.events import last_sent_delivery, record
 from nurture.people.links import Holder, holder, leave
 from nurture.people.preferences import (
@@ -28,7 +30,7 @@ from nurture.people.preferences import (
     pause,
     resume,
 )
-from nurture.people.subscribers import ConsentInfo
+from nurture.people.subscribers import ConsentInfo, get
 from nurture.settings import Settings
 from nurture.store.engine import session_scope
 from nurture.store.tables import Subscriber
@@ -118,12 +120,50 @@ def choose_by_link(
             if done.everything:
                 leave(session, sub, claim, now, consent, reason=choice.reason)
             elif done != Done() or choice.reason != Reason():
-                data = {"left": done.left, "joined": done.joined, "resumed": done.resumed,
-                        "paused_until": done.paused_until and done.paused_until.isoformat(),
-                        **choice.reason.data()}  # fmt: skip
-                record(session, sub.id, PREFERENCES_EVENT, now, data=data,
-                       delivery_id=last_sent_delivery(session, sub.id, claim.sequence))  # fmt: skip
+                _record(session, sub, done, choice.reason, now,
+                        last_sent_delivery(session, sub.id, claim.sequence))  # fmt: skip
         return _centre(session, sub, topics, own), done
+
+
+def choose_for_reader(
+    settings: Settings, address: str, now: datetime, *, leave: Sequence[str] = (),
+    pause_for: timedelta | None = None,
+) -> Done:  # fmt: skip
+    """An operator's change for a reader who asked in person (by phone, by letter): the
+    preference centre's own path, the ledger naming the command line as its source."""
+    topics, catalog = topics_for(settings.workspace), catalog_for(settings.sequences_dir)
+    for name in leave:
+        if (why := topics.unknown(name)) is not None:
+            raise SubscriberError(f"{why}; see docs/topics.md")
+    with session_scope(settings) as session:
+        sub = get(session, address)
+        if Holder.of(sub).gone:
+            raise SubscriberError(f"{sub.email} is {sub.status}: no email reaches them already")
+        consent = ConsentInfo(source="cli", wording=None)
+        done = Done(left=leave_topics(session, sub, leave, catalog, now, consent))
+        if pause_for is not None:
+            pause(sub, now + pause_for)
+            done = replace(done, paused_until=now + pause_for)
+        if done != Done():
+            _record(session, sub, done, Reason(), now, None)  # asked in person, of no email
+        return done
+
+
+def sequence_topic(settings: Settings, sequence: str) -> str | None:
+    """The declared topic a sequence belongs to, when topics are on."""
+    topics, seq = topics_for(settings.workspace), catalog_for(settings.sequences_dir).get(sequence)
+    return topic_of(seq) if seq is not None and topic_of(seq) in topics.labels else None
+
+
+def _record(
+    session: Session, sub: Subscriber, done: Done, reason: Reason, now: datetime,
+    delivery_id: int | None,
+) -> None:  # fmt: skip
+    """The event on the reader's timeline that says what they changed, and why."""
+    data = {"left": done.left, "joined": done.joined, "resumed": done.resumed,
+            "paused_until": done.paused_until and done.paused_until.isoformat(),
+            **reason.data()}  # fmt: skip
+    record(session, sub.id, PREFERENCES_EVENT, now, data=data, delivery_id=delivery_id)
 
 
 def _apply(

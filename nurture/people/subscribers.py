@@ -282,12 +282,14 @@ def unsubscribe(
     session: Session, sub: Subscriber, now: datetime, *, sequence: str | None = None,
     consent: ConsentInfo | None = None,
 ) -> None:  # fmt: skip
-    """Stop one sequence, or everything; queued deliveries die here, not at send time only."""
+    """Stop one sequence, or everything (which also ends a pause); queued deliveries die
+    here, not at send time only."""
     reason = f"unsubscribed from {sequence}" if sequence else "unsubscribed"
     stop_sending(session, sub, now, reason, sequence)
     if sequence is None and sub.status != SubscriberStatus.UNSUBSCRIBED:
         sub.status = SubscriberStatus.UNSUBSCRIBED
         sub.unsubscribed_at = now
+        sub.paused_until = None  # nothing left to hold: a pause would outlive their leaving
         record_consent(session, sub.id, "withdrawn", now, consent or ConsentInfo())
 
 

@@ -27,6 +27,7 @@ from nurture.store.tables import (
     Enrollment,
     Event,
     Subscriber,
+    SubscriberStatus,
     Sunset,
     SunsetOutcome,
     Tag,
@@ -159,7 +160,7 @@ def show_subscriber(settings: Settings, address: str) -> Card:
                               (f"{d.sequence}/{d.step_id}" if d.kind == "sequence" else d.kind)
                               + (f" [variant {d.variant}]" if d.variant else ""),
                               d.subject, d.error) for d in emails],
-            topics_left=sorted(left_topics(session, sub.id)), paused_until=_running(sub.paused_until),
+            topics_left=sorted(left_topics(session, sub.id)), paused_until=_running(sub),
             reasons=_reasons(session, sub.id),
             sunsets=[f"found inactive {r.started_at:%Y-%m-%d %H:%M}, {SUNSET_WORDS[SunsetOutcome(r.outcome)]}"
                      + (f" {r.decided_at:%Y-%m-%d %H:%M}" if r.decided_at else "")
@@ -167,8 +168,11 @@ def show_subscriber(settings: Settings, address: str) -> Card:
         )  # fmt: skip
 
 
-def _running(paused_until: datetime | None) -> datetime | None:
-    return paused_until if paused_until is not None and paused_until > clock.now() else None
+def _running(sub: Subscriber) -> datetime | None:
+    """The pause still holding emails: none once the reader left everything or bounced."""
+    until = sub.paused_until
+    receiving = sub.status in (SubscriberStatus.ACTIVE, SubscriberStatus.PENDING)
+    return until if receiving and until is not None and until > clock.now() else None
 
 
 def _reasons(session: Session, subscriber_id: int) -> list[tuple[datetime, str, str, str]]:

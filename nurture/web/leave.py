@@ -9,7 +9,8 @@ needs nothing but the signed token in its address, which a cross-site form canno
 `POST /unsubscribe/<token>` is also the target of the `List-Unsubscribe-Post` header:
 mail providers post `List-Unsubscribe=One-Click` with no cookie and follow no
 redirect, so it answers 200 with a page, and needs nothing but the signed token. It
-leaves everything at once, whatever else the form says.
+leaves everything at once, whatever else the form says. With topics on, a form post
+that names no action (and is not one-click) changes nothing and shows the page again.
 """
 
 from __future__ import annotations
@@ -51,11 +52,14 @@ def unsubscribe_now(token: str, claim: Claim) -> ResponseReturnValue:
     one_click = request.form.get("List-Unsubscribe") == "One-Click"
     reason = Reason.given(request.form.get("reason"), request.form.get("reason_text"))
     action, _, days = request.form.get("action", "").partition(":")
-    if not one_click and action in ACTIONS and topics_for(settings().workspace).on:
-        return _choose(token, claim, Choice(action, tuple(request.form.getlist("topic")),
-                                            int(days) if days.isdigit() else 0, reason))  # fmt: skip
-    # One-click, and any post that does not ask for less, leaves everything: a person who
-    # presses "unsubscribe" in their mail app expects to hear nothing more from us.
+    if not one_click and topics_for(settings().workspace).on:
+        if action in ACTIONS:
+            return _choose(token, claim, Choice(action, tuple(request.form.getlist("topic")),
+                                                int(days) if days.isdigit() else 0, reason))  # fmt: skip
+        if action != "leave-all" and "scope" not in request.form:
+            return _nothing_asked(token, claim)
+    # One-click, leave-all, and the topics-off page's buttons leave everything: a person
+    # who presses "unsubscribe" in their mail app expects to hear nothing more from us.
     only = claim.sequence if request.form.get("scope") == "sequence" and not one_click else None
     consent = consent_info("web", form="one-click" if one_click else "unsubscribe page",
                            wording=None)  # fmt: skip
@@ -65,6 +69,18 @@ def unsubscribe_now(token: str, claim: Claim) -> ResponseReturnValue:
         return gone()
     return page("unsubscribed.html", email=person.email, token=token, sequence=only,
                 already=False, can_resubscribe=person.unsubscribed)  # fmt: skip
+
+
+def _nothing_asked(token: str, claim: Claim) -> ResponseReturnValue:
+    """A form post that names no choice (no action, not one-click) shows the page again
+    and changes nothing: leaving everything is asked for, never assumed."""
+    centre = centre_by_link(settings(), claim)
+    if centre is None:
+        return gone()
+    if centre.holder.gone:
+        return page("unsubscribed.html", email=centre.holder.email, token=token, sequence=None,
+                    can_resubscribe=centre.holder.unsubscribed, already=True)  # fmt: skip
+    return _centre_page(token, centre, "Nothing changed: choose one of the options below.")
 
 
 def _choose(token: str, claim: Claim, choice: Choice) -> ResponseReturnValue:

@@ -41,7 +41,8 @@ steps:
 def with_topics(workspace: Path) -> Path:
     """Turn the example workspace into one with topics and a single `tips` sequence."""
     (workspace / "nurture.toml").write_text(TOPICS_TOML)
-    (workspace / "sequences" / "from-curious-to-customer.yaml").unlink()
+    for name in ("from-curious-to-customer", "win-back"):
+        (workspace / "sequences" / f"{name}.yaml").unlink()
     (workspace / "sequences" / "tips.yaml").write_text(TIPS)
     notes = workspace / "templates" / "email" / "tips"
     notes.mkdir()

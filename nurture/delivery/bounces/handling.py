@@ -65,7 +65,7 @@ def handle_notice(settings: Settings, notice: Notice, *, by_address: bool = Fals
             return Handled("duplicate")
         delivery = _match(session, settings, notice, by_address)
         sub = session.get(Subscriber, delivery.subscriber_id) if delivery else None
-        if delivery is None or sub is None:
+        if delivery is None or sub is None or not _addressed_to(notice, sub, by_address):
             result = Handled("unmatched")
         else:
             result = _apply(session, settings, notice, delivery, sub, now)
@@ -73,6 +73,15 @@ def handle_notice(settings: Settings, notice: Notice, *, by_address: bool = Fals
             update(BounceMessage).where(BounceMessage.id == claim).values(outcome=result.outcome)
         )
         return result
+
+
+def _addressed_to(notice: Notice, sub: Subscriber, by_address: bool) -> bool:
+    """Whether a provider's notice names the reader the matched email went to. A provider
+    always says the recipient; a Message-ID or VERP address of another reader's email
+    beside it must not suppress that other reader."""
+    if not by_address:
+        return True
+    return bool(notice.addresses) and notice.addresses[0].strip().lower() == sub.email.lower()
 
 
 def _match(

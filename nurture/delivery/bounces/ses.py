@@ -31,7 +31,13 @@ def handle_ses(settings: Settings, message: dict[str, Any], now: datetime) -> An
     """Verify and act on one SNS message of SES's feedback topic."""
     if not settings.ses_topic_arns:
         return Answer(403, "the SES webhook is off: set NURTURE_SES_TOPIC_ARNS")
-    topic = str(message.get("TopicArn", ""))
+    if not message.get("Signature"):
+        return Answer(401, "the message is not signed (SNS signs every message it posts: "
+                           "subscribe this URL to the SES topic with raw message delivery off)")  # fmt: skip
+    topic = str(message.get("TopicArn") or "")
+    if not topic:
+        return Answer(403, "the SNS message has no TopicArn, so it is from no topic in "
+                           "NURTURE_SES_TOPIC_ARNS")  # fmt: skip
     if topic not in settings.ses_topic_arns:
         return Answer(403, f"topic {topic[:200]!r} is not in NURTURE_SES_TOPIC_ARNS")
     try:
