@@ -255,3 +255,18 @@ def test_without_signup_topics_a_signup_cannot_choose_topics(settings):
                                      "may offer in signup_topics in nurture.toml)"}  # fmt: skip
     assert count(settings, Subscriber) == 0
     app.extensions["nurture"].background.stop()
+
+
+@pytest.mark.parametrize("days", ["²", "9" * 5000, "45", "", " 30"])
+def test_a_pause_the_page_does_not_offer_is_refused_and_changes_nothing(
+    runner, env, sink, client, days
+):
+    with freeze_time(START, ignore=REAL_TIME_MODULES):
+        start_two_readers(runner, env)
+        [tip] = sink.to("ana@example.com")
+        refused = client.post(unsubscribe_path(tip), data={"action": f"pause:{days}"})
+        assert refused.status_code == 400
+        assert "A pause lasts 30 or 90 days." in page_text(refused)
+        shown = cli_ok(runner, env, "subscribers", "show", "ana@example.com")
+    assert "paused" not in shown
+    assert "active" in shown
