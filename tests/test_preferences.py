@@ -270,3 +270,20 @@ def test_a_pause_the_page_does_not_offer_is_refused_and_changes_nothing(
         shown = cli_ok(runner, env, "subscribers", "show", "ana@example.com")
     assert "paused" not in shown
     assert "active" in shown
+
+
+def test_signing_up_again_after_leaving_ends_the_old_pause(runner, env, sink, client, tmp_path):
+    with freeze_time(START, ignore=REAL_TIME_MODULES):
+        start_two_readers(runner, env)
+        [tip] = sink.to("ana@example.com")
+        client.post(unsubscribe_path(tip), data={"action": "pause:30"})
+        left = client.post(unsubscribe_path(tip), data={"List-Unsubscribe": "One-Click"})
+        assert left.status_code == 200
+        assert post_signup(client, client.application).status_code == 200
+        confirmation = sink.to("ana@example.com")[-1]
+        assert client.post(link_in(confirmation, "confirm")).status_code == 200
+        shown = cli_ok(runner, env, "subscribers", "show", "ana@example.com")
+        assert "active" in shown and "paused" not in shown
+        cli_ok(runner, env, "broadcast", "send", str(issue(tmp_path, "December")))
+        cli_ok(runner, env, "send-due")
+    assert subjects(sink, "ana@example.com")[-1] == "December"
