@@ -155,6 +155,26 @@ def test_mailgun_complaint_unsubscribes_and_suppresses(bsettings, sink):
     assert (status, kinds) == ("unsubscribed", ["complained"]) and suppressed
 
 
+@pytest.mark.parametrize(("timestamp", "part", "error"), [
+    ("²", None, "the Mailgun timestamp is not a number of seconds"),
+    ("9" * 5000, None, "the Mailgun timestamp is not a number of seconds"),
+    (None, "message", "event-data.message is not an object"),
+    (None, "delivery-status", "event-data.delivery-status is not an object"),
+])  # fmt: skip
+def test_a_mailgun_call_of_the_wrong_shape_is_refused_and_changes_nothing(
+    bsettings, sink, timestamp, part, error
+):
+    sent = send_welcome(bsettings, sink, "ana@example.com")
+    event = _mailgun_failed(sent)
+    if part:
+        event[part] = "x"
+    answer = create_app(bsettings).test_client().post(
+        "/webhooks/mailgun", data=_mailgun_body(event, timestamp=timestamp),
+        content_type="application/json")  # fmt: skip
+    assert (answer.status_code, answer.get_json()) == (400, {"error": error})
+    assert _status(bsettings, "ana@example.com") == ("active", [], None)
+
+
 def _postmark_bounce(sent, kind="HardBounce", record_id=None):
     return json.dumps({"RecordType": "Bounce", "ID": record_id or 4323372036854775807,
                        "Type": kind, "TypeCode": 1, "Email": sent.address,

@@ -175,3 +175,32 @@ def test_broadcast_preview_renders_a_variant(runner, env, tmp_path):
     assert b.exit_code == 0 and b.output.startswith("Subject: News B\n")
     wrong = runner.invoke(cli, ["broadcast", "preview", str(issue), "--variant", "C"], env=env)
     assert wrong.exit_code == 1 and wrong.output.endswith("has no variant 'C' (variants: A, B)\n")
+
+
+def test_a_share_with_fewer_than_one_reader_per_variant_is_refused(runner, env, settings,
+                                                                  sink, tmp_path):  # fmt: skip
+    add_people(settings, [{"email": e} for e in READERS])
+    issue = issue_file(tmp_path, FRONT, BODY)
+    refused = runner.invoke(cli, ["broadcast", "send", str(issue), "--test-share", "0.0001%"],
+                            env=env)  # fmt: skip
+    assert refused.exit_code == 1
+    assert refused.output == (
+        "Error: --test-share 0.0001% of 40 subscribers is fewer than one reader for each "
+        "of the 2 variants: give at least 5%\n"
+    )
+    assert sink.messages == []
+    assert "No broadcasts" in invoke(runner, env, "broadcast", "list").output
+
+
+def test_a_test_share_that_reached_nobody_picks_no_winner(runner, env, settings, sink,
+                                                          tmp_path):  # fmt: skip
+    issue = issue_file(tmp_path, FRONT, BODY)
+    with freeze_time(START, ignore=REAL_TIME_MODULES) as frozen:
+        invoke(runner, env, "broadcast", "send", str(issue), "--test-share", "50%")
+        add_people(settings, [{"email": e} for e in READERS])  # after the test share went
+        frozen.tick(timedelta(hours=4))
+        invoke(runner, env, "send-due")
+    assert set(received_variants(sink).values()) == {"A"} and len(sink.messages) == 40
+    status = invoke(runner, env, "broadcast", "status", "1").output
+    assert ("winner:   A (not picked: the 50% test share reached no reader, so A, the first "
+            "variant, went to everyone)") in status  # fmt: skip

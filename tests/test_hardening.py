@@ -225,7 +225,8 @@ def test_ordinary_templates_still_render(workspace):
 @pytest.mark.parametrize(
     "raw", ["/confirm/SeCrEtToKeN", "//confirm/SeCrEtToKeN", "/%63onfirm/SeCrEtToKeN",
             "/%2563onfirm/SeCrEtToKeN", "/unsubscribe/SeCrEtToKeN/x", "/o//SeCrEtToKeN",
-            "/x/../c/SeCrEtToKeN?u=1"],
+            "/x/../c/SeCrEtToKeN?u=1", "/webhooks/postmark?token=SeCrEtToKeN",
+            "//%77ebhooks/postmark?a=1&token=SeCrEtToKeN"],
 )  # fmt: skip
 def test_the_access_log_never_shows_a_token_however_the_path_is_spelled(settings, raw):
     app = create_app(settings)
@@ -239,7 +240,7 @@ def test_the_access_log_never_shows_a_token_however_the_path_is_spelled(settings
     response = type("Response", (), {"status": answers[0], "sent": len(body)})()
     atoms = AccessLog(Config()).atoms(response, None, environ, timedelta(seconds=0))
     assert "SeCrEtToKeN" not in atoms["r"] and "SeCrEtToKeN" not in atoms["f"]
-    assert "<token>" in atoms["r"]
+    assert "<token>" in atoms["r"] or "?<redacted>" in atoms["r"]
     app.extensions["nurture"].background.stop()
 
 

@@ -294,3 +294,35 @@ def test_without_signup_topics_a_signup_cannot_choose_topics(settings):
                                      "may offer in signup_topics in nurture.toml)"}  # fmt: skip
     assert count(settings, Subscriber) == 0
     app.extensions["nurture"].background.stop()
+
+
+@pytest.mark.parametrize("days", ["²", "9" * 5000, "45", "", " 30"])
+def test_a_pause_the_page_does_not_offer_is_refused_and_changes_nothing(
+    runner, env, sink, client, days
+):
+    with freeze_time(START, ignore=REAL_TIME_MODULES):
+        start_two_readers(runner, env)
+        [tip] = sink.to("ana@example.com")
+        refused = client.post(unsubscribe_path(tip), data={"action": f"pause:{days}"})
+        assert refused.status_code == 400
+        assert "A pause lasts 30 or 90 days." in page_text(refused)
+        shown = cli_ok(runner, env, "subscribers", "show", "ana@example.com")
+    assert "paused" not in shown
+    assert "active" in shown
+
+
+def test_signing_up_again_after_leaving_ends_the_old_pause(runner, env, sink, client, tmp_path):
+    with freeze_time(START, ignore=REAL_TIME_MODULES):
+        start_two_readers(runner, env)
+        [tip] = sink.to("ana@example.com")
+        client.post(unsubscribe_path(tip), data={"action": "pause:30"})
+        left = client.post(unsubscribe_path(tip), data={"List-Unsubscribe": "One-Click"})
+        assert left.status_code == 200
+        assert post_signup(client, client.application).status_code == 200
+        confirmation = sink.to("ana@example.com")[-1]
+        assert client.post(link_in(confirmation, "confirm")).status_code == 200
+        shown = cli_ok(runner, env, "subscribers", "show", "ana@example.com")
+        assert "active" in shown and "paused" not in shown
+        cli_ok(runner, env, "broadcast", "send", str(issue(tmp_path, "December")))
+        cli_ok(runner, env, "send-due")
+    assert subjects(sink, "ana@example.com")[-1] == "December"

@@ -300,6 +300,8 @@ def test_sendgrid_calls_that_do_not_verify_change_nothing(hsettings, sink):
         ("timestamp changed", body, {**signed, "X-Twilio-Email-Event-Webhook-Timestamp":
                                      str(int(time.time()) - 1)}, 401),
         ("stale", body, sendgrid_headers(ec_key(), body, int(time.time()) - 600), 401),
+        ("superscript timestamp", body, sendgrid_headers(ec_key(), body, "²"), 400),
+        ("endless timestamp", body, sendgrid_headers(ec_key(), body, "9" * 5000), 400),
         ("unsigned", body, {}, 401),
         ("signature not base64", body, {**signed,
                                         "X-Twilio-Email-Event-Webhook-Signature": "%%%"}, 401),
@@ -307,6 +309,10 @@ def test_sendgrid_calls_that_do_not_verify_change_nothing(hsettings, sink):
     for what, data, headers, status in calls:
         answer = _post_sendgrid(client, data, headers)
         assert answer.status_code == status, (what, answer.get_json())
+        if status == 400:
+            assert answer.get_json() == {
+                "error": "the SendGrid timestamp is not a number of seconds"
+            }
     assert _status(hsettings, "ana@example.com") == ("active", [], None)
     with session_scope(hsettings) as session:
         assert session.scalar(select(Delivery.status)) == "sent"

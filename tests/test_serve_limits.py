@@ -1,5 +1,6 @@
 """`nurture serve` with two gunicorn workers and no Redis: the signup limit holds for the
-whole server, not per worker, and the access log names routes, never tokens."""
+whole server, not per worker, and the access log names routes, never tokens nor a
+webhook's secret."""
 
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ def test_two_workers_share_the_signup_limit_and_log_no_tokens(tmp_path, runner):
                    for i in range(12)]  # fmt: skip
         for path in (f"/confirm/{TOKEN}", f"/unsubscribe/{TOKEN}", f"/o/{TOKEN}"):
             assert http(base + path)[0] == 400
+        # a provider's webhook secret rides in the query string
+        http(f"{base}/webhooks/postmark?token=pmtoken-secret", {"RecordType": "Delivery"})
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(30)
@@ -50,3 +53,5 @@ def test_two_workers_share_the_signup_limit_and_log_no_tokens(tmp_path, runner):
     assert "secretpart" not in output and TOKEN not in output
     assert '"GET /confirm/<token> HTTP/1.1" 400' in output
     assert '"GET /unsubscribe/<token> HTTP/1.1" 400' in output
+    assert "pmtoken-secret" not in output
+    assert '"POST /webhooks/postmark?<redacted> HTTP/1.1"' in output

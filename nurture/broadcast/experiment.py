@@ -15,6 +15,7 @@ each new email is the kept variant.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import datetime
 
@@ -27,6 +28,8 @@ from nurture.journeys.results import ArmStats, arm_stats
 from nurture.settings import Settings
 from nurture.store.engine import session_scope
 from nurture.store.tables import Broadcast, BroadcastState, ExperimentEnd
+
+log = logging.getLogger(__name__)
 
 #: `--by` as the metric `journeys/results.py` counts.
 METRIC = {"opens": "opened", "clicks": "clicked", "conversions": "converted"}
@@ -98,8 +101,13 @@ def winner_of(arms: list[ArmStats], trial: IssueExperiment) -> tuple[str, str]:
     def rate(arm: ArmStats) -> float:
         return (arm.count(metric) or 0) / arm.sent if arm.sent else 0.0
 
+    share = percent(trial.test_share) if trial.test_share else "all"
+    if not any(a.sent for a in arms):  # nothing to compare: say so, never "picked" on 0 of 0
+        log.warning("broadcast test share %s reached no reader: %s, the first variant, "
+                    "goes to everyone unpicked", share, arms[0].name)  # fmt: skip
+        return arms[0].name, (f"not picked: the {share} test share reached no reader, so "
+                              f"{arms[0].name}, the first variant, went to everyone")  # fmt: skip
     best = max(arms, key=rate)  # the first of equals: max keeps the first it saw
     shown = ", ".join(f"{a.name} {rate(a):.1%} ({a.count(metric) or 0} of {a.sent})"
                       for a in arms)  # fmt: skip
-    share = percent(trial.test_share) if trial.test_share else "all"
     return best.name, f"picked by {trial.pick_by} of the {share} test share: {shown}"

@@ -154,8 +154,21 @@ def schedule(settings: Settings, issue: Issue) -> Scheduled:
         row = core.save(session, settings, issue, clock.now(), schedule=True)
         clause = audience_clause(settings, row.segment, topic=issue_topic(row), now=clock.now())
         size = audience.count(session, clause)
+        _check_share_reaches(issue, size)
         due = row.send_at is not None and row.send_at <= clock.now()
         return Scheduled(row.id, row.send_at, row.local_at, due, size, row.pick_at)
+
+
+def _check_share_reaches(issue: Issue, size: int) -> None:
+    """A test share must give each variant at least one reader of the audience as of
+    now, or its winner would be picked on nobody's emails."""
+    share, arms = issue.test_share, len(issue.variants)
+    if share is None or not size or size * share >= arms:
+        return
+    raise core.BroadcastError(
+        f"--test-share {share * 100:.3g}% of {size:,} subscribers is fewer than one reader "
+        f"for each of the {arms} variants: give at least {arms / size * 100:.3g}%"
+    )
 
 
 def latest(settings: Settings, limit: int) -> list[tuple[Broadcast, int, int]]:

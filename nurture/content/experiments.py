@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import math
 import re
 from collections.abc import Sequence as Seq
 from datetime import timedelta
@@ -70,11 +71,18 @@ def percent(share: float) -> str:
     return f"{share * 100:.1f}".removesuffix(".0") + "%"
 
 
+#: The largest relative weight: beyond it a weight is a typo, and a float cannot hold
+#: every integer YAML can write (400 digits overflow) nor order `.nan` or `.inf`.
+MAX_WEIGHT = 1_000_000
+
+
 def _weight(value: Any) -> float:
     if isinstance(value, str) and value.strip().endswith("%"):
         return parse_share(value) * 100
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{value!r} is not a positive number (or a percentage, like 50%)")
+    if (isinstance(value, float) and not math.isfinite(value)) or value > MAX_WEIGHT:
+        raise ValueError(f"must be a positive number up to {MAX_WEIGHT}")
     if value <= 0:
         raise ValueError(f"{value!r} must be more than 0")
     return float(value)

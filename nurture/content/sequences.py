@@ -31,6 +31,7 @@ from nurture.content.experiments import Goal, Share, Variant
 from nurture.content.stepchecks import check_steps
 from nurture.content.yamlmarks import DuplicateKey, explain, line_for, load_with_lines
 from nurture.errors import SequenceError
+from nurture.logsafe import bug_summary, frames
 from nurture.sender import sender_problem
 
 
@@ -338,7 +339,12 @@ def load_catalog(sequences_dir: Path) -> Catalog:
     problems: list[SequenceError] = []
     root = sequences_dir.parent
     for path in sorted(sequences_dir.glob("*.y*ml")):
-        seq, errs = load_sequence(path, root)
+        try:
+            seq, errs = load_sequence(path, root)
+        except Exception as e:  # noqa: BLE001 - one file's surprise must not stop every page
+            log.error("%s could not be loaded: %s\n%s", path.name, bug_summary(e), frames(e))
+            seq, errs = None, [SequenceError(str(path.relative_to(root)), None, "cannot be loaded "
+                                             f"({bug_summary(e)}); it is left out")]  # fmt: skip
         problems.extend(errs)
         if seq is None:
             continue

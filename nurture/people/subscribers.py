@@ -270,6 +270,7 @@ def confirm(
         raise SubscriberError(f"{sub.email} is {sub.status} and cannot be confirmed")
     sub.status = SubscriberStatus.ACTIVE
     sub.confirmed_at = now
+    sub.paused_until = None  # a pause belonged to the subscription they left
     record_consent(session, sub.id, "confirmed", now, consent)
     names = enroll_triggered(session, sub.id, catalog, "signup", now)
     # Tags held while pending start their sequences now; one held from an earlier

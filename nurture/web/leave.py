@@ -29,6 +29,10 @@ from nurture.tokens import Claim, Purpose
 from nurture.web.common import consent_info, error, gone, page, settings, signed_link, state
 
 bp = Blueprint("leave", __name__)
+#: The pauses a form may ask for, as the form writes them (`pause:30`): compared as text,
+#: so `²` or five thousand digits are refused before any `int()`.
+_PAUSES = frozenset(str(d) for d in PAUSE_DAYS)
+_PAUSES_SAID = " or ".join(str(d) for d in PAUSE_DAYS)
 
 
 @bp.get("/unsubscribe/<token>")
@@ -54,8 +58,10 @@ def unsubscribe_now(token: str, claim: Claim) -> ResponseReturnValue:
     action, _, days = request.form.get("action", "").partition(":")
     if not one_click and topics_for(settings().workspace).on:
         if action in ACTIONS:
+            if action == "pause" and days not in _PAUSES:
+                return error(400, "Unknown pause", f"A pause lasts {_PAUSES_SAID} days.")
             return _choose(token, claim, Choice(action, tuple(request.form.getlist("topic")),
-                                                int(days) if days.isdigit() else 0, reason))  # fmt: skip
+                                                int(days) if action == "pause" else 0, reason))  # fmt: skip
         if action != "leave-all" and "scope" not in request.form:
             return _nothing_asked(token, claim)
     # One-click, leave-all, and the topics-off page's buttons leave everything: a person

@@ -33,6 +33,9 @@ DEFAULT_THREADS = 4
 #: First path segments after which a path holds a personal token: the log shows the
 #: route, not the token, which would let anyone who reads the log act for that person.
 TOKEN_SEGMENTS = frozenset({"confirm", "unsubscribe", "resubscribe", "c", "o"})
+#: First path segments whose query string may hold a secret (a provider's webhook
+#: `?token=`): the log shows `?<redacted>` instead of it.
+SECRET_QUERY_SEGMENTS = frozenset({"webhooks"})
 _URI = re.compile(r"^(?P<origin>[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*)?(?P<path>[^?#]*)(?P<rest>.*)$",
                   re.S)  # fmt: skip
 
@@ -43,22 +46,25 @@ def loggable(uri: str, route: str | None = None) -> str:
     `route` is the app's own word (common.TOKEN_ROUTE) for a request it routed to a
     token view: then the path is that route, whatever its spelling. Otherwise (a 404,
     a referrer) the path is read as a router might read it, percent-decoded and with
-    slashes merged, and everything after a token route's segment is hidden.
+    slashes merged, and everything after a token route's segment is hidden. A
+    webhook's query string (a provider's secret `?token=`) is hidden whole.
     """
     match = _URI.match(uri)
     if match is None:  # pragma: no cover - the pattern matches any text
         return uri
-    if route is not None:
-        return f"{match['origin'] or ''}{route}{match['rest']}"
     path = match["path"]
     for _ in range(3):  # "%2563" is "%63" is "c"; a router decodes once, a proxy again
         path = unquote(path)
     segments = [s for s in path.split("/") if s]
+    origin, rest = match["origin"] or "", match["rest"]
+    if rest and any(s.lower() in SECRET_QUERY_SEGMENTS for s in segments):
+        rest = "?<redacted>"
+    if route is not None:
+        return f"{origin}{route}{rest}"
     for i, segment in enumerate(segments):
         if segment.lower() in TOKEN_SEGMENTS and i + 1 < len(segments):
-            shown = "/" + "/".join(segments[: i + 1]) + "/<token>"
-            return f"{match['origin'] or ''}{shown}{match['rest']}"
-    return uri
+            return f"{origin}/{'/'.join(segments[: i + 1])}/<token>{rest}"
+    return f"{origin}{match['path']}{rest}"
 
 
 class AccessLog(glogging.Logger):  # type: ignore[misc]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from datetime import datetime
 
 from nurture.delivery.bounces.handling import Handled, Tally, handle_notice
 from nurture.delivery.bounces.reading import Notice
@@ -11,6 +13,9 @@ from nurture.settings import Settings
 #: How far a signed timestamp may be from now (Mailgun's advice: reject older calls).
 REPLAY_WINDOW = 300
 IGNORED = "ignored: not a bounce or complaint"
+#: Seconds since 1970 as a provider writes them: ASCII digits only (`"²".isdigit()` is
+#: true) and few enough that `int()` never meets Python's limit on digits.
+_SECONDS = re.compile(r"[0-9]{1,12}")
 
 
 @dataclass(frozen=True)
@@ -18,6 +23,16 @@ class Answer:
     status: int
     message: str
     handled: Handled | None = None
+
+
+def stale(provider: str, timestamp: str, now: datetime) -> Answer | None:
+    """The answer to a signed timestamp that is no number of seconds (400) or is more
+    than REPLAY_WINDOW away (401, a replay); None when it is fresh."""
+    if not _SECONDS.fullmatch(timestamp):
+        return Answer(400, f"the {provider} timestamp is not a number of seconds")
+    if abs(now.timestamp() - int(timestamp)) > REPLAY_WINDOW:
+        return Answer(401, f"the {provider} signature is too old (a replay?)")
+    return None
 
 
 def answer(settings: Settings, notices: list[Notice], replay: str | None = None) -> Answer:

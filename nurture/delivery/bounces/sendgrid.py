@@ -23,7 +23,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from nurture.delivery.bounces.answers import REPLAY_WINDOW, Answer, answer
+from nurture.delivery.bounces.answers import Answer, answer, stale
 from nurture.delivery.bounces.reading import REASON_MAX, Notice
 from nurture.errors import ConfigError
 from nurture.mailsettings import sendgrid_verification_key
@@ -64,8 +64,8 @@ def handle_sendgrid(settings: Settings, body: bytes, headers: Mapping[str, str],
         return Answer(500, str(e))
     if not signed_by(key, signature, timestamp, body):
         return Answer(401, "the SendGrid signature does not verify")
-    if not timestamp.isdigit() or abs(now.timestamp() - int(timestamp)) > REPLAY_WINDOW:
-        return Answer(401, "the SendGrid signature is too old (a replay?)")
+    if refused := stale("SendGrid", timestamp, now):
+        return refused
     try:
         events = json.loads(body)
     except (ValueError, RecursionError):

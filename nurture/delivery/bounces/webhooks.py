@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from nurture import clock
-from nurture.delivery.bounces.answers import IGNORED, REPLAY_WINDOW, Answer, answer
+from nurture.delivery.bounces.answers import IGNORED, Answer, answer, stale
 from nurture.delivery.bounces.reading import REASON_MAX, Notice
 from nurture.delivery.bounces.sendgrid import handle_sendgrid
 from nurture.delivery.bounces.ses import handle_ses
@@ -101,11 +101,16 @@ def _mailgun(settings: Settings, payload: dict[str, Any], now: datetime) -> Answ
     expected = hmac.new(key.encode(), (timestamp + token).encode(), hashlib.sha256).hexdigest()
     if not token or not hmac.compare_digest(expected, str(sig.get("signature", ""))):
         return Answer(401, "the Mailgun signature does not verify")
-    if not timestamp.isdigit() or abs(now.timestamp() - int(timestamp)) > REPLAY_WINDOW:
-        return Answer(401, "the Mailgun signature is too old (a replay?)")
+    if refused := stale("Mailgun", timestamp, now):
+        return refused
     event = payload.get("event-data")
     if not isinstance(event, dict):
         return Answer(400, "no event-data in the body")
+    for part in ("message", "delivery-status"):
+        if not isinstance(event.get(part) or {}, dict):
+            return Answer(400, f"event-data.{part} is not an object")
+    if not isinstance((event.get("message") or {}).get("headers") or {}, dict):
+        return Answer(400, "event-data.message.headers is not an object")
     notice = _mailgun_notice(event, f"mailgun:{token}")
     return answer(settings, [notice] if notice else [], "this Mailgun token")
 
