@@ -254,7 +254,7 @@ def record_sent(
             if held and move:
                 conn.execute(sql.MOVE_ON, sent | move)
             elif held and d.enrollment_id is not None:
-                _consequences(db.session, settings, d.subscriber_id, d.enrollment_id,
+                _consequences(db.session, settings, d.id, d.subscriber_id, d.enrollment_id,
                               d.step_id, Outcome.SENT, None, False, now)  # fmt: skip
             handed = following is not None and conn.execute(sql.HAND, sent).rowcount
     if not held and again:
