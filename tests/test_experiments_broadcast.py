@@ -175,3 +175,34 @@ def test_broadcast_preview_renders_a_variant(runner, env, tmp_path):
     assert b.exit_code == 0 and b.output.startswith("Subject: News B\n")
     wrong = runner.invoke(cli, ["broadcast", "preview", str(issue), "--variant", "C"], env=env)
     assert wrong.exit_code == 1 and wrong.output.endswith("has no variant 'C' (variants: A, B)\n")
+
+
+def test_the_dry_run_tells_the_test_share_and_when_the_winner_is_picked(runner, env, settings,
+                                                                        tmp_path):  # fmt: skip
+    add_people(settings, [{"email": e} for e in READERS])
+    issue = issue_file(tmp_path, FRONT, BODY)
+    with freeze_time(START, ignore=REAL_TIME_MODULES):
+        result = invoke(runner, env, "broadcast", "send", str(issue), "--test-share", "20%",
+                        "--pick-after", "4h", "--by", "clicks", "--dry-run")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "Test:     ~8 of 40 readers (A ~4, B ~4; by the hash of each address, so about)" in (
+        result.output)  # fmt: skip
+    assert ("Winner:   by clicks, picked at the first `nurture send-due` after Mon 2026-03-02 "
+            "12:00 UTC, then sent to the rest") in result.output  # fmt: skip
+    assert "warning" not in result.output
+
+
+def test_a_test_share_too_small_for_a_variant_is_warned_of(runner, env, settings, sink, tmp_path):
+    add_people(settings, [{"email": e} for e in READERS[:5]])
+    issue = issue_file(tmp_path, FRONT, BODY)
+    warning = ("warning: variants A, B get no reader in a 20% test share of 5 (about 1.0 "
+               "readers for 2 variants): the first variant wins by default; raise --test-share "
+               "or send without one\n")  # fmt: skip
+    send = ["broadcast", "send", str(issue), "--test-share", "20%"]
+    dry = invoke(runner, env, *send, "--dry-run")
+    assert dry.exit_code == 0 and warning in dry.stderr and "Test:     ~1 of 5" in dry.stdout
+    sent = invoke(runner, env, *send)
+    assert sent.exit_code == 0 and sent.stderr.startswith(warning)  # then the progress bar
+    assert "Broadcast #1:" in sent.stdout  # warned, and sent all the same
+    bigger = invoke(runner, env, *send[:-1], "40%", "--dry-run")
+    assert "warning" not in bigger.output  # 2 readers expected, one a variant
