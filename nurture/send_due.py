@@ -78,9 +78,11 @@ def claim(
     or the SMTP server is down); counts what happened into `counts`."""
     while (limit is None or counts["due"] < limit) and not counts["server-down"]:
         size = BATCH if limit is None else min(BATCH, limit - counts["due"])
+        skips: Counter[str] = Counter()
         with session_scope(settings) as session:
-            ids = claim_due(session, catalog, clock.now(), size, settings=settings)
-        counts["due"] += len(ids)
+            ids = claim_due(session, catalog, clock.now(), size, settings=settings, skips=skips)
+        counts["due"] += len(ids) + skips.total()
+        counts.update(skips)
         counts.update(dispatch(settings, ids))
         if len(ids) < size or counts["server-down"]:
             break
@@ -96,14 +98,15 @@ def claim_side_by_side(settings: Settings, catalog: Catalog, counts: Counter[str
     stop = threading.Event()
     claimed: queue.SimpleQueue[list[int] | None] = queue.SimpleQueue()
 
-    def loop(k: int) -> int:
-        due = 0
+    def loop(k: int) -> Counter[str]:
+        due: Counter[str] = Counter()  # "due" and the skips, of this claimer's part
         try:
             while not stop.is_set():
+                skips: Counter[str] = Counter()
                 with session_scope(settings) as session:
                     ids = claim_due(session, catalog, clock.now(), BATCH, settings=settings,
-                                    part=(k, CLAIMERS))  # fmt: skip
-                due += len(ids)
+                                    part=(k, CLAIMERS), skips=skips)  # fmt: skip
+                due.update(skips, due=len(ids) + skips.total())
                 claimed.put(ids)
                 if len(ids) < BATCH:
                     break
@@ -132,7 +135,7 @@ def claim_side_by_side(settings: Settings, catalog: Catalog, counts: Counter[str
             if pending:
                 counts.update(dispatch(settings, pending))
             for future in futures:
-                counts["due"] += future.result()
+                counts.update(future.result())
         except BaseException:
             stop.set()
             raise
@@ -164,6 +167,7 @@ def recover(settings: Settings, counts: Counter[str]) -> None:
 
 
 def summary(counts: Counter[str], embedded: bool) -> str:
+    """`send-due: 18 due, 17 sent, 1 held out`: what became of every due step."""
     parts = [f"{counts['due']} due"]
     if counts["broadcast"]:
         parts.append(f"{counts['broadcast']} broadcast")
@@ -177,6 +181,8 @@ def summary(counts: Counter[str], embedded: bool) -> str:
         parts += [f"{counts[k]} {k}" for k in ("sent", "retry", "failed", "skipped") if counts[k]]
     else:
         parts.append(f"{counts['enqueued']} enqueued")
+    # due steps skipped when claimed, never queued: so every due step is accounted for
+    parts += [f"{counts[k]} {k}" for k in ("held out", "skipped by a gate") if counts[k]]
     sunset_said = [f"{counts[words]} {words}" for words in WORDS.values() if counts[words]]
     if sunset_said:
         parts.append("sunset: " + ", ".join(sunset_said))

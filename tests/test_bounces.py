@@ -14,6 +14,7 @@ from nurture.cli import cli
 from nurture.delivery import sending
 from nurture.delivery.bounces.handling import handle_message
 from nurture.people.subscribers import email_hash
+from nurture.reports.stats import COLUMNS
 from nurture.settings import load_settings
 from nurture.store.engine import session_scope
 from nurture.store.tables import Delivery, Event, Subscriber, Suppression
@@ -227,6 +228,10 @@ def test_stats_shows_rates_per_step_and_sequence_and_warns_on_complaints(
     [step] = [ln for ln in lines if ln.strip().startswith("from-curious-to-customer/welcome ")]
     assert "sent       3" in step and "bounced     1 (33.33 %)" in step
     assert "complained     1 (33.33 %)" in step
+    # the per-step table counts the same bounce, though the email's status stays "sent"
+    welcome = next(ln for ln in lines if ln.strip().startswith("welcome ")).split()
+    counts = dict(zip(COLUMNS, welcome[2:], strict=True))
+    assert (counts["sent"], counts["failed"], counts["bounced"]) == ("3", "0", "1")
     assert any(ln.strip().startswith("from-curious-to-customer (sequence)") for ln in lines)
     assert ("warning: the complaint rate of the last 30 days is 33.33 % (1 of 3); Gmail wants "
             "it under 0.1 % and throttles at 0.3 %") in result.output  # fmt: skip

@@ -93,9 +93,13 @@ def test_stats_count_each_variant_on_known_data(runner, env, workspace, settings
     assert rows["B"] == ["50%", "15", "8", "53.3%", "5", "33.3%", "3", "20.0%"]
     # B - A by hand: opened 8/15 - 4/25 = +37.3 points, give or take
     # 1.96 * sqrt(.5333 * .4667 / 15 + .16 * .84 / 25) = 29.1
-    assert re.search(r"B\s+opened\s+\+37\.3\s+\[\+8\.3, \+66\.4\]\s+B better", out), out
-    assert re.search(r"B\s+clicked\s+\+25\.3\s+\[-0\.8, \+51\.5\]\s+no clear difference yet", out)
-    assert re.search(r"B\s+converted\s+\+16\.0\s+\[-5\.7, \+37\.7\]\s+no clear", out)
+    # but 15 emails of B are too few for the normal approximation: no verdict
+    too_few = r"too few to tell \(each side needs 30\+, of them 5\+ {} and 5\+ not\)"
+    assert re.search(r"B\s+opened\s+\+37\.3\s+\[\+8\.3, \+66\.4\]\s+" + too_few.format("opened"),
+                     out), out  # fmt: skip
+    assert re.search(r"B\s+clicked\s+\+25\.3\s+\[-0\.8, \+51\.5\]\s+too few to tell", out)
+    assert re.search(r"B\s+converted\s+\+16\.0\s+\[-5\.7, \+37\.7\]\s+too few to tell", out)
+    assert "better" not in out and "no clear" not in out
 
 
 def test_the_interval_is_the_two_proportion_one():
@@ -103,9 +107,33 @@ def test_the_interval_is_the_two_proportion_one():
     d = difference("opened", ("A", 4, 10), ("B", 7, 10))
     assert (round(d.diff * 100, 1), round(d.low * 100, 1), round(d.high * 100, 1)) == (
         30.0, -11.6, 71.6)  # fmt: skip
-    assert not d.clear
+    assert not d.clear and not d.enough  # 10 emails a side: too few for a verdict
     clear = difference("clicked", ("A", 10, 200), ("B", 40, 200))
     assert clear.clear and clear.low > 0
+    unclear = difference("clicked", ("A", 10, 200), ("B", 14, 200))
+    assert unclear.enough and not unclear.clear
+
+
+@pytest.mark.parametrize(("a", "b", "enough"), [
+    (("A", 5, 30), ("B", 25, 30), True),  # the least the approximation is fair with
+    (("A", 5, 29), ("B", 25, 30), False),  # fewer than 30 emails
+    (("A", 4, 30), ("B", 25, 30), False),  # fewer than 5 successes
+    (("A", 5, 30), ("B", 26, 30), False),  # fewer than 5 failures
+])  # fmt: skip
+def test_a_verdict_needs_enough_on_each_side(a, b, enough):
+    d = difference("opened", a, b)
+    assert d.enough is enough and d.clear is enough  # all these differences are large
+
+
+def test_an_interval_stays_within_the_possible_points():
+    """The reported cases: 1 person held out, or a few emails far apart, gave intervals
+    past ±100 points; a difference of rates cannot be."""
+    lift = difference("converted", ("holdout", 1, 1), ("mailed", 1, 8))  # -110.4 before
+    assert (round(lift.diff * 100, 1), lift.low, round(lift.high * 100, 1)) == (-87.5, -1.0, -64.6)
+    assert not lift.clear
+    b = difference("opened", ("A", 1, 3), ("B", 4, 5))  # +46.7 [-17.2, +110.5] before
+    assert (round(b.diff * 100, 1), round(b.low * 100, 1), b.high) == (46.7, -17.2, 1.0)
+    assert not b.clear
     assert difference("opened", ("A", 0, 0), ("B", 1, 2)) is None
 
 
@@ -114,6 +142,8 @@ def test_a_holdout_gets_none_of_the_emails_and_gives_the_lift(runner, env, works
     use_sequences(workspace, held=HELD)
     with freeze_time(START, ignore=REAL_TIME_MODULES) as frozen:
         emails = seed(settings, "held", 40)
+        # every due step is accounted for: sent, or skipped because held out
+        assert invoke(runner, env, "send-due").strip() == "send-due: 40 due, 32 sent, 8 held out"
         run_cron(runner, env, frozen, START + timedelta(days=2))
         mailed = {m.recipients[0] for m in sink.messages}
         held = sorted(set(emails) - mailed)
@@ -127,7 +157,10 @@ def test_a_holdout_gets_none_of_the_emails_and_gives_the_lift(runner, env, works
     assert ("Holdout of held: 8 people, 1 converted (12.5%); mailed: 32 people, 2 converted "
             "(6.2%)") in out  # fmt: skip
     # 2/32 - 1/8 = -6.25 points, give or take 1.96 * sqrt(.0625 * .9375 / 32 + .125 * .875 / 8)
-    assert "Lift of the sequence (mailed − holdout):   -6.2  [-30.7, +18.2]  no clear" in out
+    assert (
+        "Lift of the sequence (mailed − holdout):   -6.2  [-30.7, +18.2]  too few to tell "
+        "(each side needs 30+, of them 5+ converted and 5+ not)"
+    ) in out  # 8 held out
     # recorded: each skipped step says why, and simulate shows the same for that address
     shown = invoke(runner, env, "subscribers", "show", held[0])
     assert shown.count("skipped   held/one [variant holdout]") == 1

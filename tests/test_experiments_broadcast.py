@@ -204,3 +204,35 @@ def test_a_test_share_that_reached_nobody_picks_no_winner(runner, env, settings,
     status = invoke(runner, env, "broadcast", "status", "1").output
     assert ("winner:   A (not picked: the 50% test share reached no reader, so A, the first "
             "variant, went to everyone)") in status  # fmt: skip
+
+
+def test_the_dry_run_tells_the_test_share_and_when_the_winner_is_picked(runner, env, settings,
+                                                                        tmp_path):  # fmt: skip
+    add_people(settings, [{"email": e} for e in READERS])
+    issue = issue_file(tmp_path, FRONT, BODY)
+    with freeze_time(START, ignore=REAL_TIME_MODULES):
+        result = invoke(runner, env, "broadcast", "send", str(issue), "--test-share", "20%",
+                        "--pick-after", "4h", "--by", "clicks", "--dry-run")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "Test:     ~8 of 40 readers (A ~4, B ~4; by the hash of each address, so about)" in (
+        result.output)  # fmt: skip
+    assert ("Winner:   by clicks, picked at the first `nurture send-due` after Mon 2026-03-02 "
+            "12:00 UTC, then sent to the rest") in result.output  # fmt: skip
+    assert "warning" not in result.output
+
+
+def test_a_test_share_too_small_for_a_variant_is_warned_of(runner, env, settings, sink, tmp_path):
+    add_people(settings, [{"email": e} for e in READERS[:5]])
+    issue = issue_file(tmp_path, FRONT, BODY)
+    warning = ("warning: variants A, B get no reader in a 20% test share of 5 (about 1.0 "
+               "readers for 2 variants): the first variant wins by default; raise --test-share "
+               "or send without one\n")  # fmt: skip
+    send = ["broadcast", "send", str(issue), "--test-share", "20%"]
+    dry = invoke(runner, env, *send, "--dry-run")
+    assert dry.exit_code == 0 and warning in dry.stderr and "Test:     ~1 of 5" in dry.stdout
+    sent = invoke(runner, env, *send)  # fewer readers than variants: refused outright
+    assert sent.exit_code == 1 and "is fewer than one reader for each of the 2 variants" in (
+        sent.output)  # fmt: skip
+    assert sink.messages == []
+    bigger = invoke(runner, env, *send[:-1], "40%", "--dry-run")
+    assert "warning" not in bigger.output  # 2 readers expected, one a variant

@@ -66,6 +66,12 @@ def test_permanent_failure_suppresses_only_that_address(runner, env, sink, setti
     assert "exited     ended" in result.output
     assert ": address bounced (SMTP 550: 5.1.1 No such user)" in result.output
     assert "failed    from-curious-to-customer/welcome" in result.output
+    # stats counts the refusal as a bounce in the per-step table and in the rates alike
+    stats = runner.invoke(cli, ["stats"], env=env).output.splitlines()
+    welcome = next(ln for ln in stats if ln.strip().startswith("welcome ")).split()
+    assert (welcome[2], welcome[4], welcome[-1]) == ("1", "1", "1")  # sent, failed, bounced
+    [rate] = [ln for ln in stats if ln.strip().startswith("from-curious-to-customer/welcome ")]
+    assert "bounced     1" in rate
 
 
 def test_unreachable_server_leaves_everything_for_a_later_run(runner, env, sink, settings):

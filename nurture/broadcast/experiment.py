@@ -22,6 +22,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from nurture.broadcast.source import Issue
 from nurture.content.experiments import IssueExperiment, in_test_share, percent, pick
 from nurture.journeys.experiments import BROADCAST_PREFIX, ended, of_broadcast, record_end
 from nurture.journeys.results import ArmStats, arm_stats
@@ -111,3 +112,28 @@ def winner_of(arms: list[ArmStats], trial: IssueExperiment) -> tuple[str, str]:
     shown = ", ".join(f"{a.name} {rate(a):.1%} ({a.count(metric) or 0} of {a.sent})"
                       for a in arms)  # fmt: skip
     return best.name, f"picked by {trial.pick_by} of the {share} test share: {shown}"
+
+
+def test_share_readers(issue: Issue, audience: int) -> tuple[float, dict[str, float]]:
+    """(readers expected in the issue's test share of `audience`, and per variant by the
+    weights): the share is drawn by a hash of each address, so these are expectations."""
+    readers = (issue.test_share or 0.0) * audience
+    total = sum(v.weight for v in issue.variants)
+    return readers, {v.name: readers * v.weight / total for v in issue.variants}
+
+
+def test_share_warning(issue: Issue, audience: int) -> str | None:
+    """A warning when the test share is too small for a variant to expect a reader: the
+    winner is then picked on nothing, and the first variant wins a tie of nothing."""
+    if issue.test_share is None or not issue.variants:
+        return None
+    readers, per_variant = test_share_readers(issue, audience)
+    empty = [name for name, n in per_variant.items() if n < 1]
+    if not empty:
+        return None
+    which = ", ".join(empty)
+    return (f"warning: variant{'s' if len(empty) > 1 else ''} {which} "
+            f"{'get' if len(empty) > 1 else 'gets'} no reader in a "
+            f"{percent(issue.test_share)} test share of {audience:,} (about {readers:.1f} "
+            f"readers for {len(issue.variants)} variants): the first variant wins by default; "
+            "raise --test-share or send without one")  # fmt: skip

@@ -12,12 +12,19 @@ import click
 
 from nurture import queue
 from nurture.broadcast import core, fanout, operations
+from nurture.broadcast.experiment import test_share_readers, test_share_warning
 from nurture.broadcast.report import COLUMNS
 from nurture.broadcast.source import Issue
 from nurture.cli import cli, command, settings_of
 from nurture.cli.content import echo_composed
 from nurture.content.durations import parse_duration
-from nurture.content.experiments import DEFAULT_PICK_BY, PICK_BY, parse_share, percent
+from nurture.content.experiments import (
+    DEFAULT_PICK_AFTER,
+    DEFAULT_PICK_BY,
+    PICK_BY,
+    parse_share,
+    percent,
+)
 from nurture.content.topics import topics_for
 from nurture.people.segments import TERMS, issue_topic
 from nurture.settings import Settings
@@ -156,9 +163,26 @@ def _dry_run(settings: Settings, issue: Issue) -> None:
         test = (f" to a {percent(issue.test_share)} test share, then the winner by "
                 f"{issue.pick_by or DEFAULT_PICK_BY}" if issue.test_share else "")  # fmt: skip
         click.echo(f"Variants: {arms}{test}")
+    if issue.variants and issue.test_share is not None:
+        _echo_test_share(settings, issue, found.size, found.send_at)
     if found.sample:
         click.echo(f"Sample:   {', '.join(found.sample)}")
     click.echo("Dry run: nothing was saved or sent.")
+
+
+def _echo_test_share(settings: Settings, issue: Issue, size: int, send_at: datetime) -> None:
+    """The dry run's test share: its readers per variant, when the winner is picked."""
+    readers, per_variant = test_share_readers(issue, size)
+    each = ", ".join(f"{name} ~{n:.0f}" for name, n in per_variant.items())
+    after = issue.pick_after or DEFAULT_PICK_AFTER
+    click.echo(f"Test:     ~{readers:.0f} of {size:,} readers ({each}; by the hash of each "
+               "address, so about)")  # fmt: skip
+    click.echo(f"Winner:   by {issue.pick_by or DEFAULT_PICK_BY}, picked at the first "
+               f"`nurture send-due` after {_when(settings, send_at + after, None)}, "
+               "then sent to the rest")  # fmt: skip
+    warning = test_share_warning(issue, size)
+    if warning:
+        click.echo(warning, err=True)
 
 
 def _test(settings: Settings, issue: Issue, address: str) -> None:
@@ -169,6 +193,9 @@ def _test(settings: Settings, issue: Issue, address: str) -> None:
 
 def _schedule(settings: Settings, issue: Issue) -> None:
     row = operations.schedule(settings, issue)
+    warning = test_share_warning(issue, row.size)
+    if warning:
+        click.echo(warning, err=True)
     broadcast_id, when = row.broadcast_id, _when(settings, row.send_at, row.local_at)
     if not row.due:
         click.echo(f"Broadcast #{broadcast_id} scheduled for {when}, to {row.size:,} subscribers "

@@ -8,7 +8,7 @@ from nurture.cli import cli, command, settings_of
 from nurture.content.experiments import percent
 from nurture.journeys.experiments import end as end_experiment
 from nurture.journeys.experiments import listing
-from nurture.reports.experiments import Difference, Report
+from nurture.reports.experiments import MIN_SUCCESSES, MIN_TRIALS, Difference, Report
 
 _NAMES = """\
 Experiment names: SEQUENCE.STEP for a step's variants, SEQUENCE for a sequence's
@@ -71,9 +71,17 @@ def _rate(count: int | None, of: int) -> str:
     return f"{count:>6} {shown:>6}"
 
 
+def _verdict(d: Difference) -> str:
+    if not d.enough:
+        return (f"too few to tell (each side needs {MIN_TRIALS}+, of them "
+                f"{MIN_SUCCESSES}+ {d.metric} and {MIN_SUCCESSES}+ not)")  # fmt: skip
+    if d.clear:
+        return f"{d.variant} {'better' if d.diff > 0 else 'worse'}"
+    return "no clear difference yet"
+
+
 def _points(d: Difference) -> str:
-    verdict = (f"{d.variant} {'better' if d.diff > 0 else 'worse'}" if d.clear
-               else "no clear difference yet")  # fmt: skip
+    verdict = _verdict(d)
     return (f"{d.diff * 100:+6.1f}  [{d.low * 100:+.1f}, {d.high * 100:+.1f}]  "
             f"{verdict}")  # fmt: skip
 

@@ -33,6 +33,7 @@ from nurture.delivery import statements as sql
 from nurture.delivery.compose import Composed
 from nurture.delivery.reconnect import Db
 from nurture.journeys.scheduling import advance
+from nurture.people.events import record as record_event
 from nurture.people.subscribers import bounce
 from nurture.settings import Settings
 from nurture.store.engine import session_scope
@@ -253,7 +254,7 @@ def record_sent(
             if held and move:
                 conn.execute(sql.MOVE_ON, sent | move)
             elif held and d.enrollment_id is not None:
-                _consequences(db.session, settings, d.subscriber_id, d.enrollment_id,
+                _consequences(db.session, settings, d.id, d.subscriber_id, d.enrollment_id,
                               d.step_id, Outcome.SENT, None, False, now)  # fmt: skip
             handed = following is not None and conn.execute(sql.HAND, sent).rowcount
     if not held and again:
@@ -319,13 +320,14 @@ def record(
         _overtaken(delivery_id, outcome)
         return Attempt(outcome, error)
     subscriber_id, enrollment_id, step_id = held
-    _consequences(session, settings, subscriber_id, enrollment_id, step_id, outcome, error,
-                  bounced, now)  # fmt: skip
+    _consequences(session, settings, delivery_id, subscriber_id, enrollment_id, step_id,
+                  outcome, error, bounced, now)  # fmt: skip
     return Attempt(outcome, error, retry_at, server_down)
 
 
 def _consequences(
-    session: Session, settings: Settings, subscriber_id: int, enrollment_id: int | None,
+    session: Session, settings: Settings, delivery_id: int, subscriber_id: int,
+    enrollment_id: int | None,
     step_id: str | None, outcome: Outcome, error: str | None, bounced: bool, now: datetime,
 ) -> None:  # fmt: skip
     """Move the enrolment on after a send; end it after a skip or a failure; suppress a bounce."""
@@ -347,6 +349,9 @@ def _consequences(
     elif outcome == Outcome.FAILED:
         sub = session.get(Subscriber, subscriber_id)
         if bounced and sub is not None:
+            # the `bounced` event is what every report counts, as for a later bounce
+            record_event(session, sub.id, "bounced", now, delivery_id=delivery_id,
+                         data={"type": "hard", "reason": error, "provider": "smtp"})  # fmt: skip
             bounce(session, sub, now, error or "hard bounce")
         if enrollment is not None and enrollment.status == EnrollmentStatus.ACTIVE:
             enrollment.status, enrollment.ended_at = EnrollmentStatus.FAILED, now

@@ -10,6 +10,7 @@ resend_after), so an operator, or a test, can shorten it.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -30,6 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from nurture.content.experiments import HOLDOUT
 from nurture.content.sequences import Catalog, Sequence, Step
 from nurture.journeys.planner import DueRow, Planner, Verdict, among
 from nurture.journeys.sameday import broadcasts_near, defer_for_broadcasts
@@ -59,6 +61,7 @@ TAKEN_BACK_UNSENT = "taken back from a worker lost before sending it: never sent
 def claim_due(
     session: Session, catalog: Catalog, now: datetime, limit: int = BATCH, *,
     settings: Settings | None = None, part: tuple[int, int] | None = None,
+    skips: Counter[str] | None = None,
 ) -> list[int]:  # fmt: skip
     """Turn due enrolment steps into queued deliveries; returns the new delivery ids.
 
@@ -74,6 +77,9 @@ def claim_due(
     `part=(k, n)` claims only the subscribers whose id modulo n is k: loops that claim
     side by side (`send_due`) each take their own people, so one person's steps are
     still decided one batch after another.
+
+    `skips` counts the due steps skipped instead of sent: "held out" (a sequence's
+    holdout) and "skipped by a gate", so a summary can account for every due step.
     """
     conn = session.connection()  # Core from here: the ORM adds nothing to rows and ids
     rows = _take_due(session, catalog, now, limit, part)
@@ -88,6 +94,9 @@ def claim_due(
         conn.execute(_RESCHEDULE, later)
     if skipped:
         conn.execute(_insert_deliveries(session), skipped)
+        if skips is not None:
+            skips.update("held out" if d["variant"] == HOLDOUT else "skipped by a gate"
+                         for d in skipped)  # fmt: skip
     if not send:
         return []
     queued = conn.execute(_queue(session, send, now)).all()

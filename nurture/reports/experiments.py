@@ -3,9 +3,11 @@ conversions (counted as `journeys/results.py` says), and how far apart the varia
 are, with a confidence interval.
 
 The interval is the usual 95% one for a difference of two proportions (Wald, normal
-approximation): (p2 - p1) ± 1.96 · sqrt(p1(1 - p1)/n1 + p2(1 - p2)/n2). It is rough
-for small counts and rates near 0 or 1; an interval that holds 0 shows no clear
-difference yet.
+approximation): (p2 - p1) ± 1.96 · sqrt(p1(1 - p1)/n1 + p2(1 - p2)/n2), kept within
+the possible -100 to +100 points. The approximation is only fair when each side has at
+least `MIN_TRIALS` emails (or people) with at least `MIN_SUCCESSES` successes and as many
+failures; below that the report gives no verdict ("too few to tell"). An interval that
+holds 0 shows no clear difference yet.
 
 A sequence's holdout is compared per person: those held out against those who got at
 least one of its emails, each from their first email (or first skipped one); the
@@ -33,6 +35,10 @@ from nurture.store.tables import Delivery, DeliveryKind, DeliveryStatus, Event
 
 #: The normal quantile of a two-sided 95% interval.
 Z95 = 1.959964
+#: Fewest trials per side, and fewest successes (and failures) per side, for a verdict:
+#: the usual rule of thumb for the normal approximation (n ≥ 30, n·p ≥ 5, n·(1 − p) ≥ 5).
+MIN_TRIALS = 30
+MIN_SUCCESSES = 5
 
 
 @dataclass(frozen=True)
@@ -45,10 +51,13 @@ class Difference:
     diff: float
     low: float
     high: float
+    #: Whether both sides have enough trials and successes for the interval to mean much.
+    enough: bool
 
     @property
     def clear(self) -> bool:
-        return self.low > 0 or self.high < 0
+        """A verdict: enough data and an interval that leaves out 0."""
+        return self.enough and (self.low > 0 or self.high < 0)
 
 
 @dataclass(frozen=True)
@@ -75,14 +84,17 @@ class Report:
 
 
 def difference(metric: str, a: tuple[str, int, int], b: tuple[str, int, int]) -> Difference | None:
-    """b's rate minus a's, each (name, successes, trials), with its 95% Wald interval;
-    None when either side has no trials."""
+    """b's rate minus a's, each (name, successes, trials), with its 95% Wald interval
+    clamped to the possible [-1, 1]; None when either side has no trials."""
     (name_a, x1, n1), (name_b, x2, n2) = a, b
     if not n1 or not n2:
         return None
     p1, p2 = x1 / n1, x2 / n2
     half = Z95 * math.sqrt(p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2)
-    return Difference(metric, name_b, name_a, p2 - p1, p2 - p1 - half, p2 - p1 + half)
+    enough = all(n >= MIN_TRIALS and MIN_SUCCESSES <= x <= n - MIN_SUCCESSES
+                 for x, n in ((x1, n1), (x2, n2)))  # fmt: skip
+    return Difference(metric, name_b, name_a, p2 - p1, max(-1.0, p2 - p1 - half),
+                      min(1.0, p2 - p1 + half), enough)  # fmt: skip
 
 
 def report(settings: Settings, name: str) -> Report:

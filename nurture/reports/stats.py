@@ -21,7 +21,6 @@ from nurture.store.tables import (
     Event,
     Handoff,
     Subscriber,
-    SubscriberStatus,
     Sunset,
     SunsetOutcome,
 )
@@ -74,12 +73,14 @@ def _step_key(sequence: str | None, step_id: str | None) -> tuple[str, str]:
 def _add_engagement(
     session: Session, found: dict[tuple[str, str], dict[str, int]], sequence: str | None
 ) -> None:
-    """Emails (not events) opened, clicked or left from, per step; bots left out. An
-    email opened five times counts once; a person who went through the sequence twice
-    (`reentry: true`) counts once per email, as `sent` does."""
+    """Emails (not events) opened, clicked, left from or bounced, per step; bots left out.
+    An email opened five times counts once; a person who went through the sequence twice
+    (`reentry: true`) counts once per email, as `sent` does. A bounce is an email with a
+    `bounced` event, as in `reports/deliverability.py`: refused at once by the SMTP
+    server, or reported later by a bounce message or a provider's webhook."""
     # a click proves the email was opened, even when its pixel was blocked
     kind = case((Event.kind == "click", "click"), (Event.kind == "unsubscribe", "unsubscribe"),
-                else_="open")  # fmt: skip
+                (Event.kind == "bounced", "bounced"), else_="open")  # fmt: skip
     emails = func.count(func.distinct(Event.delivery_id))
     base = (
         select(Delivery.sequence, Delivery.step_id)
@@ -92,25 +93,15 @@ def _add_engagement(
     opened = base.add_columns(literal("open"), emails).where(Event.kind.in_(["open", "click"]))
     events = (
         base.add_columns(kind, emails)
-        .where(Event.kind.in_(["click", "unsubscribe"]))
+        .where(Event.kind.in_(["click", "unsubscribe", "bounced"]))
         .group_by(kind)
         .union_all(opened)
     )
-    bounced = (
-        select(Delivery.sequence, Delivery.step_id, func.count())
-        .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-        .where(Delivery.kind == DeliveryKind.SEQUENCE, Delivery.status == DeliveryStatus.FAILED,
-               Subscriber.status == SubscriberStatus.BOUNCED)
-        .group_by(Delivery.sequence, Delivery.step_id)
-    )  # fmt: skip
-    if sequence:  # `base`, and so the events, already keep to this sequence
-        bounced = bounced.where(Delivery.sequence == sequence)
-    column = {"open": "opened", "click": "clicked", "unsubscribe": "unsubscribed"}
+    column = {"open": "opened", "click": "clicked", "unsubscribe": "unsubscribed",
+              "bounced": "bounced"}  # fmt: skip
     for seq_name, step_id, kind, count in session.execute(events):
         bucket = found.setdefault(_step_key(seq_name, step_id), dict.fromkeys(COLUMNS, 0))
         bucket[column[kind]] = count
-    for seq_name, step_id, count in session.execute(bounced):
-        found.setdefault(_step_key(seq_name, step_id), dict.fromkeys(COLUMNS, 0))["bounced"] = count
 
 
 @dataclass(frozen=True)
