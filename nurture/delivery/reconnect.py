@@ -6,6 +6,15 @@ delivery back and send it again: so a write that fails because the connection we
 away is tried again on a fresh connection, for a bounded time, before the worker gives
 up. Every write of the send path is fenced by its claim's attempt number, so a write
 that did commit before its answer was lost changes nothing when it runs again.
+
+A sent email's record does not wait for the disk (statements.SENT_AND_HANDED): the
+server has it at once, so a worker killed afterwards loses nothing, but a crash of the
+server itself (not a restart, which writes everything first) can lose the records of
+its last moments. So `Db` keeps each such record until a commit that does wait for the
+disk has followed it (the next group's claim, or the one made at the end of a batch),
+and writes the ones it keeps again on every fresh connection: with the worker alive, a
+database crash loses no record. Only a worker lost together with the server can leave
+unrecorded the emails of each thread's group in progress (at most sending.GROUP).
 """
 
 from __future__ import annotations
@@ -14,12 +23,13 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, Executable
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from nurture.delivery import statements as sql
 from nurture.settings import Settings
 from nurture.store.engine import get_engine
 
@@ -46,10 +56,15 @@ class Db:
         self._conn: Connection | None = None
         self._session: Session | None = None
         self._autocommit: Connection | None = None
+        #: Records committed without waiting for the disk, not yet followed by a commit
+        #: that did: (statement, parameters), written again on a fresh connection.
+        self.unsure: list[tuple[Executable, dict[str, Any]]] = []
 
     @property
     def session(self) -> Session:
         if self._session is None:
+            if self.unsure and self._autocommit is None:
+                self._open_autocommit()  # fresh connections: first what a crash may have lost
             self._conn = self.engine.connect()
             self._session = Session(bind=self._conn)
         return self._session
@@ -58,11 +73,31 @@ class Db:
     def autocommit(self) -> Connection | None:
         if self.engine.dialect.name != "postgresql":
             return None
-        if self._autocommit is None:
-            conn = self.engine.connect()
-            conn.execution_options(isolation_level="AUTOCOMMIT")
-            self._autocommit = conn
-        return self._autocommit
+        return self._autocommit or self._open_autocommit()
+
+    def _open_autocommit(self) -> Connection:
+        conn = self.engine.connect()
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+        self._autocommit = conn
+        for statement, params in self.unsure:  # fenced: a record that was kept changes nothing
+            conn.execute(statement, params)
+        return conn
+
+    def written(self, statement: Executable, params: dict[str, Any]) -> None:
+        """A record was committed without waiting for the disk: keep it until one that
+        waits has followed."""
+        self.unsure.append((statement, params))
+
+    def durable(self) -> None:
+        """A commit that waited for the disk has just been made (one that wrote: a
+        transaction that changes nothing writes no commit): what came before is safe."""
+        self.unsure.clear()
+
+    def flush(self) -> None:
+        """Make the records kept so far durable with one commit that waits for the disk."""
+        if self.unsure and self.autocommit is not None:
+            self.autocommit.execute(sql.DURABLE)
+            self.unsure.clear()
 
     def close(self) -> None:
         for held in (self._session, self._conn, self._autocommit):
@@ -77,6 +112,8 @@ def connections(settings: Settings) -> Iterator[Db]:
     db = Db(get_engine(settings))
     try:
         yield db
+        if db.unsure:
+            reconnecting(db, db.flush, "making the last records durable")
     finally:
         db.close()
 

@@ -181,6 +181,8 @@ def _claim_group(
         first = next((j for j in jobs if j.outcome is None), None)
         if first is not None:
             first.handed = bool(conn.execute(sql.HAND, handing(first, now)).rowcount)
+    if jobs:  # a claim that took rows waited for the disk, and for every record before it
+        db.durable()
     return jobs, catalog
 
 

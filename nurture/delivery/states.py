@@ -214,10 +214,15 @@ def record_sent(
     move = step and {"eid": d.enrollment_id, "was": d.step_id, "next": step.id,
                      "due": now + step.after}  # fmt: skip
     autocommit = db.autocommit
+    one = None
     if autocommit is not None and d.enrollment_id is None:
-        held, handed = autocommit.execute(sql.SENT_AND_HANDED, sent).one()
+        one, params = sql.SENT_AND_HANDED, sent
     elif autocommit is not None and move:
-        held, handed = autocommit.execute(sql.SENT_MOVED_AND_HANDED, sent | move).one()
+        one, params = sql.SENT_MOVED_AND_HANDED, sent | move
+    if one is not None:
+        assert autocommit is not None
+        held, handed, _ = autocommit.execute(one, params).one()
+        db.written(one, params | handing(None, now))
     else:
         with db.session.begin():
             conn = db.session.connection()
