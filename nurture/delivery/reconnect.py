@@ -30,6 +30,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from nurture.delivery import statements as sql
+from nurture.delivery.driver import DriverCursor
 from nurture.settings import Settings
 from nurture.store.engine import get_engine
 
@@ -56,6 +57,7 @@ class Db:
         self._conn: Connection | None = None
         self._session: Session | None = None
         self._autocommit: Connection | None = None
+        self._cursor: DriverCursor | None = None
         #: Records committed without waiting for the disk, not yet followed by a commit
         #: that did: (statement, parameters), written again on a fresh connection.
         self.unsure: list[tuple[Executable, dict[str, Any]]] = []
@@ -78,15 +80,23 @@ class Db:
     def _open_autocommit(self) -> Connection:
         conn = self.engine.connect()
         conn.execution_options(isolation_level="AUTOCOMMIT")
-        self._autocommit = conn
+        self._autocommit, self._cursor = conn, DriverCursor(conn)
         for statement, params in self.unsure:  # fenced: a record that was kept changes nothing
             conn.execute(statement, params)
         return conn
 
-    def written(self, statement: Executable, params: dict[str, Any]) -> None:
-        """A record was committed without waiting for the disk: keep it until one that
-        waits has followed."""
-        self.unsure.append((statement, params))
+    def record(
+        self, statement: Executable, params: dict[str, Any], *, again: dict[str, Any]
+    ) -> tuple[Any, ...]:
+        """Run a per-email record (one that does not wait for the disk) on the autocommit
+        connection, through the driver's cursor (driver.py), and keep it, with the
+        parameters to write it `again` with, until a commit that waits has followed.
+        PostgreSQL only."""
+        if self.autocommit is None or self._cursor is None:
+            raise RuntimeError("records without a transaction are PostgreSQL's")
+        row = self._cursor.one(statement, params)
+        self.unsure.append((statement, again))
+        return row
 
     def durable(self) -> None:
         """A commit that waited for the disk has just been made (one that wrote: a
@@ -104,7 +114,7 @@ class Db:
             if held is not None:
                 with suppress(SQLAlchemyError):  # a dead connection may not close politely
                     held.close()
-        self._conn = self._session = self._autocommit = None
+        self._conn = self._session = self._autocommit = self._cursor = None
 
 
 @contextmanager

@@ -219,10 +219,8 @@ def record_sent(
         one, params = sql.SENT_AND_HANDED, sent
     elif autocommit is not None and move:
         one, params = sql.SENT_MOVED_AND_HANDED, sent | move
-    if one is not None:
-        assert autocommit is not None
-        held, handed, _ = autocommit.execute(one, params).one()
-        db.written(one, params | handing(None, now))
+    if one is not None:  # written again after a crash without marking the next one
+        held, handed, _ = db.record(one, params, again=params | handing(None, now))
     else:
         with db.session.begin():
             conn = db.session.connection()
