@@ -66,13 +66,13 @@ def _header(value: str) -> str:
 
 
 #: A bare address as email-validator lets subscribers in: nothing to parse or quote.
-_BARE = re.compile(r"[^\s<>()\[\]\\,;:\"@]+@[^\s<>()\[\]\\,;:\"@]+")
+BARE_ADDRESS = re.compile(r"[^\s<>()\[\]\\,;:\"@]+@[^\s<>()\[\]\\,;:\"@]+")
 
 
 def _split(value: str) -> tuple[str, str]:
     """(display name, address): a subscriber's bare address as it is, and the few
     senders parsed once; the email package's parser costs tens of µs a call."""
-    return ("", value) if _BARE.fullmatch(value) else _parse(value)
+    return ("", value) if BARE_ADDRESS.fullmatch(value) else _parse(value)
 
 
 @lru_cache(maxsize=64)
