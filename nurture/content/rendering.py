@@ -168,7 +168,7 @@ class Renderer:
         # The proof: a sample email comes out the same both ways.
         tricky = SubscriberView(email="x@example.com", first_name="<b>O'Brien & Co</b>")
         for preheader, subscriber in (("", None), ("A look inside", tricky)):
-            context = {**sample_context(), "subject": "Example", "brand": "Example",
+            context = {**self.sample(), "subject": "Example", "brand": "Example",
                        "preheader": preheader}  # fmt: skip
             context["subscriber"] = subscriber or context["subscriber"]
             try:
@@ -179,6 +179,10 @@ class Renderer:
             if not same_page(made[0], inliner().inline(made[1])):
                 return None
         return pair
+
+    def sample(self) -> dict[str, Any]:
+        """A context every template of this renderer can be rendered with (the proofs)."""
+        return sample_context()
 
     def render_line(self, source: str, context: dict[str, Any]) -> str:
         """A one-line Jinja string (a subject, a preheader) rendered on one line."""

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import jinja2
 from markupsafe import Markup
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nurture.content.rendering import Renderer, SubscriberView
@@ -61,6 +62,11 @@ class IssueRenderer(Renderer):
         super().__init__(templates_dir)
         assert self.env.loader is not None
         self.env.loader = jinja2.ChoiceLoader([jinja2.DictLoader(templates), self.env.loader])
+
+    def sample(self) -> dict[str, Any]:
+        web = "https://example.com/archive/example"
+        return {**super().sample(), "broadcast": {"subject": "Example", "web_url": web},
+                "web_url": web, "subscribe_url": "https://example.com/subscribe"}  # fmt: skip
 
 
 def web_url(settings: Settings, broadcast: Broadcast) -> str:
@@ -115,11 +121,20 @@ def compose_issue(
     return Composed(rendered, envelope)
 
 
+def issues_of(session: Session, deliveries: list[Delivery]) -> dict[int, Broadcast]:
+    """The broadcasts a group of deliveries belongs to, read once for the group (the
+    session keeps a row only while something else holds it)."""
+    ids = {d.broadcast_id for d in deliveries if d.broadcast_id is not None}
+    if not ids:
+        return {}
+    return {b.id: b for b in session.scalars(select(Broadcast).where(Broadcast.id.in_(ids)))}
+
+
 def compose_broadcast(
-    settings: Settings, session: Session, delivery: Delivery, view: SubscriberView
+    settings: Settings, broadcast: Broadcast | None, delivery: Delivery, view: SubscriberView
 ) -> Composed:
-    """The email of one broadcast delivery; what a worker sends."""
-    broadcast = session.get(Broadcast, delivery.broadcast_id)
+    """The email of one broadcast delivery (`broadcast`: its issue, None if it is gone);
+    what a worker sends."""
     if broadcast is None:
         raise TemplateError(f"broadcast #{delivery.broadcast_id} no longer exists")
     return compose_issue(

@@ -15,7 +15,7 @@ from nurture.content.rendering import SubscriberView
 from nurture.content.sequences import Catalog, catalog_for
 from nurture.delivery import statements as sql
 from nurture.delivery.compose import Composed, compose_confirmation, compose_step
-from nurture.delivery.issues import compose_broadcast
+from nurture.delivery.issues import compose_broadcast, issues_of
 from nurture.delivery.states import Job, Outcome, temporary
 from nurture.delivery.verp import verp_address
 from nurture.errors import ConfigError, TemplateError
@@ -43,7 +43,7 @@ def prepare(settings: Settings, session: Session, jobs: list[Job]) -> Catalog:
             continue
         token = job.delivery.attempts
         try:
-            composed = _compose(settings, session, catalog, job.delivery,
+            composed = _compose(settings, found, catalog, job.delivery,
                                 found.view(job.delivery))  # fmt: skip
             job.composed = _with_bounce_address(settings, composed, job.delivery.id)
         except TemplateError as e:  # a broken template will not mend itself
@@ -69,6 +69,7 @@ class Found:
     readers: dict[int, Any]  # by delivery id
     suppressed: set[str]
     tags: dict[int, list[str]]  # by subscriber id
+    issues: dict[int, Any]  # broadcasts, by id
 
     @classmethod
     def load(cls, session: Session, jobs: list[Job]) -> Found:
@@ -83,7 +84,7 @@ class Found:
         sub_ids = list({row.id for row in readers.values()})
         for sub_id, name in conn.execute(sql.TAGS, {"ids": sub_ids}):
             tags.setdefault(sub_id, []).append(name)
-        return cls(readers, suppressed, tags)
+        return cls(readers, suppressed, tags, issues_of(session, [j.delivery for j in jobs]))
 
     def why_not(self, delivery: Any) -> str | None:
         """The reason this delivery must not go out now, if there is one."""
@@ -112,12 +113,13 @@ class Found:
         )  # fmt: skip
 
 
-def _compose(settings: Settings, session: Session, catalog: Catalog, delivery: Any,
+def _compose(settings: Settings, found: Found, catalog: Catalog, delivery: Any,
              view: SubscriberView) -> Composed:  # fmt: skip
     if delivery.kind == DeliveryKind.CONFIRM:
         return compose_confirmation(settings, view, delivery.subscriber_id)
     if delivery.kind == DeliveryKind.BROADCAST:
-        return compose_broadcast(settings, session, delivery, view)
+        issue = found.issues.get(delivery.broadcast_id)
+        return compose_broadcast(settings, issue, delivery, view)
     seq = catalog.get(delivery.sequence or "")
     step = seq.step(delivery.step_id or "") if seq else None
     if seq is None or step is None:

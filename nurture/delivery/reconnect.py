@@ -30,7 +30,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from nurture.delivery import statements as sql
-from nurture.delivery.driver import DriverCursor
+from nurture.delivery.driver import DriverCursor, Run
 from nurture.settings import Settings
 from nurture.store.engine import get_engine
 
@@ -58,17 +58,21 @@ class Db:
         self._session: Session | None = None
         self._autocommit: Connection | None = None
         self._cursor: DriverCursor | None = None
+        self._lite: DriverCursor | None = None  # on the session's connection, for SQLite
         #: Records committed without waiting for the disk, not yet followed by a commit
         #: that did: (statement, parameters), written again on a fresh connection.
         self.unsure: list[tuple[Executable, dict[str, Any]]] = []
 
     @property
     def session(self) -> Session:
-        if self._session is None:
-            if self.unsure and self._autocommit is None:
-                self._open_autocommit()  # fresh connections: first what a crash may have lost
-            self._conn = self.engine.connect()
-            self._session = Session(bind=self._conn)
+        return self._session or self._open_session()
+
+    def _open_session(self) -> Session:
+        if self.unsure and self._autocommit is None:
+            self._open_autocommit()  # fresh connections: first what a crash may have lost
+        self._conn = self.engine.connect()
+        self._session = Session(bind=self._conn)
+        self._lite = DriverCursor(self._conn)
         return self._session
 
     @property
@@ -86,17 +90,30 @@ class Db:
         return conn
 
     def record(
-        self, statement: Executable, params: dict[str, Any], *, again: dict[str, Any]
-    ) -> tuple[Any, ...]:
-        """Run a per-email record (one that does not wait for the disk) on the autocommit
-        connection, through the driver's cursor (driver.py), and keep it, with the
-        parameters to write it `again` with, until a commit that waits has followed.
-        PostgreSQL only."""
-        if self.autocommit is None or self._cursor is None:
-            raise RuntimeError("records without a transaction are PostgreSQL's")
-        row = self._cursor.one(statement, params)
-        self.unsure.append((statement, again))
-        return row
+        self, sent: dict[str, Any], move: dict[str, Any] | None, *, again: dict[str, Any]
+    ) -> tuple[int, int]:
+        """A sent email's record, its enrolment's `move` and the next email's hand mark
+        (statements.SENT, MOVE_ON, HAND) in one transaction on the driver's cursor
+        (driver.py): one statement on PostgreSQL, which does not wait for the disk and
+        is kept, with the parameters to write it `again` with, until one that waits has
+        followed. Returns the rows recorded sent and marked handed (0 or 1 each)."""
+        if self.autocommit is not None:
+            assert self._cursor is not None
+            one = sql.SENT_MOVED_AND_HANDED if move else sql.SENT_AND_HANDED
+            held, handed, _ = self._cursor.one(one, sent | (move or {}))
+            self.unsure.append((one, again | (move or {})))
+            return int(held), int(handed)
+
+        def work(run: Run) -> tuple[int, int]:
+            held = run(sql.SENT, sent)
+            if held and move:
+                run(sql.MOVE_ON, sent | move)
+            return held, run(sql.HAND, sent) if sent["hid"] is not None else 0
+
+        if self._lite is None:
+            self._open_session()
+        assert self._lite is not None
+        return self._lite.transaction(work)
 
     def durable(self) -> None:
         """A commit that waited for the disk has just been made (one that wrote: a
@@ -114,7 +131,7 @@ class Db:
             if held is not None:
                 with suppress(SQLAlchemyError):  # a dead connection may not close politely
                     held.close()
-        self._conn = self._session = self._autocommit = self._cursor = None
+        self._conn = self._session = self._autocommit = self._cursor = self._lite = None
 
 
 @contextmanager

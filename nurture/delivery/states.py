@@ -213,15 +213,9 @@ def record_sent(
     step = seq.after(d.step_id) if seq and d.step_id else None
     move = step and {"eid": d.enrollment_id, "was": d.step_id, "next": step.id,
                      "due": now + step.after}  # fmt: skip
-    autocommit = db.autocommit
-    one = None
-    if autocommit is not None and d.enrollment_id is None:
-        one, params = sql.SENT_AND_HANDED, sent
-    elif autocommit is not None and move:
-        one, params = sql.SENT_MOVED_AND_HANDED, sent | move
-    if one is not None:  # written again after a crash without marking the next one
-        held, handed, _ = db.record(one, params, again=params | handing(None, now))
-    else:
+    if d.enrollment_id is None or move:  # written again after a crash without the mark
+        held, handed = db.record(sent, move or None, again=sent | handing(None, now))
+    else:  # the sequence's last step: its completion may start others (scheduling.advance)
         with db.session.begin():
             conn = db.session.connection()
             held = conn.execute(sql.SENT, sent).rowcount
