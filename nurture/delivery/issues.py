@@ -122,12 +122,15 @@ def compose_issue(
 
 
 def issues_of(session: Session, deliveries: list[Delivery]) -> dict[int, Broadcast]:
-    """The broadcasts a group of deliveries belongs to, read once for the group (the
-    session keeps a row only while something else holds it)."""
+    """The broadcasts a group of deliveries belongs to, read once for the group and
+    detached from the session, so composing after its transaction reads nothing more."""
     ids = {d.broadcast_id for d in deliveries if d.broadcast_id is not None}
     if not ids:
         return {}
-    return {b.id: b for b in session.scalars(select(Broadcast).where(Broadcast.id.in_(ids)))}
+    issues = list(session.scalars(select(Broadcast).where(Broadcast.id.in_(ids))))
+    for issue in issues:
+        session.expunge(issue)
+    return {issue.id: issue for issue in issues}
 
 
 def compose_broadcast(

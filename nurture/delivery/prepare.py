@@ -8,7 +8,6 @@ import logging
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from nurture.content.rendering import SubscriberView
@@ -27,12 +26,10 @@ from nurture.store.tables import DeliveryKind, EnrollmentStatus, SubscriberStatu
 log = logging.getLogger(__name__)
 
 
-def prepare(settings: Settings, session: Session, jobs: list[Job]) -> Catalog:
-    """Re-check and compose each claimed delivery, reading what they need in three
-    queries for the whole group; a delivery that must not go out gets its outcome here."""
-    catalog = catalog_for(settings.sequences_dir)  # once per group: it looks at the files
-    if not jobs:
-        return catalog
+def check(session: Session, jobs: list[Job]) -> Found:
+    """Re-check a claimed group in the claim's transaction, reading what its emails need
+    in three queries for the whole group: a delivery that must not go out gets its
+    outcome here."""
     found = Found.load(session, jobs)
     for job in jobs:
         if (reader := found.readers.get(job.delivery.id)) is not None:
@@ -40,6 +37,15 @@ def prepare(settings: Settings, session: Session, jobs: list[Job]) -> Catalog:
         reason = found.why_not(job.delivery)
         if reason is not None:
             job.outcome, job.error = Outcome.SKIPPED, reason
+    return found
+
+
+def compose_group(settings: Settings, found: Found, jobs: list[Job]) -> Catalog:
+    """Compose each checked delivery of a group from what `check` read: after the claim's
+    transaction, so a group being rendered holds no lock (on SQLite, the database's)."""
+    catalog = catalog_for(settings.sequences_dir)  # once per group: it looks at the files
+    for job in jobs:
+        if job.outcome is not None:
             continue
         token = job.delivery.attempts
         try:
@@ -50,8 +56,6 @@ def prepare(settings: Settings, session: Session, jobs: list[Job]) -> Catalog:
             job.outcome, job.error = Outcome.FAILED, str(e)
         except ConfigError as e:  # the operator can fix it; keep the email for later
             job.outcome, job.error = Outcome.RETRY, str(e)
-        except SQLAlchemyError:
-            raise
         except Exception as e:  # a bug: count the attempt, so it cannot loop forever
             # Never the exception's text or repr: a UnicodeEncodeError's carries the
             # whole email, with its confirm and unsubscribe links.
@@ -73,6 +77,8 @@ class Found:
 
     @classmethod
     def load(cls, session: Session, jobs: list[Job]) -> Found:
+        if not jobs:
+            return cls({}, set(), {}, {})
         conn = session.connection()
         readers = {
             row.delivery_id: row
