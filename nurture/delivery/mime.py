@@ -62,6 +62,13 @@ def _header(value: str) -> str:
     value = value.translate(_BREAKS)
     if value.isascii():
         return value
+    return _encoded(value)
+
+
+@lru_cache(maxsize=1024)
+def _encoded(value: str) -> str:
+    """RFC 2047 encoded words: the email package takes a tenth of a millisecond and
+    more to make them, and a step's subjects repeat (the same first names come back)."""
     return Header(value, _UTF8_QP).encode(linesep=CRLF)
 
 
