@@ -1,15 +1,19 @@
-"""The layout rendered once per step, with holes for each email's own values: every
-email comes out exactly as a full render of it would, each reader with their own
-content, subject and unsubscribe link, and an edited layout is used at once."""
+"""The parts of an email made once and reused: the layout, rendered once per step with
+holes for each email's own values, and a text part derived from HTML. Every email
+comes out exactly as a full render of it would, each reader with their own content,
+subject and links, and an edited layout is used at once."""
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
+import jinja2
 import pytest
 
 from nurture.content.rendering import Renderer, SubscriberView, sample_context
+from nurture.content.textify import html_to_text
 
 TRICKY = ("O'Brien & <b>Zoë</b>", 'Ana "the \\ baker"', "{{ not_jinja }}", "\ue020 0< \ue021")
 
@@ -100,3 +104,35 @@ def test_an_edited_layout_is_used_for_the_next_email(templates):
     assert "two <p>Hi Bo</p>" in render(renderer, "note", "Bo", 2).html
     write(templates / "_layout.txt", "{{ content }}\nLeave: {{ unsubscribe_url }}\n")
     assert "Leave: https://crumb.example/unsubscribe/tok3" in render(renderer, "note", "Cy", 3).text
+
+
+NO_TWIN = (
+    "<p>Hi {{ subscriber.first_name }},</p><p>"
+    '<a href="https://crumb.example/blog?a=1&amp;b=2">https://crumb.example/blog?a=1&amp;b=2</a>'
+    ' and <a href="https://crumb.example/shop">the shop</a>, or'
+    ' <a href="{{ unsubscribe_url }}">leave</a>.</p>'
+)
+
+
+def test_a_text_part_derived_once_has_each_emails_own_links(templates):
+    """Without a `.txt` twin the text is derived from the HTML once per distinct
+    fragment, the tracked links marked: each email still gets its own links."""
+    write(templates / "plain.html", NO_TWIN)
+    renderer = Renderer(templates)
+    for delivery in (1, 2, 1):
+        for name in ("Ana", "Bo"):
+
+            def rewrite(url: str, d: int = delivery) -> str:
+                return url if "/unsubscribe/" in url else f"https://crumb.example/c/{d}/{len(url)}"
+
+            ctx = context(name, f"https://crumb.example/unsubscribe/{name}")
+            made = renderer.render("plain", "Hi", ctx, rewrite_link=rewrite)
+            fragment = re.sub(r'href="(https?://[^"]+)"', lambda m: f'href="{rewrite(m.group(1))}"',
+                              jinja2.Environment(autoescape=True).from_string(NO_TWIN).render(ctx))  # fmt: skip
+            assert made.text.startswith(html_to_text(fragment))
+            assert f"Hi {name}," in made.text
+            assert (
+                f"https://crumb.example/blog?a=1&b=2 (https://crumb.example/c/{delivery}/"
+                in made.text
+            )
+            assert f"leave (https://crumb.example/unsubscribe/{name})" in made.text

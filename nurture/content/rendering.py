@@ -24,13 +24,12 @@ from markupsafe import Markup, escape
 from nurture.content.inline import preinline, same_page
 from nurture.content.jinjalimits import BoundedEnvironment
 from nurture.content.skeleton import Skeletons
-from nurture.content.textify import html_to_text
+from nurture.content.textify import text_part, track_links
 from nurture.errors import SequenceError, TemplateError
 
 LAYOUT = "_layout"
 #: Names every email template may use.
 CONTEXT_NAMES = frozenset({"subscriber", "sequence", "step", "unsubscribe_url", "postal_address"})
-_HREF = re.compile(r'href="(https?://[^"]+)"')
 
 
 class Attributes(dict[str, Any]):
@@ -126,10 +125,8 @@ class Renderer:
                 self.env.get_template(f"{LAYOUT}.html"),
                 self.env.get_template(f"{template}.html"),
             )
-            fragment = fragment_template.render(context)
-            if rewrite_link is not None:
-                fragment = _HREF.sub(lambda m: f'href="{rewrite_link(m.group(1))}"', fragment)
-            text_fragment = self._text_twin(template, context) or html_to_text(fragment)
+            fragment, marked, links = track_links(fragment_template.render(context), rewrite_link)
+            text_fragment = self._text_twin(template, context) or text_part(marked, links)
             layout_ctx = {
                 **context,
                 "content": Markup(fragment),  # noqa: S704 - rendered by our own sandbox
