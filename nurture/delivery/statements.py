@@ -26,12 +26,15 @@ _d = cast(Table, Delivery.__table__)
 _s = cast(Table, Subscriber.__table__)
 _e = cast(Table, Enrollment.__table__)
 _ids: BindParameter[list[int]] = bindparam("ids", expanding=True)
+#: Returns what sending a delivery reads of it (not every column: each row returned is
+#: converted, its times included, for every email).
 CLAIM = (
     update(_d)
     .where(_d.c.id.in_(_ids), _d.c.status.in_(TO_SEND))
     .values(status=DeliveryStatus.SENDING, claimed_at=bindparam("now"),
             attempts=_d.c.attempts + 1, handed_at=None)
-    .returning(*_d.c)
+    .returning(_d.c.id, _d.c.subscriber_id, _d.c.enrollment_id, _d.c.kind, _d.c.sequence,
+               _d.c.step_id, _d.c.broadcast_id, _d.c.is_test, _d.c.attempts)
 )  # fmt: skip
 #: Undoes a claim made at `now` whose commit may have landed after its connection was
 #: lost; the claim that follows in the same transaction takes the rows again.

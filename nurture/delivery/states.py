@@ -101,7 +101,7 @@ class Job:
     """One claimed delivery on its way: the row as claimed, and what became of it.
     `attempts` of the claimed row is the claim's fencing token."""
 
-    delivery: Any  # the claimed row: Delivery's columns, not tracked by the ORM
+    delivery: Any  # the claimed row (statements.CLAIM), not tracked by the ORM
     composed: Composed | None = None
     outcome: Outcome | None = None
     error: str | None = None
@@ -163,8 +163,8 @@ def claimable(settings: Settings, delivery_ids: list[int], held: Session) -> set
 
 
 def claim(session: Session, delivery_ids: list[int], now: datetime) -> list[Job]:
-    """Take those of the deliveries still to send, in the order given. The rows (with
-    every column of Delivery) are plain rows: nothing is tracked by the ORM."""
+    """Take those of the deliveries still to send, in the order given. The rows (the
+    columns statements.CLAIM returns) are plain rows: nothing is tracked by the ORM."""
     rows = session.connection().execute(sql.CLAIM, {"ids": delivery_ids, "now": now})
     claimed = {row.id: row for row in rows}
     return [Job(claimed[i]) for i in delivery_ids if i in claimed]
