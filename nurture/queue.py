@@ -32,7 +32,7 @@ from dramatiq.rate_limits.backends import RedisBackend, StubBackend
 
 from nurture.delivery import handoffs
 from nurture.delivery.ratelimit import RATE_KEY, SLOT_KEY, SLOT_TTL_MS, Gate, Throttle, bucket_for
-from nurture.delivery.sending import Batch, send_batch
+from nurture.delivery.sending import Batch, send_batch, send_concurrently
 from nurture.delivery.states import MAX_ATTEMPTS
 from nurture.delivery.transports import close_thread_transport
 from nurture.errors import ConfigError, NurtureError
@@ -105,7 +105,8 @@ def configure(settings: Settings) -> dramatiq.Broker:
         )
     else:
         broker = StubBroker()
-        # One process, one thread: only a rate needs enforcing.
+        # One process, whose senders (sending.send_concurrently) are as many as the SMTP
+        # connections allowed: only a rate needs enforcing.
         _throttle = (
             throttle_for(StubBackend(), settings.send_rate, None) if settings.send_rate else None
         )
@@ -231,8 +232,7 @@ def dispatch(settings: Settings, delivery_ids: Iterable[int]) -> Counter[str]:
     ids = list(delivery_ids)
     counts: Counter[str] = Counter()
     if settings.embedded:
-        with _gate() as gate:
-            batch = send_batch(settings, ids, gate)
+        batch = send_concurrently(settings, ids, _gate)
         counts.update(batch.counts)
         counts["server-down"] += batch.server_down
         return counts

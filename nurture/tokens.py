@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
+import json
+import time
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -34,8 +39,32 @@ def _serializer(secret: str, purpose: Purpose) -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(secret, salt=f"nurture.{purpose}")
 
 
+#: itsdangerous's JSON: compact, not ASCII-escaped.
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+@lru_cache(maxsize=32)
+def _signing_key(secret: str, purpose: Purpose) -> bytes:
+    """The key `_serializer(secret, purpose)` signs with (its "django-concat" default)."""
+    salt = f"nurture.{purpose}".encode()
+    return hashlib.sha1(salt + b"signer" + secret.encode()).digest()  # noqa: S324 - its scheme
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
 def make_token(secret: str, purpose: Purpose, payload: Any) -> str:
-    return _serializer(secret, purpose).dumps(payload)
+    """`_serializer(secret, purpose).dumps(payload)` byte for byte (tests/test_links.py
+    holds the two equal), in two thirds of the time: every email signs three or more.
+    The payload as compact JSON, zlib-compressed when that saves, then the time, then an
+    HMAC-SHA1 of both, each URL-safe base64 and joined by dots."""
+    raw = _COMPACT.encode(payload).encode()
+    packed = zlib.compress(raw)
+    body = b"." + _b64(packed) if len(packed) < len(raw) - 1 else _b64(raw)
+    value = body + b"." + _b64(int(time.time()).to_bytes(8, "big").lstrip(b"\0"))
+    signature = _b64(hmac.digest(_signing_key(secret, purpose), value, "sha1"))
+    return (value + b"." + signature).decode()
 
 
 def read_token(secret: str, purpose: Purpose, token: str) -> Any:

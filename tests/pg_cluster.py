@@ -47,11 +47,22 @@ class Cluster:
     def start(self) -> Cluster:
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust",
                   "--no-sync", "-E", "UTF8")  # fmt: skip
+        self._start()
+        return self
+
+    def _start(self) -> None:
+        # A wal_writer_delay of its maximum: commits that do not wait for the disk stay in
+        # the server's memory for up to 10 s, where a crash loses them.
         options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
-                   "-c fsync=off -c max_connections=100")  # fmt: skip
+                   "-c fsync=off -c max_connections=100 -c wal_writer_delay=10s")  # fmt: skip
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options,
                   "-w", "start")  # fmt: skip
-        return self
+
+    def crash(self) -> None:
+        """What a crash of the server does (`pg_ctl stop -m immediate`: no checkpoint, and
+        what waits in memory to be written is lost), then a start with crash recovery."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        self._start()
 
     def restart(self) -> None:
         """What an operator's `pg_ctl restart -m fast` does: every session is cut."""

@@ -119,6 +119,8 @@ class SinkHandler:
     #: address (or "*") -> (code, text); checked at RCPT time
     refuse: dict[str, tuple[int, str]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: The client ends (address, port) messages came from: one per SMTP connection.
+    peers: set[tuple[str, int]] = field(default_factory=set)
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
         answer = self.refuse.get(address.lower()) or self.refuse.get("*")
@@ -129,6 +131,7 @@ class SinkHandler:
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802
         with self.lock:
+            self.peers.add(tuple(session.peer))
             self.messages.append(
                 Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.content)
             )

@@ -39,6 +39,18 @@ def people_for_segments(settings) -> None:
     )  # fmt: skip
 
 
+def test_embedded_sending_uses_as_many_smtp_connections_as_allowed(runner, env, settings, sink):
+    """Embedded mode sends from NURTURE_SMTP_CONCURRENCY threads, each over an SMTP
+    connection of its own; each reader still gets the issue once."""
+    emails = [f"reader{i}@example.com" for i in range(120)]  # five groups of 25
+    add_people(settings, [{"email": e, "first_name": "Reader"} for e in emails])
+    env["NURTURE_SMTP_CONCURRENCY"] = "3"
+    result = invoke(runner, env, "broadcast", "send", str(ISSUE), "--at", "now", "--no-local-time")
+    assert "Broadcast #1: 120 emails, 120 sent" in result.output
+    assert sorted(r for m in sink.messages for r in m.recipients) == sorted(emails)
+    assert len(sink.handler.peers) == 3
+
+
 def test_issue_reaches_each_active_subscriber_in_the_segment_once(runner, env, settings, sink):
     people_for_segments(settings)
     result = invoke(runner, env, "broadcast", "send", str(ISSUE), "--at", "now", "--no-local-time",

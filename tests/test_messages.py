@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import email
 import email.policy
+from dataclasses import replace
 
 from nurture.delivery.mime import build_message
+from nurture.delivery.transports import SmtpTransport
 
 TRICKY_TEXT = (
     "Hi Zoë,\n"
@@ -88,3 +90,21 @@ def test_a_line_break_in_a_header_value_cannot_forge_a_header():
     )
     assert msg["Bcc"] is None
     assert "Bcc" in str(msg["Subject"])  # kept as text, on the one line
+
+
+def test_the_server_receives_the_bytes_as_built_dots_and_all(sink):
+    """SMTP doubles a line's leading dot on the way and the server undoes it; addresses
+    go out as given, whether bare or quoted."""
+    envelope = build()
+    assert b"\r\n.a line that starts with a dot" in envelope.data
+    quoted = replace(envelope, recipient='"zoe unal"@example.com')
+    transport = SmtpTransport(sink.url)
+    try:
+        transport.send(envelope)
+        transport.send(quoted)
+    finally:
+        transport.close()
+    assert [(m.sender, m.recipients, m.data) for m in sink.messages] == [
+        ("hello@crumb.example", ["zoe@example.com"], envelope.data),
+        ("hello@crumb.example", ['"zoe unal"@example.com'], envelope.data),
+    ]

@@ -23,8 +23,9 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import Table, exists, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -57,11 +58,20 @@ class Step:
     ready: list[int] = field(default_factory=list)
 
 
+_DELIVERIES = cast(Table, Delivery.__table__)
+
+
 def _insert(session: Session, values: list[dict[str, object]]) -> list[tuple[int, str]]:
-    """Insert, skipping subscribers who already have this broadcast's delivery."""
+    """Insert, skipping subscribers who already have this broadcast's delivery. One
+    statement compiled once and run for the batch's rows (SQLAlchemy's "insertmanyvalues"
+    sends them as multi-row INSERTs), rather than a statement of 500 rows compiled anew
+    for each batch."""
     module = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    stmt = module.insert(Delivery).values(values).on_conflict_do_nothing()
-    return [(r.id, r.status) for r in session.execute(stmt.returning(Delivery.id, Delivery.status))]
+    stmt = module.insert(_DELIVERIES).on_conflict_do_nothing()
+    returned = session.connection().execute(
+        stmt.returning(_DELIVERIES.c.id, _DELIVERIES.c.status), values
+    )
+    return [(r.id, r.status) for r in returned]
 
 
 def fan_out_batch(settings: Settings, broadcast_id: int, size: int | None = None) -> Step | None:

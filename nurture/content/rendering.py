@@ -23,13 +23,13 @@ from markupsafe import Markup, escape
 
 from nurture.content.inline import preinline, same_page
 from nurture.content.jinjalimits import BoundedEnvironment
-from nurture.content.textify import html_to_text
+from nurture.content.skeleton import Skeletons
+from nurture.content.textify import text_part, track_links
 from nurture.errors import SequenceError, TemplateError
 
 LAYOUT = "_layout"
 #: Names every email template may use.
 CONTEXT_NAMES = frozenset({"subscriber", "sequence", "step", "unsubscribe_url", "postal_address"})
-_HREF = re.compile(r'href="(https?://[^"]+)"')
 
 
 class Attributes(dict[str, Any]):
@@ -99,6 +99,9 @@ class Renderer:
         )
         self._subjects: dict[str, jinja2.Template] = {}
         self._inlined: dict[str, tuple[jinja2.Template, jinja2.Template, Any]] = {}
+        self._skeletons = Skeletons(self.env)
+        #: Sources of the pre-inlined layouts (made from strings), by template.
+        self._strings: dict[int, str] = {}
 
     # -- rendering -------------------------------------------------------------------
     def render(
@@ -116,16 +119,14 @@ class Renderer:
         `inline=False` skips CSS inlining, which changes no link, image or text: for
         checks that read those (validate's lints), not for email that is sent."""
         try:
-            subject_text = " ".join(self._subject(subject).render(context).split())
+            subject_text = self._line(subject, context)
             pre = self._preinlined(template) if inline else None
             page, fragment_template = pre or (
                 self.env.get_template(f"{LAYOUT}.html"),
                 self.env.get_template(f"{template}.html"),
             )
-            fragment = fragment_template.render(context)
-            if rewrite_link is not None:
-                fragment = _HREF.sub(lambda m: f'href="{rewrite_link(m.group(1))}"', fragment)
-            text_fragment = self._text_twin(template, context) or html_to_text(fragment)
+            fragment, marked, links = track_links(fragment_template.render(context), rewrite_link)
+            text_fragment = self._text_twin(template, context) or text_part(marked, links)
             layout_ctx = {
                 **context,
                 "content": Markup(fragment),  # noqa: S704 - rendered by our own sandbox
@@ -133,16 +134,27 @@ class Renderer:
                 "brand": brand,
                 "preheader": preheader,
             }
-            html = page.render(layout_ctx)
-            text = self.env.get_template(f"{LAYOUT}.txt").render(
-                {**layout_ctx, "content": text_fragment}
-            )
+            html = self._layout(page, layout_ctx)
+            text = self._layout(self.env.get_template(f"{LAYOUT}.txt"),
+                                {**layout_ctx, "content": text_fragment})  # fmt: skip
         except jinja2.TemplateNotFound as e:
             raise TemplateError(f"template not found: {e.name}") from e
         except jinja2.TemplateError as e:
             raise TemplateError(f"{template}: {e}") from e
         html, text = _ensure_footer(html, text, context)
         return Rendered(subject_text, html if pre else inliner().inline(html), text)
+
+    def _layout(self, page: jinja2.Template, context: dict[str, Any]) -> str:
+        """The layout around one email's content, from its skeleton (skeleton.py)."""
+        loader = self.env.loader
+        assert loader is not None
+
+        def source() -> str:
+            if page.name is None:  # a pre-inlined layout, made from a string
+                return self._strings[id(page)]
+            return loader.get_source(self.env, page.name)[0]
+
+        return self._skeletons.render(page, source, context)
 
     def _preinlined(self, template: str) -> tuple[jinja2.Template, jinja2.Template] | None:
         """The layout and the step's fragment with the CSS already inlined (see
@@ -165,10 +177,11 @@ class Renderer:
         if pre is None:
             return None
         pair = self.env.from_string(pre.layout), self.env.from_string(pre.fragment)
+        self._strings[id(pair[0])] = pre.layout
         # The proof: a sample email comes out the same both ways.
         tricky = SubscriberView(email="x@example.com", first_name="<b>O'Brien & Co</b>")
         for preheader, subscriber in (("", None), ("A look inside", tricky)):
-            context = {**sample_context(), "subject": "Example", "brand": "Example",
+            context = {**self.sample(), "subject": "Example", "brand": "Example",
                        "preheader": preheader}  # fmt: skip
             context["subscriber"] = subscriber or context["subscriber"]
             try:
@@ -180,12 +193,21 @@ class Renderer:
                 return None
         return pair
 
+    def sample(self) -> dict[str, Any]:
+        """A context every template of this renderer can be rendered with (the proofs)."""
+        return sample_context()
+
     def render_line(self, source: str, context: dict[str, Any]) -> str:
         """A one-line Jinja string (a subject, a preheader) rendered on one line."""
         try:
-            return " ".join(self._subject(source).render(context).split())
+            return self._line(source, context)
         except jinja2.TemplateError as e:
             raise TemplateError(f"{source!r}: {e}") from e
+
+    def _line(self, source: str, context: dict[str, Any]) -> str:
+        if "{" not in source:  # no Jinja in it (no line statements are set): it is itself
+            return " ".join(source.split())
+        return " ".join(self._subject(source).render(context).split())
 
     def source(self, name: str) -> tuple[str, str]:
         """(source, path as `validate` shows it) of a template file, e.g. `x/y.html`;

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import jinja2
 from markupsafe import Markup
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nurture.content.experiments import IssueExperiment, IssueVariant
@@ -66,6 +67,11 @@ class IssueRenderer(Renderer):
         super().__init__(templates_dir)
         assert self.env.loader is not None
         self.env.loader = jinja2.ChoiceLoader([jinja2.DictLoader(templates), self.env.loader])
+
+    def sample(self) -> dict[str, Any]:
+        web = "https://example.com/archive/example"
+        return {**super().sample(), "broadcast": {"subject": "Example", "web_url": web},
+                "web_url": web, "subscribe_url": "https://example.com/subscribe"}  # fmt: skip
 
 
 def web_url(settings: Settings, broadcast: Broadcast) -> str:
@@ -152,11 +158,23 @@ def broadcast_variants(broadcast: Broadcast) -> tuple[IssueVariant, ...]:
     return IssueExperiment.model_validate(broadcast.experiment).variants
 
 
+def issues_of(session: Session, deliveries: list[Delivery]) -> dict[int, Broadcast]:
+    """The broadcasts a group of deliveries belongs to, read once for the group and
+    detached from the session, so composing after its transaction reads nothing more."""
+    ids = {d.broadcast_id for d in deliveries if d.broadcast_id is not None}
+    if not ids:
+        return {}
+    issues = list(session.scalars(select(Broadcast).where(Broadcast.id.in_(ids))))
+    for issue in issues:
+        session.expunge(issue)
+    return {issue.id: issue for issue in issues}
+
+
 def compose_broadcast(
-    settings: Settings, session: Session, delivery: Delivery, view: SubscriberView
+    settings: Settings, broadcast: Broadcast | None, delivery: Delivery, view: SubscriberView
 ) -> Composed:
-    """The email of one broadcast delivery; what a worker sends."""
-    broadcast = session.get(Broadcast, delivery.broadcast_id)
+    """The email of one broadcast delivery (`broadcast`: its issue, None if it is gone),
+    as the delivery's variant sends it; what a worker sends."""
     if broadcast is None:
         raise TemplateError(f"broadcast #{delivery.broadcast_id} no longer exists")
     content = as_variant(broadcast, broadcast_variants(broadcast), delivery.variant)

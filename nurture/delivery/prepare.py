@@ -15,11 +15,11 @@ from sqlalchemy.orm import Session
 
 from nurture.content.experiments import apply_variant
 from nurture.content.rendering import SubscriberView
-from nurture.content.sequences import Catalog, catalog_for
+from nurture.content.sequences import Catalog
 from nurture.content.topics import BROADCAST_TOPIC, topic_of
 from nurture.delivery import statements as sql
 from nurture.delivery.compose import Composed, compose_confirmation, compose_step
-from nurture.delivery.issues import compose_broadcast
+from nurture.delivery.issues import compose_broadcast, issues_of
 from nurture.delivery.states import Job, Outcome, sendable_status, temporary
 from nurture.delivery.verp import verp_address
 from nurture.errors import ConfigError, TemplateError
@@ -32,12 +32,10 @@ from nurture.store.tables import DeliveryKind, EnrollmentStatus, utcnow
 log = logging.getLogger(__name__)
 
 
-def prepare(settings: Settings, session: Session, jobs: list[Job]) -> Catalog:
-    """Re-check and compose each claimed delivery, reading what they need in a few
-    queries for the whole group; a delivery that must not go out gets its outcome here."""
-    catalog = catalog_for(settings.sequences_dir)  # once per group: it looks at the files
-    if not jobs:
-        return catalog
+def check(session: Session, jobs: list[Job], catalog: Catalog) -> Found:
+    """Re-check a claimed group in the claim's transaction, reading what its emails need
+    in a few queries for the whole group: a delivery that must not go out (or that the
+    reader's pause holds) gets its outcome here, before the first is marked handed."""
     found = Found.load(session, jobs)
     for job in jobs:
         if (reader := found.readers.get(job.delivery.id)) is not None:
@@ -50,10 +48,18 @@ def prepare(settings: Settings, session: Session, jobs: list[Job]) -> Catalog:
         if held is not None:  # a sequence step waits out a pause; anything else is skipped
             job.outcome = Outcome.SKIPPED if held[1] is None else Outcome.RETRY
             job.error, job.held_until = held
+    return found
+
+
+def compose_group(settings: Settings, found: Found, jobs: list[Job], catalog: Catalog) -> None:
+    """Compose each checked delivery of a group from what `check` read: after the claim's
+    transaction, so a group being rendered holds no lock (on SQLite, the database's)."""
+    for job in jobs:
+        if job.outcome is not None:
             continue
         token = job.delivery.attempts
         try:
-            composed = _compose(settings, session, catalog, job.delivery,
+            composed = _compose(settings, found, catalog, job.delivery,
                                 found.view(job.delivery))  # fmt: skip
             job.composed = _with_bounce_address(settings, composed, job.delivery.id)
         except TemplateError as e:  # a broken template will not mend itself
@@ -68,22 +74,24 @@ def prepare(settings: Settings, session: Session, jobs: list[Job]) -> Catalog:
             job.outcome, job.error = temporary(token, bug_summary(e))
             log.error("delivery %s to %s could not be composed: %s\n%s", job.delivery.id,
                       job.domain, job.error, frames(e))  # fmt: skip
-    return catalog
 
 
 @dataclass
 class Found:
     """What a group's checks and templates read: each delivery's subscriber and
-    enrolment state, suppressions, tags and the readers' choices, each loaded for the
-    whole group at once."""
+    enrolment state, suppressions, tags, the readers' choices and the group's issues,
+    each loaded for the whole group at once."""
 
     readers: dict[int, Any]  # by delivery id
     suppressed: set[str]
     tags: dict[int, list[str]]  # by subscriber id
     holds: Holds
+    issues: dict[int, Any]  # broadcasts, by id
 
     @classmethod
     def load(cls, session: Session, jobs: list[Job]) -> Found:
+        if not jobs:
+            return cls({}, set(), {}, Holds(), {})
         conn = session.connection()
         readers = {
             row.delivery_id: row
@@ -96,7 +104,8 @@ class Found:
         for sub_id, name in conn.execute(sql.TAGS, {"ids": sub_ids}):
             tags.setdefault(sub_id, []).append(name)
         paused = {row.id: row.paused_until for row in readers.values()}
-        return cls(readers, suppressed, tags, Holds.load(session, sub_ids, utcnow(), paused))
+        holds = Holds.load(session, sub_ids, utcnow(), paused)
+        return cls(readers, suppressed, tags, holds, issues_of(session, [j.delivery for j in jobs]))
 
     def why_not(self, delivery: Any) -> str | None:
         """The reason this delivery must not go out now, if there is one."""
@@ -137,12 +146,12 @@ class Found:
         )  # fmt: skip
 
 
-def _compose(settings: Settings, session: Session, catalog: Catalog, delivery: Any,
+def _compose(settings: Settings, found: Found, catalog: Catalog, delivery: Any,
              view: SubscriberView) -> Composed:  # fmt: skip
     if delivery.kind == DeliveryKind.CONFIRM:
         return compose_confirmation(settings, view, delivery.subscriber_id)
     if delivery.kind == DeliveryKind.BROADCAST:
-        return compose_broadcast(settings, session, delivery, view)
+        return compose_broadcast(settings, found.issues.get(delivery.broadcast_id), delivery, view)
     seq = catalog.get(delivery.sequence or "")
     step = seq.step(delivery.step_id or "") if seq else None
     if seq is None or step is None:

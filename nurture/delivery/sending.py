@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
 from collections import Counter
-from collections.abc import Iterable
-from contextlib import suppress
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -16,9 +17,9 @@ from functools import partial
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from nurture.content.sequences import Catalog
+from nurture.content.sequences import Catalog, catalog_for
 from nurture.delivery import statements as sql
-from nurture.delivery.prepare import prepare
+from nurture.delivery.prepare import Found, check, compose_group
 from nurture.delivery.ratelimit import Gate
 from nurture.delivery.reconnect import Db, connections, lost, reconnecting
 from nurture.delivery.states import (
@@ -37,7 +38,7 @@ from nurture.delivery.states import (
     temporary,
     unclaim,
 )
-from nurture.delivery.transports import transport_for
+from nurture.delivery.transports import close_thread_transport, transport_for
 from nurture.errors import ConfigError, DeliveryError
 from nurture.settings import Settings
 from nurture.store.tables import utcnow
@@ -58,6 +59,57 @@ class Batch:
     rest: list[int] = field(default_factory=list)
     #: The SMTP server failed as a whole; the batch stopped and postponed the rest.
     server_down: bool = False
+
+    def add(self, other: Batch) -> None:
+        """Count another batch's outcomes in with this one's."""
+        self.counts.update(other.counts)
+        if other.retry_at is not None:
+            self.retry_at = max(self.retry_at or other.retry_at, other.retry_at)
+        self.rest += other.rest
+        self.server_down |= other.server_down
+
+
+#: What a thread asks before each send: a gate (ratelimit.Gate), or None for no limits.
+Gates = Callable[[], AbstractContextManager[Gate | None]]
+
+
+def send_concurrently(settings: Settings, delivery_ids: list[int], gates: Gates) -> Batch:
+    """Send deliveries here and now from up to NURTURE_SMTP_CONCURRENCY threads, each
+    with its own SMTP and database connections and its own groups: while one thread
+    waits for the SMTP server's answer, another renders or records. One thread for a
+    single group. Each thread closes its SMTP connection when done."""
+    shares = [delivery_ids[i : i + GROUP] for i in range(0, len(delivery_ids), GROUP)]
+    senders = min(settings.smtp_concurrency, len(shares))
+    if senders <= 1:
+        with gates() as gate:
+            return send_batch(settings, delivery_ids, gate)
+    batches: list[Batch] = []
+    failed: list[BaseException] = []
+
+    def sender(ids: list[int]) -> None:
+        try:
+            with gates() as gate:
+                batches.append(send_batch(settings, ids, gate))
+        except BaseException as e:  # noqa: BLE001 - raised again below, in the caller
+            failed.append(e)
+        finally:
+            close_thread_transport()
+
+    threads = [
+        threading.Thread(target=sender, args=([i for s in shares[k::senders] for i in s],),
+                         name=f"nurture-send-{k}")
+        for k in range(senders)
+    ]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failed:
+        raise failed[0]
+    batch = Batch()
+    for done in batches:
+        batch.add(done)
+    return batch
 
 
 def send_delivery(settings: Settings, delivery_id: int) -> Outcome:
@@ -134,8 +186,8 @@ DB_LOST = "the database connection was lost"
 
 
 def _send_group(settings: Settings, db: Db, delivery_ids: list[int]) -> list[Attempt]:
-    """Claim and compose a group in one transaction; send each, recording each email
-    as soon as the server took it.
+    """Claim and re-check a group in one transaction, compose it, and send each email,
+    recording each as soon as the server took it.
 
     The claim is committed before SMTP is touched, and each email is marked `handed_at`
     (committed, fenced by the claim) before its SMTP transaction starts: the first in
@@ -146,17 +198,19 @@ def _send_group(settings: Settings, db: Db, delivery_ids: list[int]) -> list[Att
     is ridden out instead: the sent email is recorded on a fresh connection, and the
     rest of the group is handed back at once (reconnect.py)."""
     claimed_at, tries = utcnow(), itertools.count()
-    jobs, catalog = reconnecting(
-        db, lambda: _claim_group(settings, db, delivery_ids, claimed_at, next(tries) > 0),
+    catalog = catalog_for(settings.sequences_dir)  # once per group: it looks at the files
+    jobs, found = reconnecting(
+        db, lambda: _claim_group(db, delivery_ids, claimed_at, next(tries) > 0, catalog),
         "claiming deliveries",
     )  # fmt: skip
     results = [Attempt(Outcome.NOT_MINE)] * (len(delivery_ids) - len(jobs))
-    to_send = [j for j in jobs if j.outcome is None]
     try:
+        compose_group(settings, found, jobs, catalog)
+        to_send = [j for j in jobs if j.outcome is None]
         sent, why_back = _send_each(settings, db, catalog, to_send)
     except BaseException:
         # A bug, or a stop mid-email: what was never handed to SMTP goes back now.
-        _postpone(j for j in to_send if j.outcome is None and not j.handed)
+        _postpone(j for j in jobs if j.outcome is None and not j.handed)
         with suppress(Exception):
             _finish(settings, db, jobs, "the worker failed mid-group")
         raise
@@ -167,9 +221,9 @@ def _send_group(settings: Settings, db: Db, delivery_ids: list[int]) -> list[Att
 
 
 def _claim_group(
-    settings: Settings, db: Db, delivery_ids: list[int], now: datetime, again: bool
-) -> tuple[list[Job], Catalog]:
-    """Claim, re-check and compose in one transaction, marking the first to send handed.
+    db: Db, delivery_ids: list[int], now: datetime, again: bool, catalog: Catalog
+) -> tuple[list[Job], Found]:
+    """Claim and re-check in one transaction, marking the first to send handed.
     `again`: an earlier try lost its connection, perhaps after its commit landed, so its
     claim (known by its claim time) is released first and taken afresh."""
     session = db.session
@@ -178,11 +232,13 @@ def _claim_group(
         if again:
             release(session, delivery_ids, now)
         jobs = claim(session, delivery_ids, now)
-        catalog = prepare(settings, session, jobs)
+        found = check(session, jobs, catalog)
         first = next((j for j in jobs if j.outcome is None), None)
         if first is not None:
             first.handed = bool(conn.execute(sql.HAND, handing(first, now)).rowcount)
-    return jobs, catalog
+    if jobs:  # a claim that took rows waited for the disk, and for every record before it
+        db.durable()
+    return jobs, found
 
 
 def _send_each(

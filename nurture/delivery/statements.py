@@ -38,12 +38,15 @@ _s = cast(Table, Subscriber.__table__)
 _e = cast(Table, Enrollment.__table__)
 _b = cast(Table, Broadcast.__table__)
 _ids: BindParameter[list[int]] = bindparam("ids", expanding=True)
+#: Returns what sending a delivery reads of it (not every column: each row returned is
+#: converted, its times included, for every email).
 CLAIM = (
     update(_d)
     .where(_d.c.id.in_(_ids), _d.c.status.in_(TO_SEND))
     .values(status=DeliveryStatus.SENDING, claimed_at=bindparam("now"),
             attempts=_d.c.attempts + 1, handed_at=None)
-    .returning(*_d.c)
+    .returning(_d.c.id, _d.c.subscriber_id, _d.c.enrollment_id, _d.c.kind, _d.c.sequence,
+               _d.c.step_id, _d.c.broadcast_id, _d.c.is_test, _d.c.attempts, _d.c.variant)
 )  # fmt: skip
 #: Undoes a claim made at `now` whose commit may have landed after its connection was
 #: lost; the claim that follows in the same transaction takes the rows again.
@@ -120,13 +123,20 @@ MOVE_ON = move_on(bindparam("eid"))
 
 #: A sent email's record, the next one's mark (and its enrolment's move) in one
 #: statement: (sent, next handed) counts. PostgreSQL runs data-modifying CTEs once,
-#: even unread.
+#: even unread. Its commit does not wait for the disk (`synchronous_commit` off for
+#: this one transaction, set by the statement itself): a worker killed afterwards loses
+#: nothing, as the server has the record; only a crash of the server itself can lose
+#: the last such records, which reconnect.Db writes again on a fresh connection.
 _sent_cte = SENT.returning(_d.c.enrollment_id).cte("sent")
 SENT_AND_HANDED = select(
     select(func.count()).select_from(_sent_cte).scalar_subquery(),
     select(func.count()).select_from(HAND.returning(_d.c.id).cte("handed")).scalar_subquery(),
+    func.set_config("synchronous_commit", "off", True),
 )
 SENT_MOVED_AND_HANDED = SENT_AND_HANDED.add_cte(move_on(_sent_cte.c.enrollment_id).cte("moved"))
+#: A commit that waits for the disk (a transaction id makes it write one): every record
+#: written before it, on any connection, is then durable too.
+DURABLE = select(func.txid_current())
 RECORDED = select(_d.c.id).where(
     _d.c.id == bindparam("did"), _d.c.attempts == bindparam("token"),
     _d.c.status == DeliveryStatus.SENT, _d.c.message_id == bindparam("mid"),

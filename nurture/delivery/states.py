@@ -104,7 +104,7 @@ class Job:
     """One claimed delivery on its way: the row as claimed, and what became of it.
     `attempts` of the claimed row is the claim's fencing token."""
 
-    delivery: Any  # the claimed row: Delivery's columns, not tracked by the ORM
+    delivery: Any  # the claimed row (statements.CLAIM), not tracked by the ORM
     composed: Composed | None = None
     outcome: Outcome | None = None
     error: str | None = None
@@ -176,8 +176,8 @@ def claimable(settings: Settings, delivery_ids: list[int], held: Session) -> set
 
 
 def claim(session: Session, delivery_ids: list[int], now: datetime) -> list[Job]:
-    """Take those of the deliveries still to send, in the order given. The rows (with
-    every column of Delivery) are plain rows: nothing is tracked by the ORM."""
+    """Take those of the deliveries still to send, in the order given. The rows (the
+    columns statements.CLAIM returns) are plain rows: nothing is tracked by the ORM."""
     rows = session.connection().execute(sql.CLAIM, {"ids": delivery_ids, "now": now})
     claimed = {row.id: row for row in rows}
     return [Job(claimed[i]) for i in delivery_ids if i in claimed]
@@ -242,12 +242,9 @@ def record_sent(
     step = seq.after(d.step_id) if seq and d.step_id else None
     move = step and {"eid": d.enrollment_id, "was": d.step_id, "next": step.id,
                      "due": now + step.after}  # fmt: skip
-    autocommit = db.autocommit
-    if autocommit is not None and d.enrollment_id is None:
-        held, handed = autocommit.execute(sql.SENT_AND_HANDED, sent).one()
-    elif autocommit is not None and move:
-        held, handed = autocommit.execute(sql.SENT_MOVED_AND_HANDED, sent | move).one()
-    else:
+    if d.enrollment_id is None or move:  # written again after a crash without the mark
+        held, handed = db.record(sent, move or None, again=sent | handing(None, now))
+    else:  # the sequence's last step: its completion may start others (scheduling.advance)
         with db.session.begin():
             conn = db.session.connection()
             held = conn.execute(sql.SENT, sent).rowcount
