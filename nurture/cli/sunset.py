@@ -42,12 +42,13 @@ def sunset(ctx: click.Context, dry_run: bool, fmt: str) -> None:
     """Apply the [sunset] policy now: the silent get the win-back, then leave.
 
     A subscriber with no open and no click (bots' aside) for `inactive_for`, counted
-    from their last one or from when they confirmed, is sent the `winback` sequence; an
-    open or a click wins them back. Still silent `grace` after its last email, they are
-    unsubscribed with reason "inactive" (then = "unsubscribe") or get no more
-    newsletters while their sequences go on (then = "stop_broadcasts"). send-due applies
-    the policy on every run; this command applies it at once, or with --dry-run shows
-    whom it would move and changes nothing.
+    from their last one or from when they confirmed, is put in the `winback` sequence
+    (send-due sends its emails); an open or a click wins them back. Still silent
+    `grace` after its last email, they are unsubscribed with reason "inactive" (then =
+    "unsubscribe") or get no more newsletters while their sequences go on (then =
+    "stop_broadcasts"). send-due applies the policy on every run, looking for the newly
+    inactive once an hour; this command applies all of it at once, or with --dry-run
+    shows whom it would move and changes nothing.
 
     \b
     Example (nurture.toml):
