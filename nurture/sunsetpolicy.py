@@ -129,7 +129,8 @@ def load_policy(workspace: Path, toml: dict[str, Any]) -> SunsetPolicy | None:
         shown = sorted(problems, key=lambda p: p[0] or 0)
         raise ConfigError("\n".join(f"nurture.toml:{line or 1}: {msg}" for line, msg in shown))
     assert inactive_for is not None and isinstance(then, str)  # checked above
-    return SunsetPolicy(inactive_for=inactive_for, then=then, grace=grace or DEFAULT_GRACE,
+    return SunsetPolicy(inactive_for=inactive_for, then=then,
+                        grace=DEFAULT_GRACE if grace is None else grace,
                         winback=winback.strip() if isinstance(winback, str) else None,
                         lines=tuple(sorted(lines.items())))  # fmt: skip
 

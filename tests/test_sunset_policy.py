@@ -107,3 +107,10 @@ def test_a_valid_policy_passes_validate_and_is_shown(runner, env, workspace):
     assert out == ("policy: no open or click for 112d: send them 'win-back'; if still silent 3d "
                    "after its last email, stop their newsletters\n"
                    "dry run, nothing changed; nobody to move\n")  # fmt: skip
+
+
+def test_a_grace_of_nothing_is_honoured_not_replaced_by_the_default(runner, env, workspace):
+    write(workspace, 'inactive_for = "16w"\nwinback = "win-back"\nthen = "unsubscribe"\n'
+          'grace = "0d"\n')  # fmt: skip
+    out = invoke(runner, env, "sunset", "--dry-run")
+    assert "if still silent 0m after its last email, unsubscribe them" in out  # not 7d
