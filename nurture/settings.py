@@ -147,9 +147,21 @@ def _read_toml(workspace: Path) -> dict[str, Any]:
         with path.open("rb") as f:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: {e}") from e
+        raise ConfigError(_toml_error(e)) from None
     except RecursionError:  # tomllib reads nested arrays and tables recursively
         raise ConfigError(f"{path}: values are nested too deeply") from None
+
+
+def _toml_error(e: tomllib.TOMLDecodeError) -> str:
+    """tomllib's reason at `nurture.toml:LINE`, as every other mistake in the file is
+    shown; a key written twice is said in those words."""
+    found = re.search(r"^(.*) \(at line (\d+), column \d+\)$", str(e))
+    if found is None:
+        return f"nurture.toml: {e}"
+    why, line = found.group(1), found.group(2)
+    if why == "Cannot overwrite a value":
+        why = "a key is written twice (or a table given twice): keep one"
+    return f"nurture.toml:{line}: {why}"
 
 
 class _Source:

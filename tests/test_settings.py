@@ -369,3 +369,14 @@ def test_a_heroku_style_postgres_url_is_accepted(runner, workspace, pg_url):
     added = _run(runner, env, "subscribers", "add", "ana@example.com", "--confirmed")
     assert added.exit_code == 0, added.output
     assert "ana@example.com" in _run(runner, env, "subscribers", "list").output
+
+
+def test_a_setting_written_twice_in_nurture_toml_is_named_at_its_line(workspace):
+    toml = workspace / "nurture.toml"
+    toml.write_text(toml.read_text() + '\n[sunset]\nthen = "unsubscribe"\nthen = "unsubscribe"\n')
+    line = toml.read_text().splitlines().index('then = "unsubscribe"') + 2  # the second one
+    with pytest.raises(ConfigError) as caught:
+        load_settings(workspace=workspace, env={})
+    assert str(caught.value) == (
+        f"nurture.toml:{line}: a key is written twice (or a table given twice): keep one"
+    )
